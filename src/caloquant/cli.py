@@ -1,0 +1,189 @@
+"""The ``caloquant`` command line: thin wrappers over each stage's public API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from caloquant.errors import CaloquantError
+
+app = typer.Typer(
+    name="caloquant",
+    help="Reduced-precision calorimeter-shower GANs, with the physics evidence that they stay right.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and os.environ.get("CALOQUANT_PROGRESS", "") != "1",
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Pin intra-op threads for every library we use (2 cores on the reference machine)."""
+    import torch
+
+    if threads < 1:
+        raise CaloquantError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise CaloquantError(f"--energy-range must look like LO:HI in GeV, got '{text}'") from None
+    return lo, hi
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    if not path.exists():
+        raise CaloquantError(f"{path}: {what} file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CaloquantError(f"{path}: not a readable .npy {what} file ({str(exc)[:100]})") from None
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="Shower file (3DGAN or CaloChallenge HDF5).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a shower file's format, size, grid, energy range and Ecal/Ep summary."""
+    from caloquant.data import summarize
+
+    s = summarize(file)
+    if as_json:
+        out.print_json(json.dumps(s))
+        return
+    t = Table(title=str(file), show_header=False)
+    t.add_row("format", s["format"])
+    t.add_row("showers", f"{s['n']:,}")
+    t.add_row("grid (x, y, z)", " x ".join(map(str, s["grid"])))
+    t.add_row("Ep range", f"{s['energy_gev']['min']:.2f} - {s['energy_gev']['max']:.2f} GeV")
+    t.add_row("mean Ecal", f"{s['ecal_gev_mean']:.4f} GeV")
+    r = s["ecal_over_ep"]
+    t.add_row("Ecal/Ep", f"{r['mean']:.5f} +- {r['std']:.5f} (min {r['min']:.5f}, max {r['max']:.5f})")
+    t.add_row("hit cells", f"{100 * s['hit_fraction_mean']:.2f} %")
+    for k, v in s["attrs"].items():
+        t.add_row(f"attr {k}", str(v))
+    out.print(t)
+
+
+@app.command("import-keras")
+def import_keras(
+    generator: Annotated[Path, typer.Argument(help="Keras 2 generator weights (.hdf5).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt).")],
+    discriminator: Annotated[Optional[Path], typer.Option("--discriminator", help="Keras 2 discriminator weights.")] = None,
+) -> None:
+    """Convert the CERN 3DGAN Keras weights into a caloquant checkpoint."""
+    from caloquant.models import import_keras_3dgan, save_checkpoint
+
+    ckpt = import_keras_3dgan(generator, discriminator)
+    save_checkpoint(output, ckpt)
+    n = sum(p.numel() for p in ckpt.generator.parameters())
+    out.print(f"wrote {output}: {ckpt.spec.arch}, {n:,} generator parameters, valid {ckpt.spec.energy_range_gev[0]:g}-{ckpt.spec.energy_range_gev[1]:g} GeV"
+              + (", with discriminator" if ckpt.discriminator is not None else ""))
+
+
+def load_generator(path: Path, threads: int):  # noqa: ANN201 - returns a ShowerGenerator
+    """A checkpoint file (or, later, a quantize artifact directory) as a ShowerGenerator."""
+    from caloquant.models import TorchGenerator, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return TorchGenerator(ckpt.spec, ckpt.generator, threads)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt).")],
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    noise: Annotated[Optional[Path], typer.Option("--noise", help=".npy raw N(0,1) noise, float32 (N, noise_dim).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch: Annotated[int, typer.Option("--batch")] = 64,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
+    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+) -> None:
+    """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
+    from caloquant.data import FORMATS, ShowerWriter, provenance
+    from caloquant.models import check_energy_range, energies_for, generate_batches
+
+    if n < 1:
+        raise CaloquantError(f"--n must be positive, got {n}")
+    if fmt not in FORMATS:
+        raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    set_threads(threads)
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    noise_arr = _load_npy(noise, "noise") if noise is not None else None
+    e = energies_for(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    gen = load_generator(model, threads)
+    check_energy_range(e, gen.spec, allow_extrapolation)
+    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=getattr(gen, "precision", "fp32"),
+                       backend=getattr(gen, "backend", "torch"), seed=seed,
+                       noise_source=str(noise) if noise is not None else "seeded")
+    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n) as w, progress() as bar:  # type: ignore[arg-type]
+        task = bar.add_task("sampling", total=n)
+        for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
+            w.append(showers, eb)
+            bar.advance(task, len(eb))
+    out.print(f"wrote {n} showers to {output}")
+
+
+@app.command()
+def study(
+    shared: Annotated[Path, typer.Option("--shared", help="Folder holding 3dgan/params_generator_epoch_049.hdf5.")] = Path("../shared"),
+    generator: Annotated[Optional[Path], typer.Option("--generator", help="Keras generator weights, if not in --shared.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
+    n: Annotated[int, typer.Option("--n", help="Showers per sample.")] = 2000,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+) -> None:
+    """The main job (`make run`): the furthest-reaching study caloquant can do today."""
+    from caloquant.study import run_study
+
+    set_threads(threads)
+    run_study(shared=shared, generator=generator, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
+
+
+def main() -> None:
+    """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
+    try:
+        app()
+    except CaloquantError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Model specification, energy conditioning and the caloquant checkpoint format.
+
+A checkpoint is one ``torch.save`` file holding plain data only (loaded with
+``weights_only=True``, so it cannot run code):
+
+    {"caloquant_checkpoint": 1,
+     "spec": {arch, noise_dim, latent_dim, grid, energy_range_gev, conditioning, hparams},
+     "generator": state_dict, "discriminator": state_dict | None,
+     "provenance": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from caloquant.errors import CaloquantError
+from caloquant.fileio import atomic_path
+from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    generator: Callable[[], nn.Module]
+    discriminator: Callable[[], nn.Module] | None
+    description: str
+
+
+ARCHITECTURES: dict[str, ArchInfo] = {
+    "3dgan-conv3d": ArchInfo(Generator3DGAN, Discriminator3DGAN, "CERN 3DGAN, Conv3D generator (Keras 2 original)"),
+}
+
+
+def register_architecture(name: str, info: ArchInfo) -> None:
+    """Make a new generator architecture loadable from checkpoints."""
+    ARCHITECTURES[name] = info
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a generator and to use it correctly.
+
+    ``conditioning`` says how the incident energy enters the network:
+    ``{"rule": "scale", "energy_unit_gev": 100}`` means latent = noise * Ep / 100 GeV;
+    ``{"rule": "concat", "energy_unit_gev": 100}`` means latent = [noise, Ep / 100 GeV].
+    """
+
+    arch: str
+    noise_dim: int
+    latent_dim: int
+    grid: tuple[int, ...]
+    energy_range_gev: tuple[float, float]
+    conditioning: dict[str, Any] = field(default_factory=lambda: {"rule": "scale", "energy_unit_gev": 100.0})
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        d["energy_range_gev"] = list(self.energy_range_gev)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        try:
+            return cls(
+                arch=str(d["arch"]),
+                noise_dim=int(d["noise_dim"]),
+                latent_dim=int(d["latent_dim"]),
+                grid=tuple(int(g) for g in d["grid"]),
+                energy_range_gev=(float(d["energy_range_gev"][0]), float(d["energy_range_gev"][1])),
+                conditioning=dict(d.get("conditioning", {})),
+                hparams=dict(d.get("hparams", {})),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CaloquantError(f"model spec is incomplete or malformed ({exc!r})") from None
+
+
+SPEC_3DGAN = ModelSpec(
+    arch="3dgan-conv3d",
+    noise_dim=200,
+    latent_dim=200,
+    grid=(25, 25, 25),
+    energy_range_gev=(100.0, 500.0),
+    conditioning={"rule": "scale", "energy_unit_gev": 100.0},
+    hparams={"leaky_relu_slope": 0.3, "batchnorm_eps": 1e-3},
+)
+
+
+def condition_latent(noise: np.ndarray, energies_gev: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Apply the model's energy-conditioning rule: raw N(0,1) noise (N, noise_dim) -> latent."""
+    noise = np.asarray(noise, dtype=np.float32)
+    e = np.asarray(energies_gev, dtype=np.float32).reshape(-1, 1) / np.float32(spec.conditioning.get("energy_unit_gev", 100.0))
+    rule = spec.conditioning.get("rule", "scale")
+    if rule == "scale":
+        return noise * e
+    if rule == "concat":
+        return np.concatenate([noise, e], axis=1)
+    raise CaloquantError(f"unknown energy-conditioning rule '{rule}'")
+
+
+@dataclass
+class Checkpoint:
+    spec: ModelSpec
+    generator: nn.Module
+    discriminator: nn.Module | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def build(spec: ModelSpec) -> tuple[nn.Module, nn.Module | None]:
+    if spec.arch not in ARCHITECTURES:
+        raise CaloquantError(f"unknown architecture '{spec.arch}' (known: {', '.join(ARCHITECTURES)})")
+    info = ARCHITECTURES[spec.arch]
+    return info.generator(), (info.discriminator() if info.discriminator else None)
+
+
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
+    """Write a checkpoint atomically."""
+    from caloquant import __version__
+
+    payload = {
+        "caloquant_checkpoint": CHECKPOINT_VERSION,
+        "spec": ckpt.spec.to_dict(),
+        "generator": ckpt.generator.state_dict(),
+        "discriminator": ckpt.discriminator.state_dict() if ckpt.discriminator is not None else None,
+        "provenance": {"caloquant_version": __version__, **ckpt.provenance},
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint in eval mode, or fail with a one-line reason."""
+    p = Path(path)
+    if not p.exists():
+        raise CaloquantError(f"{p}: model file not found")
+    if p.is_dir():
+        raise CaloquantError(f"{p}: is a directory, expected a caloquant checkpoint (.pt)")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({first[:160]})") from None
+    except Exception as exc:  # pickle.UnpicklingError and friends from a damaged file
+        raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or "caloquant_checkpoint" not in payload:
+        raise CaloquantError(f"{p}: not a caloquant checkpoint (no 'caloquant_checkpoint' marker)")
+    if payload["caloquant_checkpoint"] > CHECKPOINT_VERSION:
+        raise CaloquantError(f"{p}: checkpoint version {payload['caloquant_checkpoint']} is newer than this caloquant")
+    spec = ModelSpec.from_dict(payload.get("spec", {}))
+    gen, disc = build(spec)
+    _load_state(gen, payload.get("generator"), p, "generator")
+    if disc is not None and payload.get("discriminator") is not None:
+        _load_state(disc, payload["discriminator"], p, "discriminator")
+    else:
+        disc = None
+    gen.eval()
+    if disc is not None:
+        disc.eval()
+    return Checkpoint(spec, gen, disc, dict(payload.get("provenance", {})))
+
+
+def _load_state(module: nn.Module, state: Any, p: Path, what: str) -> None:
+    if not isinstance(state, dict):
+        raise CaloquantError(f"{p}: checkpoint has no {what} weights")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CaloquantError(f"{p}: {what} weights do not fit the architecture ({detail[:200]})") from None
+    for name, t in state.items():
+        if torch.is_floating_point(t) and not torch.isfinite(t).all():
+            raise CaloquantError(f"{p}: {what} weight '{name}' contains NaN or Inf")
