@@ -1,0 +1,241 @@
+"""The CERN 3DGAN in PyTorch: Keras equivalence, checkpoints, sampling, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from caloquant.data import open_showers, read_showers
+from caloquant.errors import CaloquantError
+from caloquant.models import (
+    SPEC_3DGAN,
+    Checkpoint,
+    NoiseStream,
+    TorchGenerator,
+    build,
+    energies_for,
+    generate,
+    import_keras_3dgan,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tests import keras_numpy_reference as ref
+from tests.helpers import assert_one_line_error, write_h5
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# --- equivalence with Keras, via an independent numpy implementation --------------------
+
+def test_generator_matches_independent_keras_reference(keras_files: tuple[Path, Path]) -> None:
+    ckpt = import_keras_3dgan(keras_files[0])
+    w = ref.load(str(keras_files[0]))
+    rng = np.random.default_rng(42)
+    for ep in (100.0, 250.0, 500.0):
+        z = (rng.standard_normal(200) * ep / 100).astype(np.float32)
+        with torch.no_grad():
+            got = ckpt.generator(torch.from_numpy(z[None]))[0].numpy()
+        want = ref.generator(w, z.astype(np.float64))
+        assert got.shape == want.shape == (25, 25, 25)
+        assert want.max() > 0
+        assert rel_err(got, want) < 1e-5, f"Ep={ep}: relative error {rel_err(got, want):.2e}"
+
+
+def test_discriminator_matches_independent_keras_reference(keras_files: tuple[Path, Path]) -> None:
+    ckpt = import_keras_3dgan(*keras_files)
+    assert ckpt.discriminator is not None
+    w = ref.load(str(keras_files[1]))
+    rng = np.random.default_rng(7)
+    # realistic inputs: showers of the generator itself (random cells would saturate the sigmoid)
+    with torch.no_grad():
+        showers = ckpt.generator(torch.from_numpy(rng.standard_normal((3, 200)).astype(np.float32) * 3)).numpy()
+    for x in showers:
+        with torch.no_grad():
+            p, aux, ecal = (t.item() for t in ckpt.discriminator(torch.from_numpy(x[None])))
+        rp, raux, recal = ref.discriminator(w, x.astype(np.float64))
+        assert abs(p - rp) / abs(rp) < 1e-5
+        assert abs(aux - raux) / abs(raux) < 1e-5
+        assert abs(ecal - recal) / recal < 1e-5
+
+
+# --- the imported model makes physical showers -------------------------------------------
+
+def test_import_and_sample_cern_3dgan(keras_files: tuple[Path, Path], tmp_path: Path, cli) -> None:
+    model = tmp_path / "m.pt"
+    res = cli("import-keras", keras_files[0], "--discriminator", keras_files[1], "-o", model)
+    assert res.code == 0, res.err
+    out = tmp_path / "s.h5"
+    res = cli("sample", "--model", model, "--n", 400, "--energy-range", "100:500", "--seed", 5, "-o", out)
+    assert res.code == 0, res.err
+    s, e = read_showers(out)
+    assert s.shape == (400, 25, 25, 25) and 100 <= e.min() and e.max() <= 500
+    ecal = s.reshape(400, -1).sum(1)
+    idx = np.arange(25)
+    mx = (s.sum(axis=(2, 3)) @ idx) / ecal
+    my = (s.sum(axis=(1, 3)) @ idx) / ecal
+    # centred on the middle transverse cell (index 12); statistical error of the mean << 0.1
+    assert abs(mx.mean() - 12) < 0.2 and abs(my.mean() - 12) < 0.2
+    sf = ecal / e
+    # sampling fraction about 2 % (training target 0.02; this epoch gives ~0.017 +- 0.009 per shower)
+    assert 0.014 < sf.mean() < 0.024, sf.mean()
+    # the hottest cell of the average shower is the central column
+    avg = s.mean(0).sum(axis=2)
+    assert np.unravel_index(avg.argmax(), avg.shape) == (12, 12)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    gen, disc = build(SPEC_3DGAN)
+    gen.eval()
+    p = save_checkpoint(tmp_path / "c.pt", Checkpoint(SPEC_3DGAN, gen, disc, {"note": "x"}))
+    ck = load_checkpoint(p)
+    assert ck.spec == SPEC_3DGAN and ck.provenance["note"] == "x" and ck.discriminator is not None
+    z = torch.randn(3, 200)
+    with torch.no_grad():
+        assert torch.equal(gen(z), ck.generator(z))
+
+
+def test_corrupt_checkpoints(tmp_path: Path, random_checkpoint: Path, cli) -> None:
+    data = random_checkpoint.read_bytes()
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(data[: len(data) // 2])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    wrong = tmp_path / "wrong.pt"
+    payload = torch.load(random_checkpoint, weights_only=True)
+    payload["generator"]["conv1.weight"] = torch.zeros(2, 2)
+    torch.save(payload, wrong)
+    nanw = tmp_path / "nan.pt"
+    payload = torch.load(random_checkpoint, weights_only=True)
+    payload["generator"]["dense.bias"][0] = float("nan")
+    torch.save(payload, nanw)
+    cases = [
+        (tmp_path / "missing.pt", "not found"),
+        (trunc, "corrupt"),
+        (junk, "corrupt"),
+        (other, "not a caloquant checkpoint"),
+        (wrong, "do not fit"),
+        (nanw, "NaN"),
+    ]
+    for path, needle in cases:
+        out = tmp_path / f"{path.stem}_out.h5"
+        res = cli("sample", "--model", path, "--n", 2, "--energy", 200, "-o", out)
+        assert_one_line_error(res, needle)
+        assert not out.exists()
+
+
+def test_keras_file_of_another_architecture(keras_files: tuple[Path, Path], tmp_path: Path, cli) -> None:
+    # the discriminator file is a valid Keras file, but not a generator
+    res = cli("import-keras", keras_files[1], "-o", tmp_path / "x.pt")
+    assert_one_line_error(res, "not a 3DGAN Conv3D generator")
+    # a generator-like file whose first convolution has another kernel size
+    fake = tmp_path / "fake.hdf5"
+    with h5py.File(keras_files[0]) as src, h5py.File(fake, "w") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        src.copy("input_1", dst)
+        src.copy("sequential_1", dst)
+        del dst["sequential_1/conv3d_1/kernel:0"]
+        dst["sequential_1/conv3d_1"].create_dataset("kernel:0", data=np.zeros((5, 5, 5, 8, 64), np.float32))
+    res = cli("import-keras", fake, "-o", tmp_path / "y.pt")
+    assert_one_line_error(res, "conv1.weight", "shape")
+    plain = write_h5(tmp_path / "plain.h5", ECAL=np.zeros((1, 2, 2, 2)))
+    res = cli("import-keras", plain, "-o", tmp_path / "z.pt")
+    assert_one_line_error(res, "not a Keras weights file")
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+def test_same_seed_same_output_independent_of_batch(random_checkpoint: Path) -> None:
+    ck = load_checkpoint(random_checkpoint)
+    g = TorchGenerator(ck.spec, ck.generator, 2)
+    e = energies_for(10, 3, energy_range=(100, 500))
+    a = generate(g, e, seed=3, batch=10)
+    b = generate(g, e, seed=3, batch=3)
+    c = generate(g, e, seed=4, batch=10)
+    # identical latents; the float results differ only by the kernels' batch-dependent summation order
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * a.max())
+    assert not np.allclose(a, c, atol=1e-3 * a.max())
+    s1 = NoiseStream(10, 200, 3)
+    blocks = np.concatenate([s1.take(3), s1.take(3), s1.take(4)])
+    np.testing.assert_array_equal(blocks, NoiseStream(10, 200, 3).take(10))
+
+
+def test_sample_cli_seed_noise_energies(random_checkpoint: Path, tmp_path: Path, cli) -> None:
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for p in (a, b):
+        assert cli("sample", "--model", random_checkpoint, "--n", 6, "--energy-range", "100:500", "--seed", 9, "-o", p).code == 0
+    sa, ea = read_showers(a)
+    sb, eb = read_showers(b)
+    np.testing.assert_array_equal(sa, sb)
+    np.testing.assert_array_equal(ea, eb)
+    with open_showers(a) as r:
+        assert r.attrs["seed"] == 9 and r.attrs["precision"] == "fp32"
+
+    # explicit noise + energies: the model applies its own conditioning z = n * Ep/100
+    noise = np.random.default_rng(0).standard_normal((4, 200)).astype(np.float32)
+    energies = np.array([100.0, 200.0, 300.0, 450.0])
+    np.save(tmp_path / "n.npy", noise)
+    np.save(tmp_path / "e.npy", energies)
+    out = tmp_path / "c.h5"
+    res = cli("sample", "--model", random_checkpoint, "--n", 4, "--energies", tmp_path / "e.npy", "--noise", tmp_path / "n.npy", "--format", "calochallenge", "-o", out)
+    assert res.code == 0, res.err
+    ck = load_checkpoint(random_checkpoint)
+    with torch.no_grad():
+        want = ck.generator(torch.from_numpy(noise * (energies[:, None] / 100).astype(np.float32))).numpy()
+    got, e = read_showers(out)
+    np.testing.assert_allclose(e, energies, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_bad_input(random_checkpoint: Path, tmp_path: Path, cli) -> None:
+    out = tmp_path / "o.h5"
+    np.save(tmp_path / "badnoise.npy", np.zeros((4, 100), np.float32))
+    np.save(tmp_path / "nannoise.npy", np.full((4, 200), np.nan, np.float32))
+    np.save(tmp_path / "e.npy", np.array([100.0, np.nan, 200.0, 300.0]))
+    (tmp_path / "junk.npy").write_text("junk")
+    m = ("--model", random_checkpoint, "--n", 4, "-o", out)
+    cases = [
+        (("--energy", 600), "outside the model's valid range"),
+        (("--energy", 50), "outside the model's valid range"),
+        (("--energy", -5), "negative"),
+        (("--energy", 0), "zero"),
+        (("--energy-range", "300:200"), "empty"),
+        (("--energy-range", "abc"), "LO:HI"),
+        (("--energy", 200, "--noise", tmp_path / "badnoise.npy"), "noise has shape"),
+        (("--energy", 200, "--noise", tmp_path / "nannoise.npy"), "NaN"),
+        (("--energy", 200, "--noise", tmp_path / "missing.npy"), "not found"),
+        (("--energy", 200, "--noise", tmp_path / "junk.npy"), "not a readable"),
+        (("--energies", tmp_path / "e.npy"), "NaN"),
+        ((), "exactly one of"),
+    ]
+    for extra, needle in cases:
+        assert_one_line_error(cli("sample", *m, *extra), needle)
+        assert not out.exists()
+    res = cli("sample", *m, "--energy", 600, "--allow-extrapolation")
+    assert res.code == 0 and out.exists()
+
+
+def test_console_script_errors_without_traceback(tmp_path: Path) -> None:
+    """The installed entry point itself (not just main()) exits non-zero with one line."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("caloquant")
+    proc = subprocess.run([str(exe), "inspect", str(tmp_path / "missing.h5")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    for cmd in ("inspect", "import-keras", "sample", "study"):
+        assert cmd in proc.stdout
