@@ -1,0 +1,116 @@
+"""Per-shower physics features, computed on a block of showers at a time (vectorised).
+
+Axes: showers are (n, X, Y, Z) with x, y transverse and z the depth ("layer").
+Moments follow the reduced-precision paper: M1 = sum_i i S_i / sum_i S_i and
+sqrt(M2) with M2 = sum_i (i - M1)^2 S_i / sum_i S_i, in cell units (index 0..n-1).
+Per-layer centres and widths follow the CaloChallenge high-level features, in cells
+relative to the grid centre (an empty layer gets centre 0 and width 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AXES = ("x", "y", "z")
+# Cells at or below this energy (GeV) count as empty: the Geant4 data cut (1 keV).
+DEFAULT_CELL_THRESHOLD_GEV = 1e-6
+# Cell-energy spectrum: log10(E / GeV) histogram edges.
+SPECTRUM_EDGES = np.linspace(-6.0, 1.0, 71)
+# Coarse view of each shower for the classifier: transverse cells pooled 5 x 5.
+COARSE_POOL = 5
+
+
+def _moments(profile: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(profile.shape[1], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m1 = profile @ idx / total
+        m2 = np.einsum("ni,ni->n", profile, (idx[None, :] - m1[:, None]) ** 2) / total
+    return m1, np.sqrt(np.maximum(m2, 0.0))
+
+
+def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float = DEFAULT_CELL_THRESHOLD_GEV) -> dict[str, np.ndarray]:
+    """Scalar and per-layer features of each shower; float64 arrays with first axis n."""
+    s = np.asarray(showers, dtype=np.float32)
+    n, X, Y, Z = s.shape
+    e = np.asarray(energies, dtype=np.float64)
+    prof = {
+        "x": s.sum(axis=(2, 3), dtype=np.float64),
+        "y": s.sum(axis=(1, 3), dtype=np.float64),
+        "z": s.sum(axis=(1, 2), dtype=np.float64),
+    }
+    ecal = prof["z"].sum(axis=1)
+    f: dict[str, np.ndarray] = {"ecal": ecal, "sf": ecal / e}
+    for ax in AXES:
+        m1, sd = _moments(prof[ax], ecal)
+        f[f"mean_{ax}"], f[f"std_{ax}"] = m1, sd
+        f[f"profile_{ax}"] = prof[ax]
+    hit = s > threshold
+    f["n_hits"] = hit.reshape(n, -1).sum(axis=1).astype(np.float64)
+    flat_max = s.reshape(n, -1).argmax(axis=1)
+    mx, my, mz = np.unravel_index(flat_max, (X, Y, Z))
+    f["max_x"], f["max_y"], f["max_z"] = mx.astype(np.float64), my.astype(np.float64), mz.astype(np.float64)
+    # per-layer (z) CaloChallenge-style features
+    layer_e = prof["z"]  # (n, Z)
+    px = s.sum(axis=2, dtype=np.float64)  # (n, X, Z)
+    py = s.sum(axis=1, dtype=np.float64)  # (n, Y, Z)
+    cx = np.arange(X) - (X - 1) / 2.0
+    cy = np.arange(Y) - (Y - 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mxl = np.einsum("nxz,x->nz", px, cx) / layer_e
+        myl = np.einsum("nyz,y->nz", py, cy) / layer_e
+        wxl = np.sqrt(np.maximum(np.einsum("nxz,x->nz", px, cx**2) / layer_e - mxl**2, 0.0))
+        wyl = np.sqrt(np.maximum(np.einsum("nyz,y->nz", py, cy**2) / layer_e - myl**2, 0.0))
+    empty = layer_e <= 0
+    for name, arr in (("layer_cx", mxl), ("layer_cy", myl), ("layer_wx", wxl), ("layer_wy", wyl)):
+        arr[empty] = 0.0
+        f[name] = arr
+    f["layer_e"] = layer_e
+    f["layer_hits"] = hit.sum(axis=(1, 2), dtype=np.float64)
+    return f
+
+
+def high_level_vector(f: dict[str, np.ndarray], energies: np.ndarray) -> np.ndarray:
+    """The CaloChallenge-style high-level feature vector (n, 1 + 6 Z + 6) per shower:
+    E_total/E_inc, energy per layer / E_inc, centres and widths per layer, hits per layer,
+    and the six global moments."""
+    e = np.asarray(energies, dtype=np.float64)[:, None]
+    parts = [
+        f["sf"][:, None],
+        f["layer_e"] / e,
+        f["layer_cx"],
+        f["layer_cy"],
+        f["layer_wx"],
+        f["layer_wy"],
+        f["layer_hits"],
+        np.stack([np.nan_to_num(f[f"{k}_{a}"]) for k in ("mean", "std") for a in AXES], axis=1),
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def coarse_view(showers: np.ndarray) -> np.ndarray:
+    """log10(1 + E/MeV) of the shower pooled COARSE_POOL x COARSE_POOL transversely, flattened."""
+    n, X, Y, Z = showers.shape
+    p = COARSE_POOL
+    Xc, Yc = X // p * p, Y // p * p
+    pooled = showers[:, :Xc, :Yc].reshape(n, Xc // p, p, Yc // p, p, Z).sum(axis=(2, 4), dtype=np.float64)
+    return np.log10(1.0 + 1000.0 * pooled).reshape(n, -1).astype(np.float32)
+
+
+def cell_spectrum(showers: np.ndarray, threshold: float = DEFAULT_CELL_THRESHOLD_GEV) -> np.ndarray:
+    """Counts of cell energies above threshold in log10 bins of SPECTRUM_EDGES
+    (first and last bins include under- and overflow)."""
+    v = showers[showers > threshold]
+    lv = np.log10(v.astype(np.float64))
+    lo, hi = SPECTRUM_EDGES[0], SPECTRUM_EDGES[-1]
+    nb = SPECTRUM_EDGES.size - 1
+    idx = np.clip(((lv - lo) / (hi - lo) * nb).astype(np.int64), 0, nb - 1)
+    return np.bincount(idx, minlength=nb).astype(np.int64)
+
+
+def projections(showers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-shower 2D projections (x-y, x-z, y-z), float64."""
+    return (
+        showers.sum(axis=3, dtype=np.float64),
+        showers.sum(axis=2, dtype=np.float64),
+        showers.sum(axis=1, dtype=np.float64),
+    )

@@ -1,0 +1,62 @@
+"""Terminal summary tables (rich) for validation reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _pm(v: float, e: float, fmt: str = ".4f") -> str:
+    return f"{v:{fmt}}±{e:{fmt}}"
+
+
+def _pull_style(pull: float) -> str:
+    a = abs(pull)
+    return "red" if a > 5 else ("yellow" if a > 3 else "green")
+
+
+def validation_table(report: dict[str, Any]) -> Table:
+    """One row per energy bin: counts, sampling fraction, moment shifts, projection MSE, pixel-wise."""
+    paired = report.get("paired", False)
+    t = Table(title=f"Validation: {report['cand']} vs {report['ref']}" + (" (paired)" if paired else ""))
+    for col in ("Ep bin [GeV]", "n ref/cand", "Ecal/Ep ref", "cand/ref", "Δ mean z", "Δ std z", "Δ std y", "proj. MSE (noise)"):
+        t.add_column(col, justify="right")
+    if paired:
+        t.add_column("pixel-wise [GeV]", justify="right")
+    for b in report["bins"]:
+        sf = b["sampling_fraction"]
+        mz, sz, sy = b["moments"]["z"]["mean"], b["moments"]["z"]["std"], b["moments"]["y"]["std"]
+        cells = [
+            b["label"],
+            f"{b['n_ref']}/{b['n_cand']}",
+            _pm(sf["ref"], sf["ref_err"], ".5f"),
+            f"[{_pull_style(sf['pull'])}]{_pm(sf['ratio'], sf['ratio_err'], '.4f')}[/]",
+            f"[{_pull_style(mz['pull'])}]{mz['shift']:+.3f}±{mz['shift_err']:.3f}[/]",
+            f"[{_pull_style(sz['pull'])}]{sz['shift']:+.3f}±{sz['shift_err']:.3f}[/]",
+            f"[{_pull_style(sy['pull'])}]{sy['shift']:+.3f}±{sy['shift_err']:.3f}[/]",
+            f"{b['projection_mse']:.3g} ({b['projection_mse_noise']:.2g})",
+        ]
+        if paired:
+            p = b["pixelwise"]
+            cells.append(f"{p['mean']:.4g}±{p['std']:.3g}")
+        t.add_row(*cells)
+    return t
+
+
+def global_table(report: dict[str, Any]) -> Table:
+    t = Table(title="Distribution distances (all energies)", show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("meaning")
+    if report.get("fpd"):
+        t.add_row("FPD", f"{report['fpd']['value']:.4g} ± {report['fpd']['err']:.2g}", "Fréchet physics distance (0 = same)")
+        t.add_row("KPD", f"{report['kpd']['value']:.3g} ± {report['kpd']['err']:.2g}", "kernel physics distance, unbiased (0 = same)")
+    if report.get("classifier"):
+        c = report["classifier"]
+        t.add_row("classifier AUC", f"{c['auc']:.4f} ± {c['auc_err']:.4f}", "0.5 = indistinguishable")
+        t.add_row("classifier JSD", f"{c['jsd']:.4f}", "0 = indistinguishable")
+    sep = report["bins"][0].get("separation_power", {})
+    for k, v in sep.items():
+        t.add_row(f"sep. power {k}", f"{v['value']:.4f}", f"statistical floor {v['floor']:.4f}")
+    return t
