@@ -111,16 +111,20 @@ def import_keras(
 
 
 def load_generator(path: Path, threads: int):  # noqa: ANN201 - returns a ShowerGenerator
-    """A checkpoint file (or, later, a quantize artifact directory) as a ShowerGenerator."""
+    """A checkpoint file or a `quantize` artifact directory, as a ShowerGenerator."""
     from caloquant.models import TorchGenerator, load_checkpoint
 
+    if path.is_dir():
+        from caloquant.precision import load_artifact
+
+        return load_artifact(path, threads)
     ckpt = load_checkpoint(path)
     return TorchGenerator(ckpt.spec, ckpt.generator, threads)
 
 
 @app.command()
 def sample(
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt).")],
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt) or quantize artifact directory.")],
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
     energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
@@ -191,6 +195,47 @@ def validate(
     if plots is not None:
         paths = validation_plots(report, plots)
         out.print(f"wrote {len(paths)} plots to {plots}")
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Option("--model", help="fp32 checkpoint (.pt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | int8.")] = "int8",
+    backend: Annotated[str, typer.Option("--backend", help="openvino | onnxruntime | torch.")] = "openvino",
+    recipe: Annotated[str, typer.Option("--recipe", help="physics (tolerance-driven search) | naive (backend defaults).")] = "physics",
+    tolerance: Annotated[str, typer.Option("--tolerance", help="Preset (default, strict, loose) or a JSON file.")] = "default",
+    calibration: Annotated[str, typer.Option("--calibration", help="First range estimator: minmax | percentile | histogram.")] = "minmax",
+    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = 512,
+    eval_n: Annotated[int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
+) -> None:
+    """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
+    from caloquant.models import load_checkpoint
+    from caloquant.precision import QuantizeConfig, Tolerance
+    from caloquant.precision import quantize as run_quantize
+    from caloquant.report import quantize_summary
+
+    set_threads(threads)
+    cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
+                         calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
+                         threads=threads, batch=batch)
+    if model.is_dir():
+        raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
+    ckpt = load_checkpoint(model)
+    res = run_quantize(ckpt, cfg, output, model_path=str(model), log=lambda m: out.print(m, highlight=False))
+    out.print(quantize_summary(res.manifest))
+    if not res.ok:
+        worst = res.manifest["physics"]
+        msg = (f"physics outside tolerance: worst |Ecal/Ecal_fp32 - 1| = {worst['worst_ecal_rel']:.4f} "
+               f"(limit {cfg.tolerance.ecal_rel}), worst moment shift {worst['worst_moment_shift']:.3f} cells "
+               f"(limit {cfg.tolerance.moment_shift}); artifact written to {output} for inspection")
+        if recipe == "naive":
+            out.print(f"[bold white on red] WARNING: {msg} [/]")
+        else:
+            raise CaloquantError(f"tolerance not reachable; best found: {msg}")
 
 
 @app.command()

@@ -11,7 +11,9 @@ from caloquant.models.checkpoint import (
     load_checkpoint,
     register_architecture,
     save_checkpoint,
+    spec_conv2d,
 )
+from caloquant.models.conv2d import Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 from caloquant.models.keras import import_keras_3dgan
 from caloquant.models.sampling import (
@@ -29,6 +31,7 @@ __all__ = [
     "SPEC_3DGAN",
     "ArchInfo",
     "Checkpoint",
+    "Conv2DGenerator",
     "Discriminator3DGAN",
     "Generator3DGAN",
     "ModelSpec",
@@ -45,4 +48,5 @@ __all__ = [
     "load_checkpoint",
     "register_architecture",
     "save_checkpoint",
+    "spec_conv2d",
 ]

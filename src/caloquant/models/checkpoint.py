@@ -23,6 +23,7 @@ from torch import nn
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path
+from caloquant.models.conv2d import Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 
 CHECKPOINT_VERSION = 1
@@ -30,13 +31,14 @@ CHECKPOINT_VERSION = 1
 
 @dataclass(frozen=True)
 class ArchInfo:
-    generator: Callable[[], nn.Module]
-    discriminator: Callable[[], nn.Module] | None
+    generator: Callable[..., nn.Module]
+    discriminator: Callable[..., nn.Module] | None
     description: str
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {
     "3dgan-conv3d": ArchInfo(Generator3DGAN, Discriminator3DGAN, "CERN 3DGAN, Conv3D generator (Keras 2 original)"),
+    "3dgan-conv2d": ArchInfo(Conv2DGenerator, None, "Conv2D 3DGAN generator of the reduced-precision paper"),
 }
 
 
@@ -95,6 +97,13 @@ SPEC_3DGAN = ModelSpec(
 )
 
 
+def spec_conv2d(width: float = 1.0) -> ModelSpec:
+    """Spec of the paper's Conv2D generator (``width`` scales the channel counts)."""
+    return ModelSpec(arch="3dgan-conv2d", noise_dim=200, latent_dim=200, grid=(25, 25, 25), energy_range_gev=(2.0, 500.0),
+                     conditioning={"rule": "scale", "energy_unit_gev": 100.0},
+                     hparams={"arch_kwargs": {"width": width}, "leaky_relu_slope": 0.3, "batchnorm_eps": 1e-3})
+
+
 def condition_latent(noise: np.ndarray, energies_gev: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Apply the model's energy-conditioning rule: raw N(0,1) noise (N, noise_dim) -> latent."""
     noise = np.asarray(noise, dtype=np.float32)
@@ -119,7 +128,12 @@ def build(spec: ModelSpec) -> tuple[nn.Module, nn.Module | None]:
     if spec.arch not in ARCHITECTURES:
         raise CaloquantError(f"unknown architecture '{spec.arch}' (known: {', '.join(ARCHITECTURES)})")
     info = ARCHITECTURES[spec.arch]
-    return info.generator(), (info.discriminator() if info.discriminator else None)
+    kwargs = dict(spec.hparams.get("arch_kwargs", {}))
+    try:
+        gen = info.generator(**kwargs)
+    except TypeError as exc:
+        raise CaloquantError(f"architecture '{spec.arch}' does not take {kwargs} ({exc})") from None
+    return gen, (info.discriminator() if info.discriminator else None)
 
 
 def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:

@@ -60,3 +60,29 @@ def global_table(report: dict[str, Any]) -> Table:
     for k, v in sep.items():
         t.add_row(f"sep. power {k}", f"{v['value']:.4f}", f"statistical floor {v['floor']:.4f}")
     return t
+
+
+def quantize_summary(m: dict[str, Any]) -> Table:
+    """The chosen configuration of a `quantize` run: physics per energy point, speed, size."""
+    ok = m["meets_tolerance"]
+    t = Table(title=f"{m['backend']} {m['precision']} ({m['recipe']} recipe): "
+                    + ("[green]physics within tolerance[/]" if ok else "[bold red]PHYSICS OUTSIDE TOLERANCE[/]"))
+    t.add_column("Ep [GeV]", justify="right")
+    t.add_column("Ecal_q / Ecal_fp32", justify="right")
+    t.add_column("max |moment shift| [cells]", justify="right")
+    t.add_column("pixel-wise [GeV]", justify="right")
+    t.add_column("hit cells q/fp32", justify="right")
+    tol = m["tolerance"]
+    for p in m["physics"]["points"]:
+        r = p["ecal_ratio"]
+        style = "green" if abs(r - 1) <= tol["ecal_rel"] else "red"
+        ms = max(abs(v) for v in p["moment_shifts"].values())
+        t.add_row(f"{p['energy_gev']:g}", f"[{style}]{r:.4f}±{p['ecal_ratio_err']:.4f}[/]",
+                  f"[{'green' if ms <= tol['moment_shift'] else 'red'}]{ms:.4f}[/]", f"{p['pixelwise_gev']:.4g}", f"{p['hit_ratio']:.3f}")
+    sp = m["speed"]
+    layers = ", ".join(f"{k}:{v}" for k, v in m["layer_precisions"].items())
+    t.caption = (f"{sp['showers_per_s']:.0f} showers/s = {sp['speedup_vs_torch_fp32']:.2f}x PyTorch fp32 eager "
+                 f"({sp['baseline_torch_fp32_showers_per_s']:.0f}/s, batch {sp['batch']}, {sp['threads']} threads); "
+                 f"size {m['size_bytes'] / 1e6:.2f} MB ({m['size_bytes'] / m['fp32_param_bytes']:.2f}x fp32); "
+                 f"tolerance |ΔEcal| <= {tol['ecal_rel']}, |Δmoment| <= {tol['moment_shift']}; layers: {layers}")
+    return t

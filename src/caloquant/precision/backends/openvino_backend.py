@@ -1,0 +1,134 @@
+"""OpenVINO + NNCF: fp32, bf16 and fp16 by inference-precision hint, int8 by NNCF post-training
+quantization with a per-unit ignored scope (the float part runs at the chosen hint)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from caloquant.errors import CaloquantError
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _quiet_nncf() -> None:
+    import logging
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+
+
+def short_name(full: str) -> str:
+    """'__module.conv2/aten::_convolution/Convolution' -> 'conv2'; 'aten::view/Reshape' -> 'view'."""
+    m = re.match(r"__module\.([^/]+)/", full)
+    if m:
+        return m.group(1)
+    m = re.match(r"aten::([^/]+)/", full)
+    return m.group(1) if m else full
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model: callable on latents, saveable as IR."""
+
+    def __init__(self, model: Any, hint: str, threads: int, layer_precisions: dict[str, str]) -> None:
+        import openvino as ov
+
+        self.model, self.hint, self.threads = model, hint, threads
+        self.layer_precisions = layer_precisions
+        self._compiled = ov.Core().compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": hint,  # always explicit: the CPU plugin picks bf16 by itself on AMX/AVX512-BF16
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        self._request = self._compiled.create_infer_request()
+
+    def __call__(self, latent: np.ndarray) -> np.ndarray:
+        res = self._request.infer({0: np.ascontiguousarray(latent, dtype=np.float32)})
+        return np.asarray(res[self._compiled.output(0)])
+
+    def save(self, out_dir: Path) -> list[str]:
+        import openvino as ov
+
+        ov.save_model(self.model, out_dir / "model.xml", compress_to_fp16=False)
+        return ["model.xml", "model.bin"]
+
+    @classmethod
+    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int) -> OpenVINOModel:
+        import openvino as ov
+
+        xml = out_dir / "model.xml"
+        if not xml.exists() or not (out_dir / "model.bin").exists():
+            raise CaloquantError(f"{out_dir}: OpenVINO artifact lacks model.xml / model.bin")
+        try:
+            model = ov.Core().read_model(xml)
+        except RuntimeError as exc:
+            raise CaloquantError(f"{xml}: unreadable OpenVINO model ({str(exc).splitlines()[0][:120]})") from None
+        return cls(model, manifest["backend_options"]["inference_precision_hint"], threads, manifest.get("layer_precisions", {}))
+
+
+class OpenVINOBackend:
+    name = "openvino"
+
+    def __init__(self, module: nn.Module, latent_dim: int, threads: int) -> None:
+        import openvino as ov
+
+        _quiet_nncf()
+        self.threads = threads
+        example = torch.randn(2, latent_dim)
+        self.fp_model = ov.convert_model(module.eval(), example_input=example)
+        self.fp_model.reshape([-1, latent_dim])
+        self._units: list[str] | None = None
+
+    def float_model(self, precision: str) -> OpenVINOModel:
+        hint = HINTS[precision]
+        lp = {short_name(op.get_friendly_name()): precision for op in self.fp_model.get_ordered_ops()
+              if op.get_type_name() in ("Convolution", "MatMul")}
+        return OpenVINOModel(self.fp_model, hint, self.threads, lp)
+
+    def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast") -> Any:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        ranges = {"minmax": RangeEstimatorParametersSet.MINMAX, "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
+                  "histogram": RangeEstimatorParametersSet.HISTOGRAM}[calibration]
+        batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
+        try:
+            return nncf.quantize(
+                self.fp_model, nncf.Dataset(batches), subset_size=len(batches),
+                preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric int8 activations and per-channel weights
+                fast_bias_correction=(bias_correction == "fast"),
+                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+                advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=ranges,
+                                                                   disable_bias_correction=(bias_correction == "none")),
+            )
+        except Exception as exc:  # noqa: BLE001 - NNCF raises many types
+            raise CaloquantError(f"NNCF quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+
+    def units(self, calib: np.ndarray) -> list[str]:
+        """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
+        if self._units is None:
+            q = self._quantize(calib[: min(len(calib), 32)], [], "minmax")
+            names: list[str] = []
+            for op in q.get_ordered_ops():
+                if op.get_type_name() == "FakeQuantize":
+                    for t in op.output(0).get_target_inputs():
+                        n = t.get_node().get_friendly_name()
+                        if t.get_node().get_type_name() != "FakeQuantize" and n not in names:
+                            names.append(n)
+            self._units = names
+        return self._units
+
+    def int8_model(self, calib: np.ndarray, int8_units: list[str] | None, calibration: str, float_precision: str,
+                   bias_correction: str = "fast") -> OpenVINOModel:
+        units = self.units(calib)
+        chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
+        ignored = [u for u in units if u not in chosen]
+        q = self._quantize(calib, ignored, calibration, bias_correction)
+        lp = {short_name(u): ("int8" if u in chosen else float_precision) for u in units}
+        return OpenVINOModel(q, HINTS[float_precision], self.threads, lp)

@@ -1,0 +1,110 @@
+"""Configuration objects for reduced precision: what to build and what "physically right" means.
+
+In the spirit of torchao's config-object API: a :class:`QuantizeConfig` says *what* to do,
+:func:`caloquant.precision.quantize` does it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from caloquant.errors import CaloquantError
+
+Backend = Literal["openvino", "onnxruntime", "torch"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+Recipe = Literal["physics", "naive"]
+Calibration = Literal["minmax", "percentile", "histogram"]
+
+BACKENDS: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "histogram")
+
+# (backend, precision) -> None if supported on this CPU class, else the reason it is not.
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("onnxruntime", "bf16"): "ONNX Runtime's CPU execution provider has no bfloat16 convolution kernels; use --backend openvino or torch for bf16",
+    ("torch", "fp16"): "PyTorch CPU float16 convolutions are reference (slow) kernels with no speed-up; use --backend openvino (f16 hint) or onnxruntime for fp16",
+}
+
+
+def check_supported(backend: str, precision: str) -> None:
+    if backend not in BACKENDS:
+        raise CaloquantError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    if precision not in PRECISIONS:
+        raise CaloquantError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    reason = UNSUPPORTED.get((backend, precision))
+    if reason:
+        raise CaloquantError(f"{precision} on {backend} is not supported: {reason}")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a reduced-precision model may move the physics, on paired latents vs fp32.
+
+    * ``ecal_rel``: max |Ecal_q / Ecal_fp32 - 1| in every energy point;
+    * ``moment_shift``: max |shift| of the mean and sqrt(M2) moments along x, y, z (cells);
+    * ``mse_factor``: projection MSE against a reference sample no worse than this factor
+      times the fp32 model's (checked only when a reference sample is given).
+    """
+
+    ecal_rel: float = 0.005
+    moment_shift: float = 0.05
+    mse_factor: float = 1.1
+
+    @classmethod
+    def load(cls, spec: str | Path) -> Tolerance:
+        """A preset name (default, strict, loose) or a JSON file with any of the fields."""
+        if str(spec) in TOLERANCE_PRESETS:
+            return TOLERANCE_PRESETS[str(spec)]
+        p = Path(spec)
+        if not p.exists():
+            raise CaloquantError(f"--tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) nor a file")
+        try:
+            d = json.loads(p.read_text())
+            return cls(**{k: float(v) for k, v in d.items()})
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise CaloquantError(f"{p}: malformed tolerance file ({exc})") from None
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+TOLERANCE_PRESETS: dict[str, Tolerance] = {
+    "default": Tolerance(),
+    "strict": Tolerance(ecal_rel=0.002, moment_shift=0.02),
+    "loose": Tolerance(ecal_rel=0.02, moment_shift=0.1, mse_factor=1.5),
+}
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """What `caloquant quantize` builds."""
+
+    backend: Backend = "openvino"
+    precision: Precision = "int8"
+    recipe: Recipe = "physics"
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    calibration: Calibration = "minmax"
+    calib_n: int = 512
+    eval_n_per_point: int = 200
+    eval_energies_gev: tuple[float, ...] | None = None  # default: 5 points over the model's range
+    seed: int = 0
+    threads: int = 2
+    batch: int = 32
+    time_budget_s: float = 540.0
+
+    def __post_init__(self) -> None:
+        check_supported(self.backend, self.precision)
+        if self.recipe not in ("physics", "naive"):
+            raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
+        if self.calibration not in CALIBRATIONS:
+            raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
+        if self.calib_n < 8:
+            raise CaloquantError(f"--calib-n must be at least 8, got {self.calib_n}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tolerance"] = self.tolerance.to_dict()
+        return d

@@ -1,0 +1,198 @@
+"""Reduced precision: backends, artifacts, the physics tuner on small models, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from caloquant.errors import CaloquantError
+from caloquant.models import ArchInfo, Checkpoint, ModelSpec, build, register_architecture, save_checkpoint, spec_conv2d
+from caloquant.precision import QuantizeConfig, Tolerance, calibration_latents, check_supported, load_artifact, quantize
+from caloquant.precision.backends import make_backend
+from tests.helpers import assert_one_line_error
+
+
+class Tiny3D(nn.Module):
+    """latent (16) -> (6, 6, 6) showers. ``conv_b`` is made int8-hostile without changing the
+    function: channel 0 of its input is scaled up 1000x (and its weights down 1000x), so one
+    per-tensor int8 scale for that input crushes the other channels."""
+
+    def __init__(self, hostile: bool = True) -> None:
+        super().__init__()
+        self.dense = nn.Linear(16, 4 * 6 * 6 * 6)
+        self.conv_a = nn.Conv3d(4, 8, 3, padding=1)
+        self.conv_b = nn.Conv3d(8, 8, 3, padding=1)
+        self.conv_c = nn.Conv3d(8, 1, 3, padding=1)
+        g = torch.Generator().manual_seed(3)
+        for m in (self.dense, self.conv_a, self.conv_b, self.conv_c):
+            nn.init.normal_(m.weight, 0, 0.3, generator=g)
+            nn.init.normal_(m.bias, 0, 0.05, generator=g)
+        with torch.no_grad():
+            self.conv_c.bias.fill_(0.3)  # mostly positive output: energy in most cells
+            if hostile:  # exact reparametrisation through the positively homogeneous LeakyReLU
+                self.conv_a.weight[0] *= 1000.0
+                self.conv_a.bias[0] *= 1000.0
+                self.conv_b.weight[:, 0] /= 1000.0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.dense(z).view(-1, 4, 6, 6, 6)
+        x = nn.functional.leaky_relu(self.conv_a(x), 0.3)
+        x = nn.functional.leaky_relu(self.conv_b(x), 0.3)
+        return nn.functional.relu(self.conv_c(x)).squeeze(1)
+
+
+register_architecture("test-tiny3d", ArchInfo(Tiny3D, None, "test model with one int8-hostile layer"))
+TINY_SPEC = ModelSpec(arch="test-tiny3d", noise_dim=16, latent_dim=16, grid=(6, 6, 6), energy_range_gev=(10.0, 100.0),
+                      conditioning={"rule": "scale", "energy_unit_gev": 100.0}, hparams={})
+
+
+def fast_cfg(**kw) -> QuantizeConfig:
+    base = dict(backend="openvino", precision="int8", calib_n=64, eval_n_per_point=40, batch=16, seed=0)
+    base.update(kw)
+    return QuantizeConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
+    gen = Tiny3D().eval()
+    ck = Checkpoint(TINY_SPEC, gen)
+    path = save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt", ck)
+    return ck, path
+
+
+@pytest.fixture(scope="module")
+def benign_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
+    ck = Checkpoint(TINY_SPEC, Tiny3D(hostile=False).eval())
+    return ck, save_checkpoint(tmp_path_factory.mktemp("benign") / "benign.pt", ck)
+
+
+def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tmp_path: Path) -> None:
+    ck, _ = tiny_ckpt
+    # a tolerance the benign layers meet in int8 (they move Ecal by ~1 %); conv_b alone moves it by ~100 %
+    tol = Tolerance(ecal_rel=0.03, moment_shift=0.05)
+    res = quantize(ck, fast_cfg(tolerance=tol), tmp_path / "art", log=lambda m: None)
+    lp = res.manifest["layer_precisions"]
+    assert res.ok, res.manifest["physics"]
+    assert lp["conv_b"] in ("fp32", "bf16"), lp  # higher precision than int8
+    assert all(v == "int8" for k, v in lp.items() if k != "conv_b"), lp
+    # the naive recipe (everything int8) must fail on the same model: the layer really is sensitive
+    naive = quantize(ck, fast_cfg(recipe="naive", tolerance=tol), tmp_path / "naive", log=lambda m: None)
+    assert not naive.ok and naive.manifest["physics"]["worst_ecal_rel"] > 10 * res.manifest["physics"]["worst_ecal_rel"]
+    log = json.loads((tmp_path / "art" / "tuning_log.json").read_text())
+    assert any(t["name"].startswith("only conv_b") and not t["passes"] for t in log["trials"])
+    assert all("physics" in t and "config" in t for t in log["trials"])
+
+
+def test_tuner_is_deterministic(tiny_ckpt, tmp_path: Path) -> None:
+    ck, _ = tiny_ckpt
+    a = quantize(ck, fast_cfg(), tmp_path / "a", log=lambda m: None).manifest
+    b = quantize(ck, fast_cfg(), tmp_path / "b", log=lambda m: None).manifest
+    assert a["layer_precisions"] == b["layer_precisions"]
+    assert a["physics"]["worst_ecal_rel"] == b["physics"]["worst_ecal_rel"]
+
+
+def test_physics_recipe_on_conv2d_generator(tmp_path: Path) -> None:
+    """Nothing is specific to the 3DGAN: 2D convolutions, transposed convolutions, LeakyReLU, BatchNorm."""
+    spec = spec_conv2d(width=0.1)
+    torch.manual_seed(0)
+    gen, _ = build(spec)
+    gen.eval()
+    res = quantize(Checkpoint(spec, gen), fast_cfg(eval_n_per_point=20, time_budget_s=25, tolerance=Tolerance(ecal_rel=0.02, moment_shift=0.1)),
+                   tmp_path / "c2d", log=lambda m: None)
+    assert res.ok
+    names = " ".join(t.name for t in res.trials)
+    assert "ConvTranspose" in names or "paths.0.1" in names or any("paths" in k for k in res.manifest["layer_precisions"])
+    g = load_artifact(tmp_path / "c2d")
+    out = g.generate(calibration_latents(spec, 4, 1))
+    assert out.shape == (4, 25, 25, 25) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend,precision", [("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32"), ("torch", "bf16")])
+def test_artifact_round_trip_and_sample(benign_ckpt, tmp_path: Path, backend: str, precision: str, cli) -> None:
+    ck, path = benign_ckpt
+    out = tmp_path / f"{backend}_{precision}"
+    res = cli("quantize", "--model", path, "--backend", backend, "--precision", precision, "--recipe", "naive",
+              "--calib-n", 32, "--eval-n", 20, "--batch", 8, "-o", out)
+    assert res.code == 0, res.err
+    m = json.loads((out / "manifest.json").read_text())
+    for k in ("backend", "precision", "layer_precisions", "tolerance", "physics", "size_bytes", "caloquant_version", "speed"):
+        assert k in m
+    assert m["backend"] == backend and m["precision"] == precision
+    assert all((out / f).exists() for f in m["files"])
+    # the artifact reproduces the in-memory candidate and plugs into `sample`
+    g = load_artifact(out)
+    lat = calibration_latents(TINY_SPEC, 8, 5)
+    with torch.no_grad():
+        ref = ck.generator(torch.from_numpy(lat)).numpy()
+    got = g.generate(lat)
+    tol = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.25}[precision]
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max() + 1e-6
+    h5 = tmp_path / f"{backend}_{precision}.h5"
+    res = cli("sample", "--model", out, "--n", 10, "--energy", 50, "-o", h5)
+    assert res.code == 0, res.err
+    from caloquant.data import open_showers
+
+    with open_showers(h5) as r:
+        assert r.n == 10 and r.grid == (6, 6, 6) and r.attrs["precision"] == precision and r.attrs["backend"] == backend
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_quantize_dequantize_round_trip(backend: str) -> None:
+    """Identity layer in int8: inputs on the int8 grid come back exactly, others within half a step."""
+    lin = nn.Linear(16, 16)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(16))  # per-channel symmetric int8 represents 1.0 exactly (127 * 1/127)
+        lin.bias.zero_()
+    b = make_backend(backend, lin.eval(), 16, 2)
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(-1, 1, (64, 16)).astype(np.float32)
+    calib[0, :] = 1.0
+    calib[1, :] = -1.0  # calibrated range exactly [-1, 1]
+    q = b.int8_model(calib, None, "minmax", "fp32")
+    assert "int8" in q.layer_precisions.values()
+    step = 1.0 / 127
+    on_grid = (rng.integers(-127, 128, (8, 16)) * step).astype(np.float32)
+    np.testing.assert_allclose(q(on_grid), on_grid, atol=1e-5)
+    x = rng.uniform(-1, 1, (8, 16)).astype(np.float32)
+    err = np.abs(q(x) - x).max()
+    assert 0 < err <= 0.5 * step * 1.01, err
+
+
+def test_unreachable_tolerance_reports_best_and_fails(tiny_ckpt, tmp_path: Path, cli) -> None:
+    _, path = tiny_ckpt
+    tol = tmp_path / "tol.json"
+    tol.write_text(json.dumps({"ecal_rel": 0.0, "moment_shift": 0.0}))
+    out = tmp_path / "unreach"
+    res = cli("quantize", "--model", path, "--tolerance", tol, "--precision", "bf16", "--backend", "openvino",
+              "--calib-n", 16, "--eval-n", 10, "-o", out)
+    assert_one_line_error(res, "tolerance not reachable", "best found")
+    assert (out / "manifest.json").exists() and json.loads((out / "manifest.json").read_text())["meets_tolerance"] is False
+
+
+def test_quantize_bad_input(tiny_ckpt, tmp_path: Path, cli) -> None:
+    _, path = tiny_ckpt
+    out = tmp_path / "o"
+    assert_one_line_error(cli("quantize", "--model", path, "--backend", "onnxruntime", "--precision", "bf16", "-o", out), "not supported")
+    assert_one_line_error(cli("quantize", "--model", path, "--backend", "tensorrt", "-o", out), "unknown backend")
+    assert_one_line_error(cli("quantize", "--model", path, "--precision", "int4", "-o", out), "unknown precision")
+    assert_one_line_error(cli("quantize", "--model", tmp_path / "missing.pt", "-o", out), "not found")
+    assert_one_line_error(cli("quantize", "--model", path, "--tolerance", "nonsense", "-o", out), "preset")
+    assert not out.exists()
+    # a damaged artifact directory
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    assert_one_line_error(cli("sample", "--model", bad, "--n", 2, "--energy", 50, "-o", tmp_path / "x.h5"), "malformed manifest")
+    assert_one_line_error(cli("sample", "--model", tmp_path, "--n", 2, "--energy", 50, "-o", tmp_path / "x.h5"), "not a caloquant artifact")
+
+
+def test_support_matrix_messages() -> None:
+    with pytest.raises(CaloquantError, match="bfloat16"):
+        check_supported("onnxruntime", "bf16")
+    check_supported("openvino", "fp16")
+    check_supported("torch", "int8")
