@@ -67,6 +67,11 @@ class Tolerance:
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise CaloquantError(f"{p}: malformed tolerance file ({exc})") from None
 
+    def __post_init__(self) -> None:
+        for k, v in asdict(self).items():
+            if not v >= 0:
+                raise CaloquantError(f"tolerance {k} must be a non-negative number, got {v}")
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

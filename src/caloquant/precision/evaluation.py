@@ -87,7 +87,8 @@ def badness(score: dict[str, Any], tol: Tolerance) -> float:
     """One number for ranking: the largest violation relative to its tolerance (<= 1 passes)."""
     if not score["finite"]:
         return float("inf")
-    return max(score["worst_ecal_rel"] / tol.ecal_rel, score["worst_moment_shift"] / tol.moment_shift)
+    tiny = 1e-12  # a zero tolerance is allowed (it is just unreachable)
+    return max(score["worst_ecal_rel"] / max(tol.ecal_rel, tiny), score["worst_moment_shift"] / max(tol.moment_shift, tiny))
 
 
 def run_batched(fn: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, batch: int) -> np.ndarray:
