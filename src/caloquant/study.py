@@ -1,12 +1,18 @@
-"""The main job behind `make run`: import the CERN 3DGAN, draw showers, check the physics.
+"""The main job behind `make run`: the furthest-reaching study caloquant can do today.
 
-It grows with each capability; every step writes its evidence under ``out_dir``.
+On the real CERN 3DGAN: import the Keras weights, draw showers in fp32, validate two
+independent fp32 samples against each other (the statistical floor), build the naive int8
+variant (backend defaults, as the paper's TensorFlow Lite comparison) and the physics-tuned
+variants, draw showers from each on the same latent vectors as fp32 and validate them paired.
+Everything lands under ``out_dir``: checkpoint, samples, artifacts, JSON, plots, summary.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -34,9 +40,23 @@ def find_generator(shared: Path, generator: Path | None) -> tuple[Path, Path | N
     return g, d if d.exists() else None
 
 
-def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threads: int, seed: int, console: Console) -> dict:
-    from caloquant.data import ShowerWriter, provenance, summarize
-    from caloquant.models import TorchGenerator, energies_for, generate_batches, import_keras_3dgan, save_checkpoint
+def _sample(gen: Any, energies: np.ndarray, seed: int, path: Path, meta: dict[str, Any]) -> Path:
+    from caloquant.data import ShowerWriter, provenance
+    from caloquant.models import generate_batches
+
+    with ShowerWriter(path, gen.spec.grid, "3dgan", provenance(seed=seed, **meta), expected_n=len(energies)) as w:
+        for s, eb in generate_batches(gen, energies, seed=seed, batch=100):
+            w.append(s, eb)
+    return path
+
+
+def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threads: int, seed: int, console: Console,
+              quantize_variants: bool = True) -> dict[str, Any]:
+    from caloquant.fileio import write_json
+    from caloquant.models import TorchGenerator, energies_for, import_keras_3dgan, save_checkpoint
+    from caloquant.physics import validate
+    from caloquant.precision import QuantizeConfig, load_artifact, quantize
+    from caloquant.report import quantize_summary, validation_plots, validation_table
 
     gpath, dpath = find_generator(shared, generator)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,17 +65,54 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
     model_path = save_checkpoint(out_dir / "3dgan_fp32.pt", ckpt)
     console.print(f"checkpoint: {model_path}")
 
-    console.rule(f"[bold]2. Sample {n} showers, 100-500 GeV, PyTorch fp32")
-    gen = TorchGenerator(ckpt.spec, ckpt.generator, threads)
+    console.rule(f"[bold]2. fp32 showers: {n} at 100-500 GeV, two independent samples")
+    fp32 = TorchGenerator(ckpt.spec, ckpt.generator, threads)
     e = energies_for(n, seed, energy_range=ckpt.spec.energy_range_gev)
-    sample_path = out_dir / "3dgan_fp32_sample.h5"
-    with ShowerWriter(sample_path, ckpt.spec.grid, "3dgan", provenance(model=str(model_path), precision="fp32", backend="torch", seed=seed), expected_n=n) as w:
-        for s, eb in generate_batches(gen, e, seed=seed, batch=100):
-            w.append(s, eb)
-    summary = summarize(sample_path)
-    t = Table(title=f"{sample_path}", show_header=False)
-    t.add_row("showers", str(summary["n"]))
-    t.add_row("Ecal/Ep", f"{summary['ecal_over_ep']['mean']:.4f} +- {summary['ecal_over_ep']['std']:.4f}")
-    t.add_row("hit cells", f"{100 * summary['hit_fraction_mean']:.2f} %")
-    console.print(t)
-    return {"checkpoint": str(model_path), "sample": str(sample_path), "summary": summary}
+    s1 = _sample(fp32, e, seed, out_dir / "fp32_a.h5", {"model": str(model_path), "precision": "fp32", "backend": "torch"})
+    s2 = _sample(fp32, e, seed + 1, out_dir / "fp32_b.h5", {"model": str(model_path), "precision": "fp32", "backend": "torch"})
+    closure = validate(s1, s2, seed=seed).to_dict()
+    write_json(out_dir / "validate_fp32_closure.json", closure)
+    validation_plots(closure, out_dir / "plots_fp32_closure")
+    console.print(validation_table(closure))
+
+    summary: dict[str, Any] = {"checkpoint": str(model_path), "n": n,
+                               "closure": {"projection_mse": closure["bins"][0]["projection_mse"],
+                                           "projection_mse_noise": closure["bins"][0]["projection_mse_noise"]},
+                               "variants": []}
+    if quantize_variants:
+        variants = [
+            ("openvino_int8_naive", QuantizeConfig(backend="openvino", precision="int8", recipe="naive", threads=threads)),
+            ("openvino_bf16", QuantizeConfig(backend="openvino", precision="bf16", threads=threads)),
+            ("openvino_int8_physics", QuantizeConfig(backend="openvino", precision="int8", recipe="physics", threads=threads)),
+        ]
+        for i, (name, cfg) in enumerate(variants, start=3):
+            console.rule(f"[bold]{i}. {name}")
+            res = quantize(ckpt, cfg, out_dir / name, model_path=str(model_path), log=lambda m: console.print(m, highlight=False))
+            console.print(quantize_summary(res.manifest))
+            art = load_artifact(out_dir / name, threads)
+            path = _sample(art, e, seed, out_dir / f"{name}.h5", {"model": str(out_dir / name), "precision": art.precision, "backend": art.backend})
+            rep = validate(s1, path, paired=True, seed=seed).to_dict()
+            write_json(out_dir / f"validate_{name}.json", rep)
+            validation_plots(rep, out_dir / f"plots_{name}")
+            allb = rep["bins"][0]
+            worst = max(abs(b["sampling_fraction"]["ratio"] - 1) for b in rep["bins"])
+            summary["variants"].append({
+                "name": name, "meets_tolerance": res.ok, "layer_precisions": res.manifest["layer_precisions"],
+                "speedup_vs_torch_fp32": res.manifest["speed"]["speedup_vs_torch_fp32"],
+                "showers_per_s": res.manifest["speed"]["showers_per_s"],
+                "size_ratio_vs_fp32": res.manifest["size_bytes"] / res.manifest["fp32_param_bytes"],
+                "validation_worst_sf_ratio_deviation": worst, "pixelwise_gev": allb["pixelwise"]["mean"],
+                "pixelwise_std_gev": allb["pixelwise"]["std"], "projection_mse": allb["projection_mse"],
+            })
+        console.rule("[bold]Summary: fast and right?")
+        t = Table(title=f"CERN 3DGAN, {n} showers 100-500 GeV, paired with fp32 (same latents)")
+        for col in ("variant", "speed-up vs torch fp32", "size vs fp32", "worst |SF ratio - 1| (bins)", "pixel-wise [GeV]", "within tolerance"):
+            t.add_column(col, justify="right")
+        for v in summary["variants"]:
+            t.add_row(v["name"], f"{v['speedup_vs_torch_fp32']:.2f}x", f"{v['size_ratio_vs_fp32']:.2f}x",
+                      f"{v['validation_worst_sf_ratio_deviation']:.4f}", f"{v['pixelwise_gev']:.3f}±{v['pixelwise_std_gev']:.3f}",
+                      "[green]yes[/]" if v["meets_tolerance"] else "[bold red]NO[/]")
+        console.print(t)
+    write_json(out_dir / "summary.json", summary)
+    console.print(f"results in {out_dir}/ (summary.json, validate_*.json, plots_*/)")
+    return summary

@@ -9,8 +9,8 @@ Physics recipe (int8), for any generator and any backend:
 3. *Greedy accumulation*: units from least to most sensitive are switched to int8 one by one;
    a unit stays int8 only if the whole configuration still meets the tolerance.
 4. *Calibration and float precision*: the accepted set is re-tried with every range estimator
-   (re-admitting rejected units where a better calibration allows it) and with bf16 instead
-   of fp32 for the float remainder (where the backend supports it).
+   (re-admitting rejected units where a better calibration allows it) and with bf16 or fp16
+   instead of fp32 for the float remainder (where the backend supports it).
 5. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
    (batch, threads as configured) and the fastest one wins.
 
@@ -123,9 +123,13 @@ class Tuner:
                     acc.append(u)
             if len(acc) > len(accepted):
                 accepted, best_cal = acc, cal
-        if self.backend.name == "openvino" and not self.out_of_time():
-            self.log("[bold]4. float remainder in bf16[/]")
-            self.int8(f"{best_cal}: {{{', '.join(map(_short, accepted))}}} + bf16 rest", accepted, best_cal, "bf16")
+        if self.backend.name == "openvino":
+            self.log("[bold]4. float remainder in reduced precision[/] (bf16, fp16), each calibration")
+            for fprec in ("bf16", "fp16"):
+                for cal in CALIBRATIONS:
+                    if self.out_of_time():
+                        break
+                    self.int8(f"{cal}: {{{', '.join(map(_short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
         # every passing trial was timed; also time the float baseline on this backend for the record
         return self.best()
 
