@@ -3,7 +3,10 @@ quantization with a per-unit ignored scope (the float part runs at the chosen hi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,12 @@ from torch import nn
 from caloquant.errors import CaloquantError
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+@contextlib.contextmanager
+def _silence() -> Iterator[None]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _quiet_nncf() -> None:
@@ -98,15 +107,17 @@ class OpenVINOBackend:
         ranges = {"minmax": RangeEstimatorParametersSet.MINMAX, "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
                   "histogram": RangeEstimatorParametersSet.HISTOGRAM}[calibration]
         batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
+        # NNCF draws its own progress bars and INFO lines on stdout; the tuner reports trials itself
         try:
-            return nncf.quantize(
-                self.fp_model, nncf.Dataset(batches), subset_size=len(batches),
-                preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric int8 activations and per-channel weights
-                fast_bias_correction=(bias_correction == "fast"),
-                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
-                advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=ranges,
-                                                                   disable_bias_correction=(bias_correction == "none")),
-            )
+            with _silence():
+                return nncf.quantize(
+                    self.fp_model, nncf.Dataset(batches), subset_size=len(batches),
+                    preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric int8 activations, per-channel weights
+                    fast_bias_correction=(bias_correction == "fast"),
+                    ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+                    advanced_parameters=AdvancedQuantizationParameters(
+                        activations_range_estimator_params=ranges, disable_bias_correction=(bias_correction == "none")),
+                )
         except Exception as exc:  # noqa: BLE001 - NNCF raises many types
             raise CaloquantError(f"NNCF quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
