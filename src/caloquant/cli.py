@@ -216,7 +216,7 @@ def quantize(
     from caloquant.models import load_checkpoint
     from caloquant.precision import QuantizeConfig, Tolerance
     from caloquant.precision import quantize as run_quantize
-    from caloquant.report import quantize_summary
+    from caloquant.report import head_to_head_table, quantize_summary
 
     set_threads(threads)
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
@@ -227,6 +227,9 @@ def quantize(
     ckpt = load_checkpoint(model)
     res = run_quantize(ckpt, cfg, output, model_path=str(model), log=lambda m: out.print(m, highlight=False))
     out.print(quantize_summary(res.manifest))
+    h2h = head_to_head_table(res.manifest)
+    if h2h is not None:
+        out.print(h2h)
     if not res.ok:
         worst = res.manifest["physics"]
         msg = (f"physics outside tolerance: worst |Ecal/Ecal_fp32 - 1| = {worst['worst_ecal_rel']:.4f} "

@@ -56,7 +56,7 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
     from caloquant.models import TorchGenerator, energies_for, import_keras_3dgan, save_checkpoint
     from caloquant.physics import validate
     from caloquant.precision import QuantizeConfig, load_artifact, quantize
-    from caloquant.report import quantize_summary, validation_plots, validation_table
+    from caloquant.report import head_to_head_table, quantize_summary, validation_plots, validation_table
 
     gpath, dpath = find_generator(shared, generator)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +89,8 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
             console.rule(f"[bold]{i}. {name}")
             res = quantize(ckpt, cfg, out_dir / name, model_path=str(model_path), log=lambda m: console.print(m, highlight=False))
             console.print(quantize_summary(res.manifest))
+            if (h2h := head_to_head_table(res.manifest)) is not None:
+                console.print(h2h)
             art = load_artifact(out_dir / name, threads)
             path = _sample(art, e, seed, out_dir / f"{name}.h5", {"model": str(out_dir / name), "precision": art.precision, "backend": art.backend})
             rep = validate(s1, path, paired=True, seed=seed).to_dict()

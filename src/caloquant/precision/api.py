@@ -74,10 +74,12 @@ def quantize(ckpt: Checkpoint, cfg: QuantizeConfig, out_dir: str | os.PathLike[s
 
     backend = make_backend(cfg.backend, gen, spec.latent_dim, cfg.threads)
     tuner = Tuner(backend, ev, calib, cfg, log)
+    head: list[Trial] = []
     if cfg.recipe == "naive":
         chosen = tuner.naive()
     elif cfg.precision == "int8":
         chosen = tuner.physics_int8()
+        head = tuner.head_to_head() if cfg.head_to_head else []
     else:
         chosen = tuner.float(cfg.precision)
     if chosen.speed is None:
@@ -111,6 +113,10 @@ def quantize(ckpt: Checkpoint, cfg: QuantizeConfig, out_dir: str | os.PathLike[s
             "size_bytes": _dir_bytes(tmp, files),
             "fp32_param_bytes": fp32_bytes,
             "config": cfg.to_dict(),
+            "head_to_head": [{"name": t.name, "meets_tolerance": t.passes, "worst_ecal_rel": t.score["worst_ecal_rel"],
+                              "worst_moment_shift": t.score["worst_moment_shift"], "layer_precisions": t.model.layer_precisions,
+                              "speedup_vs_torch_fp32": t.speed["showers_per_s"] / baseline["showers_per_s"] if t.speed else None,
+                              "seconds": round(t.seconds, 1)} for t in head],
             "tuning_seconds": round(time.perf_counter() - t_start, 1),
         }
         write_json(tmp / MANIFEST, manifest)

@@ -99,6 +99,7 @@ class QuantizeConfig:
     threads: int = 2
     batch: int = 32
     time_budget_s: float = 540.0
+    head_to_head: bool = True  # also run the backend's own accuracy-aware tool at the same tolerance
 
     def __post_init__(self) -> None:
         check_supported(self.backend, self.precision)

@@ -130,17 +130,35 @@ class Tuner:
                     if self.out_of_time():
                         break
                     self.int8(f"{cal}: {{{', '.join(map(_short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
-        # every passing trial was timed; also time the float baseline on this backend for the record
         return self.best()
+
+    def head_to_head(self) -> list[Trial]:
+        """Other tools at the same tolerance, for comparison (never chosen): the backend's float
+        model and, on OpenVINO, NNCF's quantize_with_accuracy_control driven by our physics metric
+        (metric = 1 - badness, so fp32 scores 1 and max_drop 1 is exactly our tolerance)."""
+        out = [self.evaluate(f"{self.backend.name} fp32 (reference speed)", lambda: self.backend.float_model("fp32"),
+                             {"precision": "fp32", "external": True}, timed=True)]
+        if self.backend.name == "openvino":
+            self.log("[bold]head to head[/]: NNCF quantize_with_accuracy_control at the same tolerance")
+            tol = self.cfg.tolerance
+
+            def metric(showers: np.ndarray) -> float:
+                return 1.0 - min(badness(self.ev.score(showers), tol), 1e6)
+
+            out.append(self.evaluate("NNCF quantize_with_accuracy_control",
+                                     lambda: self.backend.accuracy_control(self.calib, self.ev.latents, metric, 1.0),
+                                     {"precision": "int8", "external": True, "tool": "nncf.quantize_with_accuracy_control"},
+                                     timed=True))
+        return out
 
     def best(self) -> Trial:
         """The fastest passing trial, chosen reproducibly: among the trials within
         SPEED_TIE of the measured best, the one with the most int8 units, then a bf16 float
         part, then the earliest. Timing noise (a few %) cannot flip the choice unless two
         candidates differ by about SPEED_TIE."""
-        ok = [t for t in self.trials if t.passes and t.speed]
+        ok = [t for t in self.trials if t.passes and t.speed and not t.config.get("external")]
         if not ok:
-            return min(self.trials, key=lambda t: t.badness)
+            return min((t for t in self.trials if not t.config.get("external")), key=lambda t: t.badness)
         top = max(t.speed["showers_per_s"] for t in ok)  # type: ignore[index]
         near = [t for t in ok if t.speed["showers_per_s"] >= (1 - SPEED_TIE) * top]  # type: ignore[index]
         return max(near, key=lambda t: (len(t.config.get("int8_units", [])), t.config.get("float_precision") == "bf16",

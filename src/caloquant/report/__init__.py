@@ -1,6 +1,6 @@
 """Reports: terminal tables and plots drawn from the stages' JSON-ready results."""
 
 from caloquant.report.plots import validation_plots
-from caloquant.report.tables import global_table, quantize_summary, validation_table
+from caloquant.report.tables import global_table, head_to_head_table, quantize_summary, validation_table
 
-__all__ = ["global_table", "quantize_summary", "validation_plots", "validation_table"]
+__all__ = ["global_table", "head_to_head_table", "quantize_summary", "validation_plots", "validation_table"]

@@ -86,3 +86,22 @@ def quantize_summary(m: dict[str, Any]) -> Table:
                  f"size {m['size_bytes'] / 1e6:.2f} MB ({m['size_bytes'] / m['fp32_param_bytes']:.2f}x fp32); "
                  f"tolerance |ΔEcal| <= {tol['ecal_rel']}, |Δmoment| <= {tol['moment_shift']}; layers: {layers}")
     return t
+
+
+def head_to_head_table(m: dict[str, Any]) -> Table | None:
+    """The chosen caloquant configuration next to other tools at the same tolerance."""
+    rows = m.get("head_to_head") or []
+    if not rows:
+        return None
+    t = Table(title="Head to head at the same tolerance (paired physics vs fp32, speed vs PyTorch fp32 eager)")
+    for col in ("configuration", "speed-up", "worst |Ecal ratio - 1|", "worst moment shift", "within tolerance", "int8 layers"):
+        t.add_column(col, justify="right")
+    ph, sp = m["physics"], m["speed"]
+    t.add_row(f"caloquant {m['recipe']} recipe", f"{sp['speedup_vs_torch_fp32']:.2f}x", f"{ph['worst_ecal_rel']:.4f}",
+              f"{ph['worst_moment_shift']:.4f}", "yes" if m["meets_tolerance"] else "NO",
+              str(sum(v == "int8" for v in m["layer_precisions"].values())))
+    for r in rows:
+        su = f"{r['speedup_vs_torch_fp32']:.2f}x" if r["speedup_vs_torch_fp32"] else "-"
+        t.add_row(r["name"], su, f"{r['worst_ecal_rel']:.4f}", f"{r['worst_moment_shift']:.4f}",
+                  "yes" if r["meets_tolerance"] else "NO", str(sum(v == "int8" for v in r["layer_precisions"].values())))
+    return t

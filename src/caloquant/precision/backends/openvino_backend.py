@@ -121,6 +121,33 @@ class OpenVINOBackend:
         except Exception as exc:  # noqa: BLE001 - NNCF raises many types
             raise CaloquantError(f"NNCF quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
+    def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Any, max_drop: float) -> OpenVINOModel:
+        """NNCF's own search: ``quantize_with_accuracy_control`` with our physics metric (higher is better)."""
+        import nncf
+
+        batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
+        val = [latents[i : i + 100] for i in range(0, len(latents), 100)]
+
+        def validation_fn(compiled: Any, items: Any) -> float:
+            out = np.concatenate([np.asarray(compiled(x)[0]) for x in items])
+            return float(metric(out)) if len(out) == len(latents) else 0.0
+
+        try:
+            with _silence():
+                q = nncf.quantize_with_accuracy_control(
+                    self.fp_model, nncf.Dataset(batches), nncf.Dataset(val), validation_fn=validation_fn,
+                    max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
+                    subset_size=len(batches))
+        except Exception as exc:  # noqa: BLE001
+            raise CaloquantError(f"NNCF accuracy control failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        kept_int8 = set()
+        for op in q.get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize":
+                for t in op.output(0).get_target_inputs():
+                    kept_int8.add(t.get_node().get_friendly_name())
+        lp = {short_name(u): ("int8" if u in kept_int8 else "fp32") for u in self.units(calib)}
+        return OpenVINOModel(q, "f32", self.threads, lp)
+
     def units(self, calib: np.ndarray) -> list[str]:
         """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
         if self._units is None:
