@@ -100,6 +100,8 @@ class QuantizeConfig:
     batch: int = 32
     time_budget_s: float = 540.0
     head_to_head: bool = True  # also run the backend's own accuracy-aware tool at the same tolerance
+    rewrite: bool = True  # exact sub-pixel rewrite of upsample + conv chains (physics recipe only)
+    speed_rounds: int = 5  # interleaved timing rounds for the reported speeds (the final race uses up to 3)
 
     def __post_init__(self) -> None:
         check_supported(self.backend, self.precision)
@@ -107,6 +109,8 @@ class QuantizeConfig:
             raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
         if self.calibration not in CALIBRATIONS:
             raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
+        if self.speed_rounds < 1:
+            raise CaloquantError(f"speed_rounds must be at least 1, got {self.speed_rounds}")
         if self.calib_n < 8:
             raise CaloquantError(f"--calib-n must be at least 8, got {self.calib_n}")
 

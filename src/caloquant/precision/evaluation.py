@@ -111,3 +111,16 @@ def throughput(fn: Callable[[np.ndarray], Any], latent: np.ndarray, warmup: int 
     med = float(np.median(times))
     return {"showers_per_s": len(latent) / med, "ms_per_shower": 1000 * med / len(latent), "reps": len(times),
             "spread": float((np.percentile(times, 84) - np.percentile(times, 16)) / 2 / med)}
+
+
+def interleaved_throughput(fns: dict[str, Callable[[np.ndarray], Any]], latent: np.ndarray, rounds: int = 5,
+                           min_time_s: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Speeds of several models measured in interleaved rounds (A B C A B C ...), so that a
+    slow spell of a shared machine hits all of them alike; per model the median over rounds,
+    with every round kept. Ratios between these numbers are what caloquant reports."""
+    runs: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            runs[k].append(throughput(fn, latent, min_time_s=min_time_s)["showers_per_s"])
+    return {k: {"showers_per_s": float(np.median(v)), "ms_per_shower": 1000.0 / float(np.median(v)), "rounds": v,
+                "spread": float((max(v) - min(v)) / 2 / np.median(v))} for k, v in runs.items()}

@@ -101,7 +101,13 @@ def head_to_head_table(m: dict[str, Any]) -> Table | None:
               f"{ph['worst_moment_shift']:.4f}", "yes" if m["meets_tolerance"] else "NO",
               str(sum(v == "int8" for v in m["layer_precisions"].values())))
     for r in rows:
+        if "error" in r:  # the tool could not run here: say why
+            t.add_row(r["name"], "-", "-", "-", "n/a", "-")
+            continue
         su = f"{r['speedup_vs_torch_fp32']:.2f}x" if r["speedup_vs_torch_fp32"] else "-"
         t.add_row(r["name"], su, f"{r['worst_ecal_rel']:.4f}", f"{r['worst_moment_shift']:.4f}",
                   "yes" if r["meets_tolerance"] else "NO", str(sum(v == "int8" for v in r["layer_precisions"].values())))
+    errors = [r for r in rows if "error" in r]
+    if errors:  # the reasons, verbatim
+        t.caption = "; ".join(f"{r['name']}: {r['error']}" for r in errors)
     return t

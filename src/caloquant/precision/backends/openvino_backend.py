@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ def _silence() -> Iterator[None]:
 def _quiet_nncf() -> None:
     import logging
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    import nncf  # its import sets its logger to INFO: import first, then lower it
+
+    nncf.set_log_level(logging.ERROR)
 
 
 def short_name(full: str) -> str:
@@ -40,12 +43,51 @@ def short_name(full: str) -> str:
     return m.group(1) if m else full
 
 
-class OpenVINOModel:
-    """A compiled OpenVINO model: callable on latents, saveable as IR."""
+def compact_weights(model: Any, compact: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A copy of ``model`` in which the float (not int8) convolutions made by the sub-pixel
+    rewrite take their kernel from the compact original kernel, stored in float16, through
+    Einsum + Reshape. The CPU plugin folds that subgraph into one constant when it compiles
+    the model, so the file holds the small kernel and inference runs the large one. Int8
+    convolutions are left alone (NNCF already stores their kernels as int8).
+    Returns the model and the names of the convolutions stored compactly."""
+    import openvino as ov
+    import openvino.opset13 as ops
 
-    def __init__(self, model: Any, hint: str, threads: int, layer_precisions: dict[str, str]) -> None:
+    if not compact:
+        return model, []
+    m = model.clone()
+    done: list[str] = []
+    for op in m.get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        name = op.get_friendly_name()
+        for mod_name, mod in compact.items():
+            if not name.startswith(f"__module.{mod_name}.conv/"):
+                continue
+            src = op.input_value(1).get_node()
+            if src.get_type_name() != "Constant" or src.get_element_type() != ov.Type.f32:
+                continue
+            eq, operands, shape = mod.compact_weight_recipe()
+            consts = [ops.constant(t.numpy().astype(np.float32)) for t in operands[:-1]]
+            w = ops.convert(ops.constant(operands[-1].numpy().astype(np.float16)), ov.Type.f32)
+            kernel = ops.reshape(ops.einsum([*consts, w], eq), ops.constant(np.array(shape, dtype=np.int64)), False)
+            op.input(1).replace_source_output(kernel.output(0))
+            done.append(mod_name)
+    return m, done
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model: callable on latents, saveable as IR.
+
+    ``compact``: sub-pixel-rewritten convolutions (name -> UpsampledConv) whose float kernels
+    are stored compactly; the model is then compiled from that same compact form, so what
+    is evaluated is exactly what is saved."""
+
+    def __init__(self, model: Any, hint: str, threads: int, layer_precisions: dict[str, str],
+                 compact: dict[str, Any] | None = None) -> None:
         import openvino as ov
 
+        model, self.compacted = compact_weights(model, compact or {})
         self.model, self.hint, self.threads = model, hint, threads
         self.layer_precisions = layer_precisions
         self._compiled = ov.Core().compile_model(model, "CPU", {
@@ -89,15 +131,21 @@ class OpenVINOBackend:
         _quiet_nncf()
         self.threads = threads
         example = torch.randn(2, latent_dim)
-        self.fp_model = ov.convert_model(module.eval(), example_input=example)
+        with warnings.catch_warnings():  # tracing bakes in the static spatial sizes, on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            self.fp_model = ov.convert_model(module.eval(), example_input=example)
         self.fp_model.reshape([-1, latent_dim])
         self._units: list[str] | None = None
+        from caloquant.precision.rewrite import rewritten_convs
+
+        self.compact = rewritten_convs(module)
 
     def float_model(self, precision: str) -> OpenVINOModel:
         hint = HINTS[precision]
         lp = {short_name(op.get_friendly_name()): precision for op in self.fp_model.get_ordered_ops()
               if op.get_type_name() in ("Convolution", "MatMul")}
-        return OpenVINOModel(self.fp_model, hint, self.threads, lp)
+        # fp32 stays exact; bf16/fp16 kernels may as well be stored in float16
+        return OpenVINOModel(self.fp_model, hint, self.threads, lp, None if precision == "fp32" else self.compact)
 
     def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast") -> Any:
         import nncf
@@ -146,7 +194,7 @@ class OpenVINOBackend:
                 for t in op.output(0).get_target_inputs():
                     kept_int8.add(t.get_node().get_friendly_name())
         lp = {short_name(u): ("int8" if u in kept_int8 else "fp32") for u in self.units(calib)}
-        return OpenVINOModel(q, "f32", self.threads, lp)
+        return OpenVINOModel(q, "f32", self.threads, lp, self.compact)
 
     def units(self, calib: np.ndarray) -> list[str]:
         """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
@@ -169,4 +217,4 @@ class OpenVINOBackend:
         ignored = [u for u in units if u not in chosen]
         q = self._quantize(calib, ignored, calibration, bias_correction)
         lp = {short_name(u): ("int8" if u in chosen else float_precision) for u in units}
-        return OpenVINOModel(q, HINTS[float_precision], self.threads, lp)
+        return OpenVINOModel(q, HINTS[float_precision], self.threads, lp, self.compact)

@@ -1,0 +1,173 @@
+"""The exact sub-pixel rewrite of nearest-upsample + zero-pad + conv chains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from caloquant.models import ArchInfo, Checkpoint, Generator3DGAN, ModelSpec, register_architecture
+from caloquant.precision import QuantizeConfig, Tolerance, load_artifact, quantize
+from caloquant.precision.rewrite import fuse_upsample_conv, rewritten_convs
+
+
+def _randomize_bn(module: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_3dgan_generator_rewrite_is_exact_and_cheaper() -> None:
+    torch.manual_seed(0)
+    g = Generator3DGAN().eval()
+    with torch.no_grad():
+        _randomize_bn(g, 1)
+    g2, done = fuse_upsample_conv(g)
+    assert done == ["conv2", "conv3"]
+    z = torch.randn(16, 200) * 3
+    with torch.no_grad():
+        assert _rel(g2(z), g(z)) < 1e-5
+    mods = rewritten_convs(g2)
+    assert set(mods) == {"conv2_subpixel", "conv3_subpixel"}
+    # conv2 sees a (7, 7, 8) input upsampled 2x, conv3 a (13, 14, 9) input upsampled (2, 2, 3)
+    assert mods["conv2_subpixel"].macs_ratio((7, 7, 8)) < 0.35
+    assert mods["conv3_subpixel"].macs_ratio((13, 14, 9)) < 0.4
+    # the original is untouched
+    assert isinstance(g.up1, nn.Upsample) and g.conv2.weight.shape == (6, 64, 6, 5, 8)
+
+
+class Chain(nn.Module):
+    def __init__(self, nd: int, scale: tuple[int, ...], pad: tuple[int, ...], k: tuple[int, ...], conv_pad: int) -> None:
+        super().__init__()
+        conv = nn.Conv3d if nd == 3 else nn.Conv2d
+        padm = nn.ZeroPad3d if nd == 3 else nn.ZeroPad2d
+        self.up = nn.Upsample(scale_factor=scale, mode="nearest")
+        self.pad = padm(pad)
+        self.conv = conv(3, 4, k, padding=conv_pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(self.pad(self.up(x))))
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_rewrite_exact_over_random_configurations(nd: int) -> None:
+    rng = np.random.default_rng(nd)
+    n_checked = 0
+    for _ in range(25):
+        scale = tuple(int(v) for v in rng.integers(1, 4, nd))
+        pad = tuple(int(v) for v in rng.integers(0, 4, 2 * nd))
+        k = tuple(int(v) for v in rng.integers(1, 7, nd))
+        conv_pad = int(rng.integers(0, 2))
+        size = tuple(int(v) for v in rng.integers(2, 6, nd))
+        m = Chain(nd, scale, pad, k, conv_pad).eval()
+        x = torch.randn(2, 3, *size)
+        out_sizes = [s * L + pad[2 * (nd - 1 - i)] + pad[2 * (nd - 1 - i) + 1] + 2 * conv_pad - k[i] + 1
+                     for i, (s, L) in enumerate(zip(scale, size))]
+        if min(out_sizes) < 1:
+            continue
+        m2, done = fuse_upsample_conv(m)
+        assert done == ["conv"], (scale, pad, k)
+        with torch.no_grad():
+            ref = m(x)
+            got = m2(x)
+        assert got.shape == ref.shape, (scale, pad, k, size)
+        assert _rel(got, ref) < 1e-5, (scale, pad, k, size)
+        n_checked += 1
+    assert n_checked >= 15
+
+
+class Branchy(nn.Module):
+    """The upsampled tensor is used twice: rewriting the conv would drop the other use."""
+
+    def __init__(self, mode: str = "nearest") -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode=mode)
+        self.conv = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.up(x)
+        return self.conv(u) + u[:, :, 1:-1, 1:-1]
+
+
+def test_rewrite_leaves_unsafe_patterns_alone() -> None:
+    m = Branchy().eval()
+    assert fuse_upsample_conv(m) == (m, [])
+    m = Chain(2, (2, 2), (0, 0, 0, 0), (3, 3), 0).eval()
+    m.up.mode = "bilinear"
+    assert fuse_upsample_conv(m)[1] == []
+    m = Chain(2, (2, 2), (0, 0, 0, 0), (3, 3), 0).eval()
+    m.conv.stride = (2, 2)
+    assert fuse_upsample_conv(m)[1] == []
+
+
+class UpGen(nn.Module):
+    """A small generator with an upsample + conv chain: latent (16) -> (8, 8, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.dense = nn.Linear(16, 8 * 4 * 4 * 4)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.pad = nn.ZeroPad3d((1, 2, 1, 2, 1, 2))
+        self.conv = nn.Conv3d(8, 8, 4)
+        self.out = nn.Conv3d(8, 1, 1)
+        for m in (self.dense, self.conv, self.out):
+            nn.init.normal_(m.weight, 0, 0.3, generator=g)
+            nn.init.normal_(m.bias, 0, 0.05, generator=g)
+        with torch.no_grad():
+            self.out.bias.fill_(0.3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.dense(z).view(-1, 8, 4, 4, 4)
+        x = nn.functional.leaky_relu(self.conv(self.pad(self.up(x))), 0.3)
+        return nn.functional.relu(self.out(x)).squeeze(1)
+
+
+register_architecture("test-upgen", ArchInfo(UpGen, None, "test model with an upsample + conv chain"))
+UP_SPEC = ModelSpec(arch="test-upgen", noise_dim=16, latent_dim=16, grid=(8, 8, 8), energy_range_gev=(10.0, 100.0),
+                    conditioning={"rule": "scale", "energy_unit_gev": 100.0}, hparams={})
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: str) -> None:
+    """The rewritten float conv is stored as its small original kernel (float16) and expanded
+    by the engine at load: the file shrinks, and the reloaded artifact computes what was tuned."""
+    ck = Checkpoint(UP_SPEC, UpGen().eval())
+    tol = Tolerance(ecal_rel=1.0, moment_shift=10.0)  # any configuration passes: this test is about storage
+    cfg = QuantizeConfig(backend="openvino", precision=precision, calib_n=32, eval_n_per_point=20, batch=8, seed=0,  # type: ignore[arg-type]
+                         tolerance=tol, head_to_head=False, speed_rounds=1)
+    res = quantize(ck, cfg, tmp_path / "art", log=lambda m: None)
+    assert res.manifest["rewrite"]["convs"] == ["conv"]
+    art = load_artifact(tmp_path / "art")
+    lat = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    np.testing.assert_allclose(art.generate(lat), res.chosen.model(lat).reshape(8, 8, 8, 8), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        ref = ck.generator(torch.from_numpy(lat)).numpy()
+    if precision == "bf16":  # float16-stored kernel, bf16 compute: close to fp32, not equal
+        assert np.abs(art.generate(lat) - ref).max() < 0.05 * np.abs(ref).max()
+    compact = res.manifest["backend_options"]["compact_kernels"]
+    if precision == "bf16":
+        assert compact == ["conv_subpixel"]
+    if compact:
+        folded = rewritten_convs(fuse_upsample_conv(ck.generator)[0])["conv_subpixel"].conv.weight.numel() * 4
+        dense = sum(p.numel() for p in ck.generator.dense.parameters()) * 4
+        assert folded > 5 * ck.generator.conv.weight.numel() * 2  # the folded kernel would dominate the file
+        assert res.manifest["size_bytes"] < dense + folded / 2
+
+
+def test_no_rewrite_keeps_the_graph(tmp_path: Path) -> None:
+    ck = Checkpoint(UP_SPEC, UpGen().eval())
+    cfg = QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8, rewrite=False,
+                         head_to_head=False, speed_rounds=1)
+    res = quantize(ck, cfg, tmp_path / "a", log=lambda m: None)
+    assert res.manifest["rewrite"]["convs"] == []
+    assert not any("subpixel" in k for k in res.manifest["layer_precisions"])
