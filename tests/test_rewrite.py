@@ -37,10 +37,10 @@ def test_3dgan_generator_rewrite_is_exact_and_cheaper() -> None:
     with torch.no_grad():
         assert _rel(g2(z), g(z)) < 1e-5
     mods = rewritten_convs(g2)
-    assert set(mods) == {"conv2_subpixel", "conv3_subpixel"}
+    assert set(mods) == {"conv2", "conv3"}
     # conv2 sees a (7, 7, 8) input upsampled 2x, conv3 a (13, 14, 9) input upsampled (2, 2, 3)
-    assert mods["conv2_subpixel"].macs_ratio((7, 7, 8)) < 0.35
-    assert mods["conv3_subpixel"].macs_ratio((13, 14, 9)) < 0.4
+    assert mods["conv2"].macs_ratio((7, 7, 8)) < 0.35
+    assert mods["conv3"].macs_ratio((13, 14, 9)) < 0.4
     # the original is untouched
     assert isinstance(g.up1, nn.Upsample) and g.conv2.weight.shape == (6, 64, 6, 5, 8)
 
@@ -156,9 +156,9 @@ def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: 
         assert np.abs(art.generate(lat) - ref).max() < 0.05 * np.abs(ref).max()
     compact = res.manifest["backend_options"]["compact_kernels"]
     if precision == "bf16":
-        assert compact == ["conv_subpixel"]
+        assert compact == ["conv"]
     if compact:
-        folded = rewritten_convs(fuse_upsample_conv(ck.generator)[0])["conv_subpixel"].conv.weight.numel() * 4
+        folded = rewritten_convs(fuse_upsample_conv(ck.generator)[0])["conv"].conv.weight.numel() * 4
         dense = sum(p.numel() for p in ck.generator.dense.parameters()) * 4
         assert folded > 5 * ck.generator.conv.weight.numel() * 2  # the folded kernel would dominate the file
         assert res.manifest["size_bytes"] < dense + folded / 2
@@ -170,4 +170,9 @@ def test_no_rewrite_keeps_the_graph(tmp_path: Path) -> None:
                          head_to_head=False, speed_rounds=1)
     res = quantize(ck, cfg, tmp_path / "a", log=lambda m: None)
     assert res.manifest["rewrite"]["convs"] == []
-    assert not any("subpixel" in k for k in res.manifest["layer_precisions"])
+    with_rw = quantize(ck, QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8,
+                                          head_to_head=False, speed_rounds=1), tmp_path / "b", log=lambda m: None)
+    assert with_rw.manifest["rewrite"]["convs"] == ["conv"]
+    lat = np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)
+    a, b = load_artifact(tmp_path / "a").generate(lat), load_artifact(tmp_path / "b").generate(lat)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))

@@ -83,6 +83,7 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
         variants = [
             ("openvino_int8_naive", QuantizeConfig(backend="openvino", precision="int8", recipe="naive", threads=threads)),
             ("openvino_bf16", QuantizeConfig(backend="openvino", precision="bf16", threads=threads)),
+            ("openvino_fp16", QuantizeConfig(backend="openvino", precision="fp16", threads=threads)),
             ("openvino_int8_physics", QuantizeConfig(backend="openvino", precision="int8", recipe="physics", threads=threads)),
         ]
         for i, (name, cfg) in enumerate(variants, start=3):

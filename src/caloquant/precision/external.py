@@ -65,8 +65,9 @@ def inc_autotune(module: nn.Module, latent_dim: int, calib: np.ndarray, latents:
     """INC ``autotune`` with its default static int8 config; accept when metric loss <= 100 %
     (metric = 1 - badness: fp32 scores 1, the tolerance edge 0)."""
     try:
-        from neural_compressor.torch.export import export
-        from neural_compressor.torch.quantization import TuningConfig, autotune, get_default_static_config
+        with _quiet():  # INC logs warnings on import
+            from neural_compressor.torch.export import export
+            from neural_compressor.torch.quantization import TuningConfig, autotune, get_default_static_config
     except Exception as exc:  # noqa: BLE001 - ImportError or a broken install
         raise _fail("Intel Neural Compressor", INC_DISTS, exc) from None
     from caloquant.precision.backends.torch_backend import TorchModel, _dyn, _quantized_modules
@@ -155,11 +156,18 @@ class LiteRTModel:
 def _litert_convert(module: nn.Module, calib: np.ndarray, precision: str, batch: int) -> bytes:
     """Runs in a child process: litert-torch imports JAX, whose threads make any later fork of
     the caller unsafe, so the conversion is kept out of caloquant's own process."""
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    import os
 
+    # this is the child process: its C++ libraries (absl, XNNPACK, TensorFlow Lite) log straight
+    # to file descriptors 1 and 2; errors still come back to the parent as exceptions
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
     example = (torch.from_numpy(np.ascontiguousarray(calib[:batch], dtype=np.float32)),)
-    with _quiet():
+    with _quiet():  # the imports too: torchao and litert-torch print load warnings on import
+        import litert_torch
+        from litert_torch.quantize import pt2e_quantizer, quant_config
+
         if precision == "int8":
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 

@@ -175,16 +175,24 @@ def rewritten_convs(module: nn.Module) -> dict[str, UpsampledConv]:
 def fuse_upsample_conv(module: nn.Module) -> tuple[nn.Module, list[str]]:
     """Rewrite every ``Upsample(nearest) -> [ZeroPad] -> Conv (stride 1, groups 1)`` chain.
 
-    Returns the rewritten module (a torch.fx GraphModule, eval mode; the input is not
-    modified) and the names of the rewritten convolutions. Models that cannot be traced or
-    have no such chain come back unchanged (a copy is not made then)."""
+    torch.fx finds the chains; the rewrite itself swaps submodules in a deep copy (the conv
+    becomes an :class:`UpsampledConv`, the upsample and pad become ``Identity``), so the result
+    is still an instance of the original class: picklable, exportable, readable. A chain is
+    rewritten only when each of its modules is called exactly once and its intermediate
+    results have no other use. Returns the rewritten copy (eval mode) and the names of the
+    rewritten convolutions; untraceable models or models without such a chain come back
+    unchanged (no copy)."""
     try:
         gm = fx.symbolic_trace(module)
     except Exception:  # noqa: BLE001 - untraceable models are simply not rewritten
         return module, []
-    mods = dict(gm.named_modules())
-    done: list[str] = []
-    for node in list(gm.graph.nodes):
+    mods = dict(module.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    plan: list[tuple[str, str, str | None, tuple[int, ...], tuple[tuple[int, int], ...]]] = []
+    for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(mods.get(node.target), _CONVS):
             continue
         conv = mods[node.target]
@@ -192,35 +200,30 @@ def fuse_upsample_conv(module: nn.Module) -> tuple[nn.Module, list[str]]:
         if any(v != 1 for v in conv.stride) or any(v != 1 for v in conv.dilation) or conv.groups != 1:
             continue
         prev = node.args[0]
-        pad = None
+        pad_name = None
         if isinstance(prev, fx.Node) and prev.op == "call_module" and isinstance(mods.get(prev.target), _PADS):
             if len(prev.users) != 1:
                 continue
-            pad, pad_node = mods[prev.target], prev
+            pad_name = str(prev.target)
             prev = prev.args[0]
-        else:
-            pad_node = None
         if not (isinstance(prev, fx.Node) and prev.op == "call_module" and isinstance(mods.get(prev.target), nn.Upsample)):
             continue
-        if len(prev.users) != 1:
+        names = [str(node.target), str(prev.target)] + ([pad_name] if pad_name else [])
+        if len(prev.users) != 1 or any(calls.get(n, 0) != 1 for n in names):
             continue
         scale = _scale(mods[prev.target], nd)
-        pads = _pads(pad, conv, nd)
+        pads = _pads(mods[pad_name] if pad_name else None, conv, nd)
         if scale is None or pads is None:
             continue
-        name = f"{str(node.target).replace('.', '_')}_subpixel"
-        gm.add_submodule(name, UpsampledConv(conv, scale, pads))
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, (prev.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-        if pad_node is not None:
-            gm.graph.erase_node(pad_node)
-        gm.graph.erase_node(prev)
-        done.append(str(node.target))
-    if not done:
+        plan.append((str(node.target), str(prev.target), pad_name, scale, pads))
+    if not plan:
         return module, []
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm.eval(), done
+    import copy
+
+    new = copy.deepcopy(module).eval()
+    for conv_name, up_name, pad_name, scale, pads in plan:
+        new.set_submodule(conv_name, UpsampledConv(new.get_submodule(conv_name), scale, pads))
+        new.set_submodule(up_name, nn.Identity())
+        if pad_name:
+            new.set_submodule(pad_name, nn.Identity())
+    return new, [p[0] for p in plan]
