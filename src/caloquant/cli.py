@@ -211,6 +211,7 @@ def quantize(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
+    rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
     from caloquant.models import load_checkpoint
@@ -221,7 +222,7 @@ def quantize(
     set_threads(threads)
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
                          calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
-                         threads=threads, batch=batch)
+                         threads=threads, batch=batch, rewrite=rewrite)
     if model.is_dir():
         raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
     ckpt = load_checkpoint(model)
@@ -255,6 +256,56 @@ def study(
 
     set_threads(threads)
     run_study(shared=shared, generator=generator, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
+
+
+@app.command()
+def bench(
+    model: Annotated[list[str], typer.Option("--model", help="Checkpoint (.pt), CKPT@BACKEND[:PRECISION] "
+                                             "(e.g. 3dgan.pt@openvino:bf16), or quantize artifact directory; repeatable.")],
+    threads: Annotated[str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")] = "1,2",
+    streams: Annotated[str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")] = "1,2",
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32,128",
+    duration: Annotated[float, typer.Option("--duration", help="Timed seconds per grid point (after a warm-up of a quarter of it).")] = 2.0,
+    rounds: Annotated[int, typer.Option("--rounds", help="Repetitions: windows each point's time is split into, spread over the run (median reported).")] = 4,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON.")] = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")] = None,
+    profile: Annotated[bool, typer.Option("--profile/--no-profile", help="Per-op time profile of each model.")] = True,
+    ceilings: Annotated[bool, typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline.")] = True,
+    mc_command: Annotated[Optional[str], typer.Option("--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers).")] = None,
+    mc_showers: Annotated[Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up vs Monte Carlo."""
+    import shlex
+
+    from caloquant.bench import BenchConfig, parse_int_list, run_bench
+    from caloquant.fileio import write_json
+    from caloquant.report import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
+
+    cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
+                      batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
+                      seed=seed, mc_command=mc_command, mc_showers=mc_showers)
+    with progress() as bar:
+        task = bar.add_task("benchmarking", total=None)
+
+        def on_progress(total: int, done: int, what: str) -> None:
+            bar.update(task, total=total, completed=done, description=what[:60])
+
+        report = run_bench(model, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False))
+    report["command"] = "caloquant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.print(bench_machine_line(report), highlight=False)
+    out.print(bench_results_table(report))
+    out.print(bench_models_table(report))
+    prof = bench_profile_table(report)
+    if prof is not None:
+        out.print(prof)
+    out.print(f"grid finished in {report['wall_s']:.0f} s")
+    if json_out is not None:
+        write_json(json_out, report)
+        out.print(f"wrote {json_out}")
+    if plots is not None:
+        paths = bench_plots(report, plots)
+        out.print(f"wrote {len(paths)} plots to {plots}")
 
 
 def main() -> None:

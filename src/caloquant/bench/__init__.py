@@ -1,0 +1,24 @@
+"""Inference benchmarks: showers/s over threads x streams x batch per backend and precision,
+memory, per-op profiles, roofline against measured machine ceilings, and the speed-up against
+Monte Carlo (`caloquant bench`)."""
+
+from caloquant.bench.core import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, run_bench, time_streams
+from caloquant.bench.machine import machine_info, measure_ceilings
+from caloquant.bench.montecarlo import GEANT4_LITERATURE
+from caloquant.bench.profile import CATEGORIES
+from caloquant.bench.variants import ModelRequest, parse_model_arg
+
+__all__ = [
+    "CATEGORIES",
+    "GEANT4_LITERATURE",
+    "RESULT_KEYS",
+    "BenchConfig",
+    "ModelRequest",
+    "compare_runs",
+    "machine_info",
+    "measure_ceilings",
+    "parse_int_list",
+    "parse_model_arg",
+    "run_bench",
+    "time_streams",
+]

@@ -1,0 +1,438 @@
+"""The benchmark grid: every model x threads x streams x batch, timed with a warm-up and a time
+budget; memory, per-op profile, roofline and Monte Carlo speed-up alongside.
+
+Timing is robust to interference the guest cannot see. On a shared cloud host a core's
+throughput can drop by half for seconds at a time with no other process in the guest (measured
+on this project's machine class: AMX bf16 matmul on one pinned core flips between about 1000
+and 400 GFLOP/s every few seconds at 0 % other load). So each grid point's budget is split
+into ``rounds`` windows (the repetitions) spread over the model's whole run (round-robin over
+the grid); each window's median call time gives a throughput, and the point reports the median
+over windows with their spread, plus the best window (``showers_per_s_best``, the ``timeit``
+view: slower repeats are caused by other work). Other processes in the guest are measured too
+(``other_load_pct``) and a window they disturbed is re-measured. Interference the guest cannot
+see still moves results between runs on such hosts: compare precisions within one run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from caloquant.bench.machine import (
+    OtherLoad,
+    RssSampler,
+    load_snapshot,
+    machine_info,
+    measure_ceilings,
+    memory_bandwidth_gbs,
+    release_memory,
+    rss_bytes,
+    usable_cores,
+)
+from caloquant.bench.montecarlo import GEANT4_LITERATURE, run_monte_carlo
+from caloquant.bench.profile import CATEGORY_HELP, profile_variant
+from caloquant.bench.variants import (
+    ModelRequest,
+    Runner,
+    Variant,
+    latents_for,
+    load_variant,
+    parse_model_arg,
+    prime_libraries,
+    quiet_logs,
+)
+from caloquant.errors import CaloquantError
+
+BENCH_FORMAT = 1
+MB = 1024.0**2
+# JSON keys every result row carries (other tools rely on them).
+RESULT_KEYS = ("model", "backend", "precision", "threads", "streams", "batch", "showers_per_s", "ms_per_shower",
+               "peak_rss_mb", "model_bytes")
+Progress = Callable[[int, int, str], None]  # (total steps, steps done, what is running)
+
+
+def parse_int_list(text: str | Sequence[int], option: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4): positive integers, duplicates dropped, order kept."""
+    if not isinstance(text, str):
+        vals = [int(v) for v in text]
+    else:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            raise CaloquantError(f"{option} must be a comma-separated list of positive integers, got '{text}'") from None
+    if not vals or any(v < 1 for v in vals):
+        raise CaloquantError(f"{option} must be a comma-separated list of positive integers, got '{text}'")
+    return tuple(dict.fromkeys(vals))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `caloquant bench` measures.
+
+    ``duration_s`` is the timed budget per grid point, split into ``rounds`` windows (each at
+    least ``min_calls`` call per stream); the first window of a point is preceded by a warm-up
+    of ``warmup_s`` (default a quarter of ``duration_s``, at least one call per stream).
+    """
+
+    threads: tuple[int, ...] = (1, 2)
+    streams: tuple[int, ...] = (1, 2)
+    batches: tuple[int, ...] = (1, 8, 32, 128)
+    duration_s: float = 2.0
+    warmup_s: float | None = None
+    rounds: int = 4
+    min_calls: int = 1
+    profile: bool = True
+    profile_batch: int | None = None  # default: 32 if in the grid, else the largest batch
+    ceilings: bool = True
+    seed: int = 0
+    max_other_load_pct: float = 25.0  # re-measure a window when other processes took more of the CPUs
+    retries: int = 1
+    mc_command: str | None = None
+    mc_showers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
+            parse_int_list(getattr(self, name), option)
+        if not self.duration_s > 0:
+            raise CaloquantError(f"--duration must be positive, got {self.duration_s}")
+        if self.warmup_s is not None and self.warmup_s < 0:
+            raise CaloquantError(f"warm-up must not be negative, got {self.warmup_s}")
+        if self.rounds < 1:
+            raise CaloquantError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.retries < 0:
+            raise CaloquantError(f"retries must not be negative, got {self.retries}")
+        if self.min_calls < 1:
+            raise CaloquantError(f"min_calls must be at least 1, got {self.min_calls}")
+        if (self.mc_command is None) != (self.mc_showers is None):
+            raise CaloquantError("--mc-command and --mc-showers go together (the command simulates that many showers)")
+
+    @property
+    def warmup(self) -> float:
+        return 0.25 * self.duration_s if self.warmup_s is None else self.warmup_s
+
+    @property
+    def profile_at(self) -> int:
+        if self.profile_batch is not None:
+            return self.profile_batch
+        return 32 if 32 in self.batches else max(self.batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("threads", "streams", "batches"):
+            d[k] = list(d[k])
+        d["warmup_s"] = self.warmup
+        return d
+
+
+def time_streams(runners: list[Runner], inputs: list[np.ndarray], duration_s: float, warmup_s: float,
+                 min_calls: int, warmup_calls: int = 1) -> dict[str, Any]:
+    """Run every stream concurrently: warm-up (at least ``warmup_calls`` calls and ``warmup_s``),
+    then calls until the budget; per-call times.
+
+    Throughput is the sum over streams of batch / median call time (robust to a stray slow
+    call); ``showers_per_s_wall`` counts completed showers over each stream's own span.
+    """
+    s = len(runners)
+    ready, go = threading.Barrier(s + 1), threading.Barrier(s + 1)
+    durations: list[list[float]] = [[] for _ in range(s)]
+    spans = [(0.0, 0.0)] * s
+    errors: list[BaseException] = []
+    deadline = [0.0]
+
+    def work(i: int) -> None:
+        f, x = runners[i], inputs[i]
+        try:
+            end = time.perf_counter() + warmup_s
+            for _ in range(warmup_calls):
+                f(x)
+            while time.perf_counter() < end:
+                f(x)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        ready.wait()
+        go.wait()
+        if errors:
+            return
+        d = durations[i]
+        first = time.perf_counter()
+        try:
+            while len(d) < min_calls or time.perf_counter() < deadline[0]:
+                t0 = time.perf_counter()
+                f(x)
+                d.append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        spans[i] = (first, time.perf_counter())
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(s)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    with RssSampler() as rss, OtherLoad() as other:
+        deadline[0] = time.perf_counter() + duration_s
+        go.wait()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    batch = len(inputs[0])
+    meds = [float(np.median(d)) for d in durations]
+    pooled = np.concatenate([np.asarray(d) / m for d, m in zip(durations, meds)])
+    sps = sum(batch / m for m in meds)
+    wall = sum(batch * len(d) / max(b - a, 1e-12) for d, (a, b) in zip(durations, spans))
+    all_ms = 1000 * np.concatenate([np.asarray(d) for d in durations])
+    return {
+        "showers_per_s": sps,
+        "ms_per_shower": 1000.0 / sps,
+        "spread": float((np.percentile(pooled, 84) - np.percentile(pooled, 16)) / 2),
+        "showers_per_s_wall": wall,
+        "calls": int(sum(len(d) for d in durations)),
+        "call_ms_p50": float(np.median(all_ms)),
+        "call_ms_p99": float(np.percentile(all_ms, 99)),
+        "call_ms": all_ms,
+        "peak_rss_bytes": rss.peak,
+        "other_load_pct": other.pct,
+    }
+
+
+def _label(text: str, seen: dict[str, int]) -> str:
+    seen[text] = seen.get(text, 0) + 1
+    return text if seen[text] == 1 else f"{text}#{seen[text]}"
+
+
+def _ceiling_key(precision: str) -> str:
+    return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
+
+
+def _row(label: str, v: Variant, point: tuple[int, int, int], windows: list[dict[str, Any]], eff: dict[str, Any],
+         cores: int, rss0: int, mc: dict[str, Any] | None) -> dict[str, Any]:
+    """One result row from a grid point's timed windows: median over windows, their spread, best."""
+    t, s, b = point
+    sps = np.array([w["showers_per_s"] for w in windows])
+    med = float(np.median(sps))
+    calls_ms = np.concatenate([w["call_ms"] for w in windows])
+    loads = [w["other_load_pct"] for w in windows if w["other_load_pct"] is not None]
+    peak = max(w["peak_rss_bytes"] for w in windows)
+    flops = v.flops_per_shower
+    return {
+        "model": label, "backend": v.backend, "precision": v.precision, "threads": t, "streams": s, "batch": b,
+        "showers_per_s": round(med, 3), "ms_per_shower": round(1000.0 / med, 4),
+        "spread": round(float(sps.max() - sps.min()) / 2 / med, 4),
+        "showers_per_s_best": round(float(sps.max()), 3),
+        "showers_per_s_windows": [round(float(x), 2) for x in sps],
+        "call_spread": round(float(np.median([w["spread"] for w in windows])), 4),
+        "showers_per_s_wall": round(float(np.median([w["showers_per_s_wall"] for w in windows])), 3),
+        "calls": int(calls_ms.size), "call_ms_p50": round(float(np.median(calls_ms)), 3),
+        "latency_ms_p50": round(float(np.median(calls_ms)), 3) if b == 1 else None,
+        "latency_ms_p99": round(float(np.percentile(calls_ms, 99)), 3) if b == 1 else None,
+        "peak_rss_mb": round(peak / MB, 1),
+        "peak_rss_over_baseline_mb": round((peak - rss0) / MB, 1),
+        "model_bytes": v.model_bytes,
+        "threads_total_effective": eff["threads_total"], "streams_effective": eff["streams"],
+        "oversubscribed": t * s > cores,
+        "other_load_pct": max(loads) if loads else None,
+        "retries": int(sum(w["retries"] for w in windows)),
+        "achieved_gflops": round(flops * med / 1e9, 2) if flops else None,
+        "ceiling_gflops": None,  # filled in once the run's ceilings are final
+        "roofline_fraction": None,
+        "speedup_vs_geant4_literature": round(float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0),
+        "speedup_vs_mc_measured": round(mc["seconds_per_shower"] * med, 2) if mc else None,
+    }
+
+
+def _bench_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tuple[int, int, int]], cores: int,
+                 mc: dict[str, Any] | None, step: Callable[..., None],
+                 say: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Load one model, profile it, and time it at every grid point."""
+    step(f"{label}: loading")
+    release_memory()
+    rss0 = rss_bytes()
+    t0 = time.perf_counter()
+    v: Variant = load_variant(req, label, max(cfg.threads), cfg.seed)
+    max_b = max(max(cfg.batches), cfg.profile_at)
+    lat = [latents_for(v.spec, max_b, cfg.seed + 7919 * i) for i in range(max(cfg.streams))]
+    first, _ = v.runners(cfg.threads[0], 1)
+    first[0](lat[0][:1])
+    load_s = time.perf_counter() - t0
+    rss_model = rss_bytes() - rss0
+    v.count_flops()
+    info = v.info()
+    info["load_seconds"] = round(load_s, 2)
+    info["rss_baseline_mb"] = round(rss0 / MB, 1)
+    info["model_rss_mb"] = round(rss_model / MB, 1)
+    step(f"{label}: loaded", 1)
+    say(f"{label}: {v.backend} {v.precision}, {v.model_bytes / MB:.2f} MB, "
+        f"{(v.flops_per_shower or 0) / 1e9:.3f} GFLOP/shower, loaded in {info['load_seconds']} s")
+    if cfg.profile:
+        step(f"{label}: profile")
+        info["profile"] = profile_variant(v, lat[0][: cfg.profile_at], max(cfg.threads))
+        step(f"{label}: profile", 1)
+    windows: dict[tuple[int, int, int], list[dict[str, Any]]] = {p: [] for p in grid}
+    effective: dict[tuple[int, int], dict[str, Any]] = {}
+    window_s = cfg.duration_s / cfg.rounds
+    for r in range(cfg.rounds):
+        for t, s, b in grid:
+            step(f"{label}: threads {t}, streams {s}, batch {b}" + (f", window {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""))
+            runners, effective[(t, s)] = v.runners(t, s)
+            prev = windows[(t, s, b)]
+            # first window: full warm-up; later ones: one call to refill caches, unless a call
+            # takes a sizeable part of the window (the engine is warm already)
+            warm_s = cfg.warmup if not prev else 0.0
+            warm_calls = 1 if not prev or prev[0]["call_ms_p50"] / 1000 < 0.2 * window_s else 0
+            m: dict[str, Any] | None = None
+            for attempt in range(cfg.retries + 1):
+                try:
+                    new = time_streams(runners, [lat[i][:b] for i in range(s)], window_s, warm_s, cfg.min_calls, warm_calls)
+                except Exception as exc:  # noqa: BLE001 - an engine failing at one grid point
+                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise CaloquantError(f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
+                                         f"{first_line[:160]}") from None
+                new["retries"] = attempt
+                if m is None or (new["other_load_pct"] or 0) < (m["other_load_pct"] or 0):
+                    m = new
+                if (m["other_load_pct"] or 0) <= cfg.max_other_load_pct:
+                    break
+            assert m is not None
+            prev.append(m)
+            step(f"{label}: threads {t}, streams {s}, batch {b}", 1)
+    rows = [_row(label, v, p, windows[p], effective[p[:2]], cores, rss0, mc) for p in grid]
+    v.release()
+    return info, rows
+
+
+def _finish(infos: list[dict[str, Any]], results: list[dict[str, Any]], ceilings: dict[str, Any] | None, cores: int) -> None:
+    """Roofline fractions against the run's final ceilings; per-model best point and latency."""
+    for r in results:
+        if ceilings and r["achieved_gflops"] is not None:
+            used = min(r["threads_total_effective"], cores)
+            ceil = ceilings["gflops"].get(str(used), {}).get(_ceiling_key(r["precision"]))
+            r["ceiling_gflops"] = ceil
+            r["roofline_fraction"] = round(r["achieved_gflops"] / ceil, 4) if ceil else None
+    for info in infos:
+        rows = [r for r in results if r["model"] == info["model"]]
+        best = max(rows, key=lambda r: r["showers_per_s"])
+        info["best"] = {k: best[k] for k in ("threads", "streams", "batch", "showers_per_s", "ms_per_shower",
+                                             "roofline_fraction", "speedup_vs_geant4_literature")}
+        info["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
+        one = [r for r in rows if r["batch"] == 1 and r["streams"] == 1]
+        if one:
+            fastest = min(one, key=lambda r: r["latency_ms_p50"])
+            info["latency_batch1"] = {k: fastest[k] for k in ("threads", "latency_ms_p50", "latency_ms_p99")}
+
+
+def _merge_ceilings(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Best of two ceiling measurements (start and end of the run), both kept."""
+    out = dict(a)
+    out["gflops"] = {t: {d: max((x for x in (a["gflops"][t][d], b["gflops"][t][d]) if x is not None), default=None)
+                         for d in a["gflops"][t]} for t in a["gflops"]}
+    out["measurements"] = [{"when": "start", "gflops": a["gflops"], "other_load_pct": a.get("other_load_pct")},
+                           {"when": "end", "gflops": b["gflops"], "other_load_pct": b.get("other_load_pct")}]
+    out["warnings"] = a.get("warnings", []) + b.get("warnings", [])
+    out["method"] = a["method"] + "; best of a measurement at the start and one at the end of the run"
+    return out
+
+
+def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Benchmark every model over the configured grid; returns the JSON-ready report."""
+    if not models:
+        raise CaloquantError("give at least one --model")
+    requests = [parse_model_arg(m) for m in models]  # fail fast on bad arguments, before any timing
+    say = log or (lambda m: None)
+    t_start = time.perf_counter()
+    cores = usable_cores()
+    grid = [(t, s, b) for t in cfg.threads for s in cfg.streams for b in cfg.batches]
+    total = len(requests) * (len(grid) * cfg.rounds + 1 + int(cfg.profile)) + 2 * int(cfg.ceilings)
+    done = 0
+
+    def step(what: str, n: int = 0) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(total, done, what)
+
+    machine = machine_info()
+    machine["load_before"] = load_snapshot()
+    ceilings: dict[str, Any] | None = None
+    bandwidth = None
+    counts = sorted({1} | {min(t * s, cores) for t in cfg.threads for s in cfg.streams})
+    if cfg.ceilings:
+        step("machine ceilings")
+        ceilings = measure_ceilings(counts)
+        bandwidth = memory_bandwidth_gbs()
+        step("machine ceilings", 1)
+    mc = run_monte_carlo(cfg.mc_command, cfg.mc_showers) if cfg.mc_command and cfg.mc_showers else None
+    prime_libraries({r.engine for r in requests})
+
+    seen: dict[str, int] = {}
+    model_infos: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for req in requests:
+        with quiet_logs():  # exporters, quantizers and torch.compile warn freely
+            info, rows = _bench_model(req, _label(req.short, seen), cfg, grid, cores, mc, step, say)
+        model_infos.append(info)
+        results.extend(rows)
+        release_memory()
+
+    if ceilings is not None:
+        step("machine ceilings (again)")
+        ceilings = _merge_ceilings(ceilings, measure_ceilings(counts))
+        step("machine ceilings (again)", 1)
+    _finish(model_infos, results, ceilings, cores)
+    machine["load_after"] = load_snapshot()
+    return {
+        "caloquant_bench": BENCH_FORMAT,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": cfg.to_dict(),
+        "machine": machine,
+        "ceilings": ceilings,
+        "memory_bandwidth_gbs": bandwidth,
+        "profile_categories": CATEGORY_HELP,
+        "models": model_infos,
+        "results": results,
+        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc},
+        "contended_points": sum(1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct),
+        "notes": [
+            f"showers_per_s: median over {cfg.rounds} windows of {cfg.duration_s / cfg.rounds:g} s spread over the model's run "
+            "(each window: sum over streams of batch / median call time; all in showers_per_s_windows, the largest in "
+            "showers_per_s_best); spread: (max - min) / 2 of the windows relative to the median; call_spread: half the "
+            "16-84 % range of call times within a window, relative to its median",
+            "ms_per_shower = 1000 / showers_per_s (amortized); latency_ms_p50/p99: per call at batch 1, all windows",
+            "model_rss_mb: process RSS growth from before loading the model to after loading it and one batch-1 call; "
+            "peak_rss_mb: highest process RSS sampled every 5 ms during the timed calls (whole process)",
+            "roofline_fraction: FLOPs per shower x showers/s over the measured matmul ceiling of the model's precision "
+            "at the threads in use (int8 models with float layers are held to the int8 ceiling)",
+            "speedup_vs_geant4_literature uses a Geant4 time from the literature, NOT measured here (see monte_carlo)",
+            f"other_load_pct: share of the machine's CPUs used by other processes (and hypervisor steal) during a window; "
+            f"a window above {cfg.max_other_load_pct:g} % is re-measured up to {cfg.retries} time(s), keeping the quietest",
+        ],
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Relative differences of showers/s between two reports, grid point by grid point."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["model"], r["backend"], r["precision"], r["threads"], r["streams"], r["batch"])
+
+    rb = {key(r): r for r in b["results"]}
+    diffs = []
+    for r in a["results"]:
+        o = rb.get(key(r))
+        if o is None:
+            continue
+        x, y = r["showers_per_s"], o["showers_per_s"]
+        diffs.append({"point": dict(zip(("model", "backend", "precision", "threads", "streams", "batch"), key(r))),
+                      "a": x, "b": y, "rel_diff": abs(x - y) / ((x + y) / 2)})
+    if not diffs:
+        raise CaloquantError("the two reports have no grid point in common")
+    rel = np.array([d["rel_diff"] for d in diffs])
+    return {"points": len(diffs), "max_rel_diff": float(rel.max()), "median_rel_diff": float(np.median(rel)),
+            "within_10pct": int((rel <= 0.10).sum()), "worst": sorted(diffs, key=lambda d: -d["rel_diff"])[:5]}

@@ -1,0 +1,57 @@
+"""Monte Carlo reference for the speed-up: Geant4 from the literature (not measured here), and a
+slot for a Monte Carlo command timed in the same run."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from typing import Any
+
+from caloquant.errors import CaloquantError
+
+# The 3DGAN papers compare against full Geant4 simulation of the same calorimeter. Rehm et al.
+# (ICPRAM 2021, ../shared/papers/rehm2021_reduced_precision_3dgan_icpram.txt, Sec. 6.1) quote
+# 38,000x (fp32, 55.7 ms) and 67,000x (int8, 32.3 ms) speed-ups "with respect to the original
+# Geant4 benchmarks quoted in (Vallecorsa et al., 2019)"; for a batch of 128 showers those
+# imply 16.5 and 17.2 s per Geant4 shower, consistent with the ~17 s per shower of that source.
+GEANT4_LITERATURE: dict[str, Any] = {
+    "label": "Geant4 (literature, not measured here)",
+    "measured_here": False,
+    "seconds_per_shower": 17.0,
+    "what": "full Geant4 simulation of one 100-500 GeV electron shower in the 25x25x25-cell CLIC-like "
+            "electromagnetic calorimeter that the CERN 3DGAN was trained on",
+    "source": "S. Vallecorsa, F. Carminati, G. Khattak, '3D convolutional GAN for fast simulation', "
+              "EPJ Web Conf. 214 (2019) 02010; used as the Monte Carlo reference by F. Rehm et al., "
+              "'Reduced Precision Strategies for Deep Learning: A High Energy Physics Generative "
+              "Adversarial Network Use Case', ICPRAM 2021, Sec. 6.1",
+    "verified": False,
+    "hardware": "not checked here: Vallecorsa et al. 2019 is not in ../shared, so its Geant4 hardware and its exact "
+                "per-shower time are unverified; the GAN timings of Rehm et al. 2021 used 7 streams x 56 threads on a "
+                "2-socket Intel Xeon server",
+    "cross_check": "Rehm et al. 2021: 38,000x for float32 at 55.7 ms and 67,000x for int8 at 32.3 ms per inference; "
+                   "with 128 showers per inference these give 16.5 s and 17.2 s per Geant4 shower",
+    "caveat": "17 s is derived, not read from the source: 67,000 x 32.3 ms / 128 assumes 128 showers per timed "
+              "inference, which Rehm et al. do not state; different hardware, core count and year from this run: an "
+              "order-of-magnitude comparison, not a measurement",
+}
+
+
+def run_monte_carlo(command: str, showers: int) -> dict[str, Any]:
+    """Time a Monte Carlo command that simulates ``showers`` showers (wall clock, this machine)."""
+    if showers < 1:
+        raise CaloquantError(f"--mc-showers must be positive, got {showers}")
+    argv = shlex.split(command)
+    if not argv:
+        raise CaloquantError("--mc-command is empty")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    except OSError as exc:
+        raise CaloquantError(f"--mc-command could not start: {exc.strerror or exc}") from None
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+        raise CaloquantError(f"--mc-command exited with code {proc.returncode}: {last[0][:160]}")
+    return {"label": "Monte Carlo (measured in this run)", "measured_here": True, "command": command,
+            "showers": showers, "seconds": round(wall, 3), "seconds_per_shower": wall / showers}

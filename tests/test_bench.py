@@ -1,0 +1,175 @@
+"""`caloquant bench`: JSON structure, a 10x more expensive model measures much slower, streams
+run concurrently, clear one-line errors. Small Conv2D generators only (no ../shared)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caloquant.bench import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, parse_model_arg, time_streams
+from caloquant.errors import CaloquantError
+from caloquant.models import Checkpoint, Conv2DGenerator, save_checkpoint, spec_conv2d
+from tests.helpers import assert_one_line_error
+
+# FLOPs per shower grow about as width^2: 0.167 vs 1.659 GFLOP, a ratio of 9.9
+CHEAP, DEAR = 0.25, 0.85
+
+
+def _ckpt(path: Path, width: float) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(path, Checkpoint(spec_conv2d(width), Conv2DGenerator(width).eval()))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("bench")
+    return _ckpt(d / "cheap.pt", CHEAP), _ckpt(d / "dear.pt", DEAR)
+
+
+@pytest.fixture(scope="module")
+def report(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One real run through the CLI: both models on torch, the cheap one on OpenVINO too."""
+    import sys
+
+    from caloquant.cli import main
+
+    out = tmp_path_factory.mktemp("bench_out")
+    cheap, dear = pair
+    argv = ["caloquant", "bench", "--model", str(cheap), "--model", str(dear), "--model", f"{cheap}@openvino:fp32",
+            "--threads", "1", "--streams", "1,2", "--batch", "1,16", "--duration", "0.4", "--rounds", "2",
+            "--json", str(out / "bench.json"), "--plots", str(out / "plots")]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        main()
+    except SystemExit as exc:  # typer exits 0 on success
+        assert not exc.code, f"bench exited with {exc.code}"
+    finally:
+        sys.argv = old
+    return json.loads((out / "bench.json").read_text()), out
+
+
+def test_json_structure(report: tuple[dict, Path]) -> None:
+    rep, out = report
+    m = rep["machine"]
+    for k in ("cpu_model", "logical_cores", "usable_cores", "flags", "libraries"):
+        assert k in m, k
+    assert m["libraries"]["torch"] and m["libraries"]["caloquant"]
+    assert isinstance(m["flags"], list)
+    # 3 models x 1 thread x 2 streams x 2 batches
+    assert len(rep["results"]) == 3 * 1 * 2 * 2
+    for r in rep["results"]:
+        for k in RESULT_KEYS:
+            assert k in r, k
+        assert r["showers_per_s"] > 0 and r["ms_per_shower"] == pytest.approx(1000 / r["showers_per_s"], rel=1e-3)
+        assert r["peak_rss_mb"] > 0 and r["model_bytes"] > 0
+        assert (r["latency_ms_p50"] is not None) == (r["batch"] == 1)
+        assert r["roofline_fraction"] > 0 and r["achieved_gflops"] > 0
+        assert r["speedup_vs_geant4_literature"] > 0
+        assert "other_load_pct" in r and r["retries"] >= 0 and len(r["showers_per_s_windows"]) == 2
+        assert min(r["showers_per_s_windows"]) - 0.01 <= r["showers_per_s"] <= r["showers_per_s_best"] + 0.01
+    assert {r["backend"] for r in rep["results"]} == {"torch", "openvino"}
+    # ceilings measured in the same run, for every precision class
+    row = rep["ceilings"]["gflops"]["1"]
+    assert row["fp32"] and row["fp32"] > 0 and set(row) == {"fp32", "bf16", "fp16", "int8"}
+    # per-op profile: shares of the known categories add up to 100 %
+    for mi in rep["models"]:
+        shares = mi["profile"]["shares_pct"]
+        assert set(shares) == {"convolution", "normalization", "activation", "quantize/dequantize", "layout", "other"}
+        assert sum(shares.values()) == pytest.approx(100, abs=0.5)
+        assert shares["convolution"] > 30, mi["profile"]
+        assert mi["model_rss_mb"] is not None and mi["flops_per_shower"] > 0
+    g4 = rep["monte_carlo"]["geant4_literature"]
+    assert g4["measured_here"] is False and g4["source"] and g4["hardware"]
+    assert rep["monte_carlo"]["measured"] is None
+    names = {p.name for p in (out / "plots").iterdir()}
+    assert {"throughput_threads_streams.png", "speedup_vs_monte_carlo.png", "profile_pies.png"} <= names
+
+
+def test_ten_times_more_expensive_model_is_at_least_three_times_slower(report: tuple[dict, Path]) -> None:
+    rep, _ = report
+    flops = {m["model"]: m["flops_per_shower"] for m in rep["models"]}
+    assert flops["dear.pt"] / flops["cheap.pt"] == pytest.approx(10, rel=0.15)
+    # at batch 16 the convolutions dominate (at batch 1 fixed per-call costs narrow the gap)
+    for streams in (1, 2):
+        sps = {r["model"]: r["showers_per_s"] for r in rep["results"]
+               if r["batch"] == 16 and r["streams"] == streams and r["backend"] == "torch"}
+        assert sps["cheap.pt"] / sps["dear.pt"] >= 3, (streams, sps)
+
+
+def test_streams_run_concurrently() -> None:
+    """Two streams of a GIL-releasing 20 ms call give about twice the throughput of one."""
+    def fake(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)
+        return x
+
+    x = np.zeros((4, 3), dtype=np.float32)
+    one = time_streams([fake], [x], 0.3, 0.02, 2)
+    two = time_streams([fake, fake], [x, x], 0.3, 0.02, 2)
+    assert one["showers_per_s"] == pytest.approx(4 / 0.02, rel=0.3)
+    assert 1.6 < two["showers_per_s"] / one["showers_per_s"] < 2.4
+    assert two["calls"] >= 4 and two["peak_rss_bytes"] > 0
+
+
+def test_compare_runs() -> None:
+    base = {"model": "m", "backend": "torch", "precision": "fp32", "threads": 1, "streams": 1}
+    a = {"results": [base | {"batch": 1, "showers_per_s": 100.0}, base | {"batch": 8, "showers_per_s": 200.0}]}
+    b = {"results": [base | {"batch": 1, "showers_per_s": 105.0}, base | {"batch": 8, "showers_per_s": 260.0}]}
+    c = compare_runs(a, b)
+    assert c["points"] == 2 and c["within_10pct"] == 1
+    assert c["max_rel_diff"] == pytest.approx(60 / 230)
+
+
+def test_parsers(pair: tuple[Path, Path]) -> None:
+    cheap, _ = pair
+    assert parse_int_list("1, 2,2,4", "--threads") == (1, 2, 4)
+    r = parse_model_arg(f"{cheap}@OpenVINO:BF16")
+    assert (r.path, r.backend, r.precision, r.short) == (cheap, "openvino", "bf16", "cheap.pt@openvino:bf16")
+    assert parse_model_arg(f"{cheap}@onnxruntime").precision == "fp32"
+    assert parse_model_arg(str(cheap)).backend is None
+    with pytest.raises(CaloquantError):
+        BenchConfig(duration_s=0)
+    with pytest.raises(CaloquantError):
+        BenchConfig(mc_command="true")
+
+
+def test_monte_carlo_slot(pair: tuple[Path, Path], cli, tmp_path: Path) -> None:
+    """A Monte Carlo command timed in the same run fills the 'measured' slot."""
+    cheap, _ = pair
+    res = cli("bench", "--model", cheap, "--threads", "1", "--streams", "1", "--batch", "2", "--duration", "0.1",
+              "--no-profile", "--no-ceilings", "--mc-command", "sleep 0.2", "--mc-showers", "4", "--json", tmp_path / "b.json")
+    assert res.code == 0, res.err
+    rep = json.loads((tmp_path / "b.json").read_text())
+    mc = rep["monte_carlo"]["measured"]
+    assert mc["measured_here"] is True and mc["seconds_per_shower"] == pytest.approx(0.05, rel=0.5)
+    r = rep["results"][0]
+    assert r["speedup_vs_mc_measured"] == pytest.approx(mc["seconds_per_shower"] * r["showers_per_s"], rel=0.01)
+    assert rep["ceilings"] is None and "profile" not in rep["models"][0]
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--model", "/nonexistent/model.pt"], ["model not found"]),
+    (["--model", "{cheap}", "--threads", "1,x"], ["--threads", "1,x"]),
+    (["--model", "{cheap}", "--streams", "0"], ["--streams"]),
+    (["--model", "{cheap}", "--batch", ""], ["--batch"]),
+    (["--model", "{cheap}@tensorflow"], ["unknown backend", "tensorflow"]),
+    (["--model", "{cheap}@onnxruntime:bf16"], ["not supported"]),
+    (["--model", "{cheap}@openvino:int4"], ["unknown precision"]),
+    (["--model", "{cheap}", "--duration", "0"], ["--duration"]),
+    (["--model", "{cheap}", "--mc-command", "true"], ["--mc-showers"]),
+    (["--model", "{cheap}", "--mc-command", "false", "--mc-showers", "3"], ["--mc-command", "exited"]),
+    (["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"], ["--mc-command"]),
+    (["--model", "{tmp}"], ["not a caloquant artifact"]),
+])
+def test_bad_input_is_one_line_error(pair: tuple[Path, Path], cli, tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    cheap, _ = pair
+    args = [a.format(cheap=cheap, tmp=tmp_path) for a in args]
+    if "--duration" not in args:
+        args += ["--duration", "0.1"]
+    res = cli("bench", *args, "--no-ceilings", "--no-profile")
+    assert_one_line_error(res, *needles)
