@@ -202,18 +202,22 @@ def load_variant(req: ModelRequest, label: str, threads: int, seed: int = 0) -> 
         return _load_checkpoint(req, label, threads, seed)
 
 
+def _engine(backend: str, model: Any) -> Any:
+    """What a stream needs to build its own runner: OpenVINO (ov.Model, hint), ONNX bytes, or the model."""
+    if backend == "openvino":
+        return (model.model, model.hint)
+    if backend == "onnxruntime":
+        return model.model_bytes
+    return model
+
+
 def _load_artifact(req: ModelRequest, label: str, threads: int) -> Variant:
     from caloquant.precision import load_artifact
 
     gen = load_artifact(req.path, threads)
     m, mf = gen.model, gen.manifest
     backend, precision = gen.backend, gen.precision
-    if backend == "openvino":
-        engine: Any = (m.model, m.hint)
-    elif backend == "onnxruntime":
-        engine = m.model_bytes
-    else:
-        engine = m
+    engine = _engine(backend, m)
     files = list(mf.get("files", []))
     size = int(mf.get("size_bytes") or _dir_size(req.path, files))
     return Variant(req, label, "artifact", backend, precision, gen.spec, engine, size, size, None,
@@ -247,12 +251,7 @@ def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> 
     else:
         with tempfile.TemporaryDirectory() as tmp:
             size = _dir_size(Path(tmp), model.save(Path(tmp)))
-    if backend == "openvino":
-        engine: Any = (model.model, model.hint)
-    elif backend == "onnxruntime":
-        engine = model.model_bytes
-    else:
-        engine = model
+    engine = _engine(backend, model)
     return Variant(req, label, "checkpoint", backend, precision, spec, engine, size, src, module,
                    dict(model.layer_precisions), recipe)
 
