@@ -18,7 +18,6 @@ from torch import nn
 from caloquant.errors import CaloquantError
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-COMPACT_STORAGE = False
 
 
 @contextlib.contextmanager
@@ -134,15 +133,15 @@ class OpenVINOBackend:
         example = torch.randn(2, latent_dim)
         with warnings.catch_warnings():  # tracing bakes in the static spatial sizes, on purpose
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            self.fp_model = ov.convert_model(module.eval(), example_input=example)
+            # share_weights=False: by default the OpenVINO model keeps pointers into the torch
+            # tensors, and the tuner's rewritten copy of the module is freed before the artifact is
+            # saved: the IR then got garbage biases (inf showers on reload). Copies are small here.
+            self.fp_model = ov.convert_model(module.eval(), example_input=example, share_weights=False)
         self.fp_model.reshape([-1, latent_dim])
         self._units: list[str] | None = None
         from caloquant.precision.rewrite import rewritten_convs
 
-        # compact kernel storage is switched off: on the CERN 3DGAN (int8 units + compact fp32
-        # remainder) the IR read back from disk gives inf although the same model in memory is
-        # right (2026-11-29, under investigation); folded kernels are stored until that is understood
-        self.compact = rewritten_convs(module) if COMPACT_STORAGE else {}
+        self.compact = rewritten_convs(module)
 
     def float_model(self, precision: str) -> OpenVINOModel:
         hint = HINTS[precision]
