@@ -6,7 +6,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
@@ -176,7 +177,6 @@ def validate(
 ) -> None:
     """Compare two shower samples with the paper's physics metrics and modern generative metrics."""
     from caloquant.data import open_showers
-    from caloquant.fileio import write_json
     from caloquant.physics import validate as run_validate
     from caloquant.report import global_table, validation_plots, validation_table
 
@@ -189,12 +189,7 @@ def validate(
                               progress=lambda k: bar.advance(task, k)).to_dict()
     out.print(validation_table(report))
     out.print(global_table(report))
-    if json_out is not None:
-        write_json(json_out, report)
-        out.print(f"wrote {json_out}")
-    if plots is not None:
-        paths = validation_plots(report, plots)
-        out.print(f"wrote {len(paths)} plots to {plots}")
+    _write_outputs(report, json_out, plots, validation_plots)
 
 
 @app.command()
@@ -279,7 +274,6 @@ def bench(
     import shlex
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
-    from caloquant.fileio import write_json
     from caloquant.report import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
@@ -300,11 +294,19 @@ def bench(
     if prof is not None:
         out.print(prof)
     out.print(f"grid finished in {report['wall_s']:.0f} s")
+    _write_outputs(report, json_out, plots, bench_plots)
+
+
+def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | None,
+                   plotter: Callable[[dict[str, Any], Path], list[Path]]) -> None:
+    """The --json / --plots tail shared by validate and bench."""
+    from caloquant.fileio import write_json
+
     if json_out is not None:
         write_json(json_out, report)
         out.print(f"wrote {json_out}")
     if plots is not None:
-        paths = bench_plots(report, plots)
+        paths = plotter(report, plots)
         out.print(f"wrote {len(paths)} plots to {plots}")
 
 

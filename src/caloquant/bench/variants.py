@@ -233,10 +233,9 @@ def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> 
     backend, precision = req.backend or "torch", req.precision or "fp32"
     src = req.path.stat().st_size
     if backend == "torch" and precision == "fp32":
-        from torch import nn
+        from caloquant.precision import weight_layers
 
-        kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
-        lp = {n: "fp32" for n, mod in module.named_modules() if isinstance(mod, kinds)}
+        lp = {n: "fp32" for n in weight_layers(module)}
         return Variant(req, label, "checkpoint", "torch", "fp32", spec, _TorchEager(module), src, src, module, lp)
     be = make_backend(backend, module, spec.latent_dim, threads)
     if precision == "int8":

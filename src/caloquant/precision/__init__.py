@@ -11,6 +11,7 @@ from caloquant.precision.config import (
     Tolerance,
     check_supported,
 )
+from caloquant.precision.backends.torch_backend import weight_layers
 from caloquant.precision.evaluation import EvalSet, throughput
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "load_artifact",
     "quantize",
     "throughput",
+    "weight_layers",
 ]

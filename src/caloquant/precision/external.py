@@ -70,7 +70,7 @@ def inc_autotune(module: nn.Module, latent_dim: int, calib: np.ndarray, latents:
             from neural_compressor.torch.quantization import TuningConfig, autotune, get_default_static_config
     except Exception as exc:  # noqa: BLE001 - ImportError or a broken install
         raise _fail("Intel Neural Compressor", INC_DISTS, exc) from None
-    from caloquant.precision.backends.torch_backend import TorchModel, _dyn, _quantized_modules
+    from caloquant.precision.backends.torch_backend import TorchModel, _dyn, _quantized_modules, weight_layers
 
     example, kw = _dyn(latent_dim)
 
@@ -96,8 +96,7 @@ def inc_autotune(module: nn.Module, latent_dim: int, calib: np.ndarray, latents:
         raise Unavailable("Intel Neural Compressor autotune found no configuration within the tolerance")
     torch._inductor.config.freezing = True  # the x86 inductor int8 path, as INC documents
     done = _quantized_modules(q)
-    layers = [n for n, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d))]
-    return TorchModel(q, "int8", threads, {n: ("int8" if n in done else "fp32") for n in layers}, compiled=True)
+    return TorchModel(q, "int8", threads, {n: ("int8" if n in done else "fp32") for n in weight_layers(module)}, compiled=True)
 
 
 _TFL_TYPES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8", "int16": "int16"}

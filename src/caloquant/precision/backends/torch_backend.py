@@ -15,6 +15,13 @@ from torch import nn
 from caloquant.errors import CaloquantError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# the layers that carry weights and get a precision of their own (the per-layer precision map)
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def weight_layers(module: nn.Module) -> list[str]:
+    """Names of the weight-carrying layers of ``module``, in module order."""
+    return [n for n, m in module.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def _dyn(latent_dim: int) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
@@ -89,7 +96,7 @@ class TorchBackend:
         self.module, self.latent_dim, self.threads = module.eval(), latent_dim, threads
 
     def _layers(self) -> list[str]:
-        return [n for n, m in self.module.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d, nn.ConvTranspose3d))]
+        return weight_layers(self.module)
 
     def float_model(self, precision: str) -> TorchModel:
         return TorchModel(self.module, precision, self.threads, {n: precision for n in self._layers()})
