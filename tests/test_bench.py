@@ -73,7 +73,12 @@ def test_json_structure(report: tuple[dict, Path]) -> None:
         assert r["speedup_vs_geant4_literature"] > 0
         assert "other_load_pct" in r and r["retries"] >= 0 and len(r["showers_per_s_windows"]) == 2
         assert min(r["showers_per_s_windows"]) - 0.01 <= r["showers_per_s"] <= r["showers_per_s_best"] + 0.01
+        assert r["process_peak_rss_mb"] >= r["peak_rss_mb"] - 50  # the process holds every model of the run
     assert {r["backend"] for r in rep["results"]} == {"torch", "openvino"}
+    # the host's own speed, probed every round (2 rounds + the end)
+    probe = rep["host_probe"]
+    assert len(probe["rounds"]) == 3 and all(p["fp32"] > 0 for p in probe["rounds"])
+    assert probe["fp32_spread"] >= 0
     # ceilings measured in the same run, for every precision class
     row = rep["ceilings"]["gflops"]["1"]
     assert row["fp32"] and row["fp32"] > 0 and set(row) == {"fp32", "bf16", "fp16", "int8"}
@@ -123,6 +128,17 @@ def test_compare_runs() -> None:
     c = compare_runs(a, b)
     assert c["points"] == 2 and c["within_10pct"] == 1
     assert c["max_rel_diff"] == pytest.approx(60 / 230)
+    # a second model that is 3x the first in run a and 2x in run b: its ratio differs by 40 %
+    other = base | {"model": "q", "backend": "openvino", "precision": "int8"}
+    a["results"] += [other | {"batch": 1, "showers_per_s": 300.0}]
+    b["results"] += [other | {"batch": 1, "showers_per_s": 210.0}]
+    a["host_probe"] = {"rounds": [{"fp32": 100.0}, {"fp32": 110.0}], "fp32_spread": 0.1}
+    b["host_probe"] = {"rounds": [{"fp32": 80.0}], "fp32_spread": 0.0}
+    c = compare_runs(a, b)
+    r = c["ratio_to_reference"]
+    assert r["reference_model"] == "m" and r["points"] == 1
+    assert r["max_rel_diff"] == pytest.approx(1 / 2.5)
+    assert c["host_probe"]["fp32"]["rel_diff"] == pytest.approx(25 / 92.5)
 
 
 def test_parsers(pair: tuple[Path, Path]) -> None:

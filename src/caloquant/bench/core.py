@@ -2,15 +2,17 @@
 budget; memory, per-op profile, roofline and Monte Carlo speed-up alongside.
 
 Timing is robust to interference the guest cannot see. On a shared cloud host a core's
-throughput can drop by half for seconds at a time with no other process in the guest (measured
-on this project's machine class: AMX bf16 matmul on one pinned core flips between about 1000
-and 400 GFLOP/s every few seconds at 0 % other load). So each grid point's budget is split
-into ``rounds`` windows (the repetitions) spread over the model's whole run (round-robin over
-the grid); each window's median call time gives a throughput, and the point reports the median
-over windows with their spread, plus the best window (``showers_per_s_best``, the ``timeit``
-view: slower repeats are caused by other work). Other processes in the guest are measured too
-(``other_load_pct``) and a window they disturbed is re-measured. Interference the guest cannot
-see still moves results between runs on such hosts: compare precisions within one run.
+throughput changes by itself for seconds at a time with no other process in the guest and no
+steal time (measured on this project's machine class: OpenVINO int8 of the 3DGAN on one thread
+ran 177 showers/s for 12 s, then 550-700, in one process; AMX bf16 matmul on one pinned core
+flips between about 1000 and 400 GFLOP/s). So every model is loaded first and each grid point's
+budget is split into ``rounds`` windows (the repetitions), visited round-robin over all models
+and grid points: slow phases of the host are shared by all models rather than landing on one.
+Each window's median call time gives a throughput; a point reports the median over windows with
+their spread, plus the best window (``showers_per_s_best``, the ``timeit`` view). A fixed
+matmul (``host_probe``) timed every round shows how much the host itself moved. Other
+processes in the guest are measured too (``other_load_pct``) and a window they disturbed is
+re-measured. Compare precisions within one run; across runs, read ``host_probe`` first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from caloquant.bench.machine import (
     OtherLoad,
+    host_probe,
     RssSampler,
     load_snapshot,
     machine_info,
@@ -211,15 +214,19 @@ def _ceiling_key(precision: str) -> str:
     return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
 
 
-def _row(label: str, v: Variant, point: tuple[int, int, int], windows: list[dict[str, Any]], eff: dict[str, Any],
-         cores: int, rss0: int, mc: dict[str, Any] | None) -> dict[str, Any]:
-    """One result row from a grid point's timed windows: median over windows, their spread, best."""
+def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None) -> dict[str, Any]:
+    """One result row from a grid point's timed windows: median over windows, their spread, best.
+
+    Every model of a run stays loaded (the windows of all models are interleaved), so the
+    process RSS holds them all: a model's peak is its own share, the RSS before any model was
+    loaded + this model's load growth + the growth during its own windows."""
     t, s, b = point
+    v, label, windows, eff = m.variant, m.variant.label, m.windows[point], m.effective[point[:2]]
     sps = np.array([w["showers_per_s"] for w in windows])
     med = float(np.median(sps))
     calls_ms = np.concatenate([w["call_ms"] for w in windows])
     loads = [w["other_load_pct"] for w in windows if w["other_load_pct"] is not None]
-    peak = max(w["peak_rss_bytes"] for w in windows)
+    own = run_rss0 + (m.info["model_rss_mb"] * MB) + max(w["rss_growth_bytes"] for w in windows)
     flops = v.flops_per_shower
     return {
         "model": label, "backend": v.backend, "precision": v.precision, "threads": t, "streams": s, "batch": b,
@@ -232,8 +239,9 @@ def _row(label: str, v: Variant, point: tuple[int, int, int], windows: list[dict
         "calls": int(calls_ms.size), "call_ms_p50": round(float(np.median(calls_ms)), 3),
         "latency_ms_p50": round(float(np.median(calls_ms)), 3) if b == 1 else None,
         "latency_ms_p99": round(float(np.percentile(calls_ms, 99)), 3) if b == 1 else None,
-        "peak_rss_mb": round(peak / MB, 1),
-        "peak_rss_over_baseline_mb": round((peak - rss0) / MB, 1),
+        "peak_rss_mb": round(own / MB, 1),
+        "peak_rss_over_baseline_mb": round((own - run_rss0) / MB, 1),
+        "process_peak_rss_mb": round(max(w["peak_rss_bytes"] for w in windows) / MB, 1),
         "model_bytes": v.model_bytes,
         "threads_total_effective": eff["threads_total"], "streams_effective": eff["streams"],
         "oversubscribed": t * s > cores,
@@ -247,10 +255,21 @@ def _row(label: str, v: Variant, point: tuple[int, int, int], windows: list[dict
     }
 
 
-def _bench_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tuple[int, int, int]], cores: int,
-                 mc: dict[str, Any] | None, step: Callable[..., None],
-                 say: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Load one model, profile it, and time it at every grid point."""
+@dataclass
+class _Loaded:
+    """A model of the run, loaded and profiled, with its inputs and its timed windows."""
+
+    variant: Variant
+    info: dict[str, Any]
+    latents: list[np.ndarray]
+    rss_before: int  # process RSS before this model was loaded
+    windows: dict[tuple[int, int, int], list[dict[str, Any]]]
+    effective: dict[tuple[int, int], dict[str, Any]]
+
+
+def _load_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tuple[int, int, int]],
+                step: Callable[..., None], say: Callable[[str], None]) -> _Loaded:
+    """Load one model (memory measured around it), count its FLOPs and profile it."""
     step(f"{label}: loading")
     release_memory()
     rss0 = rss_bytes()
@@ -274,37 +293,38 @@ def _bench_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tup
         step(f"{label}: profile")
         info["profile"] = profile_variant(v, lat[0][: cfg.profile_at], max(cfg.threads))
         step(f"{label}: profile", 1)
-    windows: dict[tuple[int, int, int], list[dict[str, Any]]] = {p: [] for p in grid}
-    effective: dict[tuple[int, int], dict[str, Any]] = {}
+    return _Loaded(v, info, lat, rss0, {p: [] for p in grid}, {})
+
+
+def _window(m: _Loaded, point: tuple[int, int, int], cfg: BenchConfig) -> None:
+    """One timed window of one model at one grid point (re-measured when other processes
+    disturbed it); appended to the model's windows."""
+    t, s, b = point
+    v, label = m.variant, m.variant.label
+    runners, m.effective[(t, s)] = v.runners(t, s)
+    prev = m.windows[point]
     window_s = cfg.duration_s / cfg.rounds
-    for r in range(cfg.rounds):
-        for t, s, b in grid:
-            step(f"{label}: threads {t}, streams {s}, batch {b}" + (f", window {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""))
-            runners, effective[(t, s)] = v.runners(t, s)
-            prev = windows[(t, s, b)]
-            # first window: full warm-up; later ones: one call to refill caches, unless a call
-            # takes a sizeable part of the window (the engine is warm already)
-            warm_s = cfg.warmup if not prev else 0.0
-            warm_calls = 1 if not prev or prev[0]["call_ms_p50"] / 1000 < 0.2 * window_s else 0
-            m: dict[str, Any] | None = None
-            for attempt in range(cfg.retries + 1):
-                try:
-                    new = time_streams(runners, [lat[i][:b] for i in range(s)], window_s, warm_s, cfg.min_calls, warm_calls)
-                except Exception as exc:  # noqa: BLE001 - an engine failing at one grid point
-                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise CaloquantError(f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
-                                         f"{first_line[:160]}") from None
-                new["retries"] = attempt
-                if m is None or (new["other_load_pct"] or 0) < (m["other_load_pct"] or 0):
-                    m = new
-                if (m["other_load_pct"] or 0) <= cfg.max_other_load_pct:
-                    break
-            assert m is not None
-            prev.append(m)
-            step(f"{label}: threads {t}, streams {s}, batch {b}", 1)
-    rows = [_row(label, v, p, windows[p], effective[p[:2]], cores, rss0, mc) for p in grid]
-    v.release()
-    return info, rows
+    # first window: full warm-up; later ones: one call to refill caches, unless a call
+    # takes a sizeable part of the window (the engine is warm already)
+    warm_s = cfg.warmup if not prev else 0.0
+    warm_calls = 1 if not prev or prev[0]["call_ms_p50"] / 1000 < 0.2 * window_s else 0
+    rss_start = rss_bytes()
+    best: dict[str, Any] | None = None
+    for attempt in range(cfg.retries + 1):
+        try:
+            new = time_streams(runners, [m.latents[i][:b] for i in range(s)], window_s, warm_s, cfg.min_calls, warm_calls)
+        except Exception as exc:  # noqa: BLE001 - an engine failing at one grid point
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CaloquantError(f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
+                                 f"{first_line[:160]}") from None
+        new["retries"] = attempt
+        if best is None or (new["other_load_pct"] or 0) < (best["other_load_pct"] or 0):
+            best = new
+        if (best["other_load_pct"] or 0) <= cfg.max_other_load_pct:
+            break
+    assert best is not None
+    best["rss_growth_bytes"] = max(best["peak_rss_bytes"] - rss_start, 0)
+    prev.append(best)
 
 
 def _finish(infos: list[dict[str, Any]], results: list[dict[str, Any]], ceilings: dict[str, Any] | None, cores: int) -> None:
@@ -372,14 +392,32 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
     prime_libraries({r.engine for r in requests})
 
     seen: dict[str, int] = {}
-    model_infos: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    run_rss0 = rss_bytes()
+    loaded: list[_Loaded] = []
     for req in requests:
         with quiet_logs():  # exporters, quantizers and torch.compile warn freely
-            info, rows = _bench_model(req, _label(req.short, seen), cfg, grid, cores, mc, step, say)
-        model_infos.append(info)
-        results.extend(rows)
-        release_memory()
+            loaded.append(_load_model(req, _label(req.short, seen), cfg, grid, step, say))
+    # the windows of every model and grid point are interleaved, round after round, so slow
+    # phases of the host are shared by all models instead of landing on one of them
+    probes: list[dict[str, Any]] = []
+    for r in range(cfg.rounds):
+        probes.append(host_probe())
+        for m in loaded:
+            for point in grid:
+                t, s_, b = point
+                what = f"{m.variant.label}: threads {t}, streams {s_}, batch {b}" + (
+                    f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
+                step(what)
+                with quiet_logs():
+                    _window(m, point, cfg)
+                step(what, 1)
+    probes.append(host_probe())
+    model_infos = [m.info for m in loaded]
+    results = [_row(m, p, cores, run_rss0, mc) for m in loaded for p in grid]
+    for m in loaded:
+        m.variant.release()
+    del loaded
+    release_memory()
 
     if ceilings is not None:
         step("machine ceilings (again)")
@@ -398,15 +436,20 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         "models": model_infos,
         "results": results,
         "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc},
+        "host_probe": _probe_summary(probes),
         "contended_points": sum(1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct),
         "notes": [
-            f"showers_per_s: median over {cfg.rounds} windows of {cfg.duration_s / cfg.rounds:g} s spread over the model's run "
+            f"showers_per_s: median over {cfg.rounds} windows of {cfg.duration_s / cfg.rounds:g} s; the windows of all models and grid "
+            "points are interleaved round after round over the whole run "
             "(each window: sum over streams of batch / median call time; all in showers_per_s_windows, the largest in "
             "showers_per_s_best); spread: (max - min) / 2 of the windows relative to the median; call_spread: half the "
             "16-84 % range of call times within a window, relative to its median",
             "ms_per_shower = 1000 / showers_per_s (amortized); latency_ms_p50/p99: per call at batch 1, all windows",
             "model_rss_mb: process RSS growth from before loading the model to after loading it and one batch-1 call; "
-            "peak_rss_mb: highest process RSS sampled every 5 ms during the timed calls (whole process)",
+            "peak_rss_mb: the model's own peak = RSS before any model was loaded + model_rss_mb + the largest RSS growth "
+            "during its windows (sampled every 5 ms); process_peak_rss_mb: the whole process, which holds every model of the run",
+            "host_probe: a fixed 1-thread fp32 and int8 matmul timed at the start of every round; its spread shows how much "
+            "the machine's own speed moved during the run (0 % is a quiet host)",
             "roofline_fraction: FLOPs per shower x showers/s over the measured matmul ceiling of the model's precision "
             "at the threads in use (int8 models with float layers are held to the int8 ceiling)",
             "speedup_vs_geant4_literature uses a Geant4 time from the literature, NOT measured here (see monte_carlo)",
@@ -417,22 +460,59 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
     }
 
 
+def _probe_summary(probes: list[dict[str, float | None]]) -> dict[str, Any]:
+    """Host probe per round and, per dtype, (max - min) / median over the run."""
+    out: dict[str, Any] = {"method": "1-thread square matmul (n=512, median of calls over ~40 ms) at the start of "
+                                     "every round and at the end; GFLOP/s (GOP/s for int8)", "rounds": probes}
+    for d in probes[0]:
+        vals = np.array([p[d] for p in probes if p.get(d)], dtype=float)
+        out[f"{d}_spread"] = round(float((vals.max() - vals.min()) / np.median(vals)), 3) if vals.size else None
+    return out
+
+
 def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Relative differences of showers/s between two reports, grid point by grid point."""
+    """Relative differences between two reports, grid point by grid point: of showers/s, and of
+    each model's speed relative to the first model at the same point (the within-run ratio)."""
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (r["model"], r["backend"], r["precision"], r["threads"], r["streams"], r["batch"])
 
+    def stats(diffs: list[dict[str, Any]]) -> dict[str, Any]:
+        rel = np.array([d["rel_diff"] for d in diffs])
+        return {"points": len(diffs), "max_rel_diff": float(rel.max()), "median_rel_diff": float(np.median(rel)),
+                "within_10pct": int((rel <= 0.10).sum()), "worst": sorted(diffs, key=lambda d: -d["rel_diff"])[:5]}
+
+    def rel(x: float, y: float) -> float:
+        return abs(x - y) / ((x + y) / 2)
+
     rb = {key(r): r for r in b["results"]}
-    diffs = []
+    ref_model = a["results"][0]["model"]
+    ref_a = {key(r)[3:]: r["showers_per_s"] for r in a["results"] if r["model"] == ref_model}
+    ref_b = {key(r)[3:]: r["showers_per_s"] for r in b["results"] if r["model"] == ref_model}
+    diffs, ratios = [], []
     for r in a["results"]:
         o = rb.get(key(r))
         if o is None:
             continue
+        point = dict(zip(("model", "backend", "precision", "threads", "streams", "batch"), key(r)))
         x, y = r["showers_per_s"], o["showers_per_s"]
-        diffs.append({"point": dict(zip(("model", "backend", "precision", "threads", "streams", "batch"), key(r))),
-                      "a": x, "b": y, "rel_diff": abs(x - y) / ((x + y) / 2)})
+        diffs.append({"point": point, "a": x, "b": y, "rel_diff": rel(x, y)})
+        p = key(r)[3:]
+        if r["model"] != ref_model and p in ref_a and p in ref_b:
+            qa, qb = x / ref_a[p], y / ref_b[p]
+            ratios.append({"point": point, "a": round(qa, 4), "b": round(qb, 4), "rel_diff": rel(qa, qb)})
     if not diffs:
         raise CaloquantError("the two reports have no grid point in common")
-    rel = np.array([d["rel_diff"] for d in diffs])
-    return {"points": len(diffs), "max_rel_diff": float(rel.max()), "median_rel_diff": float(np.median(rel)),
-            "within_10pct": int((rel <= 0.10).sum()), "worst": sorted(diffs, key=lambda d: -d["rel_diff"])[:5]}
+    out = stats(diffs)
+    if ratios:
+        out["ratio_to_reference"] = {"reference_model": ref_model, **stats(ratios)}
+    probes = {}
+    for d in ("fp32", "int8"):
+        pa = [p[d] for p in (a.get("host_probe") or {}).get("rounds", []) if p.get(d)]
+        pb = [p[d] for p in (b.get("host_probe") or {}).get("rounds", []) if p.get(d)]
+        if pa and pb:
+            probes[d] = {"median_a": float(np.median(pa)), "median_b": float(np.median(pb)),
+                         "rel_diff": rel(float(np.median(pa)), float(np.median(pb))),
+                         "spread_a": a["host_probe"].get(f"{d}_spread"), "spread_b": b["host_probe"].get(f"{d}_spread")}
+    if probes:
+        out["host_probe"] = probes
+    return out

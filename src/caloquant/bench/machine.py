@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # ISA flags that decide which kernels the inference engines can use.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
                   "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
@@ -208,6 +210,32 @@ def _matmul_fn(dtype: str, n: int) -> Any:
     a = torch.randn(n, n, generator=g).to(dt)
     b = torch.randn(n, n, generator=g).to(dt)
     return lambda: torch.mm(a, b)
+
+
+def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
+    """How fast this machine is right now: 1-thread fp32 and int8 matmul, median call rate over
+    ``budget_s`` each. A fixed workload, so its changes over a run are the host's, not a model's."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict[str, float | None] = {}
+    try:
+        for dt in ("fp32", "int8"):
+            try:
+                fn = _matmul_fn(dt, n)
+                fn()
+                times, start = [], time.perf_counter()
+                while len(times) < 3 or time.perf_counter() - start < budget_s:
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                out[dt] = round(2 * n**3 / float(np.median(times)) / 1e9, 1)
+            except (RuntimeError, NotImplementedError):
+                out[dt] = None
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def measure_ceilings(thread_counts: list[int], budget_s: float = 0.25, sizes: tuple[int, ...] = (1024, 2048)) -> dict[str, Any]:
