@@ -138,7 +138,7 @@ def test_compare_runs() -> None:
     r = c["ratio_to_reference"]
     assert r["reference_model"] == "m" and r["points"] == 1
     assert r["max_rel_diff"] == pytest.approx(1 / 2.5)
-    assert c["host_probe"]["fp32"]["rel_diff"] == pytest.approx(25 / 92.5)
+    assert c["host_probe"]["fp32"]["rel_diff"] == pytest.approx(25 / 92.5) and c["host_changed"]
 
 
 def test_parsers(pair: tuple[Path, Path]) -> None:
@@ -189,3 +189,23 @@ def test_bad_input_is_one_line_error(pair: tuple[Path, Path], cli, tmp_path: Pat
         args += ["--duration", "0.1"]
     res = cli("bench", *args, "--no-ceilings", "--no-profile")
     assert_one_line_error(res, *needles)
+
+
+def test_quantize_artifact_is_benchmarked(tmp_path: Path) -> None:
+    """A `caloquant quantize` output directory is a bench input: its manifest's backend,
+    precision and recipe are reported, and a rewritten artifact is credited with the FLOPs it
+    executes (the sub-pixel rewrite needs fewer than the architecture)."""
+    from caloquant.bench import run_bench
+    from caloquant.models import Checkpoint
+    from caloquant.precision import QuantizeConfig, Tolerance, quantize
+    from tests.helpers import UP_SPEC, UpGen
+
+    cfg = QuantizeConfig(backend="openvino", precision="int8", calib_n=32, eval_n_per_point=20, batch=8, seed=0,
+                         tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0), head_to_head=False, speed_rounds=1)
+    quantize(Checkpoint(UP_SPEC, UpGen().eval()), cfg, tmp_path / "art", log=lambda m: None)
+    rep = run_bench([str(tmp_path / "art")], BenchConfig(threads=(1,), streams=(1,), batches=(4,), duration_s=0.2,
+                                                        rounds=1, profile=False, ceilings=False))
+    info, row = rep["models"][0], rep["results"][0]
+    assert (info["kind"], info["backend"], info["precision"], info["recipe"]) == ("artifact", "openvino", "int8", "physics")
+    assert info["flops_per_shower"] < 0.7 * info["flops_per_shower_architecture"]
+    assert row["showers_per_s"] > 0 and row["model_bytes"] == info["model_bytes"] > 0

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from caloquant.models import ArchInfo, Checkpoint, Generator3DGAN, ModelSpec, register_architecture
+from caloquant.models import Checkpoint, Generator3DGAN
 from caloquant.precision import QuantizeConfig, Tolerance, load_artifact, quantize
 from caloquant.precision.rewrite import fuse_upsample_conv, rewritten_convs
+from tests.helpers import UP_SPEC, UpGen
 
 
 def _randomize_bn(module: nn.Module, seed: int) -> None:
@@ -107,34 +108,6 @@ def test_rewrite_leaves_unsafe_patterns_alone() -> None:
     m = Chain(2, (2, 2), (0, 0, 0, 0), (3, 3), 0).eval()
     m.conv.stride = (2, 2)
     assert fuse_upsample_conv(m)[1] == []
-
-
-class UpGen(nn.Module):
-    """A small generator with an upsample + conv chain: latent (16) -> (8, 8, 8)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(5)
-        self.dense = nn.Linear(16, 8 * 4 * 4 * 4)
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.pad = nn.ZeroPad3d((1, 2, 1, 2, 1, 2))
-        self.conv = nn.Conv3d(8, 8, 4)
-        self.out = nn.Conv3d(8, 1, 1)
-        for m in (self.dense, self.conv, self.out):
-            nn.init.normal_(m.weight, 0, 0.3, generator=g)
-            nn.init.normal_(m.bias, 0, 0.05, generator=g)
-        with torch.no_grad():
-            self.out.bias.fill_(0.3)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.dense(z).view(-1, 8, 4, 4, 4)
-        x = nn.functional.leaky_relu(self.conv(self.pad(self.up(x))), 0.3)
-        return nn.functional.relu(self.out(x)).squeeze(1)
-
-
-register_architecture("test-upgen", ArchInfo(UpGen, None, "test model with an upsample + conv chain"))
-UP_SPEC = ModelSpec(arch="test-upgen", noise_dim=16, latent_dim=16, grid=(8, 8, 8), energy_range_gev=(10.0, 100.0),
-                    conditioning={"rule": "scale", "energy_unit_gev": 100.0}, hparams={})
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])

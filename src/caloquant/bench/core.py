@@ -398,12 +398,13 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         with quiet_logs():  # exporters, quantizers and torch.compile warn freely
             loaded.append(_load_model(req, _label(req.short, seen), cfg, grid, step, say))
     # the windows of every model and grid point are interleaved, round after round, so slow
-    # phases of the host are shared by all models instead of landing on one of them
+    # phases of the host are shared by all models instead of landing on one of them; at each
+    # grid point the models follow each other within seconds, so their ratios see one host state
     probes: list[dict[str, Any]] = []
     for r in range(cfg.rounds):
         probes.append(host_probe())
-        for m in loaded:
-            for point in grid:
+        for point in grid:
+            for m in loaded:
                 t, s_, b = point
                 what = f"{m.variant.label}: threads {t}, streams {s_}, batch {b}" + (
                     f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
@@ -515,4 +516,6 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                          "spread_a": a["host_probe"].get(f"{d}_spread"), "spread_b": b["host_probe"].get(f"{d}_spread")}
     if probes:
         out["host_probe"] = probes
+        # a fixed workload that ran at different speeds: the machine changed, not the models
+        out["host_changed"] = any(p["rel_diff"] > 0.10 for p in probes.values())
     return out

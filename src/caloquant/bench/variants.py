@@ -140,6 +140,8 @@ class Variant:
     recipe: str | None = None
     meets_tolerance: bool | None = None
     flops_per_shower: int | None = None
+    rewritten: bool = False  # an artifact of the sub-pixel rewrite: it runs fewer FLOPs than its architecture
+    flops_per_shower_architecture: int | None = None
     _cache: dict[tuple[int, int], tuple[list[Runner], dict[str, Any]]] = field(default_factory=dict, repr=False)
     _torch: dict[int, Runner] = field(default_factory=dict, repr=False)  # torch runner per thread count
 
@@ -173,8 +175,10 @@ class Variant:
         return self._torch[threads]
 
     def count_flops(self) -> int | None:
-        """FLOPs per shower, from the torch generator (FLOPs depend on the architecture only:
-        for an artifact it is rebuilt from the manifest's spec)."""
+        """FLOPs per shower the engine executes, from the torch generator (for an artifact it is
+        rebuilt from the manifest's spec, and rewritten again if the artifact was: the sub-pixel
+        rewrite computes the same function with fewer FLOPs). The architecture's own count is
+        kept in ``flops_per_shower_architecture``."""
         from caloquant.models import build
 
         module = self.module
@@ -183,7 +187,13 @@ class Variant:
                 module, _ = build(self.spec)
             except CaloquantError:
                 return None
-        self.flops_per_shower = count_flops(module.eval(), self.spec.latent_dim)
+        module = module.eval()
+        self.flops_per_shower_architecture = count_flops(module, self.spec.latent_dim)
+        self.flops_per_shower = self.flops_per_shower_architecture
+        if self.rewritten:
+            from caloquant.precision import fuse_upsample_conv
+
+            self.flops_per_shower = count_flops(fuse_upsample_conv(module)[0], self.spec.latent_dim)
         return self.flops_per_shower
 
     def info(self) -> dict[str, Any]:
@@ -191,6 +201,7 @@ class Variant:
                 "precision": self.precision, "arch": self.spec.arch, "recipe": self.recipe,
                 "meets_tolerance": self.meets_tolerance, "model_bytes": self.model_bytes, "source_bytes": self.source_bytes,
                 "flops_per_shower": self.flops_per_shower,
+                "flops_per_shower_architecture": self.flops_per_shower_architecture,
                 "int8_layers": sum(1 for v in self.layer_precisions.values() if v == "int8"),
                 "layers": len(self.layer_precisions)}
 
@@ -221,7 +232,8 @@ def _load_artifact(req: ModelRequest, label: str, threads: int) -> Variant:
     files = list(mf.get("files", []))
     size = int(mf.get("size_bytes") or _dir_size(req.path, files))
     return Variant(req, label, "artifact", backend, precision, gen.spec, engine, size, size, None,
-                   dict(mf.get("layer_precisions", {})), mf.get("recipe"), mf.get("meets_tolerance"))
+                   dict(mf.get("layer_precisions", {})), mf.get("recipe"), mf.get("meets_tolerance"),
+                   rewritten=bool((mf.get("rewrite") or {}).get("convs")))
 
 
 def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> Variant:

@@ -13,6 +13,7 @@ from caloquant.precision.config import (
 )
 from caloquant.precision.backends.torch_backend import weight_layers
 from caloquant.precision.evaluation import EvalSet, throughput
+from caloquant.precision.rewrite import fuse_upsample_conv
 
 __all__ = [
     "BACKENDS",
@@ -25,6 +26,7 @@ __all__ = [
     "QuantizeResult",
     "Tolerance",
     "calibration_latents",
+    "fuse_upsample_conv",
     "check_supported",
     "is_artifact",
     "load_artifact",
