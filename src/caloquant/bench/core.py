@@ -28,8 +28,8 @@ import numpy as np
 
 from caloquant.bench.machine import (
     OtherLoad,
-    host_probe,
     RssSampler,
+    host_probe,
     load_snapshot,
     machine_info,
     measure_ceilings,
@@ -262,7 +262,6 @@ class _Loaded:
     variant: Variant
     info: dict[str, Any]
     latents: list[np.ndarray]
-    rss_before: int  # process RSS before this model was loaded
     windows: dict[tuple[int, int, int], list[dict[str, Any]]]
     effective: dict[tuple[int, int], dict[str, Any]]
 
@@ -293,7 +292,7 @@ def _load_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tupl
         step(f"{label}: profile")
         info["profile"] = profile_variant(v, lat[0][: cfg.profile_at], max(cfg.threads))
         step(f"{label}: profile", 1)
-    return _Loaded(v, info, lat, rss0, {p: [] for p in grid}, {})
+    return _Loaded(v, info, lat, {p: [] for p in grid}, {})
 
 
 def _window(m: _Loaded, point: tuple[int, int, int], cfg: BenchConfig) -> None:
