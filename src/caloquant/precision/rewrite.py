@@ -35,6 +35,8 @@ from torch import fx, nn
 
 _CONVS = (nn.Conv2d, nn.Conv3d)
 _PADS = (nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad2d, nn.ConstantPad3d)
+# phase matrices (one per axis) x original kernel -> folded kernel (phases..., O, I, taps...)
+_FOLD = {2: "aut,bvx,oitx->aboiuv", 3: "aut,bvx,cwy,oitxy->abcoiuvw"}
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,7 @@ class UpsampledConv(nn.Module):
         # and let the engine fold the phase sums at load time: see ``compact_weight_recipe``
         self.source_weight = conv.weight.detach().clone()
         self.phase_mats = [m.float() for m in mats]
-        if nd == 3:
-            nw = torch.einsum("aut,bvx,cwy,oitxy->abcoiuvw", *mats, w)
-        else:
-            nw = torch.einsum("aut,bvx,oitx->aboiuv", *mats, w)
-        # (the same equations are in compact_weight_recipe)
+        nw = torch.einsum(_FOLD[nd], *mats, w)
         phases = math.prod(scale)
         out_ch, in_ch = w.shape[:2]
         self.out_channels = out_ch
@@ -113,24 +111,19 @@ class UpsampledConv(nn.Module):
         else:
             x = F.pad(x, pads)
         y = self.conv(x)  # (N, S*O, Q...)
-        n = y.shape[0]
-        q = y.shape[2:]
+        n, q, nd = y.shape[0], y.shape[2:], len(self.axes)
         s = [a.s for a in self.axes]
-        if len(s) == 3:
-            y = y.reshape(n, s[0], s[1], s[2], self.out_channels, q[0], q[1], q[2]).permute(0, 4, 5, 1, 6, 2, 7, 3)
-            y = y.reshape(n, self.out_channels, q[0] * s[0], q[1] * s[1], q[2] * s[2])
-            o = [a.n_out(int(L)) for a, L in zip(self.axes, sizes)]  # spatial sizes are static (the batch stays dynamic)
-            return y[:, :, : o[0], : o[1], : o[2]]
-        y = y.reshape(n, s[0], s[1], self.out_channels, q[0], q[1]).permute(0, 3, 4, 1, 5, 2)
-        y = y.reshape(n, self.out_channels, q[0] * s[0], q[1] * s[1])
+        # (N, s_1..s_d, O, Q_1..Q_d) -> (N, O, Q_1, s_1, ..., Q_d, s_d) -> (N, O, Q_1*s_1, ..., Q_d*s_d)
+        y = y.reshape(n, *s, self.out_channels, *q)
+        y = y.permute(0, nd + 1, *[ax for i in range(nd) for ax in (nd + 2 + i, 1 + i)])
+        y = y.reshape(n, self.out_channels, *[qi * si for qi, si in zip(q, s)])
         o = [a.n_out(int(L)) for a, L in zip(self.axes, sizes)]  # spatial sizes are static (the batch stays dynamic)
-        return y[:, :, : o[0], : o[1]]
+        return y[(slice(None), slice(None), *[slice(0, v) for v in o])]
 
     def compact_weight_recipe(self) -> tuple[str, list[torch.Tensor], tuple[int, ...]]:
         """(einsum equation, operands ending with the original kernel, final shape) that rebuild
         ``self.conv.weight`` from the original kernel, which is several times smaller."""
-        eq = "aut,bvx,cwy,oitxy->abcoiuvw" if len(self.axes) == 3 else "aut,bvx,oitx->aboiuv"
-        return eq, [*self.phase_mats, self.source_weight], tuple(self.conv.weight.shape)
+        return _FOLD[len(self.axes)], [*self.phase_mats, self.source_weight], tuple(self.conv.weight.shape)
 
     def macs_ratio(self, sizes: tuple[int, ...]) -> float:
         """Multiply-adds of this module over those of the original upsample + conv."""
