@@ -212,6 +212,20 @@ def _matmul_fn(dtype: str, n: int) -> Any:
     return lambda: torch.mm(a, b)
 
 
+def _matmul_seconds(dtype: str, n: int, budget_s: float) -> list[float]:
+    """Seconds of each call of an n x n matmul (2 n^3 ops) over ``budget_s``, at least 3
+    calls, after two warm-up calls."""
+    fn = _matmul_fn(dtype, n)
+    fn()
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < budget_s:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
     """How fast this machine is right now: 1-thread fp32 and int8 matmul, median call rate over
     ``budget_s`` each. A fixed workload, so its changes over a run are the host's, not a model's."""
@@ -223,14 +237,7 @@ def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
     try:
         for dt in ("fp32", "int8"):
             try:
-                fn = _matmul_fn(dt, n)
-                fn()
-                times, start = [], time.perf_counter()
-                while len(times) < 3 or time.perf_counter() - start < budget_s:
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                out[dt] = round(2 * n**3 / float(np.median(times)) / 1e9, 1)
+                out[dt] = round(2 * n**3 / float(np.median(_matmul_seconds(dt, n, budget_s))) / 1e9, 1)
             except (RuntimeError, NotImplementedError):
                 out[dt] = None
     finally:
@@ -276,19 +283,8 @@ def _measure(out: dict[str, Any], thread_counts: list[int], budget_s: float, siz
         torch.set_num_threads(t)
         row: dict[str, float | None] = {}
         for dt in CEILING_DTYPES:
-            best = 0.0
             try:
-                for n in sizes:
-                    fn = _matmul_fn(dt, n)
-                    fn()
-                    fn()
-                    start, reps = time.perf_counter(), 0
-                    while reps < 3 or time.perf_counter() - start < budget_s:
-                        t0 = time.perf_counter()
-                        fn()
-                        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-                        reps += 1
-                row[dt] = round(best / 1e9, 1)
+                row[dt] = round(max(2 * n**3 / min(_matmul_seconds(dt, n, budget_s)) for n in sizes) / 1e9, 1)
             except (RuntimeError, NotImplementedError):  # no kernel for this dtype on this build
                 row[dt] = None
         out["gflops"][str(t)] = row

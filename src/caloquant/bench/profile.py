@@ -160,7 +160,6 @@ def _quiet_stderr_fd() -> Iterator[None]:
 
 
 def _profile_torch(v: Variant, x: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     fn = v.torch_runner(threads)
@@ -184,7 +183,6 @@ def _profile_torch(v: Variant, x: np.ndarray, threads: int, min_calls: int, budg
             continue
         times[cat_of(e)] += ms
         per_op[e.name] += ms
-    torch.set_num_threads(torch.get_num_threads())
     return _summary(times, per_op, wall, n, tool="torch.profiler (CPU self time)")
 
 
