@@ -101,7 +101,7 @@ def local_cluster(workers: int, threads: int) -> tuple[Any, Any]:
         raise CaloquantError(f"threads must be at least 1, got {threads}")
     env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:8787" if dashboard_available() else None,
+                           dashboard_address="127.0.0.1:0" if dashboard_available() else None,  # a free port
                            silence_logs=logging.CRITICAL, env=env)
     try:
         client = Client(cluster, set_as_default=False)
