@@ -1,0 +1,1 @@
+"""Shower simulation: Geant4 and GFlash engines for the W/Si calorimeter."""
