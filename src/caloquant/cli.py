@@ -12,8 +12,10 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from caloquant.errors import CaloquantError
 
@@ -29,11 +31,20 @@ console = Console(stderr=True)
 out = Console(width=None if Console().is_terminal else 160)
 
 
-def progress() -> Progress:
+class _RateColumn(ProgressColumn):
+    """Items per second (showers/s) of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.3g}/s" if speed else "-/s")
+
+
+def progress(rate: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *((_RateColumn(),) if rate else ()),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -161,6 +172,42 @@ def sample(
             w.append(showers, eb)
             bar.advance(task, len(eb))
     out.print(f"wrote {n} showers to {output}")
+
+
+@app.command()
+def simulate(
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization).")] = "geant4",
+    geometry: Annotated[Optional[Path], typer.Option("--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout).")] = None,
+    particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = "e-",
+    physics: Annotated[str, typer.Option("--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.).")] = "em-analytic",
+    cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = 0.7,
+    smear_position: Annotated[float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")] = 0.0,
+    smear_angle: Annotated[float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")] = 0.0,
+    cell_cut: Annotated[float, typer.Option("--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6).")] = 1e-6,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes (results do not depend on it).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
+) -> None:
+    """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
+    from caloquant.sim import Gun, Physics, SimConfig, draw_energies, load_geometry
+    from caloquant.sim import simulate as run_simulate
+
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    e = draw_energies(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    cfg = SimConfig(engine=engine, geometry=load_geometry(geometry), physics=Physics(list=physics, cut_mm=cut),
+                    gun=Gun(particle=particle, position_sigma_mm=smear_position, angle_sigma_mrad=smear_angle), seed=seed)
+    with progress(rate=True) as bar:
+        task = bar.add_task(f"simulating ({engine})", total=n)
+        res = run_simulate(output, e, cfg, workers=workers, fmt=fmt, cell_cut_gev=cell_cut,
+                           progress=lambda done, total: bar.update(task, completed=done))
+    reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
+    out.print(f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
+              f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})")
 
 
 @app.command()

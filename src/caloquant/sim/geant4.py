@@ -278,7 +278,8 @@ def _make_actions(g4: Any, lib: Any, ses: Session) -> Any:
 
 
 def redirect_output(path: str | None) -> None:
-    """Send this process's C-level stdout (Geant4's G4cout) to a file or /dev/null."""
+    """Send this worker's C-level stdout and stderr (Geant4's G4cout, G4cerr) to a file or /dev/null."""
     fd = os.open(path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
+    os.dup2(fd, 2)
     os.close(fd)

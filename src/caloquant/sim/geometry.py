@@ -79,7 +79,7 @@ class Geometry:
     @property
     def transverse_mm(self) -> float:
         """Side of every slab: the declared width, else exactly the pad grid."""
-        return float(self.width_mm) if self.width_mm else self.cell_size_mm * max(self.cells_x, self.cells_y)
+        return float(self.width_mm) if self.width_mm else round(self.cell_size_mm * max(self.cells_x, self.cells_y), 9)
 
     def layers(self) -> list[Section]:
         """One Section per layer, front to back."""
@@ -220,7 +220,7 @@ def effective_medium(geom: Geometry) -> dict[str, float]:
                 w_act += g
     z, a = mass["Z"] / total_g, mass["A"] / total_g
     x0 = total_mm / inv_x0
-    rho = total_g / total_mm * 10.0  # g/cm3 (g per mm of slab per cm2 -> x10)
+    rho = total_g / total_mm  # mean density (g/cm3), thickness-weighted
     ec = 2.66 * ((x0 / 10.0 * rho) * z / a) ** 1.1
     rm = x0 * 21.2 / ec
     layer_mm = total_mm / geom.cells_z
