@@ -108,7 +108,15 @@ def _numba_kernel():  # noqa: ANN202 - compiled lazily so that importing caloqua
                     lam = v * share / e_s
                     k = 0
                     if lam > 0.0:
-                        if lam < 30.0:
+                        if lam < 0.01:
+                            # inversion with the series of P(K <= 0) = exp(-lam) and
+                            # P(K <= 1) = exp(-lam) (1 + lam), no exp call (errors < 1e-8;
+                            # K >= 3, probability < 2e-7, is counted as 2)
+                            u = np.random.random()
+                            l2 = lam * lam
+                            if u >= 1.0 - lam + 0.5 * l2 - l2 * lam / 6.0:
+                                k = 1 if u < 1.0 - 0.5 * l2 + l2 * lam / 3.0 else 2
+                        elif lam < 30.0:
                             lim = np.exp(-lam)
                             u = np.random.random()
                             while u > lim:

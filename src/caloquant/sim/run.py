@@ -67,7 +67,7 @@ class SimConfig:
 
     @property
     def chunk(self) -> int:
-        return self.chunk_size or (10 if self.engine == "geant4" else 1000)
+        return self.chunk_size or (10 if self.engine == "geant4" else 500)
 
     def key(self, energies: np.ndarray) -> str:
         h = hashlib.sha256()
