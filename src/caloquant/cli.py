@@ -315,17 +315,23 @@ def bench(
     ceilings: Annotated[bool, typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline.")] = True,
     mc_command: Annotated[Optional[str], typer.Option("--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers).")] = None,
     mc_showers: Annotated[Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")] = None,
+    mc: Annotated[Optional[str], typer.Option("--mc", help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
+                                              "at 100-500 GeV; speed-ups per energy and over a flat spectrum.")] = None,
+    mc_per_point: Annotated[int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")] = 3,
+    mc_budget: Annotated[float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")] = 300.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up vs Monte Carlo."""
     import shlex
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
-    from caloquant.report import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
+    from caloquant.report import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
+                                  bench_results_table)
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
                       batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
-                      seed=seed, mc_command=mc_command, mc_showers=mc_showers)
+                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, mc_engine=mc,
+                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 
@@ -337,6 +343,9 @@ def bench(
     out.print(bench_machine_line(report), highlight=False)
     out.print(bench_results_table(report))
     out.print(bench_models_table(report))
+    mct = bench_mc_table(report)
+    if mct is not None:
+        out.print(mct)
     prof = bench_profile_table(report)
     if prof is not None:
         out.print(prof)

@@ -66,14 +66,14 @@ def sha256(path: Path) -> str:
 
 
 def produce_set(name: str, out_dir: str | Path, workers: int = 1, max_shards: int | None = None,
-                log: Callable[[str], None] | None = None, engine: str = "geant4") -> dict[str, Any]:
-    """Make the missing shards of set ``name`` under ``out_dir/name`` and write its manifest."""
+                log: Callable[[str], None] | None = None, engine: str = "geant4", folder: str | None = None) -> dict[str, Any]:
+    """Make the missing shards of set ``name`` under ``out_dir/(folder or name)`` and write its manifest."""
     from caloquant.sim.run import SimConfig, simulate
 
     if name not in SETS:
         raise CaloquantError(f"unknown reference set '{name}' (choose from {', '.join(SETS)})")
     spec = SETS[name]
-    d = Path(out_dir) / name
+    d = Path(out_dir) / (folder or name)
     d.mkdir(parents=True, exist_ok=True)
     made = 0
     for k in range(spec.shards):
@@ -172,3 +172,48 @@ def load_packaged_reference() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if p is None:
         raise CaloquantError("this caloquant has no packaged Geant4 reference (run benchmarks/make_reference_sets.py)")
     return load_packed(p)
+
+
+def default_data_dir() -> Path:
+    import os
+
+    from caloquant.sim.helper import cache_root
+
+    return Path(os.environ["CALOQUANT_DATA"]) if os.environ.get("CALOQUANT_DATA") else cache_root() / "reference"
+
+
+def reference_set(name: str = "heldout", data_dir: str | Path | None = None, produce: bool = True, workers: int = 1,
+                  max_shards: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A named Geant4 reference set as a list of shower files, produced (resumably) when missing.
+
+    ``package`` is served from the compact copy shipped in caloquant. When the Geant4 engine
+    cannot run here (no cached helper and no headers or compiler), the set is made with the
+    GFlash engine (fitted to Geant4) in ``<name>-gflash`` and the result says so
+    (``engine``, ``fallback``, and a line through ``log``).
+    """
+    from caloquant.sim.helper import helper_status
+
+    d = Path(data_dir) if data_dir is not None else default_data_dir()
+    say = log or (lambda m: None)
+    if name == "package" and packaged_reference_path() is not None and not set_files("package", d):
+        from caloquant.data import write_showers
+
+        s, e, meta = load_packaged_reference()
+        attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
+        path = d / "package" / "shard_0000.h5"
+        write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged reference"})
+        return {"name": name, "files": [path], "engine": "geant4", "fallback": False, "complete": True}
+    engine, folder = "geant4", name
+    st = helper_status()
+    if not st["ready"]:
+        engine, folder = "gflash", f"{name}-gflash"
+        say(f"Geant4 engine unavailable ({st.get('reason')}): reference set '{name}' made with the GFlash engine "
+            "(fitted to Geant4) instead")
+    if produce:
+        if name not in SETS:
+            raise CaloquantError(f"unknown reference set '{name}' (choose from {', '.join(SETS)})")
+        produce_set(name, d, workers=workers, max_shards=max_shards, log=say, engine=engine, folder=folder)
+    files = sorted((d / folder).glob("shard_*.h5"))
+    return {"name": name, "files": files, "engine": engine, "fallback": engine != "geant4",
+            "complete": len(files) == SETS[name].shards if name in SETS else bool(files)}
+
