@@ -284,3 +284,44 @@ def test_missing_compiler_or_headers_is_one_line(tmp_path: Path, cli, monkeypatc
                                                if not (Path(p) / "geant4-config").exists()))
     assert_one_line_error(cli("simulate", "--n", "2", "--energy", "5", "-o", out), "headers", "CALOQUANT_G4_INCLUDE")
     assert not out.exists()
+
+
+# ---- timing for bench, reference sets ------------------------------------------------
+@needs_geant4
+def test_time_engine_reports_seconds_per_shower_per_energy() -> None:
+    from caloquant.bench.montecarlo import engine_speedups
+    from caloquant.sim import flat_average, time_engine
+
+    r = time_engine("geant4", energies=(1.0, 4.0), showers_per_point=2, budget_s=120)
+    assert r["complete"] and r["measured_here"]
+    for e in ("1", "4"):
+        v = r["per_energy"][e]
+        assert v["n"] == 2 and v["cpu_s_per_shower"]["mean"] > 0 and v["wall_s_per_shower"]["sem"] >= 0
+    # 4 GeV showers cost more than 1 GeV ones (CPU time is robust to other load)
+    assert r["per_energy"]["4"]["cpu_s_per_shower"]["mean"] > r["per_energy"]["1"]["cpu_s_per_shower"]["mean"]
+    r["flat_mean_s_per_shower"], r["flat_mean_s_per_shower_err"] = flat_average(r["per_energy"], 1, 4)
+    sp = engine_speedups(r, showers_per_s=100.0)
+    assert sp["speedup_vs_mc_engine"] == pytest.approx(100.0 * r["flat_mean_s_per_shower"], rel=1e-2)
+    assert set(sp["speedup_vs_mc_engine_per_energy"]) == {"1", "4"}
+
+
+def test_flat_average_is_the_trapezoid_mean() -> None:
+    from caloquant.sim import flat_average
+
+    per = {str(e): {"n": 3, "wall_s_per_shower": {"mean": t, "sem": 0.1}} for e, t in ((100, 1.0), (300, 2.0), (500, 3.0))}
+    m, err = flat_average(per)
+    assert m == pytest.approx(2.0) and err == pytest.approx(0.1 * np.sqrt(0.25**2 * 2 + 0.5**2))
+
+
+def test_reference_set_falls_back_to_gflash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import caloquant.sim.helper as helper
+    from caloquant.sim import reference_set
+
+    monkeypatch.setattr(helper, "helper_status", lambda: {"ready": False, "reason": "no headers (test)"})
+    said: list[str] = []
+    r = reference_set("heldout", data_dir=tmp_path, max_shards=1, log=said.append)
+    assert r["engine"] == "gflash" and r["fallback"] and len(r["files"]) == 1
+    assert any("GFlash" in m for m in said)
+    d = _read(r["files"][0])
+    assert d["attrs"]["engine"] == "gflash" and d["ECAL"].shape[0] == 100
+    assert (tmp_path / "heldout-gflash" / "manifest.json").exists()
