@@ -1,6 +1,7 @@
 """Shower data: the 3DGAN and CaloChallenge HDF5 layouts, chunked reads, atomic writes,
 sharded datasets."""
 
+from caloquant.data.energies import energies_for
 from caloquant.data.formats import (
     COMPRESSIONS,
     FORMATS,
@@ -40,6 +41,7 @@ __all__ = [
     "ShowerWriter",
     "check_chunk",
     "compression_options",
+    "energies_for",
     "file_sha256",
     "is_sharded",
     "open_sharded",
