@@ -189,9 +189,10 @@ def generate(
     engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine: geant4 or gflash (needs caloquant.sim).")] = None,
     energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
     energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Showers per shard file (one Dask task each).")] = 1000,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Showers per shard file, one Dask task each "
+                                                      "(default 1000 for models, 20 for geant4, 500 for gflash).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Local cluster: worker processes (default cores / 2).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local cluster: worker processes (default cores / 2; engines: cores).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Engine threads per worker (default cores / workers).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,

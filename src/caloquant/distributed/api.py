@@ -29,7 +29,7 @@ from caloquant.data import SHARD_MANIFEST, compression_options, provenance, veri
 from caloquant.distributed.cluster import connect, dashboard_available, local_cluster, quiet_dask, security_from
 from caloquant.distributed.plan import Shard, check_out_dir, manifest, plan_shards, run_id, shard_seed
 from caloquant.distributed.producers import ShardProducer, producer_for
-from caloquant.distributed.worker import ShardTask, make_shard, usable_cores
+from caloquant.distributed.worker import ShardTask, make_shard, threads_per_host, usable_cores
 from caloquant.errors import CaloquantError
 from caloquant.fileio import write_json
 
@@ -81,6 +81,8 @@ def _energy_spec(n: int, energy_range: tuple[float, float] | None, energies: np.
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or not lo < hi:
             raise CaloquantError(f"energy range {lo:g}:{hi:g} must satisfy 0 < LO < HI (GeV)")
         e, spec = None, {"kind": "uniform", "range_gev": [lo, hi]}
+    if producer.identity()["kind"] == "engine" and hi > hi_ok:
+        raise CaloquantError(f"energy must be at most {hi_ok:g} GeV for the engine, got {hi:g}")
     if not allow_extrapolation and (lo < lo_ok or hi > hi_ok):
         raise CaloquantError(f"energies {lo:g}-{hi:g} GeV fall outside the model's valid range {lo_ok:g}-{hi_ok:g} GeV; "
                              "allow extrapolation to force")
@@ -95,7 +97,7 @@ def generate(
     engine: str | None = None,
     energy_range: tuple[float, float] | None = None,
     energies: np.ndarray | None = None,
-    shard_size: int = 1000,
+    shard_size: int | None = None,
     seed: int = 0,
     scheduler: str | None = None,
     workers: int | None = None,
@@ -105,6 +107,7 @@ def generate(
     batch: int = 64,
     compression: str = "lz4",
     allow_extrapolation: bool = False,
+    engine_config: Any = None,
     connect_timeout: float = 10.0,
     retries: int = 2,
     progress: Callable[[GenerateProgress], None] | None = None,
@@ -112,25 +115,32 @@ def generate(
 ) -> GenerateResult:
     """Make ``n`` showers in shards of ``shard_size`` under ``out_dir`` (see module docstring).
 
-    model / engine: a checkpoint or quantize artifact directory, or a Monte Carlo engine name.
+    model / engine: a checkpoint or quantize artifact directory, or a Monte Carlo engine name
+    (``geant4``, ``gflash``; ``engine_config``: a ``caloquant.sim.SimConfig`` for geometry,
+    physics and gun, its seed replaced by ``seed``).
     energy_range (LO, HI) GeV drawn uniformly per shard, or energies: one per shower.
+    shard_size: showers per shard (default 1000 for models, 20 for Geant4, 500 for GFlash).
     scheduler: address of an existing Dask scheduler (tcp:// or tls://; ``security`` from
     :func:`security_from`, default: Dask's configuration); else a local cluster of ``workers``
-    processes (default: cores // 2) with ``threads`` engine threads each (default: cores //
-    workers). On a remote cluster ``threads`` defaults to each worker's cores / task slots.
-    Workers must see ``out_dir`` and the model at the same paths (a shared file system).
+    processes (default: cores // 2, engines: cores) with ``threads`` engine threads each
+    (default: cores // workers, engines: 1).
+    Workers must see ``out_dir`` and the model at the same paths (a shared file system). On a
+    remote cluster without ``threads``, a task uses its host's cores divided by the task slots
+    (Dask threads) of all workers on that host.
     """
     import caloquant
 
     t_start = time.perf_counter()
     out = Path(out_dir).absolute()
-    shards = plan_shards(n, shard_size)
-    compression_options(compression)  # refuse an unknown codec before anything runs
+    plan_shards(n, shard_size or 1)  # refuse a bad n or shard size first
+    compression_options(compression)  # and an unknown codec
     if retries < 0:
         raise CaloquantError(f"retries must be >= 0, got {retries}")
     if threads is not None and threads < 1:
         raise CaloquantError(f"threads must be at least 1, got {threads}")
-    producer = producer_for(model, engine, batch)
+    producer = producer_for(model, engine, batch, seed, engine_config)
+    shard_size = shard_size or producer.default_shard_size
+    shards = plan_shards(n, shard_size)
     e_spec, e_all = _energy_spec(n, energy_range, energies, producer, allow_extrapolation)
     identity = {"producer": producer.identity(), "seed": int(seed), "n": int(n), "shard_size": int(shard_size),
                 "energies": e_spec, "compression": str(compression), "format": "3dgan"}
@@ -142,6 +152,8 @@ def generate(
         bad = len(recorded) - len(done)
         log(f"resume: {len(done)} of {len(shards)} shards complete and valid"
             + (f"; {bad} failed the checksum and are made again" if bad else ""))
+    if threads is None:
+        threads = producer.engine_threads  # None: each remote worker uses its cores / task slots
     run = _Run(out, shards, producer, identity, e_all, previous, done, compression, threads, retries, progress, log,
                caloquant.__version__)
     if len(done) == len(shards):  # nothing to make: no cluster needed
@@ -156,8 +168,9 @@ def generate(
             log(f"connected to Dask scheduler {scheduler} ({len(client.scheduler_info(n_workers=-1)['workers'])} workers)")
         else:
             cores = usable_cores()
-            workers = workers if workers is not None else max(1, cores // 2)
-            threads = threads if threads is not None else max(1, cores // workers)
+            one = producer.engine_threads == 1  # single-threaded engine: one worker per core
+            workers = workers if workers is not None else (cores if one else max(1, cores // 2))
+            threads = threads if threads is not None else (producer.engine_threads or max(1, cores // workers))
             cluster, client = local_cluster(workers, threads)
             dash = f"dashboard {cluster.dashboard_link}" if dashboard_available() else "no dashboard (install bokeh)"
             log(f"local Dask cluster on 127.0.0.1: {workers} worker process(es) x {threads} engine thread(s); {dash}")
@@ -227,16 +240,17 @@ class _Run:
         left = total - sum(int(d["n"]) for d in self.done.values())
         self.progress(GenerateProgress(total - left, total, len(self.done), len(self.shards), rate, left / rate if rate else None))
 
-    def tasks(self) -> list[ShardTask]:
+    def tasks(self, host_threads: dict[str, int] | None) -> list[ShardTask]:
         d = self.producer.describe()
         rid = run_id(self.identity)
         # no creation time in the shard files: a shard is byte-identical whenever it is made
-        attrs = {k: v for k, v in provenance(model=d.get("path"), precision=d.get("precision"), backend=d.get("backend"),
-                                             seed=self.identity["seed"], run_id=rid).items() if k != "created_utc"}
+        attrs = {k: v for k, v in provenance(model=d.get("path"), engine=d.get("engine"), precision=d.get("precision"),
+                                             backend=d.get("backend"), seed=self.identity["seed"], run_id=rid).items()
+                 if k != "created_utc"}
         rng = None if self.e_all is not None else tuple(self.identity["energies"]["range_gev"])
         return [ShardTask(s.index, s.start, s.n, str(self.out / s.path), shard_seed(self.identity["seed"], s.index), rng,  # type: ignore[arg-type]
                           None if self.e_all is None else self.e_all[s.start : s.start + s.n], self.producer,
-                          self.compression, self.threads, attrs, self.version)
+                          self.compression, self.threads, attrs, self.version, host_threads)
                 for s in self.shards if s.index not in self.done]
 
     def execute(self, client: Any, t_start: float) -> GenerateResult:
@@ -247,8 +261,9 @@ class _Run:
             p.unlink(missing_ok=True)
         self.save()
         rid = run_id(self.identity)
+        host_threads = threads_per_host(client) if self.threads is None else None
         futures = [client.submit(make_shard, task, key=f"caloquant-shard-{rid}-{task.index}", pure=False,
-                                 retries=self.retries, priority=-task.index) for task in self.tasks()]
+                                 retries=self.retries, priority=-task.index) for task in self.tasks(host_threads)]
         t_submit = time.perf_counter()
         self.report(t_submit)
         last_save = time.perf_counter()

@@ -36,6 +36,7 @@ class ShardTask:
     threads: int | None
     attrs: dict[str, Any]
     caloquant_version: str
+    host_threads: dict[str, int] | None = None  # engine threads per task on each host (remote clusters)
 
 
 def usable_cores() -> int:
@@ -46,24 +47,42 @@ def usable_cores() -> int:
 
 
 def _threads(task: ShardTask) -> int:
-    """Engine threads: as asked, else this host's cores shared among the worker's task slots."""
+    """Engine threads: as asked, else this host's share (cores / task slots of all workers on
+    the host, measured when the run started), else 1 (a worker that joined later)."""
     if task.threads is not None:
         return task.threads
     try:
         from distributed import get_worker
+        from distributed.comm import get_address_host
 
-        slots = get_worker().state.nthreads
+        host = get_address_host(get_worker().address)
     except ValueError:  # not inside a worker
-        slots = 1
-    return max(1, usable_cores() // max(1, slots))
+        return 1
+    return (task.host_threads or {}).get(host, 1)
+
+
+def threads_per_host(client: Any) -> dict[str, int]:
+    """For each host of the cluster: its cores divided by the task slots of all its workers, so
+    that concurrent shards never ask for more threads than the host has."""
+    from distributed.comm import get_address_host
+
+    cores = client.run(usable_cores)
+    slots: dict[str, int] = {}
+    host_cores: dict[str, int] = {}
+    for addr, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        h = get_address_host(addr)
+        slots[h] = slots.get(h, 0) + int(info.get("nthreads", 1))
+        host_cores[h] = max(host_cores.get(h, 1), int(cores.get(addr, 1)))
+    return {h: max(1, host_cores[h] // max(1, s)) for h, s in slots.items()}
 
 
 def make_shard(task: ShardTask) -> dict[str, Any]:
     """Produce, write (atomically, via ShowerWriter) and checksum one shard."""
     import caloquant
     from caloquant.data import ShowerWriter, file_sha256
+    from caloquant.data import energies_for
     from caloquant.distributed.plan import versions
-    from caloquant.models import energies_for
+    from caloquant.distributed.producers import ShardWork
 
     if caloquant.__version__ != task.caloquant_version:
         raise CaloquantError(f"worker on {socket.gethostname()} runs caloquant {caloquant.__version__}, "
@@ -79,7 +98,7 @@ def make_shard(task: ShardTask) -> dict[str, Any]:
     attrs = dict(task.attrs, shard_index=task.index, shard_seed=str(task.seed))
     with ShowerWriter(out, task.producer.grid, "3dgan", attrs, expected_n=task.n, compression=task.compression,
                       first_event_id=task.start) as w:
-        for showers, eb in task.producer.batches(e, task.seed, threads):
+        for showers, eb in task.producer.batches(ShardWork(task.index, task.start, e, task.seed, threads)):
             w.append(showers, eb)
     return {"index": task.index, "path": out.name, "n": task.n, "sha256": file_sha256(out),
             "event_id": [task.start, task.start + task.n], "energy_gev": [float(e.min()), float(e.max())],
