@@ -15,11 +15,11 @@ B. `generate` on local Dask clusters that stay up for the whole part: 1 worker x
 C. end to end from the command line, one child process each (wall time includes start-up and
    model loading; peak RSS of the child and its workers): `caloquant sample` with gzip and LZ4,
    `caloquant generate --workers 1 --threads 2`.
+D. the Geant4 engine (caloquant.sim) on local clusters of 1 and 2 single-thread workers, as in B.
 
     .venv/bin/python benchmarks/bench_generate.py [--model /work/data/int8_artifact] [--rounds 3]
 
-Writes benchmarks/results/generate.json. The Geant4 engine is timed when `caloquant.sim` is
-installed (not on this branch yet: recorded as not measured).
+Writes benchmarks/results/generate.json.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from caloquant.precision import is_artifact, load_artifact  # noqa: E402
 WRITERS = {  # name -> (compression, background writer thread)
     "inline_gzip": ("gzip", False),
     "thread_gzip": ("gzip", True),
+    "inline_lz4": ("lz4", False),
     "thread_lz4": ("lz4", True),
     "thread_zstd": ("zstd", True),
 }
@@ -68,6 +69,15 @@ def load(model: Path, threads: int) -> Any:
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def wait_for_quiet(max_load: float, timeout_s: float) -> list[float]:
+    """Wait (up to timeout_s) until the 1-minute load average is below max_load: on a shared
+    2-core host other processes' load dominates every timing."""
+    end = time.monotonic() + timeout_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < end:
+        time.sleep(10)
+    return loadavg()
 
 
 def time_sample_loop(gen: Any, n: int, seed: int, writer: str | None, path: Path) -> float:
@@ -114,39 +124,58 @@ def part_a(model: Path, n: int, rounds: int, work: Path) -> dict[str, Any]:
     }
 
 
-def part_b(model: Path, n: int, shard: int, rounds: int, work: Path, sample_lz4: float) -> dict[str, Any]:
+def time_clusters(configs: dict[str, tuple[int, int]], source: dict[str, Any], n: int, shard: int, rounds: int,
+                  work: Path, energy_range: tuple[float, float], between: Any = None, tag: str = "b") -> dict[str, list[float]]:
+    """showers/s of `generate` on local clusters kept up for the whole measurement (workers
+    load the model or engine at the warm-up and keep it), one run per cluster per round;
+    ``between(round)`` runs before each round's cluster runs (the model alone, for ratios)."""
     from distributed import LocalCluster
 
-    gens = {t: load(model, t) for t in (1, 2)}
-    for g in gens.values():
-        time_sample_loop(g, 128, 99, None, work / "warm.h5")
     clusters = {}
+    rates: dict[str, list[float]] = {k: [] for k in configs}
     try:
-        for name, (w, _) in CLUSTERS.items():
+        for name, (w, _) in configs.items():
             clusters[name] = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
                                           dashboard_address=None, silence_logs=logging.CRITICAL)
-        for name, (w, t) in CLUSTERS.items():  # warm-up: every worker loads (and self-checks) the model
-            generate(work / f"warm_{name}", 4 * w, model=model, energy_range=(100, 500), shard_size=2, threads=t,
-                     scheduler=clusters[name].scheduler_address, log=lambda m: None)
-        rates: dict[str, list[float]] = {k: [] for k in CLUSTERS}
-        alone: dict[int, list[float]] = {1: [], 2: []}
+        for name, (w, t) in configs.items():  # warm-up: every worker loads (and self-checks) the model
+            generate(work / f"{tag}_warm_{name}", 2 * w, energy_range=energy_range, shard_size=1, threads=t,
+                     scheduler=clusters[name].scheduler_address, log=lambda m: None, **source)
         for r in range(rounds):
-            for t in (1, 2):
-                alone[t].append(round(time_sample_loop(gens[t], n // 2, 100 + r, None, work / "x.h5"), 1))
-            for name, (w, t) in CLUSTERS.items():
-                out = work / f"b_{name}_{r}"
-                res = generate(out, n, model=model, energy_range=(100, 500), shard_size=shard, threads=t, seed=r,
-                               scheduler=clusters[name].scheduler_address, log=lambda m: None)
-                rates[name].append(round(res.showers_per_s, 1))
+            if between is not None:
+                between(r)
+            for name, (w, t) in configs.items():
+                out = work / f"{tag}_{name}_{r}"
+                res = generate(out, n, energy_range=energy_range, shard_size=shard, threads=t, seed=r,
+                               scheduler=clusters[name].scheduler_address, log=lambda m: None, **source)
+                rates[name].append(round(res.showers_per_s, 2))
                 shutil.rmtree(out)
-            print(f"B round {r + 1}: alone 1t {alone[1][-1]:.0f}/s 2t {alone[2][-1]:.0f}/s; "
-                  + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()) + f"; load {loadavg()}", flush=True)
+            print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()) + f"; load {loadavg()}", flush=True)
     finally:
         for c in clusters.values():
             c.close()
+    return rates
+
+
+def scaling(rates: dict[str, list[float]]) -> dict[str, Any]:
+    per_round = [round(b / (2 * a), 3) for a, b in zip(rates["1x1"], rates["2x1"])]
+    return {"median": statistics.median(per_round), "rounds": per_round,
+            "definition": "showers/s with 2 workers / (2 x showers/s with 1 worker), 1 thread each, same round"}
+
+
+def part_b(model: Path, n: int, shard: int, rounds: int, work: Path, sample_lz4: float) -> dict[str, Any]:
+    gens = {t: load(model, t) for t in (1, 2)}
+    for g in gens.values():
+        time_sample_loop(g, 128, 99, None, work / "warm.h5")
+    alone: dict[int, list[float]] = {1: [], 2: []}
+
+    def model_alone(r: int) -> None:
+        for t in (1, 2):
+            alone[t].append(round(time_sample_loop(gens[t], n // 2, 100 + r, None, work / "x.h5"), 1))
+        print(f"B round {r + 1}: model alone 1 thread {alone[1][-1]:.0f}/s, 2 threads {alone[2][-1]:.0f}/s", flush=True)
+
+    rates = time_clusters(CLUSTERS, {"model": model}, n, shard, rounds, work, (100.0, 500.0), model_alone)
     med = {k: statistics.median(v) for k, v in rates.items()}
     a1, a2 = statistics.median(alone[1]), statistics.median(alone[2])
-    per_round_scaling = [round(b / (2 * a), 3) for a, b in zip(rates["1x1"], rates["2x1"])]
     return {
         "n_per_run": n, "shard_size": shard, "compression": "lz4", "batch": 64,
         "clusters": {k: {"workers": w, "threads_per_worker": t} for k, (w, t) in CLUSTERS.items()},
@@ -154,11 +183,21 @@ def part_b(model: Path, n: int, shard: int, rounds: int, work: Path, sample_lz4:
         "model_only_showers_per_s": {"1_thread": {"median": a1, "rounds": alone[1]}, "2_threads": {"median": a2, "rounds": alone[2]}},
         "per_worker_vs_model_only": {
             "1x1": round(med["1x1"] / a1, 3), "2x1": round(med["2x1"] / 2 / a1, 3), "1x2": round(med["1x2"] / a2, 3)},
-        "scaling_efficiency_2_workers": {"median": statistics.median(per_round_scaling), "rounds": per_round_scaling,
-                                         "definition": "showers/s with 2 workers / (2 x showers/s with 1 worker), 1 thread each"},
+        "scaling_efficiency_2_workers": scaling(rates),
         "sharded_vs_sample_loop_lz4": round(med["1x2"] / sample_lz4, 3),
         "note": "showers/s from task submission to the last shard (workers already hold the model)",
     }
+
+
+def part_d(n: int, shard: int, rounds: int, work: Path) -> dict[str, Any]:
+    """The Geant4 engine (one thread per worker) on 1 and 2 workers."""
+    configs = {"1x1": (1, 1), "2x1": (2, 1)}
+    print("D: Geant4 engine", flush=True)
+    rates = time_clusters(configs, {"engine": "geant4"}, n, shard, rounds, work, (100.0, 500.0), tag="d")
+    return {"n_per_run": n, "shard_size": shard, "energy_range_gev": [100, 500],
+            "showers_per_s": {k: {"median": statistics.median(v), "rounds": v} for k, v in rates.items()},
+            "scaling_efficiency_2_workers": scaling(rates),
+            "note": "showers/s from task submission to the last shard (workers already hold a Geant4 session)"}
 
 
 def run_child(cmd: list[str]) -> tuple[float, float]:
@@ -200,7 +239,10 @@ def main() -> None:
     ap.add_argument("--n-generate", type=int, default=3000, help="showers per run in part B")
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--n-cli", type=int, default=20000, help="showers per command in part C (0: skip)")
-    ap.add_argument("--parts", default="abc")
+    ap.add_argument("--n-geant4", type=int, default=12, help="showers per run in part D")
+    ap.add_argument("--parts", default="abcd")
+    ap.add_argument("--quiet-load", type=float, default=0.0, help="wait until the 1-min load average is below this (0: no wait)")
+    ap.add_argument("--quiet-timeout", type=float, default=900.0)
     ap.add_argument("--workdir", type=Path, default=REPO / "out" / "bench_generate")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "generate.json")
     args = ap.parse_args()
@@ -208,6 +250,8 @@ def main() -> None:
         sys.exit(f"{args.model}: model not found (make one: caloquant quantize --model 3dgan.pt --precision int8 -o DIR)")
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
+    if args.quiet_load > 0:
+        print(f"waiting for load < {args.quiet_load}: {wait_for_quiet(args.quiet_load, args.quiet_timeout)}", flush=True)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "generate", "model": str(args.model), "machine": machine_info(),
                               "loadavg_start": loadavg(), "command": " ".join(sys.argv)}
@@ -221,8 +265,11 @@ def main() -> None:
         result["generate"] = part_b(args.model, args.n_generate, args.shard_size, args.rounds, args.workdir, lz4)
     if "c" in args.parts and args.n_cli > 0:
         result["end_to_end"] = part_c(args.model, args.n_cli, args.workdir)
-    result["geant4"] = ({"measured": False, "reason": "caloquant.sim (the Geant4 engine) is not installed on this branch"}
-                        if importlib.util.find_spec("caloquant.sim") is None else {"measured": False, "reason": "not wired yet"})
+    if "d" in args.parts and args.n_geant4 > 0:
+        if importlib.util.find_spec("caloquant.sim") is None:
+            result["geant4"] = {"measured": False, "reason": "caloquant.sim (the Geant4 engine) is not installed"}
+        else:
+            result["geant4"] = part_d(args.n_geant4, 2, args.rounds, args.workdir)
     result["loadavg_end"] = loadavg()
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(args.out, result)

@@ -125,10 +125,14 @@ def check_chunk(showers: np.ndarray, energies: np.ndarray, where: str) -> None:
         raise CaloquantError(f"{where}: incident energy is NaN or Inf")
     if np.any(energies <= 0):
         raise CaloquantError(f"{where}: incident energy is zero or negative (min {energies.min():g} GeV)")
-    if not np.all(np.isfinite(showers)):
+    if not showers.size:
+        return
+    # two reductions and no temporary array: min and max propagate NaN, and +-Inf shows in one of them
+    lo, hi = showers.min(), showers.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise CaloquantError(f"{where}: shower contains NaN or Inf cells")
-    if showers.size and showers.min() < 0:
-        raise CaloquantError(f"{where}: shower contains negative cell energies (min {showers.min():g} GeV)")
+    if lo < 0:
+        raise CaloquantError(f"{where}: shower contains negative cell energies (min {lo:g} GeV)")
 
 
 @dataclass

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,8 @@ def generate(
         raise CaloquantError(f"retries must be >= 0, got {retries}")
     if threads is not None and threads < 1:
         raise CaloquantError(f"threads must be at least 1, got {threads}")
+    if scheduler is not None and workers is not None:
+        raise CaloquantError("workers applies to the local cluster; with a scheduler, the cluster has its own workers")
     producer = producer_for(model, engine, batch, seed, engine_config)
     shard_size = shard_size or producer.default_shard_size
     shards = plan_shards(n, shard_size)
@@ -159,11 +163,9 @@ def generate(
     if len(done) == len(shards):  # nothing to make: no cluster needed
         return run.finish(t_start, None)
 
-    with quiet_dask():
+    with quiet_dask(), _sigterm_as_interrupt():
         cluster = None
         if scheduler is not None:
-            if workers is not None:
-                raise CaloquantError("workers applies to the local cluster; with a scheduler, the cluster has its own workers")
             client = connect(scheduler, security if security is not None else security_from(), connect_timeout)
             log(f"connected to Dask scheduler {scheduler} ({len(client.scheduler_info(n_workers=-1)['workers'])} workers)")
         else:
@@ -183,15 +185,29 @@ def generate(
 
 def _close(client: Any, cluster: Any) -> None:
     """Stop the client (and the local cluster: its workers die, so no task of ours goes on)."""
-    try:
+    with contextlib.suppress(Exception):  # already gone: nothing left to release
         client.close(timeout=5)
-    except Exception:  # already gone; nothing left to release
-        pass
     if cluster is not None:
-        try:
+        with contextlib.suppress(Exception):  # its workers die with this process at the latest
             cluster.close(timeout=10)
-        except Exception:  # workers killed at interpreter exit at the latest
-            pass
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A batch system ends a job with SIGTERM: handle it like Ctrl-C (record the finished
+    shards, stop the workers). Only the main thread can install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _stale_parts(out: Path) -> list[Path]:

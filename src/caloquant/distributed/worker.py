@@ -79,8 +79,7 @@ def threads_per_host(client: Any) -> dict[str, int]:
 def make_shard(task: ShardTask) -> dict[str, Any]:
     """Produce, write (atomically, via ShowerWriter) and checksum one shard."""
     import caloquant
-    from caloquant.data import ShowerWriter, file_sha256
-    from caloquant.data import energies_for
+    from caloquant.data import ShowerWriter, energies_for, file_sha256
     from caloquant.distributed.plan import versions
     from caloquant.distributed.producers import ShardWork
 
