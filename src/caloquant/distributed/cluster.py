@@ -102,7 +102,7 @@ def local_cluster(workers: int, threads: int) -> tuple[Any, Any]:
     env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address="127.0.0.1:0" if dashboard_available() else None,  # a free port
-                           silence_logs=logging.CRITICAL, env=env)
+                           silence_logs=logging.CRITICAL, env=env, preload=["caloquant.distributed.worker"])
     try:
         client = Client(cluster, set_as_default=False)
     except BaseException:

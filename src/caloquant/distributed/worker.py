@@ -39,6 +39,18 @@ class ShardTask:
     host_threads: dict[str, int] | None = None  # engine threads per task on each host (remote clusters)
 
 
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook for the workers of caloquant's local cluster: Ctrl-C in a terminal
+    reaches the whole process group, but stopping is the client's job (it records the finished
+    shards, then closes the cluster), so the workers ignore SIGINT instead of dying with a
+    traceback mid-shard."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
