@@ -142,12 +142,13 @@ class Report(ValidationReport):
     def __str__(self) -> str:
         from rich.console import Console
 
-        from caloquant.report import global_table, validation_table
+        from caloquant.report import validation_tables
 
-        con = Console(width=140, record=True, file=open(os.devnull, "w"))  # noqa: SIM115 - closed by Console export
-        con.print(validation_table(self.data))
-        con.print(global_table(self.data))
-        return con.export_text()
+        with open(os.devnull, "w") as sink:
+            con = Console(width=140, record=True, file=sink)
+            for table in validation_tables(self.data):
+                con.print(table)
+            return con.export_text()
 
 
 def validate(ref: Any, cand: Any, **options: Any) -> Report:

@@ -212,7 +212,7 @@ def validate(
     from caloquant.data import open_showers
     from caloquant.physics import parse_points
     from caloquant.physics import validate as run_validate
-    from caloquant.report import global_table, moments_table, optimisation_table, resolution_table, validation_plots, validation_table
+    from caloquant.report import validation_plots, validation_tables
 
     set_threads(threads)
     try:
@@ -226,12 +226,8 @@ def validate(
         report = run_validate(ref, cand, bins=bins, paired=paired, classifier=classifier, seed=seed,
                               hit_threshold=hit_threshold, zero_threshold=zero_threshold, metric_points=points,
                               metric_half_width=half, progress=lambda k: bar.advance(task, k)).to_dict()
-    out.print(validation_table(report))
-    out.print(moments_table(report))
-    if len(report["bins"]) > 1:
-        out.print(resolution_table(report))
-    out.print(optimisation_table(report))
-    out.print(global_table(report))
+    for table in validation_tables(report):
+        out.print(table)
     _write_outputs(report, json_out, plots, validation_plots)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from caloquant.errors import CaloquantError
 from caloquant.models.checkpoint import ModelSpec, condition_latent
+from caloquant.runtime import torch_threads
 
 
 class ShowerGenerator(Protocol):
@@ -37,9 +38,7 @@ class TorchGenerator:
     threads: int | None = None
 
     def generate(self, latent: np.ndarray) -> np.ndarray:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             out = self.module(torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32)))
         return out.float().numpy()
 

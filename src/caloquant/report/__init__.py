@@ -10,6 +10,7 @@ from caloquant.report.tables import (
     quantize_summary,
     resolution_table,
     validation_table,
+    validation_tables,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "resolution_table",
     "validation_plots",
     "validation_table",
+    "validation_tables",
 ]

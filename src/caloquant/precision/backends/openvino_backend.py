@@ -40,10 +40,20 @@ def _silence() -> Iterator[None]:
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
     """NNCF logs INFO lines and draws progress bars; the tuner reports trials itself."""
-    import nncf  # noqa: F401 - its import sets its logger's level: import first, then lower it
-
+    _nncf()
     with quiet_loggers("nncf"), _silence():
         yield
+
+
+def _nncf() -> Any:
+    """The nncf module; its first import sets its logger's level to INFO, which is undone."""
+    import logging
+
+    before = logging.getLogger("nncf").level
+    import nncf
+
+    logging.getLogger("nncf").setLevel(before)
+    return nncf
 
 
 def short_name(full: str) -> str:
@@ -235,7 +245,7 @@ class OpenVINOBackend:
         return OpenVINOModel(self.fp_model, hint, self.threads, lp, None if precision == "fp32" else self.compact)
 
     def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast") -> Any:
-        import nncf
+        nncf = _nncf()
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -257,7 +267,7 @@ class OpenVINOBackend:
 
     def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Any, max_drop: float) -> OpenVINOModel:
         """NNCF's own search: ``quantize_with_accuracy_control`` with our physics metric (higher is better)."""
-        import nncf
+        nncf = _nncf()
 
         batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
         val = [latents[i : i + 100] for i in range(0, len(latents), 100)]
