@@ -136,7 +136,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(dataset: Path, random
     np.save(tmp_path / "e.npy", np.full(7, 200.0))
     assert_one_line_error(cli(*base[:3], "--energies", tmp_path / "e.npy", "--n", 10, "-o", new), "7 values")
     assert_one_line_error(cli("generate", "--model", tmp_path / "missing.pt", "--energy-range", "100:500", "--n", 10, "-o", new), "not found")
-    assert_one_line_error(cli("generate", "--energy-range", "100:500", "--n", 10, "-o", new), "exactly one")
+    assert_one_line_error(cli(*base[:3], "--engine", "gflash", "--energy-range", "100:500", "--n", 10, "-o", new), "exactly one")
     assert_one_line_error(cli("generate", "--engine", "pythia", "--energy-range", "100:500", "--n", 10, "-o", new), "unknown engine")
     assert_one_line_error(cli("generate", "--engine", "gflash", "--energy-range", "100:20000", "--n", 10, "-o", new), "at most")
     assert not new.exists()

@@ -54,13 +54,38 @@ def progress(rate: bool = False) -> Progress:
 
 
 def set_threads(threads: int) -> None:
-    """Pin intra-op threads for every library we use (2 cores on the reference machine)."""
+    """Pin intra-op threads for every library we use (2 cores on the reference machine). The
+    command line owns its process, so this is set once, for the whole command."""
     import torch
 
     if threads < 1:
         raise CaloquantError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _setup_output() -> None:
+    """What only the command line decides: a file-only matplotlib backend, and the library's
+    ``caloquant`` logger shown with the command's output on stdout (progress of quantize,
+    bench, ...; stderr carries only errors and progress bars)."""
+    import logging
+
+    import matplotlib
+    from rich.logging import RichHandler
+
+    matplotlib.use("Agg")
+    lg = logging.getLogger("caloquant")
+    if not any(isinstance(h, RichHandler) for h in lg.handlers):
+        h = RichHandler(console=out, show_time=False, show_level=False, show_path=False, markup=False,
+                        highlighter=None, rich_tracebacks=False)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+MODEL_HELP = "Built-in model name (see `caloquant models`), checkpoint (.pt) or quantize artifact directory."
+SKIP_CHECK_HELP = "Load an artifact without running its self-check on this CPU (recorded in the output's provenance)."
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -122,16 +147,18 @@ def import_keras(
               + (", with discriminator" if ckpt.discriminator is not None else ""))
 
 
-def load_generator(path: Path, threads: int):  # noqa: ANN201 - returns a ShowerGenerator
-    """A checkpoint file or a `quantize` artifact directory, as a ShowerGenerator."""
-    from caloquant.models import TorchGenerator, load_checkpoint
+@app.command()
+def models() -> None:
+    """List the built-in models (usable as --model NAME everywhere)."""
+    from caloquant.api import models as builtin
+    from caloquant.models import DEFAULT_MODEL
 
-    if path.is_dir():
-        from caloquant.precision import load_artifact
-
-        return load_artifact(path, threads)
-    ckpt = load_checkpoint(path)
-    return TorchGenerator(ckpt.spec, ckpt.generator, threads)
+    t = Table(title="built-in models")
+    for col in ("name", "description", "licence", "source"):
+        t.add_column(col)
+    for m in builtin():
+        t.add_row(m["name"] + (" (default)" if m["name"] == DEFAULT_MODEL else ""), m["description"], m["licence"], m["source"])
+    out.print(t)
 
 
 COMPRESSION_HELP = ("gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x cheaper to write; "
@@ -140,9 +167,9 @@ COMPRESSION_HELP = ("gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x c
 
 @app.command()
 def sample(
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt) or quantize artifact directory.")],
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)] = "cern-3dgan",
     energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
     energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
     energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
@@ -153,8 +180,10 @@ def sample(
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
     compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "gzip",
+    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
+    from caloquant.api import load
     from caloquant.data import FORMATS, ShowerWriter, compression_options, provenance
     from caloquant.models import check_energy_range, energies_for, generate_batches
 
@@ -167,11 +196,12 @@ def sample(
     e_arr = _load_npy(energies, "energies") if energies is not None else None
     noise_arr = _load_npy(noise, "noise") if noise is not None else None
     e = energies_for(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
-    gen = load_generator(model, threads)
+    m = load(model, threads, skip_self_check)
+    gen = m.generator
     check_energy_range(e, gen.spec, allow_extrapolation)
-    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=getattr(gen, "precision", "fp32"),
-                       backend=getattr(gen, "backend", "torch"), seed=seed,
-                       noise_source=str(noise) if noise is not None else "seeded")
+    extra = {} if m.self_check is None else {"self_check": json.dumps(m.self_check, default=str)}
+    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=m.precision, backend=m.backend, seed=seed,
+                       noise_source=str(noise) if noise is not None else "seeded", **extra)
     # the writer compresses and writes on its own thread while the model draws the next batch
     with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w, progress() as bar:  # type: ignore[arg-type]
         task = bar.add_task("sampling", total=n)
@@ -185,8 +215,8 @@ def sample(
 def generate(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (shards + manifest.json).")],
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint (.pt) or quantize artifact directory.")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine: geant4 or gflash (needs caloquant.sim).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash.")] = None,
     energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
     energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Showers per shard file, one Dask task each "
@@ -269,35 +299,44 @@ def simulate(
 def validate(
     ref: Annotated[Path, typer.Argument(help="Reference shower file (3DGAN or CaloChallenge HDF5).")],
     cand: Annotated[Path, typer.Argument(help="Candidate shower file (3DGAN or CaloChallenge HDF5).")],
-    bins: Annotated[str, typer.Option("--bins", help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2[/HALF].")] = "auto",
+    bins: Annotated[str, typer.Option("--bins", help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2 | points:E1,E2/HALF (GeV).")] = "auto",
     paired: Annotated[bool, typer.Option("--paired", help="Samples share latent vectors row by row: pixel-wise metric, paired errors.")] = False,
     classifier: Annotated[bool, typer.Option("--classifier", help="Train a classifier to tell the samples apart (AUC, JSD).")] = False,
+    hit_threshold: Annotated[float, typer.Option("--hit-threshold", help="Hit cells: energy above this, GeV (the 3DGAN authors count hits above 2e-4).")] = 1e-6,
+    zero_threshold: Annotated[float, typer.Option("--zero-threshold", help="Set cells below this to 0 before any metric, GeV; 0 = none (the 3DGAN authors use 1e-6).")] = 0.0,
+    metric_points: Annotated[str, typer.Option("--metric-points", help="Energy windows of the authors' optimisation metric: E1,E2,... or E1,E2,.../HALF (GeV, default half-width 5).")] = "110,150,190",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON.")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")] = None,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Compare two shower samples with the paper's physics metrics and modern generative metrics."""
+    """Compare two shower samples with the paper's physics metrics, the authors' optimisation metric, and modern generative metrics."""
     from caloquant.data import open_showers
+    from caloquant.physics import parse_points
     from caloquant.physics import validate as run_validate
-    from caloquant.report import global_table, validation_plots, validation_table
+    from caloquant.report import validation_plots, validation_tables
 
     set_threads(threads)
+    try:
+        points, half = parse_points(metric_points)
+    except ValueError:
+        raise CaloquantError(f"--metric-points must look like 110,150,190 or 110,150,190/5 (GeV), got '{metric_points}'") from None
     with open_showers(ref) as r1, open_showers(cand) as r2:
         total = r1.n + r2.n
     with progress() as bar:
         task = bar.add_task("validating", total=total)
         report = run_validate(ref, cand, bins=bins, paired=paired, classifier=classifier, seed=seed,
-                              progress=lambda k: bar.advance(task, k)).to_dict()
-    out.print(validation_table(report))
-    out.print(global_table(report))
+                              hit_threshold=hit_threshold, zero_threshold=zero_threshold, metric_points=points,
+                              metric_half_width=half, progress=lambda k: bar.advance(task, k)).to_dict()
+    for table in validation_tables(report):
+        out.print(table)
     _write_outputs(report, json_out, plots, validation_plots)
 
 
 @app.command()
 def quantize(
-    model: Annotated[Path, typer.Option("--model", help="fp32 checkpoint (.pt).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+    model: Annotated[str, typer.Option("--model", help="Built-in model name or fp32 checkpoint (.pt).")] = "cern-3dgan",
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | int8.")] = "int8",
     backend: Annotated[str, typer.Option("--backend", help="openvino | onnxruntime | torch.")] = "openvino",
     recipe: Annotated[str, typer.Option("--recipe", help="physics (tolerance-driven search) | naive (backend defaults).")] = "physics",
@@ -309,9 +348,10 @@ def quantize(
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
     rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
+    head_to_head: Annotated[bool, typer.Option("--head-to-head", help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.")] = False,
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
-    from caloquant.models import load_checkpoint
+    from caloquant.models import load_checkpoint, resolve_model
     from caloquant.precision import QuantizeConfig, Tolerance
     from caloquant.precision import quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
@@ -319,11 +359,12 @@ def quantize(
     set_threads(threads)
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
                          calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
-                         threads=threads, batch=batch, rewrite=rewrite)
-    if model.is_dir():
+                         threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head)
+    path = resolve_model(model)
+    if path.is_dir():
         raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
-    ckpt = load_checkpoint(model)
-    res = run_quantize(ckpt, cfg, output, model_path=str(model), log=lambda m: out.print(m, highlight=False))
+    res = run_quantize(load_checkpoint(path), cfg, source=str(model))
+    res.save(output)
     out.print(quantize_summary(res.manifest))
     h2h = head_to_head_table(res.manifest)
     if h2h is not None:
@@ -341,24 +382,24 @@ def quantize(
 
 @app.command()
 def study(
-    shared: Annotated[Path, typer.Option("--shared", help="Folder holding 3dgan/params_generator_epoch_049.hdf5.")] = Path("../shared"),
-    generator: Annotated[Optional[Path], typer.Option("--generator", help="Keras generator weights, if not in --shared.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator weights (.hdf5).")] = "cern-3dgan",
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
     n: Annotated[int, typer.Option("--n", help="Showers per sample.")] = 2000,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 1,
 ) -> None:
-    """The main job (`make run`): the furthest-reaching study caloquant can do today."""
+    """The main job (`make run`): fp32 closure, naive int8, bf16, fp16 and physics-tuned int8, validated and timed."""
     from caloquant.study import run_study
 
     set_threads(threads)
-    run_study(shared=shared, generator=generator, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
+    run_study(model=model, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
 
 
 @app.command()
 def bench(
-    model: Annotated[list[str], typer.Option("--model", help="Checkpoint (.pt), CKPT@BACKEND[:PRECISION] "
-                                             "(e.g. 3dgan.pt@openvino:bf16), or quantize artifact directory; repeatable.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
+                                                       "(e.g. cern-3dgan@openvino:bf16), or quantize artifact directory; repeatable. "
+                                                       "Default: cern-3dgan.")] = None,
     threads: Annotated[str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")] = "1,2",
     streams: Annotated[str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")] = "1,2",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32,128",
@@ -375,25 +416,27 @@ def bench(
     mc_per_point: Annotated[int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")] = 3,
     mc_budget: Annotated[float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")] = 300.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
     """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up vs Monte Carlo."""
     import shlex
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
+    from caloquant.models import DEFAULT_MODEL
     from caloquant.report import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
                                   bench_results_table)
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
                       batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
                       seed=seed, mc_command=mc_command, mc_showers=mc_showers, mc_engine=mc,
-                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
+                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget, skip_self_check=skip_self_check)
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 
         def on_progress(total: int, done: int, what: str) -> None:
             bar.update(task, total=total, completed=done, description=what[:60])
 
-        report = run_bench(model, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False))
+        report = run_bench(model or [DEFAULT_MODEL], cfg, progress=on_progress)
     report["command"] = "caloquant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out.print(bench_machine_line(report), highlight=False)
     out.print(bench_results_table(report))
@@ -424,6 +467,7 @@ def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | 
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
     try:
+        _setup_output()
         app()
     except CaloquantError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

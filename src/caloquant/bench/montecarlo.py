@@ -40,19 +40,19 @@ GEANT4_LITERATURE: dict[str, Any] = {
 def run_monte_carlo(command: str, showers: int) -> dict[str, Any]:
     """Time a Monte Carlo command that simulates ``showers`` showers (wall clock, this machine)."""
     if showers < 1:
-        raise CaloquantError(f"--mc-showers must be positive, got {showers}")
+        raise CaloquantError(f"mc_showers must be positive, got {showers}")
     argv = shlex.split(command)
     if not argv:
-        raise CaloquantError("--mc-command is empty")
+        raise CaloquantError("mc_command is empty")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     except OSError as exc:
-        raise CaloquantError(f"--mc-command could not start: {exc.strerror or exc}") from None
+        raise CaloquantError(f"mc_command could not start: {exc.strerror or exc}") from None
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        raise CaloquantError(f"--mc-command exited with code {proc.returncode}: {last[0][:160]}")
+        raise CaloquantError(f"mc_command exited with code {proc.returncode}: {last[0][:160]}")
     return {"label": "Monte Carlo (measured in this run)", "measured_here": True, "command": command,
             "showers": showers, "seconds": round(wall, 3), "seconds_per_shower": wall / showers}
 

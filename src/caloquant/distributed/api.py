@@ -117,9 +117,10 @@ def generate(
 ) -> GenerateResult:
     """Make ``n`` showers in shards of ``shard_size`` under ``out_dir`` (see module docstring).
 
-    model / engine: a checkpoint or quantize artifact directory, or a Monte Carlo engine name
-    (``geant4``, ``gflash``; ``engine_config``: a ``caloquant.sim.SimConfig`` for geometry,
-    physics and gun, its seed replaced by ``seed``).
+    model / engine: a built-in model name, checkpoint or quantize artifact directory (default:
+    the built-in ``cern-3dgan``), or a Monte Carlo engine name (``geant4``, ``gflash``;
+    ``engine_config``: a ``caloquant.sim.SimConfig`` for geometry, physics and gun, its seed
+    replaced by ``seed``).
     energy_range (LO, HI) GeV drawn uniformly per shard, or energies: one per shower.
     shard_size: showers per shard (default 1000 for models, 20 for Geant4, 500 for GFlash).
     scheduler: address of an existing Dask scheduler (tcp:// or tls://; ``security`` from

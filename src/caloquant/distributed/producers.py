@@ -5,10 +5,10 @@ needs to describe the run, never loads an engine) and sent to the workers with e
 on a worker, :meth:`ShardProducer.batches` loads the engine once and yields (showers GeV,
 energies GeV) blocks for one shard (:class:`ShardWork`).
 
-* :class:`ModelProducer`: a caloquant checkpoint (.pt) or a ``quantize`` artifact directory,
-  loaded on the worker through the public loaders (``caloquant.precision.load_artifact``,
-  which runs an artifact's self-check, or ``caloquant.models.load_checkpoint``); noise from
-  the shard's seed.
+* :class:`ModelProducer`: a built-in model name, a caloquant checkpoint (.pt), a Keras 3DGAN
+  file or a ``quantize`` artifact directory, loaded on the worker through ``caloquant.load``
+  (an artifact runs its self-check canary on the worker's CPU first); noise from the shard's
+  seed.
 * :class:`EngineProducer`: the Monte Carlo engines of ``caloquant.sim`` (``geant4``,
   ``gflash``); Geant4 seeds every shower from (run seed, event id), GFlash every shard from
   (run seed, shard index), as ``caloquant simulate`` does.
@@ -86,7 +86,7 @@ _LOADED = threading.local()
 
 @dataclass(frozen=True)
 class ModelProducer:
-    """Showers from a generative model: a checkpoint (.pt) or a quantize artifact directory."""
+    """Showers from a generative model (its path resolved on the client: workers need the same path)."""
 
     path: str
     sha256: str
@@ -100,29 +100,23 @@ class ModelProducer:
     default_shard_size: int = 1000
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], batch: int = 64) -> ModelProducer:
-        """Describe a model on the client without loading its engine."""
-        from caloquant.models import ModelSpec, load_checkpoint
-        from caloquant.precision import is_artifact
+    def from_path(cls, model: str | os.PathLike[str] | None, batch: int = 64) -> ModelProducer:
+        """Describe a model (built-in name, checkpoint, Keras file or artifact) on the client
+        without loading an inference engine."""
+        from caloquant.models import ModelSpec, import_keras_3dgan, load_checkpoint, resolve_model
+        from caloquant.precision import is_artifact, read_manifest
 
-        p = Path(path).resolve()
         if batch < 1:
             raise CaloquantError(f"batch size must be positive, got {batch}")
-        if not p.exists():
-            raise CaloquantError(f"{path}: model not found")
-        if p.is_dir():
-            if not is_artifact(p):
-                raise CaloquantError(f"{path}: not a checkpoint file or a quantize artifact directory")
-            # the artifact's manifest (docs/precision.md) says what it is; its engine is loaded
-            # (and self-checked) only on the workers
-            try:
-                m = json.loads((p / "manifest.json").read_text())
-                spec = ModelSpec.from_dict(m["spec"])
-                precision, backend = str(m["precision"]), str(m["backend"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise CaloquantError(f"{path}: malformed artifact manifest ({exc!r})") from None
+        p = resolve_model(model).resolve()
+        if is_artifact(p):
+            # the artifact's manifest says what it is; its engine is loaded (and self-checked) only on the workers
+            m = read_manifest(p)
+            spec, precision, backend = ModelSpec.from_dict(m["spec"]), str(m.get("precision", "?")), str(m["backend"])
+        elif p.is_dir():
+            raise CaloquantError(f"{model}: not a checkpoint file or a quantize artifact directory")
         else:
-            spec = load_checkpoint(p).spec
+            spec = (import_keras_3dgan(p) if p.suffix.lower() in (".hdf5", ".h5") else load_checkpoint(p)).spec
             precision, backend = "fp32", "torch"
         return cls(str(p), model_sha256(p), spec.to_dict(), precision, backend, batch,
                    tuple(spec.grid), tuple(spec.energy_range_gev))  # type: ignore[arg-type]
@@ -143,15 +137,9 @@ class ModelProducer:
             if model_sha256(self.path) != self.sha256:
                 raise CaloquantError(f"{self.path} on worker host {socket.gethostname()} differs from the client's model "
                                      "(sha256); workers need the same model at the same path")
-            if Path(self.path).is_dir():
-                from caloquant.precision import load_artifact
+            from caloquant.api import load
 
-                gen = load_artifact(self.path, threads)
-            else:
-                from caloquant.models import TorchGenerator, load_checkpoint
-
-                ckpt = load_checkpoint(self.path)
-                gen = TorchGenerator(ckpt.spec, ckpt.generator.eval(), threads)
+            gen = load(self.path, threads).generator  # an artifact runs its self-check on this worker's CPU
             _LOADED.key, _LOADED.gen = key, gen
         return _LOADED.gen
 
@@ -231,10 +219,10 @@ class EngineProducer:
 
 def producer_for(model: str | os.PathLike[str] | None = None, engine: str | None = None, batch: int = 64,
                  seed: int = 0, engine_config: Any = None) -> ShardProducer:
-    """The producer for ``--model MODEL_OR_ARTIFACT`` or ``--engine NAME`` (exactly one)."""
-    if (model is None) == (engine is None):
-        raise CaloquantError("give exactly one of model (a checkpoint or artifact) or engine (geant4 or gflash)")
-    if model is not None:
+    """The producer for ``--model MODEL`` or ``--engine NAME`` (at most one; neither: the
+    default built-in model)."""
+    if model is not None and engine is not None:
+        raise CaloquantError("give exactly one of model (a name, checkpoint or artifact) or engine (geant4 or gflash)")
+    if engine is None:
         return ModelProducer.from_path(model, batch)
-    assert engine is not None
     return EngineProducer.from_config(engine, seed, engine_config)

@@ -19,6 +19,7 @@ from torch import nn
 from caloquant.data.energies import energies_for
 from caloquant.errors import CaloquantError
 from caloquant.models.checkpoint import ModelSpec, condition_latent
+from caloquant.runtime import torch_threads
 
 
 class ShowerGenerator(Protocol):
@@ -38,9 +39,7 @@ class TorchGenerator:
     threads: int | None = None
 
     def generate(self, latent: np.ndarray) -> np.ndarray:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             out = self.module(torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32)))
         return out.float().numpy()
 
@@ -53,7 +52,7 @@ def check_energy_range(energies: np.ndarray, spec: ModelSpec, allow_extrapolatio
     if np.any(bad):
         raise CaloquantError(
             f"{int(bad.sum())} energies outside the model's valid range {lo:g}-{hi:g} GeV "
-            f"(min {energies.min():g}, max {energies.max():g}); use --allow-extrapolation to force"
+            f"(min {energies.min():g}, max {energies.max():g}); use allow_extrapolation (--allow-extrapolation) to force"
         )
 
 

@@ -144,10 +144,7 @@ def bench_profile_table(rep: dict[str, Any]) -> Table | None:
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's (the command line picks Agg)
 
     return plt
 
