@@ -60,8 +60,13 @@ class SimConfig:
     def check(self) -> None:
         if self.engine not in ENGINES:
             raise CaloquantError(f"engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
-        self.physics.check()
         self.gun.check()
+        if self.engine == "geant4":
+            self.physics.check()
+        elif self.gun.position_sigma_mm > 0 or self.gun.angle_sigma_mrad > 0:
+            raise CaloquantError("the GFlash engine has no gun smearing (use the Geant4 engine)")
+        elif self.physics.list != "em-analytic":
+            raise CaloquantError("physics lists apply to the Geant4 engine only, not to GFlash")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise CaloquantError(f"chunk size must be positive, got {self.chunk_size}")
 
