@@ -321,3 +321,17 @@ def test_reference_set_falls_back_to_gflash(tmp_path: Path, monkeypatch: pytest.
     d = _read(r["files"][0])
     assert d["attrs"]["engine"] == "gflash" and d["ECAL"].shape[0] == 100
     assert (tmp_path / "heldout-gflash" / "manifest.json").exists()
+
+
+def test_packed_reference_round_trip(tmp_path: Path) -> None:
+    from caloquant.data import read_showers
+    from caloquant.sim.reference import load_packed, pack_reference
+
+    f = tmp_path / "s.h5"
+    simulate(f, np.array([100.0, 300.0, 500.0]), SimConfig(engine="gflash", seed=1))
+    info = pack_reference([f], tmp_path / "p.npz")
+    s, e, meta = load_packed(tmp_path / "p.npz")
+    s0, e0 = read_showers(f)
+    np.testing.assert_array_equal(s, s0)
+    np.testing.assert_array_equal(e, e0)
+    assert meta["engine"] == "gflash" and meta["sums"].shape == (3, 4) and info["showers"] == 3
