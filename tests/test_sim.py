@@ -66,7 +66,7 @@ def test_energy_bookkeeping(low_energy: dict[str, np.ndarray]) -> None:
 def _per_point(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     obs = observables(d["ECAL"], d["energy"])
     e = d["energy"]
-    out: dict[str, list[float]] = {k: [] for k in ("sf", "sf_err", "z", "z_err", "res", "res_err", "x", "y", "xy_err")}
+    out: dict[str, list[float]] = {k: [] for k in ("sf", "sf_err", "z", "z_err", "res", "res_err")}
     for p in POINTS:
         m = e == p
         n = m.sum()
@@ -77,9 +77,6 @@ def _per_point(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out["z_err"].append(obs["z_mean"][m].std(ddof=1) / np.sqrt(n))
         out["res"].append(sf.std(ddof=1) / sf.mean())
         out["res_err"].append(out["res"][-1] / np.sqrt(2 * (n - 1)))
-        out["x"].append(obs["x_mean"][m].mean() if "x_mean" in obs else np.nan)
-        out["y"].append(obs["y_mean"][m].mean())
-        out["xy_err"].append(obs["y_mean"][m].std(ddof=1) / np.sqrt(n))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -109,9 +106,8 @@ def test_sampling_fraction_flat_depth_log_resolution(low_energy: dict[str, np.nd
 @needs_geant4
 def test_transverse_centre_is_middle_cell(low_energy: dict[str, np.ndarray]) -> None:
     obs = observables(low_energy["ECAL"], low_energy["energy"])
-    for ax in ("y_mean",):
-        v = obs[ax]
-        assert abs(v.mean() - 12.0) < 3 * v.std(ddof=1) / np.sqrt(len(v)) + 1e-3
+    v = obs["y_mean"]
+    assert abs(v.mean() - 12.0) < 3 * v.std(ddof=1) / np.sqrt(len(v)) + 1e-3
     s = low_energy["ECAL"].sum(axis=(0, 3))
     cx = (s.sum(axis=1) * np.arange(25)).sum() / s.sum()
     assert abs(cx - 12.0) < 0.05
@@ -325,3 +321,17 @@ def test_reference_set_falls_back_to_gflash(tmp_path: Path, monkeypatch: pytest.
     d = _read(r["files"][0])
     assert d["attrs"]["engine"] == "gflash" and d["ECAL"].shape[0] == 100
     assert (tmp_path / "heldout-gflash" / "manifest.json").exists()
+
+
+def test_packed_reference_round_trip(tmp_path: Path) -> None:
+    from caloquant.data import read_showers
+    from caloquant.sim.reference import load_packed, pack_reference
+
+    f = tmp_path / "s.h5"
+    simulate(f, np.array([100.0, 300.0, 500.0]), SimConfig(engine="gflash", seed=1))
+    info = pack_reference([f], tmp_path / "p.npz")
+    s, e, meta = load_packed(tmp_path / "p.npz")
+    s0, e0 = read_showers(f)
+    np.testing.assert_array_equal(s, s0)
+    np.testing.assert_array_equal(e, e0)
+    assert meta["engine"] == "gflash" and meta["sums"].shape == (3, 4) and info["showers"] == 3

@@ -91,6 +91,7 @@ def shower_seeds(seed: int, index: np.ndarray) -> np.ndarray:
     out = np.empty((len(index), 4), dtype=np.uint32)
     for k, i in enumerate(np.asarray(index, dtype=np.int64)):
         out[k] = np.random.SeedSequence([seed, int(i)]).generate_state(4, dtype=np.uint32)
+    out[out == 0] = 1  # CLHEP reads a seed list up to its first 0
     return out
 
 

@@ -1,12 +1,12 @@
-"""Run a simulation: chunks of showers over worker processes, resumable, written atomically.
+"""Run a simulation: chunks of showers over worker processes, streamed, resumable, atomic.
 
 Showers are cut into fixed-size chunks. Each Geant4 shower is seeded from (seed, shower
 index) and each GFlash chunk from (seed, chunk index), so a file does not depend on the
-number of workers. Finished chunks are saved atomically in a hidden folder beside the output
-(``.OUT.h5.chunks-<key>/``, the key hashing every argument that changes the showers); a run
-interrupted by Ctrl-C or a kill leaves no output file, and a rerun with the same arguments
-reuses the finished chunks. The output is assembled from the chunks at the end and appears
-under its name only when complete; the chunk folder is then removed.
+number of workers. Chunks are appended to a temporary output in order as they finish (the
+file appears under its name only when complete). Geant4 chunks are also saved atomically in a
+hidden folder beside the output (``.OUT.h5.chunks-<key>/``, the key hashing every argument
+that changes the showers): a run interrupted by Ctrl-C or a kill leaves no output file, and a
+rerun with the same arguments reuses the finished chunks; the folder is removed on success.
 """
 
 from __future__ import annotations
@@ -60,8 +60,13 @@ class SimConfig:
     def check(self) -> None:
         if self.engine not in ENGINES:
             raise CaloquantError(f"engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
-        self.physics.check()
         self.gun.check()
+        if self.engine == "geant4":
+            self.physics.check()
+        elif self.gun.position_sigma_mm > 0 or self.gun.angle_sigma_mrad > 0:
+            raise CaloquantError("the GFlash engine has no gun smearing (use the Geant4 engine)")
+        elif self.physics.list != "em-analytic":
+            raise CaloquantError("physics lists apply to the Geant4 engine only, not to GFlash")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise CaloquantError(f"chunk size must be positive, got {self.chunk_size}")
 
@@ -178,33 +183,53 @@ def _raise_terminate(signum: int, frame: Any) -> None:
     raise _Terminate()
 
 
-def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path, workers: int,
-               progress: Callable[[int, int], None] | None = None,
-               log_dir: Path | None = None) -> dict[str, Any]:
-    """Simulate every missing chunk into ``workdir``; returns timing statistics."""
+class _InOrder:
+    """Hands chunks to ``emit`` in index order, holding the ones that finish early."""
+
+    def __init__(self, emit: Callable[[int, np.ndarray, np.ndarray, float], None]) -> None:
+        self.emit, self.next, self.held = emit, 0, {}
+
+    def put(self, i: int, cells: np.ndarray, sums: np.ndarray, cpu: float) -> None:
+        self.held[i] = (cells, sums, cpu)
+        while self.next in self.held:
+            self.emit(self.next, *self.held.pop(self.next))
+            self.next += 1
+
+
+def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path | None, workers: int,
+               emit: Callable[[int, np.ndarray, np.ndarray, float], None],
+               progress: Callable[[int, int], None] | None = None, log: str | None = None) -> dict[str, Any]:
+    """Simulate every chunk and pass it to ``emit`` in order (streaming). With a ``workdir``,
+    finished chunks are also saved there and chunks found there are reused (resumable)."""
     n = len(energies)
     size = cfg.chunk
     starts = list(range(0, n, size))
-    todo = [i for i, s in enumerate(starts) if _load_chunk(workdir, i) is None]
-    done_showers = n - sum(min(size, n - starts[i]) for i in todo)
-    if progress:
-        progress(done_showers, n)
+    order = _InOrder(emit)
+    have = {i: c for i in range(len(starts)) if workdir is not None and (c := _load_chunk(workdir, i)) is not None}
+    todo = [i for i in range(len(starts)) if i not in have]
+    done = 0
+
+    def finished(i: int, cells: np.ndarray, sums: np.ndarray, cpu: float, fresh: bool) -> None:
+        nonlocal done
+        if fresh and workdir is not None:
+            _save_chunk(workdir, i, cells, sums, cpu)
+        order.put(i, cells, sums, cpu)
+        done += len(cells)
+        if progress:
+            progress(done, n)
+
+    for i, (cells, sums, cpu) in have.items():
+        finished(i, cells, sums, cpu, False)
+    if progress and not have:
+        progress(0, n)
     t0 = time.perf_counter()
-    if not todo:
-        return {"reused_chunks": len(starts), "wall_s": 0.0}
-    if cfg.engine == "gflash" and workers == 1:
-        # in-process: no spawn cost for the fast engine
-        eng = make_engine(cfg)
+    if todo and cfg.engine == "gflash" and workers == 1:
+        eng = make_engine(cfg)  # in-process: no spawn cost for the fast engine
         for i in todo:
-            s = starts[i]
             c0 = time.process_time()
-            cells, sums = eng.run(i, s, energies[s:s + size])
-            _save_chunk(workdir, i, cells, sums, time.process_time() - c0)
-            done_showers += len(cells)
-            if progress:
-                progress(done_showers, n)
-    else:
-        log = str(log_dir / "geant4.log") if log_dir is not None else None
+            cells, sums = eng.run(i, starts[i], energies[starts[i]:starts[i] + size])
+            finished(i, cells, sums, time.process_time() - c0, True)
+    elif todo:
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                     initargs=(cfg, log)) as ex:
@@ -218,19 +243,16 @@ def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path, workers: int
                     fin, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                     for f in fin:
                         i, cells, sums, cpu = f.result()
-                        _save_chunk(workdir, i, cells, sums, cpu)
-                        done_showers += len(cells)
-                        if progress:
-                            progress(done_showers, n)
+                        finished(i, cells, sums, cpu, True)
             except cf.process.BrokenProcessPool:
                 raise CaloquantError(f"a simulation worker died (see {log or 'its output'})") from None
             except BaseException:
                 for f in pending:
                     f.cancel()
-                for p in list((getattr(ex, "_processes", None) or {}).values()):
-                    p.terminate()  # our own workers: stop them now, not after their chunk
+                for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                    proc.terminate()  # our own workers: stop them now, not after their chunk
                 raise
-    return {"reused_chunks": len(starts) - len(todo), "wall_s": time.perf_counter() - t0}
+    return {"reused_chunks": len(have), "wall_s": time.perf_counter() - t0}
 
 
 def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimConfig | None = None, *,
@@ -242,7 +264,9 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
     energy); cells below ``cell_cut_gev`` are set to 0. Per-shower sums (silicon, silicon
     outside the grid, absorber, escaped) go to extra datasets; attributes record engine,
     physics, cut, geometry (with hash), Geant4 and caloquant versions and the seed.
-    Returns a summary (path, n, wall time, showers/s, CPU s per shower).
+    Chunks are written as they finish, in order, into a temporary file renamed at the end.
+    Geant4 runs keep finished chunks beside the output until success (resumable); GFlash
+    runs are fast enough to redo. Returns a summary (path, n, wall time, showers/s, CPU s per shower).
     """
     from caloquant.data import FORMATS, ShowerWriter, provenance
 
@@ -258,40 +282,41 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
     out = Path(output)
     check_writable(out)
     g4v = None
+    workdir = None
     if cfg.engine == "geant4":
         from caloquant.sim.helper import build_helper, geant4_version
 
         build_helper()  # compile once here, not in every worker
         g4v = geant4_version()
-    workdir = out.parent / f".{out.name}.chunks-{cfg.key(e)}"
-    workdir.mkdir(parents=True, exist_ok=True)
+        workdir = out.parent / f".{out.name}.chunks-{cfg.key(e)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+    attrs = provenance(engine=cfg.engine, physics_list=cfg.physics.label if cfg.engine == "geant4" else "gflash",
+                       production_cut_mm=cfg.physics.cut_mm if cfg.engine == "geant4" else None,
+                       geometry=cfg.geometry.name, geometry_hash=cfg.geometry.hash,
+                       geometry_json=json.dumps(cfg.geometry.to_dict()), geant4_version=g4v,
+                       particle=cfg.gun.particle, seed=cfg.seed, cell_cut_gev=cell_cut_gev,
+                       gun_position_sigma_mm=cfg.gun.position_sigma_mm, gun_angle_sigma_mrad=cfg.gun.angle_sigma_mrad,
+                       gflash_constants=json.dumps(cfg.gflash) if cfg.engine == "gflash" and cfg.gflash else None,
+                       units="GeV, energy deposited in silicon (not calibrated to the beam energy)")
+    n = len(e)
+    sums = np.zeros((n, len(SUM_NAMES)))
+    cpu = [0.0]
     old = signal.signal(signal.SIGTERM, _raise_terminate)
     t0 = time.perf_counter()
     try:
-        stats = run_chunks(cfg, e, workdir, workers, progress, log_dir=workdir)
-        attrs = provenance(engine=cfg.engine, physics_list=cfg.physics.label if cfg.engine == "geant4" else "gflash",
-                           production_cut_mm=cfg.physics.cut_mm if cfg.engine == "geant4" else None,
-                           geometry=cfg.geometry.name, geometry_hash=cfg.geometry.hash,
-                           geometry_json=json.dumps(cfg.geometry.to_dict()), geant4_version=g4v,
-                           particle=cfg.gun.particle, seed=cfg.seed, cell_cut_gev=cell_cut_gev,
-                           gun_position_sigma_mm=cfg.gun.position_sigma_mm, gun_angle_sigma_mrad=cfg.gun.angle_sigma_mrad,
-                           gflash_constants=json.dumps(cfg.gflash) if cfg.engine == "gflash" and cfg.gflash else None,
-                           units="GeV, energy deposited in silicon (not calibrated to the beam energy)")
-        n = len(e)
-        sums = np.zeros((n, len(SUM_NAMES)))
-        cpu = 0.0
         with atomic_path(out, suffix=".h5") as tmp:
-            with ShowerWriter(tmp, cfg.geometry.grid, fmt, attrs, expected_n=n) as w:  # type: ignore[arg-type]
-                for i, s in enumerate(range(0, n, cfg.chunk)):
-                    got = _load_chunk(workdir, i)
-                    if got is None:
-                        raise CaloquantError(f"{workdir}: chunk {i} vanished while assembling")
-                    cells, sm, c = got
+            with ShowerWriter(tmp, cfg.geometry.grid, fmt, attrs, expected_n=n, compression=1) as w:  # type: ignore[arg-type]
+
+                def emit(i: int, cells: np.ndarray, sm: np.ndarray, c: float) -> None:
+                    s = i * cfg.chunk
                     if cell_cut_gev > 0:
                         cells = np.where(cells < cell_cut_gev, np.float32(0), cells)
                     w.append(cells, e[s:s + len(cells)])
                     sums[s:s + len(cells)] = sm
-                    cpu += c
+                    cpu[0] += c
+
+                stats = run_chunks(cfg, e, workdir, workers, emit, progress,
+                                   log=str(workdir / "geant4.log") if workdir is not None else None)
             with h5py.File(tmp, "a") as h5:
                 for k, name in enumerate(SUM_NAMES):
                     ds = h5.create_dataset(name, data=sums[:, k].astype(np.float64), compression="gzip")
@@ -300,11 +325,11 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
         raise KeyboardInterrupt from None
     finally:
         signal.signal(signal.SIGTERM, old)
-    if not keep_chunks:
+    if workdir is not None and not keep_chunks:
         shutil.rmtree(workdir, ignore_errors=True)
     wall = time.perf_counter() - t0
     return {"path": str(out), "n": n, "engine": cfg.engine, "wall_s": wall, "showers_per_s": n / wall if wall > 0 else None,
-            "cpu_s_per_shower": cpu / n, "reused_chunks": stats["reused_chunks"], "geometry_hash": cfg.geometry.hash}
+            "cpu_s_per_shower": cpu[0] / n, "reused_chunks": stats["reused_chunks"], "geometry_hash": cfg.geometry.hash}
 
 
 def draw_energies(n: int, seed: int, energy: float | None = None, energy_range: tuple[float, float] | None = None,
