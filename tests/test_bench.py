@@ -205,13 +205,16 @@ def test_monte_carlo_slot(pair: tuple[Path, Path], cli, tmp_path: Path) -> None:
     (["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"], ["mc_command"]),
     (["--model", "not-a-builtin-model"], ["model not found", "built-in"]),
     (["--model", "{tmp}"], ["not a caloquant artifact"]),
+    (["--model", "{corrupt}"], ["corrupt or unreadable checkpoint"]),
 ])
 def test_bad_input_is_one_line_error(pair: tuple[Path, Path], cli, tmp_path: Path, args: list[str], needles: list[str]) -> None:
     cheap, _ = pair
-    args = [a.format(cheap=cheap, tmp=tmp_path) for a in args]
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint" * 100)
+    args = [a.format(cheap=cheap, tmp=tmp_path, corrupt=corrupt) for a in args]
     if "--duration" not in args:
         args += ["--duration", "0.1"]
-    res = cli("bench", *args, "--no-ceilings", "--no-profile")
+    res = cli("bench", *args, "--no-profile")  # ceilings on: bad input must fail before any measurement
     assert_one_line_error(res, *needles)
 
 
