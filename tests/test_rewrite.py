@@ -177,3 +177,21 @@ def test_engine_models_own_their_weights(backend: str) -> None:
         out = m(lat)
         assert np.isfinite(out).all()
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
+
+
+def test_openvino_reports_the_precision_it_executes() -> None:
+    """The compiled model's own answer, not the request: bf16 where the CPU has no fp16
+    arithmetic and the plugin runs an f16 hint in bf16 (AMD Zen 4), fp16 where it has (AMX)."""
+    from caloquant.precision.backends import make_backend
+    from caloquant.runtime import cpu_identity
+
+    be = make_backend("openvino", UpGen().eval(), 16, 1)
+    assert be.float_model("fp32").executed_precision() == "fp32"
+    flags = set(cpu_identity()["flags"])
+    got = be.float_model("fp16").executed_precision()
+    if not flags & {"avx512_fp16", "amx_fp16"}:
+        assert got in ("bf16", "fp32"), got  # no fp16 arithmetic: never reported as fp16
+    else:
+        assert got == "fp16", got
+    calib = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    assert be.int8_model(calib, None, "minmax", "fp32").executed_precision() == "int8+fp32"

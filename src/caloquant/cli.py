@@ -428,8 +428,8 @@ def bench(
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
                       batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
-                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, mc_engine=mc,
-                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget, skip_self_check=skip_self_check)
+                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, skip_self_check=skip_self_check, mc_engine=mc,
+                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 

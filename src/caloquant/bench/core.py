@@ -51,9 +51,9 @@ from caloquant.bench.variants import (
     quiet_logs,
 )
 from caloquant.errors import CaloquantError
+from caloquant.timing import TimingConfig, time_streams
 
 log = logging.getLogger(__name__)
-from caloquant.timing import TimingConfig, time_streams
 
 BENCH_FORMAT = 1
 MB = 1024.0**2
@@ -102,11 +102,11 @@ class BenchConfig:
     retries: int = 1
     mc_command: str | None = None
     mc_showers: int | None = None
+    first_call_budget_s: float = 20.0  # a model whose first call takes longer is timed by that call alone
+    skip_self_check: bool = False  # load artifacts without running their canary on this CPU
     mc_engine: str | None = None  # caloquant.sim engine timed in this run (--mc geant4)
     mc_showers_per_point: int = 3
     mc_budget_s: float = 300.0
-    first_call_budget_s: float = 20.0  # a model whose first call takes longer is timed by that call alone
-    skip_self_check: bool = False  # load artifacts without running their canary on this CPU
 
     def __post_init__(self) -> None:
         for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
@@ -325,11 +325,6 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
     machine["load_before"] = load_snapshot()
     # a Monte Carlo command that cannot run is bad input too: run it first
     mc = run_monte_carlo(cfg.mc_command, cfg.mc_showers) if cfg.mc_command and cfg.mc_showers else None
-    mc_engine = None
-    if cfg.mc_engine:
-        step(f"Monte Carlo: {cfg.mc_engine}")
-        mc_engine = time_mc_engine(cfg.mc_engine, cfg.mc_showers_per_point, cfg.mc_budget_s)
-        step(f"Monte Carlo: {cfg.mc_engine}", 1)
     # every model is loaded (and checked) before anything is measured: bad input fails fast
     prime_libraries({r.engine for r in requests})
     seen: dict[str, int] = {}
@@ -346,6 +341,11 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         ceilings = measure_ceilings(counts)
         bandwidth = memory_bandwidth_gbs()
         step("machine ceilings", 1)
+    mc_engine = None
+    if cfg.mc_engine:
+        step(f"Monte Carlo: {cfg.mc_engine}")
+        mc_engine = time_mc_engine(cfg.mc_engine, cfg.mc_showers_per_point, cfg.mc_budget_s)
+        step(f"Monte Carlo: {cfg.mc_engine}", 1)
     # the windows of every model and grid point are interleaved, round after round, so slow
     # phases of the host are shared by all models instead of landing on one of them; at each
     # grid point the models follow each other within seconds, so their ratios see one host state

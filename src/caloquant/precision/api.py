@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import write_json
+from caloquant.fileio import umask_mode, write_json
 from caloquant.models import Checkpoint, ModelSpec, condition_latent
 from caloquant.precision.backends import EngineModel, load_model, make_backend
 from caloquant.precision.canary import make_canary, run_check, save_canary
@@ -106,6 +106,7 @@ class QuantizeResult(_EngineGenerator):
             write_json(tmp / MANIFEST, manifest)
             write_json(tmp / TUNING_LOG, {"baseline": self.baseline, "trials": [t.to_dict() for t in self.trials],
                                           "chosen": self.chosen.name})
+            os.chmod(tmp, umask_mode(directory=True))
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)

@@ -89,7 +89,9 @@ def bench_models_table(rep: dict[str, Any]) -> Table:
         b = m["best"]
         ok = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[m.get("meets_tolerance")]
         lat = m.get("latency_batch1", {}).get("latency_ms_p50")
-        cells = [m["model"], m["backend"], m["precision"], ok, _mb(m["model_bytes"]), f"{m['model_rss_mb']:.0f}",
+        ex = m.get("executed_precision")
+        prec = m["precision"] if ex in (None, m["precision"]) else f"{m['precision']} (runs {ex})"
+        cells = [m["model"], m["backend"], prec, ok, _mb(m["model_bytes"]), f"{m['model_rss_mb']:.0f}",
                  _opt((m["flops_per_shower"] or 0) / 1e9 if m["flops_per_shower"] else None, ".3f"),
                  f"{b['showers_per_s']:.1f}", f"{b['threads']}/{b['streams']}/{b['batch']}",
                  _opt(100 * b["roofline_fraction"] if b.get("roofline_fraction") is not None else None, ".1f"),

@@ -139,7 +139,9 @@ class OpenVINOModel:
 
     def executed_precision(self) -> str:
         """The plugin's own answer: on a CPU without fp16 arithmetic an f16 hint runs as bf16."""
-        executed = EXECUTED.get(str(self._compiled.get_property("INFERENCE_PRECISION_HINT")), str(self.hint))
+        prop = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
+        name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+        executed = EXECUTED.get(name, name)
         return ("int8+" if "int8" in self.layer_precisions.values() else "") + executed
 
     def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
