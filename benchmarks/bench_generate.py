@@ -16,6 +16,10 @@ C. end to end from the command line, one child process each (wall time includes 
    model loading; peak RSS of the child and its workers): `caloquant sample` with gzip and LZ4,
    `caloquant generate --workers 1 --threads 2`.
 D. the Geant4 engine (caloquant.sim) on local clusters of 1 and 2 single-thread workers, as in B.
+E. CPU time instead of wall time (less sensitive to other processes on a shared host): CPU ms
+   per shower of the model (all its threads) and of writing with each codec; the share of the
+   CPU that writing takes bounds the end-to-end/model ratio on a machine whose cores are all
+   busy with inference.
 
     .venv/bin/python benchmarks/bench_generate.py [--model /work/data/int8_artifact] [--rounds 3]
 
@@ -200,16 +204,43 @@ def part_d(n: int, shard: int, rounds: int, work: Path) -> dict[str, Any]:
             "note": "showers/s from task submission to the last shard (workers already hold a Geant4 session)"}
 
 
+def part_e(model: Path, n: int, work: Path) -> dict[str, Any]:
+    gen = load(model, 2)
+    e = energies_for(n, 5, energy_range=(100.0, 500.0))
+    time_sample_loop(gen, 128, 99, None, work / "warm.h5")
+    c = time.process_time()
+    blocks = [s for s, _ in generate_batches(gen, e, 5, batch=64)]
+    model_ms = (time.process_time() - c) / n * 1e3
+    out: dict[str, Any] = {"n": n, "model_cpu_ms_per_shower_2_threads": round(model_ms, 3), "writers": {}}
+    for name, comp in (("gzip", "gzip"), ("lz4", "lz4"), ("zstd", "zstd"), ("none", "none")):
+        c = time.process_time()
+        with ShowerWriter(work / "e.h5", gen.spec.grid, "3dgan", {}, expected_n=n, compression=comp, background=False) as w:
+            for s, i in zip(blocks, range(0, n, 64)):
+                w.append(s, e[i : i + 64])
+        ms = (time.process_time() - c) / n * 1e3
+        out["writers"][name] = {"cpu_ms_per_shower": round(ms, 3), "share_of_cpu": round(ms / (ms + model_ms), 3),
+                                "bound_on_ratio": round(model_ms / (model_ms + ms), 3)}
+        (work / "e.h5").unlink()
+    print(f"E: model {model_ms:.2f} CPU ms/shower; " + ", ".join(f"{k} {v['cpu_ms_per_shower']:.3f}" for k, v in out["writers"].items()), flush=True)
+    return out
+
+
+# Runs a command and prints its peak RSS (KiB): from a small wrapper process, because a child
+# forked from this (large) process would report this process's memory as its own peak.
+RUN_AND_REPORT_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
 def run_child(cmd: list[str]) -> tuple[float, float]:
-    """Wall time and peak RSS (MB, the child or any of its waited-for descendants) of one command."""
+    """Wall time and peak RSS (MB: the largest of the command's processes, workers included)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_RSS, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read() if proc.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    return wall, float(proc.stdout.strip().splitlines()[-1]) / 1024
 
 
 def part_c(model: Path, n: int, work: Path) -> dict[str, Any]:
@@ -226,7 +257,7 @@ def part_c(model: Path, n: int, work: Path) -> dict[str, Any]:
     m = json.loads((work / "c_gen" / "manifest.json").read_text())
     assert m["complete"] and sum(s["n"] for s in m["shards"]) == n
     shutil.rmtree(work / "c_gen")
-    out["generate_1x2_lz4"] = {"wall_s": round(wall, 1), "showers_per_s": round(n / wall, 1), "peak_rss_mb_max_process": round(rss)}
+    out["generate_1x2_lz4"] = {"wall_s": round(wall, 1), "showers_per_s": round(n / wall, 1), "peak_rss_mb": round(rss)}
     print(f"C generate: {wall:.1f} s, {n / wall:.0f} showers/s end to end, peak RSS {rss:.0f} MB; load {loadavg()}", flush=True)
     return out
 
@@ -240,11 +271,12 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--n-cli", type=int, default=20000, help="showers per command in part C (0: skip)")
     ap.add_argument("--n-geant4", type=int, default=12, help="showers per run in part D")
-    ap.add_argument("--parts", default="abcd")
+    ap.add_argument("--parts", default="abcde")
     ap.add_argument("--quiet-load", type=float, default=0.0, help="wait until the 1-min load average is below this (0: no wait)")
     ap.add_argument("--quiet-timeout", type=float, default=900.0)
     ap.add_argument("--workdir", type=Path, default=REPO / "out" / "bench_generate")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "generate.json")
+    ap.add_argument("--merge", action="store_true", help="update the parts run now in an existing --out file")
     args = ap.parse_args()
     if not args.model.exists():
         sys.exit(f"{args.model}: model not found (make one: caloquant quantize --model 3dgan.pt --precision int8 -o DIR)")
@@ -255,6 +287,9 @@ def main() -> None:
     t0 = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "generate", "model": str(args.model), "machine": machine_info(),
                               "loadavg_start": loadavg(), "command": " ".join(sys.argv)}
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        result = old | {"merged_command": " ".join(sys.argv), "merged_loadavg_start": loadavg()}
     if is_artifact(args.model):
         m = json.loads((args.model / "manifest.json").read_text())
         result["model_precision"] = f"{m['backend']} {m['precision']} ({m['recipe']} recipe)"
@@ -270,6 +305,8 @@ def main() -> None:
             result["geant4"] = {"measured": False, "reason": "caloquant.sim (the Geant4 engine) is not installed"}
         else:
             result["geant4"] = part_d(args.n_geant4, 2, args.rounds, args.workdir)
+    if "e" in args.parts:
+        result["cpu_cost"] = part_e(args.model, args.n_sample, args.workdir)
     result["loadavg_end"] = loadavg()
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(args.out, result)
