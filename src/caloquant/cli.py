@@ -161,6 +161,10 @@ def models() -> None:
     out.print(t)
 
 
+COMPRESSION_HELP = ("gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x cheaper to write; "
+                    "readers need hdf5plugin, which caloquant imports), none.")
+
+
 @app.command()
 def sample(
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
@@ -175,13 +179,15 @@ def sample(
     threads: Annotated[int, typer.Option("--threads")] = 2,
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "gzip",
     skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
     from caloquant.api import load
-    from caloquant.data import FORMATS, ShowerWriter, provenance
+    from caloquant.data import FORMATS, ShowerWriter, compression_options, provenance
     from caloquant.models import check_energy_range, energies_for, generate_batches
 
+    compression_options(compression)
     if n < 1:
         raise CaloquantError(f"--n must be positive, got {n}")
     if fmt not in FORMATS:
@@ -196,12 +202,61 @@ def sample(
     extra = {} if m.self_check is None else {"self_check": json.dumps(m.self_check, default=str)}
     attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=m.precision, backend=m.backend, seed=seed,
                        noise_source=str(noise) if noise is not None else "seeded", **extra)
-    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n) as w, progress() as bar:  # type: ignore[arg-type]
+    # the writer compresses and writes on its own thread while the model draws the next batch
+    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w, progress() as bar:  # type: ignore[arg-type]
         task = bar.add_task("sampling", total=n)
         for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
             w.append(showers, eb)
             bar.advance(task, len(eb))
     out.print(f"wrote {n} showers to {output}")
+
+
+@app.command()
+def generate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (shards + manifest.json).")],
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    model: Annotated[Optional[str], typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash.")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Showers per shard file, one Dask task each "
+                                                      "(default 1000 for models, 20 for geant4, 500 for gflash).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local cluster: worker processes (default cores / 2; engines: cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Engine threads per worker (default cores / workers).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch: Annotated[int, typer.Option("--batch")] = 64,
+    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "lz4",
+    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+    tls_ca_file: Annotated[Optional[Path], typer.Option("--tls-ca-file", help="TLS: CA certificate of the cluster (PEM).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS: this client's certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS: this client's private key (PEM).")] = None,
+    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Seconds to reach the scheduler.")] = 10.0,
+    retries: Annotated[int, typer.Option("--retries", help="Re-runs of a shard whose task raised an error.")] = 2,
+) -> None:
+    """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault tolerant."""
+    from caloquant.distributed import GenerateProgress, security_from
+    from caloquant.distributed import generate as run_generate
+
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    e_range = _parse_range(energy_range) if energy_range else None
+    security = security_from(tls_ca_file, tls_cert, tls_key) if scheduler is not None else None
+    with progress(rate=True) as bar:
+        tasks: list[Any] = []
+
+        def on_progress(p: GenerateProgress) -> None:
+            if not tasks:  # created at the first report, so that reused shards do not count as speed
+                tasks.append(bar.add_task("generating", total=p.showers_total, completed=p.showers_done))
+            bar.update(tasks[0], completed=p.showers_done, description=f"shards {p.shards_done}/{p.shards_total}")
+
+        res = run_generate(output, n, model=model, engine=engine, energy_range=e_range, energies=e_arr, shard_size=shard_size,
+                           seed=seed, scheduler=scheduler, workers=workers, threads=threads, security=security, resume=resume,
+                           batch=batch, compression=compression, allow_extrapolation=allow_extrapolation,
+                           connect_timeout=connect_timeout, retries=retries, progress=on_progress,
+                           log=lambda m: console.print(m, highlight=False))
+    out.print(f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} ({res.shards_made} made, "
+              f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)")
 
 
 @app.command()
