@@ -23,7 +23,7 @@ from caloquant.sim.gflash import NEUTRAL, GFlash
 
 FREE = ("ln_t_shift", "ln_a_shift", "sigma_scale", "rc_scale", "rt_scale", "p_scale", "sf", "sf_slope")
 BOUNDS = {"ln_t_shift": (-0.5, 0.5), "ln_a_shift": (-0.5, 0.5), "sigma_scale": (0.2, 3.0), "rc_scale": (0.2, 5.0),
-          "rt_scale": (0.2, 5.0), "p_scale": (0.2, 2.0), "sf": (0.005, 0.06), "sf_slope": (-0.5, 0.5)}
+          "rt_scale": (0.2, 5.0), "p_scale": (0.2, 2.0), "sf": (0.005, 0.06), "sf_slope": (-1.5, 1.5)}
 # residual floors: a fit this close is as good as the observable needs
 FLOOR = {"sf": 1e-4, "z_mean": 0.03, "z_mean_spread": 0.03, "z_std": 0.03, "y_std": 0.01, "core": 0.003}
 
