@@ -12,8 +12,10 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from caloquant.errors import CaloquantError
 
@@ -29,11 +31,20 @@ console = Console(stderr=True)
 out = Console(width=None if Console().is_terminal else 160)
 
 
-def progress() -> Progress:
+class _RateColumn(ProgressColumn):
+    """Items per second (showers/s) of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.3g}/s" if speed else "-/s")
+
+
+def progress(rate: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *((_RateColumn(),) if rate else ()),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -194,6 +205,42 @@ def sample(
 
 
 @app.command()
+def simulate(
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization).")] = "geant4",
+    geometry: Annotated[Optional[Path], typer.Option("--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout).")] = None,
+    particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = "e-",
+    physics: Annotated[str, typer.Option("--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.).")] = "em-analytic",
+    cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = 0.7,
+    smear_position: Annotated[float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")] = 0.0,
+    smear_angle: Annotated[float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")] = 0.0,
+    cell_cut: Annotated[float, typer.Option("--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6).")] = 1e-6,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes (results do not depend on it).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
+) -> None:
+    """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
+    from caloquant.sim import Gun, Physics, SimConfig, draw_energies, load_geometry
+    from caloquant.sim import simulate as run_simulate
+
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    e = draw_energies(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    cfg = SimConfig(engine=engine, geometry=load_geometry(geometry), physics=Physics(list=physics, cut_mm=cut),
+                    gun=Gun(particle=particle, position_sigma_mm=smear_position, angle_sigma_mrad=smear_angle), seed=seed)
+    with progress(rate=True) as bar:
+        task = bar.add_task(f"simulating ({engine})", total=n)
+        res = run_simulate(output, e, cfg, workers=workers, fmt=fmt, cell_cut_gev=cell_cut,
+                           progress=lambda done, total: bar.update(task, completed=done))
+    reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
+    out.print(f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
+              f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})")
+
+
+@app.command()
 def validate(
     ref: Annotated[Path, typer.Argument(help="Reference shower file (3DGAN or CaloChallenge HDF5).")],
     cand: Annotated[Path, typer.Argument(help="Candidate shower file (3DGAN or CaloChallenge HDF5).")],
@@ -309,6 +356,10 @@ def bench(
     ceilings: Annotated[bool, typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline.")] = True,
     mc_command: Annotated[Optional[str], typer.Option("--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers).")] = None,
     mc_showers: Annotated[Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")] = None,
+    mc: Annotated[Optional[str], typer.Option("--mc", help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
+                                              "at 100-500 GeV; speed-ups per energy and over a flat spectrum.")] = None,
+    mc_per_point: Annotated[int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")] = 3,
+    mc_budget: Annotated[float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")] = 300.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
@@ -317,11 +368,13 @@ def bench(
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
     from caloquant.models import DEFAULT_MODEL
-    from caloquant.report import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
+    from caloquant.report import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
+                                  bench_results_table)
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
                       batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
-                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, skip_self_check=skip_self_check)
+                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, skip_self_check=skip_self_check, mc_engine=mc,
+                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 
@@ -333,6 +386,9 @@ def bench(
     out.print(bench_machine_line(report), highlight=False)
     out.print(bench_results_table(report))
     out.print(bench_models_table(report))
+    mct = bench_mc_table(report)
+    if mct is not None:
+        out.print(mct)
     prof = bench_profile_table(report)
     if prof is not None:
         out.print(prof)

@@ -38,7 +38,7 @@ from caloquant.bench.machine import (
     rss_bytes,
     usable_cores,
 )
-from caloquant.bench.montecarlo import GEANT4_LITERATURE, run_monte_carlo
+from caloquant.bench.montecarlo import GEANT4_LITERATURE, engine_speedups, run_monte_carlo, time_mc_engine
 from caloquant.bench.profile import CATEGORY_HELP, profile_variant
 from caloquant.bench.variants import (
     ModelRequest,
@@ -51,9 +51,9 @@ from caloquant.bench.variants import (
     quiet_logs,
 )
 from caloquant.errors import CaloquantError
+from caloquant.timing import TimingConfig, time_streams
 
 log = logging.getLogger(__name__)
-from caloquant.timing import TimingConfig, time_streams
 
 BENCH_FORMAT = 1
 MB = 1024.0**2
@@ -104,6 +104,9 @@ class BenchConfig:
     mc_showers: int | None = None
     first_call_budget_s: float = 20.0  # a model whose first call takes longer is timed by that call alone
     skip_self_check: bool = False  # load artifacts without running their canary on this CPU
+    mc_engine: str | None = None  # caloquant.sim engine timed in this run (--mc geant4)
+    mc_showers_per_point: int = 3
+    mc_budget_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
@@ -156,7 +159,7 @@ def _ceiling_key(precision: str) -> str:
     return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
 
 
-def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None) -> dict[str, Any]:
+def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None, mc_engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """One result row from a grid point's timed windows: median over windows, their spread, best.
 
     Every model of a run stays loaded (the windows of all models are interleaved), so the
@@ -196,6 +199,7 @@ def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc:
         "roofline_fraction": None,
         "speedup_vs_geant4_literature": round(float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0),
         "speedup_vs_mc_measured": round(mc["seconds_per_shower"] * med, 2) if mc else None,
+        **engine_speedups(mc_engine, med),
     }
 
 
@@ -337,6 +341,11 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         ceilings = measure_ceilings(counts)
         bandwidth = memory_bandwidth_gbs()
         step("machine ceilings", 1)
+    mc_engine = None
+    if cfg.mc_engine:
+        step(f"Monte Carlo: {cfg.mc_engine}")
+        mc_engine = time_mc_engine(cfg.mc_engine, cfg.mc_showers_per_point, cfg.mc_budget_s)
+        step(f"Monte Carlo: {cfg.mc_engine}", 1)
     # the windows of every model and grid point are interleaved, round after round, so slow
     # phases of the host are shared by all models instead of landing on one of them; at each
     # grid point the models follow each other within seconds, so their ratios see one host state
@@ -354,7 +363,7 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
                 step(what, 1)
     probes.append(host_probe())
     model_infos = [m.info for m in loaded]
-    results = [_row(m, p, cores, run_rss0, mc) for m in loaded for p in grid]
+    results = [_row(m, p, cores, run_rss0, mc, mc_engine) for m in loaded for p in grid]
     for m in loaded:
         m.variant.release()
     del loaded
@@ -376,7 +385,7 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         "profile_categories": CATEGORY_HELP,
         "models": model_infos,
         "results": results,
-        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc},
+        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc, "engine": mc_engine},
         "host_probe": _probe_summary(probes),
         "contended_points": sum(1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct),
         "notes": [

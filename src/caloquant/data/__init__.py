@@ -1,5 +1,6 @@
 """Shower data: the 3DGAN and CaloChallenge HDF5 layouts, chunked reads, atomic writes."""
 
+from caloquant.data.energies import energies_for
 from caloquant.data.formats import (
     FORMATS,
     MEV_PER_GEV,
@@ -21,6 +22,7 @@ __all__ = [
     "ShowerReader",
     "ShowerWriter",
     "check_chunk",
+    "energies_for",
     "open_showers",
     "provenance",
     "read_showers",
