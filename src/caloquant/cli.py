@@ -348,9 +348,9 @@ def run_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="A few minutes: default model, GFlash reference, naive and physics int8 "
                                         "and bf16, no head to head, time-boxed tuning, short benchmark.")] = False,
     showers: Annotated[Optional[int], typer.Option("--showers", help="Reference showers flat over the model's energy range "
-                                                   "(default 2000; quick 400).")] = None,
+                                                   "(default 1000; quick 400).")] = None,
     per_point: Annotated[Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV "
-                                                     "(default 200; quick 0).")] = None,
+                                                     "(default 100; quick 0).")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash (default geant4; quick gflash).")] = None,
     tune_budget: Annotated[Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning (default 540; quick 60).")] = None,
     bench_duration: Annotated[Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point (default 2; quick 0.6).")] = None,

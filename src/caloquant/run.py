@@ -70,8 +70,8 @@ class RunConfig:
     quick: bool = False
     threads: int = 2
     seed: int = 1
-    n_flat: int | None = None  # reference showers flat in the model's range (default: 2000, quick 400)
-    n_per_point: int | None = None  # reference showers at each of POINTS_GEV (default 200; quick: none)
+    n_flat: int | None = None  # reference showers flat in the model's range (default: 1000, quick 400)
+    n_per_point: int | None = None  # reference showers at each of POINTS_GEV (default 100; quick: none)
     engine: str | None = None  # reference engine: geant4 or gflash (default geant4, quick gflash)
     tune_budget_s: float | None = None  # per quantize run (default 540, quick 60)
     bench_duration_s: float | None = None  # per bench grid point (default 2, quick 0.6)
@@ -84,8 +84,8 @@ class RunConfig:
         q = self.quick
         return {
             "models": list(self.models) or [_default_model()], "quick": q, "threads": self.threads, "seed": self.seed,
-            "n_flat": self.n_flat if self.n_flat is not None else (400 if q else 2000),
-            "n_per_point": self.n_per_point if self.n_per_point is not None else (0 if q else 200),
+            "n_flat": self.n_flat if self.n_flat is not None else (400 if q else 1000),
+            "n_per_point": self.n_per_point if self.n_per_point is not None else (0 if q else 100),
             "engine": self.engine or ("gflash" if q else "geant4"),
             "tune_budget_s": self.tune_budget_s if self.tune_budget_s is not None else (60.0 if q else 540.0),
             "bench_duration_s": self.bench_duration_s if self.bench_duration_s is not None else (0.6 if q else 2.0),
@@ -193,25 +193,27 @@ def _reference(cfg: dict[str, Any], which: str, energies: np.ndarray, steps: Ste
 
 
 def _model_step(model: str, run_dir: Path, steps: Steps, threads: int) -> dict[str, Any]:
+    """The float32 checkpoint of a model, keyed by the content of the file it comes from
+    (a saved checkpoint carries its creation time, so its own bytes change from save to save)."""
     from caloquant.api import load
+    from caloquant.models import resolve_model
 
-    m = load(model, threads)
-    if m.checkpoint is None:
+    src = resolve_model(model)
+    if src.is_dir():
         raise CaloquantError(f"{model}: the run starts from a float32 model, not a reduced-precision artifact")
-    slug = _slug(Path(model).stem if Path(model).exists() else model)
+    digest = _file_hash(src)
+    slug = _slug(src.stem if Path(model).exists() else model)
     path = run_dir / "models" / slug / "fp32.pt"
-    tmp = run_dir / "models" / slug / ".fp32_probe.pt"
-    m.save(tmp)
-    digest = _file_hash(tmp)
 
     def make() -> dict[str, Any]:
-        tmp.replace(path)
-        return {"model": model, "slug": slug, "checkpoint": str(path), "arch": m.spec.arch, "sha256": digest,
+        m = load(model, threads)
+        if m.checkpoint is None:
+            raise CaloquantError(f"{model}: the run starts from a float32 model, not a reduced-precision artifact")
+        m.save(path)
+        return {"model": model, "slug": slug, "checkpoint": str(path), "arch": m.spec.arch, "source_sha256": digest,
                 "energy_range_gev": list(m.spec.energy_range_gev), "fp32_bytes": path.stat().st_size, "_outputs": [path]}
 
-    res = steps.run(f"{slug}: fp32 checkpoint", {"sha256": digest}, make)
-    tmp.unlink(missing_ok=True)
-    return res
+    return steps.run(f"{slug}: fp32 checkpoint", {"source_sha256": digest}, make)
 
 
 def _quantize_step(model: dict[str, Any], v: Variant, cfg: dict[str, Any], run_dir: Path, steps: Steps) -> dict[str, Any]:
