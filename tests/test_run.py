@@ -165,3 +165,12 @@ def test_report_in_headless_chromium(quick_run: Path, tmp_path: Path) -> None:
     out = os.environ.get("CALOQUANT_SCREENSHOT_DIR")
     if out:  # keep the screenshot for a person to look at
         shutil.copy(shot, Path(out) / "report_screenshot.png")
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--engine", "foo"], "engine"), (["--showers", "5"], "at least 20"),
+                                              (["--model", "/nonexistent/model.pt"], "not found")])
+def test_bad_input_is_one_line_error(cli, tmp_path: Path, args: list[str], needle: str) -> None:
+    from tests.helpers import assert_one_line_error
+
+    assert_one_line_error(cli("run", "-o", tmp_path / "r", *args), needle)
+    assert not (tmp_path / "r" / "report.html").exists()

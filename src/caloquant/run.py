@@ -87,9 +87,10 @@ class RunConfig:
             "n_flat": self.n_flat if self.n_flat is not None else (400 if q else 1000),
             "n_per_point": self.n_per_point if self.n_per_point is not None else (0 if q else 100),
             "engine": self.engine or ("gflash" if q else "geant4"),
-            "tune_budget_s": self.tune_budget_s if self.tune_budget_s is not None else (60.0 if q else 540.0),
-            "bench_duration_s": self.bench_duration_s if self.bench_duration_s is not None else (0.6 if q else 2.0),
-            "mc_budget_s": self.mc_budget_s if self.mc_budget_s is not None else (40.0 if q else 300.0),
+            # floats as floats: 20 and 20.0 must give the same step keys
+            "tune_budget_s": float(self.tune_budget_s if self.tune_budget_s is not None else (60.0 if q else 540.0)),
+            "bench_duration_s": float(self.bench_duration_s if self.bench_duration_s is not None else (0.6 if q else 2.0)),
+            "mc_budget_s": float(self.mc_budget_s if self.mc_budget_s is not None else (40.0 if q else 300.0)),
             "classifier": self.classifier,
             "variants": [asdict(v) for v in _with_fp32(self.variants or (QUICK_VARIANTS if q else FULL_VARIANTS))],
         }
