@@ -395,6 +395,33 @@ def study(
     run_study(model=model, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
 
 
+@app.command("run")
+def run_cmd(
+    output: Annotated[Path, typer.Option("-o", "--out", help="Run folder: report.html, report.json, steps/ (cached), models/, samples/.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator "
+                                                       "weights; repeatable. Default: cern-3dgan.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A few minutes: default model, GFlash reference, naive and physics int8 "
+                                        "and bf16, no head to head, time-boxed tuning, short benchmark.")] = False,
+    showers: Annotated[Optional[int], typer.Option("--showers", help="Reference showers flat over the model's energy range "
+                                                   "(default 1000; quick 400).")] = None,
+    per_point: Annotated[Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV "
+                                                     "(default 100; quick 0).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash (default geant4; quick gflash).")] = None,
+    tune_budget: Annotated[Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning (default 540; quick 60).")] = None,
+    bench_duration: Annotated[Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point (default 2; quick 0.6).")] = None,
+    mc_budget: Annotated[Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo (default 300; quick 40).")] = None,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+) -> None:
+    """The whole study in one command: reference showers, every precision variant, validation, benchmark, one HTML report."""
+    from caloquant.run import RunConfig, run
+
+    set_threads(threads)
+    cfg = RunConfig(models=tuple(model or ()), quick=quick, threads=threads, seed=seed, n_flat=showers, n_per_point=per_point,
+                    engine=engine, tune_budget_s=tune_budget, bench_duration_s=bench_duration, mc_budget_s=mc_budget)
+    run(cfg, output, console=out)
+
+
 @app.command()
 def bench(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
