@@ -165,7 +165,7 @@ def test_stream_covers_each_row_once_resumes_and_shards(toy: dict[str, Path]) ->
 
 def test_run_writes_a_model_that_the_cli_accepts(toy: dict[str, Path], tmp_path: Path, cli) -> None:
     data = [str(toy["train2"]), str(toy["small"])]
-    res = train(tiny_cfg(toy, tmp_path / "run", epochs=2, batch=6, checkpoint_every=3, data=data))
+    res = train(tiny_cfg(toy, tmp_path / "run", epochs=2, batch=6, checkpoint_every=3, data=data, tensorboard=True))
     run = tmp_path / "run"
     assert res.steps == 2 * (24 // 6) and res.epochs_done == 2
     val = json.loads((run / "validation.json").read_text())
@@ -177,6 +177,7 @@ def test_run_writes_a_model_that_the_cli_accepts(toy: dict[str, Path], tmp_path:
     ck = load_checkpoint(run / "model.pt")
     assert ck.spec.arch == "3dgan-conv2d" and ck.provenance["epoch"] == res.best_epoch and ck.discriminator is not None
     assert load_run_state(run / "last.pt")["step"] == res.steps
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     r = cli("sample", "--model", run / "model.pt", "--n", "12", "--energy", "150", "-o", tmp_path / "s.h5", "--threads", "1")
     assert r.code == 0, r.err
     r = cli("validate", toy["val"], tmp_path / "s.h5", "--bins", "points:150")

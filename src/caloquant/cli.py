@@ -336,6 +336,8 @@ def train_cmd(
                                    f"{p['showers_per_s']:.1f} showers/s")
 
         res = train(cfg, progress=on_step, log=lambda m: console.print(m, highlight=False))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     if res.model is not None:
         out.print(f"selected epoch {res.best_epoch} (optimisation metric {res.best_metric:.4g}): {res.model}", highlight=False)
     out.print(f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}", highlight=False)

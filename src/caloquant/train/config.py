@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +42,6 @@ class TrainConfig:
     threads: int | None = None  # None: the cores divided by the processes on this node
     tensorboard: bool = False
     log_every: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         recipe = get_recipe(self.model)

@@ -66,7 +66,7 @@ def train(cfg: TrainConfig, progress: ProgressFn | None = None, log: LogFn | Non
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _Run(cfg, d, progress, log if d.main else None).run()
+        return _Run(cfg, d, progress if d.main else None, log if d.main else None).run()
     finally:
         torch.set_num_threads(previous)
         ddp.shutdown(d)
@@ -97,6 +97,8 @@ class _Run:
         cfg = self.cfg
         counts = scan_files(cfg.data, grid)
         if cfg.val_data is not None:
+            if cfg.val_data in cfg.data:
+                raise CaloquantError(f"{cfg.val_data}: the validation file is also a training file")
             self.train_parts, _ = split_rows(cfg.data, counts, None)
             (n_val,) = scan_files([cfg.val_data], grid)
             self.val_parts = [FileRows(cfg.val_data, n_val, 0, n_val)]
