@@ -153,7 +153,8 @@ def test_validate_cli_json_and_plots(two_samples, tmp_path: Path, cli) -> None:
             assert set(row["moments"][ax]["mean"]) >= {"ref", "cand"} and set(row["moments"][ax]["std"]) >= {"ref", "cand"}
     assert [r["label"] for r in d["bins"]] == ["all", "100-300", "300-500"]
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    for name in ("shape_z_log.png", "shape_y_linear.png", "sampling_fraction.png", "projections.png", "classifier_roc.png", "cell_spectrum.png"):
+    for name in ("shape_z_log.png", "shape_y_linear.png", "sampling_fraction.png", "energy_resolution.png", "projections.png",
+                 "classifier_roc.png", "cell_spectrum.png"):
         assert name in pngs
     assert all((tmp_path / "plots" / p).stat().st_size > 10_000 for p in pngs)
     res = cli("validate", fa, fb)

@@ -167,27 +167,40 @@ def sample(
 def validate(
     ref: Annotated[Path, typer.Argument(help="Reference shower file (3DGAN or CaloChallenge HDF5).")],
     cand: Annotated[Path, typer.Argument(help="Candidate shower file (3DGAN or CaloChallenge HDF5).")],
-    bins: Annotated[str, typer.Option("--bins", help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2[/HALF].")] = "auto",
+    bins: Annotated[str, typer.Option("--bins", help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2 | points:E1,E2/HALF (GeV).")] = "auto",
     paired: Annotated[bool, typer.Option("--paired", help="Samples share latent vectors row by row: pixel-wise metric, paired errors.")] = False,
     classifier: Annotated[bool, typer.Option("--classifier", help="Train a classifier to tell the samples apart (AUC, JSD).")] = False,
+    hit_threshold: Annotated[float, typer.Option("--hit-threshold", help="Hit cells: energy above this, GeV (the 3DGAN authors count hits above 2e-4).")] = 1e-6,
+    zero_threshold: Annotated[float, typer.Option("--zero-threshold", help="Set cells below this to 0 before any metric, GeV; 0 = none (the 3DGAN authors use 1e-6).")] = 0.0,
+    metric_points: Annotated[str, typer.Option("--metric-points", help="Energy windows of the authors' optimisation metric: E1,E2,... or E1,E2,.../HALF (GeV, default half-width 5).")] = "110,150,190",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON.")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")] = None,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Compare two shower samples with the paper's physics metrics and modern generative metrics."""
+    """Compare two shower samples with the paper's physics metrics, the authors' optimisation metric, and modern generative metrics."""
     from caloquant.data import open_showers
+    from caloquant.physics import parse_points
     from caloquant.physics import validate as run_validate
-    from caloquant.report import global_table, validation_plots, validation_table
+    from caloquant.report import global_table, moments_table, optimisation_table, resolution_table, validation_plots, validation_table
 
     set_threads(threads)
+    try:
+        points, half = parse_points(metric_points)
+    except ValueError:
+        raise CaloquantError(f"--metric-points must look like 110,150,190 or 110,150,190/5 (GeV), got '{metric_points}'") from None
     with open_showers(ref) as r1, open_showers(cand) as r2:
         total = r1.n + r2.n
     with progress() as bar:
         task = bar.add_task("validating", total=total)
         report = run_validate(ref, cand, bins=bins, paired=paired, classifier=classifier, seed=seed,
-                              progress=lambda k: bar.advance(task, k)).to_dict()
+                              hit_threshold=hit_threshold, zero_threshold=zero_threshold, metric_points=points,
+                              metric_half_width=half, progress=lambda k: bar.advance(task, k)).to_dict()
     out.print(validation_table(report))
+    out.print(moments_table(report))
+    if len(report["bins"]) > 1:
+        out.print(resolution_table(report))
+    out.print(optimisation_table(report))
     out.print(global_table(report))
     _write_outputs(report, json_out, plots, validation_plots)
 

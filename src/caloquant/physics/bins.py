@@ -52,6 +52,15 @@ def _points(points: list[float], half: float) -> list[EnergyBin]:
 PAPER_EDGES = [100.0 + 50.0 * i for i in range(9)]
 
 
+def parse_points(text: str, default_half: float = 5.0) -> tuple[list[float], float]:
+    """``"100,200"`` or ``"100,200/2"`` -> ([100.0, 200.0], half-width); ValueError if malformed."""
+    pts, _, half = text.partition("/")
+    h = float(half) if half else default_half
+    if not h > 0:
+        raise ValueError(f"half-width must be > 0, got {half}")
+    return [float(x) for x in pts.split(",")], h
+
+
 def parse_bins(spec: str, energies: np.ndarray) -> list[EnergyBin]:
     """Bins for ``spec``, always preceded by the "all" bin covering every shower."""
     e = np.asarray(energies, dtype=np.float64)
@@ -77,8 +86,7 @@ def parse_bins(spec: str, energies: np.ndarray) -> list[EnergyBin]:
             lo, hi = np.floor(e.min() / w) * w, np.ceil(e.max() / w) * w
             bins = _ranges(list(np.arange(lo, hi + w / 2, w)) if hi > lo else [lo, lo + w])
         elif kind == "points":
-            pts, _, half = arg.partition("/")
-            bins = _points([float(x) for x in pts.split(",")], float(half) if half else 5.0)
+            bins = _points(*parse_points(arg))
         else:
             raise CaloquantError(f"unknown --bins spec '{spec}' (use auto, paper, edges:..., width:W, points:...)")
     except ValueError:

@@ -2,7 +2,8 @@
 
 Axes: showers are (n, X, Y, Z) with x, y transverse and z the depth ("layer").
 Moments follow the reduced-precision paper: M1 = sum_i i S_i / sum_i S_i and
-sqrt(M2) with M2 = sum_i (i - M1)^2 S_i / sum_i S_i, in cell units (index 0..n-1).
+M2 = sum_i (i - M1)^2 S_i / sum_i S_i, in cell units (index 0..n-1). Each shower keeps both
+M2 (``var_*``, the authors' convention in GANutils.get_moments) and sqrt(M2) (``std_*``).
 Per-layer centres and widths follow the CaloChallenge high-level features, in cells
 relative to the grid centre (an empty layer gets centre 0 and width 0).
 """
@@ -12,8 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 AXES = ("x", "y", "z")
-# Cells at or below this energy (GeV) count as empty: the Geant4 data cut (1 keV).
-DEFAULT_CELL_THRESHOLD_GEV = 1e-6
+# Hit cells: energy above this (GeV). Default: the Geant4 data cut (1 keV). The 3DGAN authors
+# count hits above 2e-4 GeV (ROOTutils.get_hits).
+DEFAULT_HIT_THRESHOLD_GEV = 1e-6
+AUTHORS_HIT_THRESHOLD_GEV = 2e-4
+# Cells below this energy (GeV) are set to zero before any metric. Default: none. The 3DGAN
+# authors zero Geant4 cells below 1e-6 GeV when reading data (GANutils.GetData).
+DEFAULT_ZERO_THRESHOLD_GEV = 0.0
+AUTHORS_ZERO_THRESHOLD_GEV = 1e-6
 # Cell-energy spectrum: log10(E / GeV) histogram edges.
 SPECTRUM_EDGES = np.linspace(-6.0, 1.0, 71)
 # Coarse view of each shower for the classifier: transverse cells pooled 5 x 5.
@@ -21,15 +28,25 @@ COARSE_POOL = 5
 
 
 def _moments(profile: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """M1 and M2 (the variance, >= 0) of each shower's profile; NaN for an empty shower."""
     idx = np.arange(profile.shape[1], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         m1 = profile @ idx / total
         m2 = np.einsum("ni,ni->n", profile, (idx[None, :] - m1[:, None]) ** 2) / total
-    return m1, np.sqrt(np.maximum(m2, 0.0))
+    return m1, np.maximum(m2, 0.0)
 
 
-def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float = DEFAULT_CELL_THRESHOLD_GEV) -> dict[str, np.ndarray]:
-    """Scalar and per-layer features of each shower; float64 arrays with first axis n."""
+def zero_below(showers: np.ndarray, threshold: float) -> np.ndarray:
+    """Showers with cells below ``threshold`` (GeV) set to zero (a copy; the input is untouched).
+    The authors' data reader does ``x[x < thresh] = 0``."""
+    if threshold <= 0:
+        return showers
+    return np.where(showers < threshold, np.zeros((), showers.dtype), showers)
+
+
+def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float = DEFAULT_HIT_THRESHOLD_GEV) -> dict[str, np.ndarray]:
+    """Scalar and per-layer features of each shower; float64 arrays with first axis n.
+    ``threshold``: hit cells are those above it (GeV)."""
     s = np.asarray(showers, dtype=np.float32)
     n, X, Y, Z = s.shape
     e = np.asarray(energies, dtype=np.float64)
@@ -41,8 +58,8 @@ def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float 
     ecal = prof["z"].sum(axis=1)
     f: dict[str, np.ndarray] = {"ecal": ecal, "sf": ecal / e}
     for ax in AXES:
-        m1, sd = _moments(prof[ax], ecal)
-        f[f"mean_{ax}"], f[f"std_{ax}"] = m1, sd
+        m1, m2 = _moments(prof[ax], ecal)
+        f[f"mean_{ax}"], f[f"var_{ax}"], f[f"std_{ax}"] = m1, m2, np.sqrt(m2)
         f[f"profile_{ax}"] = prof[ax]
     hit = s > threshold
     f["n_hits"] = hit.reshape(n, -1).sum(axis=1).astype(np.float64)
@@ -96,7 +113,7 @@ def coarse_view(showers: np.ndarray) -> np.ndarray:
     return np.log10(1.0 + 1000.0 * pooled).reshape(n, -1).astype(np.float32)
 
 
-def cell_spectrum(showers: np.ndarray, threshold: float = DEFAULT_CELL_THRESHOLD_GEV) -> np.ndarray:
+def cell_spectrum(showers: np.ndarray, threshold: float = DEFAULT_HIT_THRESHOLD_GEV) -> np.ndarray:
     """Counts of cell energies above threshold in log10 bins of SPECTRUM_EDGES
     (first and last bins include under- and overflow)."""
     v = showers[showers > threshold]

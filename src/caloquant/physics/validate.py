@@ -10,7 +10,13 @@ uncertainty where one is defined:
   differences, whose errors are much smaller because the sample noise cancels;
 * projection MSE: with ``projection_mse_noise``, the value expected from statistical
   fluctuations alone for two independent samples of one source;
-* separation power: with ``floor``, the value between two halves of the reference.
+* separation power: with ``floor``, the value between two halves of the reference;
+* non-linear estimators (sqrt of a mean, moments of the summed profile, relative spreads):
+  delta-method pseudo-values (``stats``), compared like plain means.
+
+Cell thresholds: ``zero_threshold`` sets cells below it to 0 before any metric (default none;
+the authors zero Geant4 cells below 1e-6 GeV); ``hit_threshold`` defines hit cells (default
+1e-6 GeV; the authors count hits above 2e-4 GeV). Both are recorded in the output.
 
 Single validation number (paper section 6.2; its normalisation was not published, ours is):
 ``projection_mse = sum over the x-y, x-z, y-z planes of mean over pixels of
@@ -21,67 +27,35 @@ relative pixel intensity.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-from caloquant.data import open_showers
 from caloquant.errors import CaloquantError
 from caloquant.physics.bins import EnergyBin, parse_bins
 from caloquant.physics.distances import frechet_distance, kernel_distance, separation_power
 from caloquant.physics.features import (
     AXES,
-    DEFAULT_CELL_THRESHOLD_GEV,
+    DEFAULT_HIT_THRESHOLD_GEV,
+    DEFAULT_ZERO_THRESHOLD_GEV,
     SPECTRUM_EDGES,
     cell_spectrum,
     coarse_view,
     high_level_vector,
     projections,
     shower_features,
+    zero_below,
 )
+from caloquant.physics.optimisation import DEFAULT_METRIC_HALF_WIDTH_GEV, DEFAULT_METRIC_POINTS_GEV, metric_from_features
+from caloquant.physics.resolution import RESOLUTION_MODEL, fit_resolution
+from caloquant.physics.samples import Sample, Source, as_sample, check_threshold
+from caloquant.physics.stats import compare as _compare
+from caloquant.physics.stats import profile_moment_pseudo, relative_spread_pseudo, sqrt_of_mean_pseudo
 
-Source = Union[str, os.PathLike, tuple[np.ndarray, np.ndarray]]
 SCALAR_FEATURES = ("sf", "n_hits", "mean_x", "mean_y", "mean_z", "std_x", "std_y", "std_z", "max_z")
 PLANES = ("xy", "xz", "yz")
-
-
-# ---------------------------------------------------------------------------------------------
-# Input adapters: a file (streamed) or in-memory arrays
-
-
-@dataclass
-class _Sample:
-    name: str
-    grid: tuple[int, ...]
-    energies: np.ndarray
-    chunks: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]
-    close: Callable[[], None] = lambda: None
-
-    @property
-    def n(self) -> int:
-        return int(self.energies.shape[0])
-
-
-def _as_sample(src: Source, name: str) -> _Sample:
-    if isinstance(src, tuple):
-        s, e = np.asarray(src[0], dtype=np.float32), np.asarray(src[1], dtype=np.float64).reshape(-1)
-        if s.ndim != 4 or s.shape[0] != e.shape[0]:
-            raise CaloquantError(f"{name}: showers {s.shape} and energies {e.shape} do not form a sample (N, X, Y, Z) + (N,)")
-        from caloquant.data import check_chunk
-
-        check_chunk(s, e, name)
-
-        def chunks(c: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for i in range(0, len(e), c):
-                yield s[i : i + c], e[i : i + c]
-
-        return _Sample(name, tuple(s.shape[1:]), e, chunks)
-    reader = open_showers(Path(src))
-    return _Sample(str(src), reader.grid, reader.energies(), lambda c: reader.iter_chunks(c), reader.close)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,28 +110,6 @@ class _Acc:
 # Statistics helpers
 
 
-def _mean_err(x: np.ndarray) -> tuple[float, float]:
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
-
-
-def _compare(r: np.ndarray, c: np.ndarray, paired: bool) -> dict[str, float]:
-    """ref, cand, errors, shift = cand - ref, ratio = cand / ref, each with an error."""
-    mr, er = _mean_err(r)
-    mc, ec = _mean_err(c)
-    if paired:
-        ok = np.isfinite(r) & np.isfinite(c)
-        _, shift_err = _mean_err(c[ok] - r[ok])
-    else:
-        shift_err = float(np.hypot(er, ec))
-    ratio = mc / mr if mr != 0 else float("nan")
-    ratio_err = abs(shift_err / mr) if mr != 0 else float("nan")
-    return {"ref": mr, "cand": mc, "ref_err": er, "cand_err": ec, "shift": mc - mr, "shift_err": shift_err,
-            "ratio": ratio, "ratio_err": ratio_err, "pull": (mc - mr) / shift_err if shift_err > 0 else 0.0}
-
-
 def _profile(p: np.ndarray) -> tuple[list[float], list[float]]:
     n = p.shape[0]
     return p.mean(axis=0).tolist(), (p.std(axis=0, ddof=1) / np.sqrt(n)).tolist() if n > 1 else [float("nan")] * p.shape[1]
@@ -206,7 +158,10 @@ def validate(
     distances: bool = True,
     chunk: int = 1024,
     seed: int = 0,
-    threshold: float = DEFAULT_CELL_THRESHOLD_GEV,
+    hit_threshold: float = DEFAULT_HIT_THRESHOLD_GEV,
+    zero_threshold: float = DEFAULT_ZERO_THRESHOLD_GEV,
+    metric_points: Sequence[float] = DEFAULT_METRIC_POINTS_GEV,
+    metric_half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV,
     progress: Callable[[int], None] | None = None,
     detail: bool = True,
 ) -> ValidationReport:
@@ -215,19 +170,26 @@ def validate(
     ``paired``: the two samples share latent vectors and order (same energies row by row);
     adds the pixel-wise comparison and uses paired errors. ``distances``: FPD, KPD and
     separation powers. ``detail``: profiles, projections and spectra for plots.
+    ``hit_threshold``: hit cells are those above it (GeV); ``zero_threshold``: cells below it
+    are set to 0 before any metric (GeV; 0 = none). ``metric_points`` and ``metric_half_width``:
+    energy windows (GeV) of the authors' optimisation metric (``optimisation_metric``).
     ``progress`` is called with the number of showers processed after each chunk.
     """
-    sr, sc = _as_sample(ref, "REF"), _as_sample(cand, "CAND")
+    hit_threshold = check_threshold(hit_threshold, "hit_threshold")
+    zero_threshold = check_threshold(zero_threshold, "zero_threshold")
+    sr, sc = as_sample(ref, "REF"), as_sample(cand, "CAND")
     try:
-        return _validate(sr, sc, bins, paired, classifier, distances, chunk, seed, threshold, progress, detail)
+        return _validate(sr, sc, bins, paired, classifier, distances, chunk, seed, hit_threshold, zero_threshold,
+                         (tuple(metric_points), metric_half_width), progress, detail)
     finally:
         sr.close()
         sc.close()
 
 
 def _validate(
-    sr: _Sample, sc: _Sample, bins_spec: str, paired: bool, classifier: bool, distances: bool,
-    chunk: int, seed: int, threshold: float, progress: Callable[[int], None] | None, detail: bool,
+    sr: Sample, sc: Sample, bins_spec: str, paired: bool, classifier: bool, distances: bool, chunk: int, seed: int,
+    hit_threshold: float, zero_threshold: float, metric_windows: tuple[tuple[float, ...], float],
+    progress: Callable[[int], None] | None, detail: bool,
 ) -> ValidationReport:
     if sr.grid != sc.grid:
         raise CaloquantError(f"grids differ: REF {sr.grid} vs CAND {sc.grid}")
@@ -251,15 +213,16 @@ def _validate(
     pixel: list[np.ndarray] = []
     if paired:
         for (s1, e1), (s2, e2) in zip(sr.chunks(chunk), sc.chunks(chunk)):
-            ar.update(s1, e1, classifier, threshold)
-            ac.update(s2, e2, classifier, threshold)
+            s1, s2 = zero_below(s1, zero_threshold), zero_below(s2, zero_threshold)
+            ar.update(s1, e1, classifier, hit_threshold)
+            ac.update(s2, e2, classifier, hit_threshold)
             pixel.append(np.abs(s1.astype(np.float64) - s2).reshape(len(s1), -1).sum(axis=1))
             if progress:
                 progress(2 * len(e1))
     else:
         for acc, smp in ((ar, sr), (ac, sc)):
             for s, e in smp.chunks(chunk):
-                acc.update(s, e, classifier, threshold)
+                acc.update(zero_below(s, zero_threshold), e, classifier, hit_threshold)
                 if progress:
                     progress(len(e))
     fr, fc = ar.finish(), ac.finish()
@@ -276,11 +239,10 @@ def _validate(
         row: dict[str, Any] = {"label": b.label, "lo_gev": float(lo), "hi_gev": float(hi), "n_ref": nr, "n_cand": nc}
         row["sampling_fraction"] = _compare(pick_r("sf"), pick_c("sf"), paired)
         row["ecal_gev"] = _compare(pick_r("ecal"), pick_c("ecal"), paired)
-        row["moments"] = {
-            ax: {"mean": _compare(pick_r(f"mean_{ax}"), pick_c(f"mean_{ax}"), paired),
-                 "std": _compare(pick_r(f"std_{ax}"), pick_c(f"std_{ax}"), paired)}
-            for ax in AXES
-        }
+        row["ep_mean_gev"] = {"ref": float(er[mr].mean()), "cand": float(ec[mc].mean())}
+        # energy resolution: relative spread sigma/mean of Ecal/Ep in the bin
+        row["resolution"] = _compare(relative_spread_pseudo(pick_r("sf")), relative_spread_pseudo(pick_c("sf")), paired)
+        row["moments"] = {ax: _moments_row(pick_r, pick_c, ax, paired) for ax in AXES}
         row["n_hits"] = _compare(pick_r("n_hits"), pick_c("n_hits"), paired)
         row["max_position"] = {ax: _compare(pick_r(f"max_{ax}"), pick_c(f"max_{ax}"), paired) for ax in AXES}
         mse, noise, planes = _projection_mse(ar, ac, b_i, nr, nc)
@@ -313,9 +275,17 @@ def _validate(
 
     result: dict[str, Any] = {
         "ref": sr.name, "cand": sc.name, "grid": list(sr.grid), "n_ref": sr.n, "n_cand": sc.n,
-        "paired": paired, "bins_spec": bins_spec, "cell_threshold_gev": threshold,
+        "paired": paired, "bins_spec": bins_spec,
+        "thresholds": {"zero_below_gev": zero_threshold, "hit_above_gev": hit_threshold},
+        "cell_threshold_gev": hit_threshold,  # legacy name of thresholds.hit_above_gev
         "bins": out_bins, "classifier_auc": None, "classifier": None,
+        "resolution_fit": _resolution_fits(out_bins),
     }
+    try:
+        result["optimisation_metric"] = metric_from_features(fr, er, fc, ec, *metric_windows)
+    except CaloquantError as exc:  # e.g. the sample has no shower near 110, 150 or 190 GeV
+        result["optimisation_metric"] = {"skipped": str(exc), "points_gev": list(metric_windows[0]),
+                                         "half_width_gev": metric_windows[1]}
     if detail:
         result["cell_spectrum_log10_edges"] = SPECTRUM_EDGES.tolist()
         result["histograms"] = _feature_histograms(fr, fc)
@@ -334,6 +304,35 @@ def _validate(
         result["classifier"] = res.to_dict()
         result["classifier_auc"] = res.auc
     return ValidationReport(result)
+
+
+def _moments_row(pick_r: Callable[[str], np.ndarray], pick_c: Callable[[str], np.ndarray], ax: str, paired: bool) -> dict[str, Any]:
+    """Shower position and width along ``ax`` in every convention in use (docs/validation.md).
+
+    ``std`` (= ``mean_sqrt_m2``): mean over showers of sqrt(M2), caloquant's original key;
+    ``sqrt_mean_m2``: sqrt of the mean over showers of M2 (the authors keep M2 per shower);
+    ``mean_m2``: mean over showers of M2; ``profile_mean``, ``profile_std``: mean and standard
+    deviation of the summed (average) profile, i.e. energy-weighted over all showers, as the
+    statistics box of the authors' ROOT shower-shape plots.
+    """
+    std = _compare(pick_r(f"std_{ax}"), pick_c(f"std_{ax}"), paired)
+    pmr, psr = profile_moment_pseudo(pick_r(f"profile_{ax}"))
+    pmc, psc = profile_moment_pseudo(pick_c(f"profile_{ax}"))
+    return {"mean": _compare(pick_r(f"mean_{ax}"), pick_c(f"mean_{ax}"), paired), "std": std, "mean_sqrt_m2": std,
+            "sqrt_mean_m2": _compare(sqrt_of_mean_pseudo(pick_r(f"var_{ax}")), sqrt_of_mean_pseudo(pick_c(f"var_{ax}")), paired),
+            "mean_m2": _compare(pick_r(f"var_{ax}"), pick_c(f"var_{ax}"), paired),
+            "profile_mean": _compare(pmr, pmc, paired), "profile_std": _compare(psr, psc, paired)}
+
+
+def _resolution_fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """sigma/E = a/sqrt(E) (+) b fitted to each sample's per-bin relative spreads (bins other than "all")."""
+    pts = [r for r in rows if r["label"] != "all"]
+    out: dict[str, Any] = {"model": RESOLUTION_MODEL}
+    for who in ("ref", "cand"):
+        out[who] = fit_resolution(np.array([r["ep_mean_gev"][who] for r in pts]),
+                                  np.array([r["resolution"][who] for r in pts]),
+                                  np.array([r["resolution"][f"{who}_err"] for r in pts]))
+    return out
 
 
 def _feature_histograms(fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], n_bins: int = 40) -> dict[str, Any]:

@@ -2,7 +2,15 @@
 
 from caloquant.report.bench import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
 from caloquant.report.plots import validation_plots
-from caloquant.report.tables import global_table, head_to_head_table, quantize_summary, validation_table
+from caloquant.report.tables import (
+    global_table,
+    head_to_head_table,
+    moments_table,
+    optimisation_table,
+    quantize_summary,
+    resolution_table,
+    validation_table,
+)
 
 __all__ = [
     "bench_machine_line",
@@ -12,7 +20,10 @@ __all__ = [
     "bench_results_table",
     "global_table",
     "head_to_head_table",
+    "moments_table",
+    "optimisation_table",
     "quantize_summary",
+    "resolution_table",
     "validation_plots",
     "validation_table",
 ]

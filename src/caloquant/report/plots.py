@@ -100,6 +100,35 @@ def sampling_fraction(report: dict[str, Any], out: Path) -> Path:
     return _save(fig, out / "sampling_fraction.png")
 
 
+def energy_resolution(report: dict[str, Any], out: Path) -> Path:
+    """sigma/mean of Ecal/Ep against the bin's mean Ep, with the fits a/sqrt(E) (+) b."""
+    from caloquant.physics import resolution_model
+
+    rows = [b for b in report["bins"] if b["label"] != "all"]
+    fig, ax, rax = _ratio_axes("Energy resolution of Ecal/Ep")
+    fit = report.get("resolution_fit") or {}
+    for who, style, marker in (("ref", REF_STYLE, "s"), ("cand", CAND_STYLE, "o")):
+        x = np.array([b["ep_mean_gev"][who] for b in rows])
+        y = np.array([b["resolution"][who] for b in rows])
+        ye = np.array([b["resolution"][f"{who}_err"] for b in rows])
+        f = fit.get(who) or {}
+        label = style["label"]
+        if "a" in f:
+            grid = np.geomspace(x.min(), x.max(), 200)
+            ax.plot(grid, resolution_model(grid, f["a"], f["b"]), color=style["color"], lw=1.2)
+            label += f": a = {f['a']:.3f}±{f['a_err']:.3f}, b = {f['b']:.4f}±{f['b_err']:.4f}"
+        ax.errorbar(x, y, yerr=ye, fmt=marker, color=style["color"], label=label)
+    ax.set_ylabel("σ / mean of Ecal/Ep")
+    ax.legend(fontsize=10)
+    rax.axhline(1.0, color="black", lw=1)
+    x = np.array([b["ep_mean_gev"]["ref"] for b in rows])
+    rax.errorbar(x, [b["resolution"]["ratio"] for b in rows], yerr=[b["resolution"]["ratio_err"] for b in rows],
+                 fmt="o", color=CAND_STYLE["color"])
+    rax.set_ylabel("cand / ref")
+    rax.set_xlabel("Ep [GeV]")
+    return _save(fig, out / "energy_resolution.png")
+
+
 def projections(report: dict[str, Any], out: Path, bin_label: str = "all") -> Path:
     b = next(x for x in report["bins"] if x["label"] == bin_label)
     fig, axes = plt.subplots(3, 3, figsize=(16, 14), layout="constrained")
@@ -194,6 +223,7 @@ def validation_plots(report: dict[str, Any], out_dir: str | os.PathLike[str]) ->
         paths = shower_shapes(report, out)
         if len(report["bins"]) > 1:
             paths.append(sampling_fraction(report, out))
+            paths.append(energy_resolution(report, out))
         paths.append(projections(report, out))
         paths.append(cell_spectrum(report, out))
         paths.append(features(report, out))

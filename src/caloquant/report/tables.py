@@ -44,6 +44,78 @@ def validation_table(report: dict[str, Any]) -> Table:
     return t
 
 
+MOMENT_ROWS = (
+    ("mean", "mean <M1>"),
+    ("mean_sqrt_m2", "width <sqrt M2>"),
+    ("sqrt_mean_m2", "width sqrt<M2>"),
+    ("profile_mean", "average-profile mean"),
+    ("profile_std", "average-profile std"),
+)
+
+
+def moments_table(report: dict[str, Any], bin_label: str = "all") -> Table:
+    """Shower position and width per axis, in each convention (cells), ref and cand with errors."""
+    b = next(x for x in report["bins"] if x["label"] == bin_label)
+    t = Table(title=f"Shower moments in cell units, Ep bin {bin_label}")
+    t.add_column("axis")
+    t.add_column("quantity")
+    for col in ("ref", "cand", "cand - ref"):
+        t.add_column(col, justify="right")
+    for ax, m in b["moments"].items():
+        for i, (k, name) in enumerate(MOMENT_ROWS):
+            c = m[k]
+            t.add_row(ax if i == 0 else "", name, _pm(c["ref"], c["ref_err"]), _pm(c["cand"], c["cand_err"]),
+                      f"[{_pull_style(c['pull'])}]{c['shift']:+.4f}±{c['shift_err']:.4f}[/]", end_section=i == len(MOMENT_ROWS) - 1)
+    t.caption = ("M1, M2: mean and variance of each shower's profile. <sqrt M2>: caloquant's `std` key; sqrt<M2>: "
+                 "the 3DGAN authors' convention; average-profile: of the summed profile (energy-weighted over showers), "
+                 "as the statistics box of the authors' ROOT shower-shape plots, probably the paper's Table 3.")
+    return t
+
+
+def resolution_table(report: dict[str, Any]) -> Table:
+    """Energy response <Ecal/Ep> and resolution sigma/mean of Ecal/Ep per energy bin, with the fit."""
+    t = Table(title="Energy response and resolution (Ecal/Ep per shower)")
+    for col in ("Ep bin [GeV]", "<Ep> [GeV]", "<Ecal/Ep> ref", "<Ecal/Ep> cand", "σ/mean ref", "σ/mean cand", "cand/ref"):
+        t.add_column(col, justify="right")
+    for b in report["bins"]:
+        if b["label"] == "all" or "resolution" not in b:
+            continue
+        sf, r = b["sampling_fraction"], b["resolution"]
+        t.add_row(b["label"], f"{b['ep_mean_gev']['ref']:.1f}", _pm(sf["ref"], sf["ref_err"], ".5f"), _pm(sf["cand"], sf["cand_err"], ".5f"),
+                  _pm(r["ref"], r["ref_err"]), _pm(r["cand"], r["cand_err"]),
+                  f"[{_pull_style(r['pull'])}]{_pm(r['ratio'], r['ratio_err'], '.3f')}[/]")
+    fit = report.get("resolution_fit") or {}
+    lines = []
+    for who in ("ref", "cand"):
+        f = fit.get(who) or {}
+        if "a" in f:
+            lines.append(f"{who}: a = {f['a']:.4f}±{f['a_err']:.4f}, b = {f['b']:.4f}±{f['b_err']:.4f} "
+                         f"(chi2/ndof {f['chi2']:.1f}/{f['ndof']})")
+        elif "skipped" in f:
+            lines.append(f"{who}: no fit ({f['skipped']})")
+    if lines:
+        t.caption = f"{fit.get('model', '')}: " + "; ".join(lines)
+    return t
+
+
+def optimisation_table(report: dict[str, Any]) -> Table:
+    """The 3DGAN authors' epoch-selection metric and its three parts (lower is better)."""
+    m = report.get("optimisation_metric") or {}
+    t = Table(title="3DGAN authors' optimisation metric (lower is better)")
+    for col in ("Ep window [GeV]", "n ref/cand", "position", "profile", "sampling fraction", "empty profile slices x/y/z"):
+        t.add_column(col, justify="right")
+    if "skipped" in m:
+        t.caption = f"not computed: {m['skipped']}"
+        return t
+    for p in m["per_point"]:
+        e = p["empty_slices"]
+        t.add_row(f"{p['energy_gev']:g}±{m['half_width_gev']:g}", f"{p['n_ref']}/{p['n_cand']}", f"{p['position']:.4f}",
+                  f"{p['profile']:.4f}", f"{p['sampling_fraction']:.4f}", f"{e['x']}/{e['y']}/{e['z']}")
+    t.add_row("mean", "", f"{m['position']:.4f}", f"{m['profile']:.4f}", f"{m['sampling_fraction']:.4f}", "", end_section=True)
+    t.caption = f"total = position + profile + sampling fraction = {m['total']:.4f}"
+    return t
+
+
 def global_table(report: dict[str, Any]) -> Table:
     t = Table(title="Distribution distances (all energies)", show_header=True)
     t.add_column("metric")
