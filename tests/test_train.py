@@ -346,3 +346,23 @@ def test_bad_input_ends_in_one_line(toy: dict[str, Path], tmp_path: Path, cli, r
     assert_one_line_error(r, "corrupt")
     with pytest.raises(CaloquantError, match="fewer than one batch"):
         train(tiny_cfg(toy, tmp_path / "f", batch=64))
+
+
+def test_selection_uses_the_metrics_own_points() -> None:
+    from caloquant.physics import DEFAULT_METRIC_HALF_WIDTH_GEV, DEFAULT_METRIC_POINTS_GEV
+    from caloquant.train.selection import AUTHORS_POINTS_GEV, HALF_WIDTH_GEV
+
+    assert AUTHORS_POINTS_GEV == tuple(DEFAULT_METRIC_POINTS_GEV) and HALF_WIDTH_GEV == DEFAULT_METRIC_HALF_WIDTH_GEV
+
+
+def test_validation_points_follow_the_held_out_energies() -> None:
+    from caloquant.train.selection import in_windows, metric_points
+
+    rng = np.random.default_rng(0)
+    assert metric_points(rng.uniform(100, 500, 4000)) == [110.0, 150.0, 190.0]  # the authors'
+    assert metric_points(np.repeat([50.0, 300.0], 5)) == [50.0, 300.0]  # fixed-energy sample
+    e = rng.uniform(2, 500, 1000)
+    pts = metric_points(e)
+    assert len(pts) == 3 and all(in_windows(e, [p]).sum() >= 2 for p in pts)
+    with pytest.raises(CaloquantError, match="at least 2"):
+        metric_points(np.array([100.0, 200.0, 300.0]))
