@@ -327,7 +327,7 @@ def test_bad_input_ends_in_one_line(toy: dict[str, Path], tmp_path: Path, cli, r
     assert_one_line_error(cli("train", "--model", "gan3d", "--width", "0.5", "--data", toy["train"], "-o", tmp_path / "e"), "width")
     assert_one_line_error(cli("train", "--model", "gan4d", "--data", toy["train"], "-o", tmp_path / "e"), "unknown model")
     assert_one_line_error(cli("train", *TINY, "--data", toy["train"], "--precision", "fp16", "-o", tmp_path / "e"), "precision")
-    r = cli("train", *TINY, "--data", toy["train"], "--init", random_checkpoint, "-o", tmp_path / "e")
+    r = cli("train", *TINY, "--data", toy["train"], "--val-data", toy["val"], "--init", random_checkpoint, "-o", tmp_path / "e")
     assert_one_line_error(r, "3dgan-conv3d")
     assert_one_line_error(cli("train", *TINY, "--data", toy["train"], "--resume", "-o", tmp_path / "e"), "no last.pt")
 
@@ -346,6 +346,8 @@ def test_bad_input_ends_in_one_line(toy: dict[str, Path], tmp_path: Path, cli, r
     assert_one_line_error(r, "corrupt")
     with pytest.raises(CaloquantError, match="fewer than one batch"):
         train(tiny_cfg(toy, tmp_path / "f", batch=64))
+    r = cli("train", *TINY, "--data", toy["train"], "-o", tmp_path / "g")  # 10 % hold-out: 1 shower per energy
+    assert_one_line_error(r, "validation set has 1 shower")
 
 
 def test_selection_uses_the_metrics_own_points() -> None:

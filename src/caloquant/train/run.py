@@ -152,6 +152,7 @@ class _Run:
         r = get_recipe(cfg.model)
         self._data(r.spec(cfg.width).grid, r.cell_scale, r.cell_threshold_gev)
         saved = self._saved_state()
+        val = self._validation_set() if d.main else None  # only rank 0 validates
         trainer = Trainer(cfg, d)
         self.history: list[dict[str, Any]] = []
         self.elapsed0, self.t0 = 0.0, time.perf_counter()
@@ -160,32 +161,36 @@ class _Run:
             set_rng_state(saved["rng"][d.rank])
             self.history, self.elapsed0 = saved["history"], saved["elapsed_s"]
             self.log(f"resuming {self.dir} at step {trainer.step_count} (epoch {trainer.epoch + 1}, batch {trainer.next_batch})")
-        val = None
-        if d.main:  # only rank 0 validates
-            e_held = held_out_energies(self.val_parts)
-            self.points = metric_points(e_held)
-            val = load_rows(self.val_parts, cfg.val_n, in_windows(e_held, self.points))
         csv = tb = None
         if d.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             if saved is None:
                 write_json(self.dir / "config.json", {**cfg.to_dict(), "recipe": asdict(r), "spec": trainer.spec.to_dict(),
                                                       "world": d.world, "files": describe_files(self.train_parts),
-                                                      "validation": {"files": describe_files(self.val_parts), "n": len(val[1]),
-                                                                     "points_gev": self.points}})
-            csv = CsvLog(self.dir / "log.csv", LOG_FIELDS, trainer.step_count if saved is not None else None)
-            if cfg.tensorboard:
-                tb = TensorBoardLog(self.dir / "tensorboard", trainer.step_count if saved is not None else None)
+                                                      "validation": {"files": describe_files(self.val_parts),
+                                                                     "n": len(val[1]), "points_gev": self.points}})  # type: ignore[index]
+            resume_step = trainer.step_count if saved is not None else None
+            csv = CsvLog(self.dir / "log.csv", LOG_FIELDS, resume_step)
+            tb = TensorBoardLog(self.dir / "tensorboard", resume_step) if cfg.tensorboard else None
         try:
             self._epochs(trainer, val, csv, tb)
         finally:
             for lg in (csv, tb):
                 if lg is not None:
                     lg.close()
-        best = min(self.history, key=lambda h: h["metric"]) if self.history else None
+        return self._finish(trainer)
+
+    def _validation_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out showers inside the metric's energy windows (at most ``val_n``), in GeV."""
+        e_held = held_out_energies(self.val_parts)
+        self.points = metric_points(e_held)
+        return load_rows(self.val_parts, self.cfg.val_n, in_windows(e_held, self.points))
+
+    def _finish(self, trainer: Trainer) -> TrainResult:
+        best = min(self.history, key=lambda h: h["metric"]) if self.history else None  # ties: the earlier epoch
         result = TrainResult(self.dir, self.model_path if best else None, best["epoch"] if best else None,
                              best["metric"] if best else None, trainer.step_count, trainer.epoch, self.history)
-        if d.main:
+        if self.d.main:
             write_json(self.dir / "summary.json", {"model": str(result.model) if result.model else None,
                                                    "best_epoch": result.best_epoch, "best_metric": result.best_metric,
                                                    "steps": result.steps, "epochs_done": result.epochs_done,
