@@ -3,17 +3,18 @@
 What is timed: `Trainer.step` on one global batch (discriminator on the real batch and on a
 generated batch, two generator updates; forward, backward and optimizer), for the Conv2D
 model at widths 0.5 and 1.0 (plus the Conv3D 3DGAN), fp32 and bf16 autocast, with and without
-channels-last, in 1 process (2 threads) and in 2 processes under torchrun (1 thread each,
-gloo all-reduce). Showers/s = global batch / median step time over all timed steps. Separately,
+channels-last, in 1 process (2 threads, and 1 thread as the reference for the data-parallel
+speed-up) and in 2 processes under torchrun (1 thread each, gloo all-reduce). Showers/s = global batch / median step time over all timed steps. Separately,
 the streaming HDF5 reader's showers/s (gzip file, shuffled windows), to show that loading is
 not the bottleneck.
 
 Host noise: every configuration is measured in several short windows, visited round after
 round (one job per process count), so slow phases of the shared host land on every
-configuration; the spread of the window medians is reported. Compare configurations within
+configuration; the spread of the window medians is reported, and a fixed one-thread matmul
+(host probe) is timed before every window to show how fast the host itself was. Compare configurations within
 one process count; across process counts the two jobs ran at different times.
 
-    .venv/bin/python benchmarks/bench_train.py [--window 15] [--rounds 2] [--batch 16]
+    .venv/bin/python benchmarks/bench_train.py [--window 12] [--rounds 2] [--batch 16]
         [--out benchmarks/results/train.json]
 """
 
@@ -38,6 +39,9 @@ CORES = 2  # the reference machine; threads per process = CORES / processes
 ONE_PROCESS = [{"model": m, "width": w, "precision": p, "channels_last": cl}
                for m, w in (("conv2d", 0.5), ("conv2d", 1.0), ("gan3d", 1.0))
                for p in ("fp32", "bf16") for cl in (False, True)]
+# one process with one thread: the reference for the data-parallel speed-up of 2 processes x 1 thread
+ONE_PROCESS += [{"model": "conv2d", "width": w, "precision": p, "channels_last": False, "threads": 1}
+                for w in (0.5, 1.0) for p in ("fp32", "bf16")]
 TWO_PROCESSES = [{"model": "conv2d", "width": w, "precision": p, "channels_last": False}
                  for w in (0.5, 1.0) for p in ("fp32", "bf16")]
 
@@ -49,22 +53,41 @@ def fake_batch(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return s.astype(np.float32), rng.uniform(100, 400, n)
 
 
+def host_probe(seconds: float = 0.3) -> float:
+    """GFLOP/s of a fixed one-thread fp32 matmul: how fast the shared host is right now."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        n += 1
+    torch.set_num_threads(before)
+    return 2 * 256**3 * n / (time.perf_counter() - t0) / 1e9
+
+
 def worker(configs: list[dict], window: float, rounds: int, batch: int) -> None:
     """Time every configuration (one process, or each rank under torchrun); rank 0 prints JSON."""
     from caloquant.train import TrainConfig, Trainer, ddp
 
     d = ddp.init()
-    torch.set_num_threads(max(1, CORES // d.world))
+    threads = [c.get("threads", max(1, CORES // d.world)) for c in configs]
     share = batch // d.world
     s, e = fake_batch(share, d.rank)
     trainers = []
-    for c in configs:
-        tr = Trainer(TrainConfig(data=["unused.h5"], out="unused", batch=batch, threads=1, **c), d)
+    for c, th in zip(configs, threads):
+        torch.set_num_threads(th)
+        model = {k: v for k, v in c.items() if k != "threads"}
+        tr = Trainer(TrainConfig(data=["unused.h5"], out="unused", batch=batch, threads=th, **model), d)
         tr.step(s * tr.recipe.cell_scale, e)  # warm-up: oneDNN primitive creation, allocator
         trainers.append(tr)
     times: list[list[list[float]]] = [[] for _ in configs]
+    probes: list[float] = []
     for _ in range(rounds):
         for i, tr in enumerate(trainers):
+            if d.main:
+                probes.append(host_probe())
+            torch.set_num_threads(threads[i])
             ddp.barrier(d)
             window_times: list[float] = []
             end = time.perf_counter() + window
@@ -78,17 +101,17 @@ def worker(configs: list[dict], window: float, rounds: int, batch: int) -> None:
             times[i].append(window_times)
     if d.main:
         out = []
-        for c, ws in zip(configs, times):
+        for c, th, ws in zip(configs, threads, times):
             flat = [t for w in ws for t in w]
             med = float(np.median(flat))
-            out.append({**c, "processes": d.world, "threads_per_process": torch.get_num_threads(), "global_batch": batch,
+            out.append({**c, "processes": d.world, "threads_per_process": th, "global_batch": batch,
                         "showers_per_s": batch / med, "step_s_median": med, "steps": len(flat),
                         "window_showers_per_s": [batch / float(np.median(w)) for w in ws]})
-        print("RESULT " + json.dumps(out), flush=True)
+        print("RESULT " + json.dumps({"results": out, "host_probe_gflops": probes}), flush=True)
     ddp.shutdown(d)
 
 
-def run_job(procs: int, configs: list[dict], args: argparse.Namespace) -> list[dict]:
+def run_job(procs: int, configs: list[dict], args: argparse.Namespace) -> dict:
     spec = [json.dumps(configs), str(args.window), str(args.rounds), str(args.batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(CORES // procs), "PYTHONPATH": str(REPO / "src")}
     if procs == 1:
@@ -132,15 +155,19 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--window", type=float, default=15.0, help="seconds per configuration and round")
+    ap.add_argument("--window", type=float, default=12.0, help="seconds per configuration and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16, help="global batch")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
     args = ap.parse_args()
     t0 = time.time()
-    results = run_job(1, ONE_PROCESS, args) + run_job(2, TWO_PROCESSES, args)
+    jobs = {procs: run_job(procs, configs, args) for procs, configs in ((1, ONE_PROCESS), (2, TWO_PROCESSES))}
+    results = jobs[1]["results"] + jobs[2]["results"]
+    probes = {f"{procs}_process_job": {"gflops_min": min(j["host_probe_gflops"]), "gflops_median": float(np.median(j["host_probe_gflops"])),
+                                       "gflops_max": max(j["host_probe_gflops"])} for procs, j in jobs.items()}
     report = {"machine": machine(), "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
               "window_s": args.window, "rounds": args.rounds, "global_batch": args.batch, "results": results,
+              "host_probe": probes,
               "data_stream": stream_speed(), "wall_s": time.time() - t0,
               "notes": "showers/s = real showers per second (each step also generates 3 batches of showers); "
                        "shared 2-core host: absolute numbers move between runs, compare within one process count"}
@@ -148,8 +175,11 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for r in results:
         spread = r["window_showers_per_s"]
-        print(f"{r['model']:6s} w={r['width']:<4} {r['precision']} cl={int(r['channels_last'])} procs={r['processes']}: "
+        print(f"{r['model']:6s} w={r['width']:<4} {r['precision']} cl={int(r['channels_last'])} procs={r['processes']} "
+              f"threads={r['threads_per_process']}: "
               f"{r['showers_per_s']:6.2f} showers/s (windows {min(spread):.2f}-{max(spread):.2f}, {r['steps']} steps)")
+    print(f"host probe (1-thread matmul GFLOP/s, min/median/max per window): "
+          + "; ".join(f"{k} {v['gflops_min']:.0f}/{v['gflops_median']:.0f}/{v['gflops_max']:.0f}" for k, v in probes.items()))
     print(f"data stream: {report['data_stream']['showers_per_s']:.0f} showers/s; wrote {args.out} in {report['wall_s']:.0f} s")
 
 
