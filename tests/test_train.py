@@ -159,6 +159,26 @@ def test_stream_covers_each_row_once_resumes_and_shards(toy: dict[str, Path]) ->
         assert np.concatenate([a, b]).tolist() == full.tolist()  # two ranks = one process's batch
 
 
+def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:
+    import tracemalloc
+
+    n = 512
+    s, e = toy_showers(n, 4, 100, 500)
+    path = write_showers(tmp_path / "big.h5", s, e)
+    del s
+    parts, _ = split_rows([str(path)], [n], None)
+    stream = ShowerStream(parts, batch=16, seed=0, shuffle_buffer=64)
+    tracemalloc.start()
+    try:
+        rows = sum(len(b) for b, _ in stream.epoch(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == n
+    shower = 25**3 * 4
+    assert peak < (2 * 64 + 64 + 16 + 8) * shower < 0.5 * n * shower  # two windows, a block, a batch: not the file
+
+
 # ---------------------------------------------------------------------------------------------
 # a whole run
 

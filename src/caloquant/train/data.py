@@ -3,7 +3,8 @@
 An epoch's order is a pure function of (seed, epoch): the training rows are cut into blocks of
 ``block`` consecutive rows (contiguous reads, cheap for chunked gzip HDF5), the blocks are
 shuffled, consecutive groups of blocks form windows of about ``shuffle_buffer`` showers, and
-the rows of each window are shuffled. Only the window being served is in memory. Because the
+the rows of each window are shuffled. Only the window being served is in memory (two when a
+batch spans a window boundary, plus the block being read). Because the
 order is recomputed from the seed, the loader's whole state is (epoch, batch index): a resumed
 run continues at exactly the next shower.
 
@@ -127,20 +128,25 @@ class ShowerStream:
         return windows, np.concatenate(win_of), np.concatenate(row_of)
 
     def _load(self, blocks: list[int], readers: dict[int, object]) -> tuple[np.ndarray, np.ndarray]:
-        showers, energies = [], []
+        """One window: its blocks read one by one into a preallocated array (one block in flight)."""
         for b in blocks:
-            i, a, z = self.blocks[b]
+            i = self.blocks[b][0]
             if i not in readers:
                 readers[i] = open_showers(self.parts[i].path)
-            s, e = readers[i].read(a, z)  # type: ignore[attr-defined]  # checks NaN/Inf, negatives
-            showers.append(s)
-            energies.append(e)
-        s = np.concatenate(showers)
+        sizes = [self.blocks[b][2] - self.blocks[b][1] for b in blocks]
+        grid = readers[self.blocks[blocks[0]][0]].grid  # type: ignore[attr-defined]
+        s = np.empty((sum(sizes), *grid), np.float32)
+        e = np.empty(sum(sizes), np.float64)
+        at = 0
+        for b, k in zip(blocks, sizes):
+            i, a, z = self.blocks[b]
+            s[at : at + k], e[at : at + k] = readers[i].read(a, z)  # type: ignore[attr-defined]  # checks NaN/Inf, negatives
+            at += k
         if self.cell_threshold > 0:
             s[s < self.cell_threshold] = 0.0
         if self.cell_scale != 1:
             s *= self.cell_scale
-        return s, np.concatenate(energies)
+        return s, e
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This rank's share of the epoch's batches, from batch ``start_batch`` on."""
@@ -152,11 +158,11 @@ class ShowerStream:
             for b in range(start_batch, self.batches_per_epoch):
                 lo = b * self.batch + self.rank * share
                 w, r = win_of[lo : lo + share], row_of[lo : lo + share]
+                for old in [k for k in cache if k < w.min()]:
+                    del cache[old]  # windows are consumed in order: free what is behind first
                 for need in np.unique(w):
                     if need not in cache:
                         cache[int(need)] = self._load(windows[int(need)], readers)
-                for old in [k for k in cache if k < w.min()]:
-                    del cache[old]  # windows are consumed in order: free what is behind
                 s = np.empty((share, *cache[int(w[0])][0].shape[1:]), np.float32)
                 e = np.empty(share, np.float64)
                 for need in np.unique(w):
