@@ -478,6 +478,52 @@ def bench(
     _write_outputs(report, json_out, plots, bench_plots)
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[list[str], typer.Option("--data", help="Training shower file (3DGAN or CaloChallenge HDF5); repeatable; a quoted glob pattern picks several.")],
+    model: Annotated[str, typer.Option("--model", help="conv2d (the paper's Conv2D generator) or gan3d (the CERN Conv3D 3DGAN).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory: last.pt, model.pt, log.csv, validation.json.")],
+    width: Annotated[float, typer.Option("--width", help="Channel-width multiplier of the conv2d model (1.0 = the paper's size).")] = 1.0,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this caloquant checkpoint (e.g. an imported CERN 3DGAN).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the recipe's, 30 for conv2d, 50 for gan3d).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Global batch size, split over the processes.")] = 128,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 (CPU autocast; float32 weights).")] = "fp32",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory from its last.pt.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Held-out reference file for the per-epoch validation (default: the last --val-fraction of every training file).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of each training file held out when --val-data is not given.")] = 0.1,
+    val_n: Annotated[int, typer.Option("--val-n", help="Held-out showers used per validation.")] = 2000,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too.")] = 500,
+    shuffle_buffer: Annotated[int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")] = 2048,
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout for the convolutions.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads per process (default: cores / processes on the node).")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package).")] = False,
+) -> None:
+    """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data parallelism."""
+    from caloquant.train import TrainConfig, train
+
+    cfg = TrainConfig(data=data, out=str(output), model=model, width=width, init=str(init) if init else None, epochs=epochs,
+                      batch=batch, precision=precision, resume=resume, seed=seed,  # type: ignore[arg-type]
+                      val_data=str(val_data) if val_data else None, val_fraction=val_fraction, val_n=val_n,
+                      checkpoint_every=checkpoint_every, shuffle_buffer=shuffle_buffer, channels_last=channels_last,
+                      threads=threads, tensorboard=tensorboard)
+    with progress() as bar:
+        task = bar.add_task("training", total=None)
+
+        def on_step(p: dict[str, Any]) -> None:
+            loss = p["losses"]
+            bar.update(task, total=p["total_steps"], completed=p["step"],
+                       description=f"epoch {p['epoch']}/{p['epochs']}  D {loss['d_loss']:.3g}  G {loss['g_loss']:.3g}  "
+                                   f"{p['showers_per_s']:.1f} showers/s")
+
+        res = train(cfg, progress=on_step, log=lambda m: console.print(m, highlight=False))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
+    if res.model is not None:
+        out.print(f"selected epoch {res.best_epoch} (optimisation metric {res.best_metric:.4g}): {res.model}", highlight=False)
+    out.print(f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}", highlight=False)
+
+
 def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | None,
                    plotter: Callable[[dict[str, Any], Path], list[Path]]) -> None:
     """The --json / --plots tail shared by validate and bench."""
