@@ -9,6 +9,7 @@ caloquant in a sparse form (:func:`load_packaged_reference`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +90,10 @@ def write_manifest(name: str, d: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as h5:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
             n = int(h5["energy"].shape[0])
-        shards.append({"file": path.name, "n": n, "sha256": file_sha256(path), "seed": int(attrs.get("seed", -1)),
+            # the file's checksum changes with its creation time; the showers' does not
+            content = hashlib.sha256(np.ascontiguousarray(h5["ECAL"][:]).tobytes()).hexdigest()
+        shards.append({"file": path.name, "n": n, "sha256": file_sha256(path), "ecal_sha256": content,
+                       "seed": int(attrs.get("seed", -1)),
                        "engine": attrs.get("engine"), "geometry_hash": attrs.get("geometry_hash"),
                        "physics_list": attrs.get("physics_list")})
     man = {"set": name, "doc": spec.doc, "complete": len(shards) == spec.shards, "shards_done": len(shards),
