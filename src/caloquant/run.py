@@ -510,7 +510,7 @@ def _build_report(cfg: dict[str, Any], refs: dict[str, Any], per_model: list[dic
     ]
     meta = {"subtitle": f"{', '.join(cfg['models'])}; reference: {ref_engine}, {refs['flat']['n']} showers flat"
                         + (f" and {refs['points']['n']} at fixed energies" if "points" in refs else "")
-                        + f"; {'quick' if cfg['quick'] else 'full'} study, {wall_s:.0f} s",
+                        + f"; {'quick' if cfg['quick'] else 'full'} study; this invocation {wall_s:.0f} s (finished steps reused)",
             "config": cfg, "tolerance": tol, "mc_label": mc_label, "recommendation": recommendation, "variants": rows,
             "references": {w: {k2: v for k2, v in r.items() if not k2.startswith("_")} for w, r in refs.items()},
             "steps": log, "wall_s": round(wall_s, 1), "machine": bench["machine"], "bench_json": bench_res["json"]}
