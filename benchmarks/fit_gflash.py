@@ -80,10 +80,10 @@ def main() -> None:
     write_json(REPO / "benchmarks" / "results" / "gflash_fit.json", {"fit": fit, "comparison": cmp})
     plot(geom, s, e, points, fit["constants"], REPO / "docs" / "img" / "sim_gflash_vs_geant4.png")
     print({k: round(v, 4) for k, v in fit["constants"].items()})
-    print(f"{'E':>5s} {'SF rel':>7s} {'dz mean':>8s} {'dz std':>7s} {'dy std':>7s} {'res g4':>7s} {'res gf':>7s}")
+    print(f"{'E':>5s} {'SF rel':>7s} {'dz mean':>8s} {'dz std':>7s} {'dy std':>7s} {'res g4':>7s} {'res gf':>7s} {'occ g4':>7s} {'occ gf':>7s}")
     for r in cmp["rows"]:
         print(f"{r['energy_gev']:5g} {100 * r['sf_rel']:+6.2f}% {r['dz_mean']:+8.3f} {r['dz_std']:+7.3f} {r['dy_std']:+7.3f} "
-              f"{r['res_g4']:7.4f} {r['res_gflash']:7.4f}")
+              f"{r['res_g4']:7.4f} {r['res_gflash']:7.4f} {r['occupancy_g4']:7.4f} {r['occupancy_gflash']:7.4f}")
     print("within requirements (SF 5 %, z 0.5 layer, y std 0.15 cell):", cmp["ok"])
 
 

@@ -100,11 +100,11 @@ def load(model: str | os.PathLike[str] | None = None, threads: int | None = None
     CERN 3DGAN generator (.hdf5/.h5, converted on the fly) or a ``quantize`` artifact directory
     (its self-check runs on this CPU unless ``skip_self_check``)."""
     from caloquant.models import TorchGenerator, import_keras_3dgan, load_checkpoint, resolve_model
-    from caloquant.precision import is_artifact, load_artifact
+    from caloquant.precision import load_artifact
 
     path = resolve_model(model)
     src = str(model) if model is not None else path.stem
-    if is_artifact(path):
+    if path.is_dir():  # an artifact directory (a folder without a manifest is refused as such)
         return Model(load_artifact(path, threads, skip_self_check), src)
     if path.suffix.lower() in (".hdf5", ".h5"):
         ckpt = import_keras_3dgan(path)

@@ -395,6 +395,33 @@ def study(
     run_study(model=model, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
 
 
+@app.command("run")
+def run_cmd(
+    output: Annotated[Path, typer.Option("-o", "--out", help="Run folder: report.html, report.json, steps/ (cached), models/, samples/.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator "
+                                                       "weights; repeatable. Default: cern-3dgan.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A few minutes: default model, GFlash reference, naive and physics int8 "
+                                        "and bf16, no head to head, time-boxed tuning, short benchmark.")] = False,
+    showers: Annotated[Optional[int], typer.Option("--showers", help="Reference showers flat over the model's energy range "
+                                                   "(default 1000; quick 400).")] = None,
+    per_point: Annotated[Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV "
+                                                     "(default 100; quick 0).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash (default geant4; quick gflash).")] = None,
+    tune_budget: Annotated[Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning (default 540; quick 60).")] = None,
+    bench_duration: Annotated[Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point (default 2; quick 0.6).")] = None,
+    mc_budget: Annotated[Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo (default 300; quick 40).")] = None,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+) -> None:
+    """The whole study in one command: reference showers, every precision variant, validation, benchmark, one HTML report."""
+    from caloquant.run import RunConfig, run
+
+    set_threads(threads)
+    cfg = RunConfig(models=tuple(model or ()), quick=quick, threads=threads, seed=seed, n_flat=showers, n_per_point=per_point,
+                    engine=engine, tune_budget_s=tune_budget, bench_duration_s=bench_duration, mc_budget_s=mc_budget)
+    run(cfg, output, console=out)
+
+
 @app.command()
 def bench(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
@@ -449,6 +476,52 @@ def bench(
         out.print(prof)
     out.print(f"grid finished in {report['wall_s']:.0f} s")
     _write_outputs(report, json_out, plots, bench_plots)
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[list[str], typer.Option("--data", help="Training shower file (3DGAN or CaloChallenge HDF5); repeatable; a quoted glob pattern picks several.")],
+    model: Annotated[str, typer.Option("--model", help="conv2d (the paper's Conv2D generator) or gan3d (the CERN Conv3D 3DGAN).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory: last.pt, model.pt, log.csv, validation.json.")],
+    width: Annotated[float, typer.Option("--width", help="Channel-width multiplier of the conv2d model (1.0 = the paper's size).")] = 1.0,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this caloquant checkpoint (e.g. an imported CERN 3DGAN).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the recipe's, 30 for conv2d, 50 for gan3d).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Global batch size, split over the processes.")] = 128,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 (CPU autocast; float32 weights).")] = "fp32",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory from its last.pt.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Held-out reference file for the per-epoch validation (default: the last --val-fraction of every training file).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of each training file held out when --val-data is not given.")] = 0.1,
+    val_n: Annotated[int, typer.Option("--val-n", help="Held-out showers used per validation.")] = 2000,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too.")] = 500,
+    shuffle_buffer: Annotated[int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")] = 2048,
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout for the convolutions.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads per process (default: cores / processes on the node).")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package).")] = False,
+) -> None:
+    """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data parallelism."""
+    from caloquant.train import TrainConfig, train
+
+    cfg = TrainConfig(data=data, out=str(output), model=model, width=width, init=str(init) if init else None, epochs=epochs,
+                      batch=batch, precision=precision, resume=resume, seed=seed,  # type: ignore[arg-type]
+                      val_data=str(val_data) if val_data else None, val_fraction=val_fraction, val_n=val_n,
+                      checkpoint_every=checkpoint_every, shuffle_buffer=shuffle_buffer, channels_last=channels_last,
+                      threads=threads, tensorboard=tensorboard)
+    with progress() as bar:
+        task = bar.add_task("training", total=None)
+
+        def on_step(p: dict[str, Any]) -> None:
+            loss = p["losses"]
+            bar.update(task, total=p["total_steps"], completed=p["step"],
+                       description=f"epoch {p['epoch']}/{p['epochs']}  D {loss['d_loss']:.3g}  G {loss['g_loss']:.3g}  "
+                                   f"{p['showers_per_s']:.1f} showers/s")
+
+        res = train(cfg, progress=on_step, log=lambda m: console.print(m, highlight=False))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
+    if res.model is not None:
+        out.print(f"selected epoch {res.best_epoch} (optimisation metric {res.best_metric:.4g}): {res.model}", highlight=False)
+    out.print(f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}", highlight=False)
 
 
 def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | None,

@@ -21,11 +21,11 @@ def energies_for(
     """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly."""
     given = sum(x is not None for x in (energy, energy_range, energies))
     if given != 1:
-        raise CaloquantError("give exactly one of --energy, --energy-range, --energies")
+        raise CaloquantError("give exactly one of energy, energy_range, energies")
     if energies is not None:
         e = np.asarray(energies, dtype=np.float64).reshape(-1)
         if e.shape[0] != n:
-            raise CaloquantError(f"energies file holds {e.shape[0]} values but --n is {n}")
+            raise CaloquantError(f"energies file holds {e.shape[0]} values but n is {n}")
     elif energy is not None:
         e = np.full(n, float(energy))
     else:

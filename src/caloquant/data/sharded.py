@@ -15,7 +15,6 @@ manifest's checksums (sha256 of each shard file) make a damaged or foreign shard
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -28,6 +27,7 @@ import numpy as np
 
 from caloquant.data.formats import ShowerReader, check_chunk, open_showers
 from caloquant.errors import CaloquantError
+from caloquant.fileio import file_sha256
 
 SHARD_MANIFEST = "manifest.json"
 SHARDED_VERSION = 1
@@ -36,11 +36,6 @@ SHARDED_VERSION = 1
 def shard_name(index: int, n_shards: int) -> str:
     """File name of shard ``index`` (zero-padded so that names sort in shard order)."""
     return f"shard-{index:0{max(5, len(str(max(n_shards - 1, 0))))}d}.h5"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_sharded(path: str | os.PathLike[str]) -> bool:

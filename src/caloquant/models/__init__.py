@@ -13,7 +13,7 @@ from caloquant.models.checkpoint import (
     save_checkpoint,
     spec_conv2d,
 )
-from caloquant.models.conv2d import Conv2DGenerator
+from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 from caloquant.models.keras import import_keras_3dgan
 from caloquant.models.registry import BUILTIN, DEFAULT_MODEL, BuiltinModel, builtin_models, resolve_model
@@ -35,6 +35,7 @@ __all__ = [
     "SPEC_3DGAN",
     "ArchInfo",
     "Checkpoint",
+    "Conv2DDiscriminator",
     "Conv2DGenerator",
     "Discriminator3DGAN",
     "Generator3DGAN",

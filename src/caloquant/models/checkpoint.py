@@ -23,7 +23,7 @@ from torch import nn
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path
-from caloquant.models.conv2d import Conv2DGenerator
+from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 
 CHECKPOINT_VERSION = 1
@@ -38,7 +38,7 @@ class ArchInfo:
 
 ARCHITECTURES: dict[str, ArchInfo] = {
     "3dgan-conv3d": ArchInfo(Generator3DGAN, Discriminator3DGAN, "CERN 3DGAN, Conv3D generator (Keras 2 original)"),
-    "3dgan-conv2d": ArchInfo(Conv2DGenerator, None, "Conv2D 3DGAN generator of the reduced-precision paper"),
+    "3dgan-conv2d": ArchInfo(Conv2DGenerator, Conv2DDiscriminator, "Conv2D 3DGAN generator of the reduced-precision paper"),
 }
 
 
@@ -131,9 +131,11 @@ def build(spec: ModelSpec) -> tuple[nn.Module, nn.Module | None]:
     kwargs = dict(spec.hparams.get("arch_kwargs", {}))
     try:
         gen = info.generator(**kwargs)
+        # the discriminator shares the generator's architecture arguments (e.g. the width)
+        disc = info.discriminator(**kwargs) if info.discriminator else None
     except TypeError as exc:
         raise CaloquantError(f"architecture '{spec.arch}' does not take {kwargs} ({exc})") from None
-    return gen, (info.discriminator() if info.discriminator else None)
+    return gen, disc
 
 
 def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:

@@ -56,6 +56,12 @@ class Generator3DGAN(nn.Module):
         # output: conv (2,2,2), no bias -> ReLU
         self.conv4 = nn.Conv3d(6, 1, (2, 2, 2), bias=False)
 
+    @property
+    def output_conv(self) -> nn.Conv3d:
+        """The last convolution: no bias, followed by ReLU, so scaling its weight by s scales
+        every shower by s exactly (ReLU is positively homogeneous)."""
+        return self.conv4
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.dense(z)
         # Keras reshapes the dense output in C order to (x, y, z, ch) = (7, 7, 8, 8)
@@ -83,6 +89,12 @@ class Discriminator3DGAN(nn.Module):
         self.pool = nn.AvgPool3d(2)
         self.generation = nn.Linear(10648, 1)
         self.auxiliary = nn.Linear(10648, 1)
+
+    @property
+    def input_convs(self) -> list[nn.Module]:
+        """The convolution that reads the input cells: scaling its weight by s is the same as
+        scaling the input by s (zero padding, then a linear map)."""
+        return [self.conv1]
 
     def forward(self, showers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = showers.unsqueeze(1)

@@ -9,7 +9,6 @@ sha256 of every file, the self-check thresholds) and ``tuning_log.json`` (every 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import umask_mode, write_json
+from caloquant.fileio import file_sha256, umask_mode, write_json
 from caloquant.models import Checkpoint, ModelSpec, condition_latent
 from caloquant.precision.backends import EngineModel, load_model, make_backend
 from caloquant.precision.canary import make_canary, run_check, save_canary
@@ -45,14 +44,6 @@ def calibration_latents(spec: ModelSpec, n: int, seed: int) -> np.ndarray:
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 0xCA11B])))
     e = rng.uniform(*spec.energy_range_gev, size=n)
     return condition_latent(rng.standard_normal((n, spec.noise_dim), dtype=np.float32), e, spec)
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _EngineGenerator:
@@ -102,7 +93,7 @@ class QuantizeResult(_EngineGenerator):
             files = self.model.save(tmp)
             extra = [save_canary(tmp, self.canary)] if self.canary else []
             manifest = dict(self.manifest, files=files, size_bytes=sum((tmp / f).stat().st_size for f in files),
-                            sha256={f: _sha256(tmp / f) for f in files + extra})
+                            sha256={f: file_sha256(tmp / f) for f in files + extra})
             write_json(tmp / MANIFEST, manifest)
             write_json(tmp / TUNING_LOG, {"baseline": self.baseline, "trials": [t.to_dict() for t in self.trials],
                                           "chosen": self.chosen.name})
@@ -276,7 +267,7 @@ def load_artifact(path: str | os.PathLike[str], threads: int | None = None, skip
     for f, digest in (manifest.get("sha256") or {}).items():
         if not (p / f).exists():
             raise CaloquantError(f"{p}: artifact file {f} is missing")
-        if _sha256(p / f) != digest:
+        if file_sha256(p / f) != digest:
             raise CaloquantError(f"{p / f}: damaged (sha256 differs from the manifest)")
     spec = ModelSpec.from_dict(manifest["spec"])
     model = load_model(manifest["backend"], p, manifest, threads)

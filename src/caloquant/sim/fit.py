@@ -2,12 +2,16 @@
 
 Targets, per energy point of the reference: sampling fraction, mean and spread of the
 longitudinal centre (z M1), mean longitudinal width (sqrt z M2), mean transverse width
-(sqrt y M2), the share of the central pad column, and the relative resolution.
-The shape constants (shifts of <ln T> and <ln a>, fluctuation scale, radial scales, core
-weight, sampling fraction and its depth slope) are fitted by least squares on expected
-showers (no cell fluctuations; the same normal draws at every step, so the objective is
-smooth). The stochastic term c_S then follows in closed form from the resolution left over:
-c_S^2 = weighted mean over points of E (sigma_G4^2 - sigma_shape^2).
+(sqrt y M2), the share of the central pad column, the relative resolution and the share of cells above the
+1 keV cut (occupancy). The shape constants (shifts of <ln T> and <ln a>, fluctuation scale,
+radial scales, core weight, sampling fraction and its depth slope) are fitted by least squares
+on expected showers (no cell fluctuations; the same normal draws at every step, so the
+objective is smooth). The spot size, set by c_S, is then fitted to the occupancy by bisection
+(fewer, larger spots light fewer cells). At 100-500 GeV the resolution of this calorimeter is
+dominated by longitudinal leakage (9-15 % of the energy, fluctuating), which the shape part
+already carries, so the resolution cannot pin c_S down (a closed-form c_S from the leftover
+resolution came out at 0.03 and lit 35-57 % of the cells instead of 6-14 %); it is reported
+as a check instead.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from scipy.optimize import least_squares
 from caloquant.sim.geometry import Geometry
 from caloquant.sim.gflash import NEUTRAL, GFlash
 
+CELL_CUT = 1e-6  # GeV, the 3DGAN data's cell threshold
 FREE = ("ln_t_shift", "ln_a_shift", "sigma_scale", "rc_scale", "rt_scale", "p_scale", "sf", "sf_slope")
 BOUNDS = {"ln_t_shift": (-0.5, 0.5), "ln_a_shift": (-0.5, 0.5), "sigma_scale": (0.2, 3.0), "rc_scale": (0.2, 5.0),
-          "rt_scale": (0.2, 5.0), "p_scale": (0.2, 2.0), "sf": (0.005, 0.06), "sf_slope": (-0.5, 0.5)}
+          "rt_scale": (0.2, 5.0), "p_scale": (0.2, 2.0), "sf": (0.005, 0.06), "sf_slope": (-1.5, 1.5)}
 # residual floors: a fit this close is as good as the observable needs
 FLOOR = {"sf": 1e-4, "z_mean": 0.03, "z_mean_spread": 0.03, "z_std": 0.03, "y_std": 0.01, "core": 0.003}
 
@@ -49,6 +54,7 @@ def point_observables(cells_zxy: np.ndarray, energies: np.ndarray) -> dict[str, 
 def targets(showers_xyz: np.ndarray, energies: np.ndarray, points: tuple[float, ...]) -> dict[str, Any]:
     """Reference values and statistical errors per energy point from Geant4 showers (n, X, Y, Z)."""
     obs = point_observables(np.ascontiguousarray(showers_xyz.transpose(0, 3, 1, 2)), energies)
+    occ = (showers_xyz > CELL_CUT).reshape(len(showers_xyz), -1).mean(axis=1)
     out: dict[str, Any] = {}
     for p in points:
         m = np.isclose(energies, p)
@@ -59,6 +65,7 @@ def targets(showers_xyz: np.ndarray, energies: np.ndarray, points: tuple[float, 
             row[name], row[name + "_err"] = float(v.mean()), float(v.std(ddof=1) / np.sqrt(k))
         zm = obs["z_mean"][m]
         row["z_mean_spread"], row["z_mean_spread_err"] = float(zm.std(ddof=1)), float(zm.std(ddof=1) / np.sqrt(2 * (k - 1)))
+        row["occupancy"], row["occupancy_err"] = float(occ[m].mean()), float(occ[m].std(ddof=1) / np.sqrt(k))
         sf = obs["sf"][m]
         row["resolution"], row["resolution_err"] = float(sf.std(ddof=1) / sf.mean()), float(sf.std(ddof=1) / sf.mean() / np.sqrt(2 * (k - 1)))
         out[f"{p:g}"] = row
@@ -78,6 +85,29 @@ def _model(gf: GFlash, points: tuple[float, ...], n: int, seed: int) -> dict[str
         row["resolution"] = float(obs["sf"].std(ddof=1) / obs["sf"].mean())
         out[f"{p:g}"] = row
     return out
+
+
+def _occupancy(gf: GFlash, points: tuple[float, ...], n: int, seed: int) -> float:
+    occ = []
+    for j, p in enumerate(points):
+        cells, _ = gf.simulate(np.full(n, p), np.random.default_rng([seed, 99, j]))
+        occ.append(float((cells > CELL_CUT).mean()))
+    return float(np.mean(occ))
+
+
+def _fit_spots(gf: GFlash, tg: dict[str, Any], points: tuple[float, ...], seed: int, n: int = 150) -> float:
+    """c_S such that the mean occupancy over the points matches Geant4 (bisection in log c_S;
+    the occupancy falls as c_S grows)."""
+    target = float(np.mean([tg[f"{p:g}"]["occupancy"] for p in points]))
+    lo, hi = np.log(0.02), np.log(1.0)
+    for _ in range(14):
+        mid = 0.5 * (lo + hi)
+        gf.c["stochastic"] = float(np.exp(mid))
+        if _occupancy(gf, points, n, seed) > target:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(0.5 * (lo + hi)))
 
 
 def fit_gflash(geom: Geometry, showers: np.ndarray, energies: np.ndarray, points: tuple[float, ...],
@@ -106,12 +136,7 @@ def fit_gflash(geom: Geometry, showers: np.ndarray, energies: np.ndarray, points
     sol = least_squares(resid, np.clip(x0, lo, hi), bounds=(lo, hi), x_scale="jac", diff_step=1e-3, max_nfev=200)
     gf.c.update(dict(zip(FREE, sol.x, strict=True)))
     mod = _model(gf, points, n_model, seed)
-    # stochastic term from the resolution the shape fluctuations leave over
-    # (weighted by the inverse variance of E * sigma_G4^2, which grows with E: the low-energy
-    # points, where c_S / sqrt(E) dominates, decide)
-    cs2 = np.array([p * (tg[f"{p:g}"]["resolution"] ** 2 - mod[f"{p:g}"]["resolution"] ** 2) for p in points])
-    var = np.array([(p * 2 * tg[f"{p:g}"]["resolution"] * tg[f"{p:g}"]["resolution_err"]) ** 2 for p in points])
-    gf.c["stochastic"] = float(np.sqrt(max(np.sum(cs2 / var) / np.sum(1 / var), 1e-6)))
+    gf.c["stochastic"] = _fit_spots(gf, tg, points, seed)
     constants = {k: float(v) for k, v in gf.c.items()}
     return {"constants": constants, "fitted": True, "geometry_hash": geom.hash, "points_gev": list(points),
             "targets": tg, "model_expected": mod, "chi2": float(np.sum(sol.fun**2)), "n_residuals": int(len(sol.fun)),
@@ -135,6 +160,7 @@ def compare_engines(geom: Geometry, g4_showers: np.ndarray, energies: np.ndarray
                      "z_std_g4": t["z_std"], "z_std_gflash": m["z_std"], "dz_std": m["z_std"] - t["z_std"],
                      "y_std_g4": t["y_std"], "y_std_gflash": m["y_std"], "dy_std": m["y_std"] - t["y_std"],
                      "res_g4": t["resolution"], "res_gflash": m["resolution"], "core_g4": t["core"], "core_gflash": m["core"],
+                     "occupancy_g4": t["occupancy"], "occupancy_gflash": m["occupancy"],
                      "n_g4": t["n"], "n_gflash": n})
     return {"rows": rows, "ok": all(abs(r["sf_rel"]) < 0.05 and abs(r["dz_mean"]) < 0.5 and abs(r["dz_std"]) < 0.5
                                      and abs(r["dy_std"]) < 0.15 for r in rows)}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import atomic_path, write_json
+from caloquant.fileio import atomic_path, file_sha256, write_json
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,6 @@ def _shard_energies(spec: SetSpec, shard: int) -> np.ndarray:
     return spec.energies(shard)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def produce_set(name: str, out_dir: str | Path, workers: int = 1, max_shards: int | None = None,
                 log: Callable[[str], None] | None = None, engine: str = "geant4", folder: str | None = None) -> dict[str, Any]:
     """Make the missing shards of set ``name`` under ``out_dir/(folder or name)`` and write its manifest."""
@@ -98,7 +90,10 @@ def write_manifest(name: str, d: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as h5:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
             n = int(h5["energy"].shape[0])
-        shards.append({"file": path.name, "n": n, "sha256": sha256(path), "seed": int(attrs.get("seed", -1)),
+            # the file's checksum changes with its creation time; the showers' does not
+            content = hashlib.sha256(np.ascontiguousarray(h5["ECAL"][:]).tobytes()).hexdigest()
+        shards.append({"file": path.name, "n": n, "sha256": file_sha256(path), "ecal_sha256": content,
+                       "seed": int(attrs.get("seed", -1)),
                        "engine": attrs.get("engine"), "geometry_hash": attrs.get("geometry_hash"),
                        "physics_list": attrs.get("physics_list")})
     man = {"set": name, "doc": spec.doc, "complete": len(shards) == spec.shards, "shards_done": len(shards),

@@ -1,0 +1,103 @@
+"""What a training run is: its configuration, checked up front, and what a resume may change."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from caloquant.errors import CaloquantError
+from caloquant.train.recipes import get_recipe
+
+Precision = Literal["fp32", "bf16"]
+
+# Settings that define the trajectory of a run: a resume must keep them. Everything else
+# (epochs, checkpoint interval, threads, logging) may change when a run is continued.
+TRAJECTORY_KEYS = ("model", "width", "init", "batch", "precision", "channels_last", "seed", "data",
+                   "val_data", "val_fraction", "val_n", "shuffle_buffer")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``batch`` is the global batch: with N processes each takes batch / N."""
+
+    data: list[str]
+    out: str
+    model: str = "conv2d"
+    width: float = 1.0
+    init: str | None = None
+    epochs: int | None = None  # None: the recipe's number (30 for conv2d, 50 for gan3d)
+    batch: int = 128
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    seed: int = 0
+    resume: bool = False
+    val_data: str | None = None
+    val_fraction: float = 0.1  # without val_data: the last 10 % of every training file
+    val_n: int = 2000  # showers of the held-out set used for the per-epoch validation
+    checkpoint_every: int = 500  # optimizer steps (batches) between RUN_DIR/last.pt writes
+    shuffle_buffer: int = 2048  # showers held in memory for shuffling
+    threads: int | None = None  # None: the cores divided by the processes on this node
+    tensorboard: bool = False
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        recipe = get_recipe(self.model)
+        if self.epochs is None:
+            self.epochs = recipe.default_epochs
+        if self.model == "gan3d" and self.width != 1.0:
+            raise CaloquantError("width applies to the conv2d model only (the Conv3D 3DGAN has one size)")
+        checks = [
+            (self.width > 0, f"width must be > 0, got {self.width}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch >= 2, f"batch must be >= 2 (BatchNorm needs statistics), got {self.batch}"),
+            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got '{self.precision}'"),
+            (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.val_n >= 2, f"val_n must be >= 2, got {self.val_n}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise CaloquantError(msg)
+        self.data = expand_data(self.data)
+        self.out = str(Path(self.out))
+        if self.init is not None:
+            self.init = str(Path(self.init).resolve())
+        if self.val_data is not None:
+            self.val_data = str(Path(self.val_data).resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_resumable(self, saved: dict[str, Any], run_dir: Path) -> None:
+        """Refuse to continue a run directory written with another trajectory-defining setting."""
+        for key in TRAJECTORY_KEYS:
+            mine, theirs = getattr(self, key), saved.get(key)
+            if mine != theirs:
+                raise CaloquantError(f"{run_dir} holds a run with {key}={theirs!r}, not {mine!r}; "
+                                     "resume with the same settings or use another output directory")
+
+
+def expand_data(patterns: list[str]) -> list[str]:
+    """Files named directly or by a glob pattern (quoted on the command line), absolute, in order."""
+    if not patterns:
+        raise CaloquantError("no training data given (data files or glob patterns)")
+    files: list[str] = []
+    for pat in patterns:
+        if any(c in pat for c in "*?["):
+            hits = sorted(glob.glob(os.path.expanduser(pat)))
+            if not hits:
+                raise CaloquantError(f"{pat}: no file matches this pattern")
+            files += hits
+        else:
+            files.append(pat)
+    out = [str(Path(f).resolve()) for f in files]
+    dup = {f for f in out if out.count(f) > 1}
+    if dup:
+        raise CaloquantError(f"{sorted(dup)[0]}: training file given twice")
+    return out

@@ -1,0 +1,256 @@
+"""The GAN update rule of the 3DGAN authors, for one batch: the :class:`Trainer`.
+
+Per batch of B real showers (training units: cells x cell_scale; energies Ep in GeV):
+
+1. discriminator update on the real showers, targets real_label (5 % flipped), Ep/100, Ecal;
+2. discriminator update on B generated showers: latents z = Ep/100 * n for Ep uniform in the
+   recipe's range, generated in inference mode (Keras ``generator.predict``: BatchNorm running
+   statistics, no dropout), targets fake_label (5 % flipped), Ep/100, the ECAL fit;
+3. ``g_steps`` generator updates through the frozen discriminator (training mode), targets 1
+   (the authors' "trick" labels), Ep/100 and the ECAL fit.
+
+Each update minimises ``w0 * BCE + w1 * MAPE(aux, Ep/100) + w2 * MAPE(Ecal, target)``. With
+precision bf16 the forward passes run under CPU autocast (weights, gradients and optimizer
+state stay float32); losses are always computed in float32, and the ECAL sum is taken in
+float32 from the showers (the discriminator's own ECAL output is the same parameter-free sum).
+All randomness comes from the process-global torch generator, whose state the run saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from caloquant.errors import CaloquantError
+from caloquant.models import build, condition_latent, load_checkpoint
+from caloquant.models.gan3d import KERAS_LEAKY_SLOPE
+from caloquant.train.config import TrainConfig
+from caloquant.train.ddp import Dist
+from caloquant.train.recipes import get_recipe
+from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
+
+LOSS_NAMES = ("d_loss", "d_bce", "d_aux", "d_ecal", "g_loss", "g_bce", "g_aux", "g_ecal")
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    bce: torch.Tensor
+    aux: torch.Tensor
+    ecal: torch.Tensor
+
+
+def mape(pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    """Keras mean absolute percentage error: 100 * mean(|t - p| / (|t| + eps))."""
+    return 100.0 * ((target - pred.float()).abs() / (target.abs() + eps)).mean()
+
+
+def seed_process(seed: int, rank: int) -> None:
+    """Seed torch, numpy and python for this rank's stream of random draws."""
+    a, b, c = np.random.SeedSequence([seed, rank, 1]).generate_state(3)
+    torch.manual_seed(int(a))
+    np.random.seed(int(b))
+    random.seed(int(c))
+
+
+def rng_state() -> dict[str, Any]:
+    """torch / numpy / python global generator states as plain data (loadable with weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": [version, list(mt), gauss]}
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, mt, gauss = st["python"]
+    random.setstate((version, tuple(mt), gauss))
+
+
+class Trainer:
+    """Generator, discriminator, their optimizers and the update rule; one :meth:`step` per batch."""
+
+    def __init__(self, cfg: TrainConfig, dist: Dist = Dist()) -> None:
+        self.cfg, self.dist = cfg, dist
+        self.recipe = r = get_recipe(cfg.model)
+        self.spec = r.spec(cfg.width)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        g, d = build(self.spec)
+        assert d is not None, f"{self.spec.arch} has no discriminator"
+        keras_init(g, **KERAS_INIT.get(self.spec.arch, {}))
+        keras_init(d)
+        if cfg.init is not None:
+            g, d = self._load_init(cfg.init, g, d)
+        keras_batchnorm(g)
+        keras_batchnorm(d)
+        if cfg.channels_last:
+            fmt = torch.channels_last_3d if self.spec.arch == "3dgan-conv3d" else torch.channels_last
+            g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
+        self.g_raw, self.d_raw = g.train(), d.train()
+        # DDP averages gradients over ranks in backward(); without it the modules are used as they are
+        self.g: nn.Module = DistributedDataParallel(g) if dist.active else g
+        self.d: nn.Module = DistributedDataParallel(d) if dist.active else d
+        if r.optimizer == "adam":
+            self.opt_g = torch.optim.Adam(g.parameters(), lr=r.lr_g, eps=r.optimizer_eps)
+            self.opt_d = torch.optim.Adam(d.parameters(), lr=r.lr_d, eps=r.optimizer_eps)
+        else:  # Keras RMSprop: rho 0.9 is torch's alpha
+            self.opt_g = torch.optim.RMSprop(g.parameters(), lr=r.lr_g, alpha=0.9, eps=r.optimizer_eps)
+            self.opt_d = torch.optim.RMSprop(d.parameters(), lr=r.lr_d, alpha=0.9, eps=r.optimizer_eps)
+        self.epoch, self.next_batch, self.step_count = 0, 0, 0
+        seed_process(cfg.seed, dist.rank)
+        self.set_epoch(0)
+
+    def _load_init(self, path: str, g: nn.Module, d: nn.Module) -> tuple[nn.Module, nn.Module]:
+        ck = load_checkpoint(path)
+        if ck.spec.arch != self.spec.arch or ck.spec.hparams.get("arch_kwargs", {}) != self.spec.hparams.get("arch_kwargs", {}):
+            raise CaloquantError(f"{path}: holds a {ck.spec.arch} model {ck.spec.hparams.get('arch_kwargs', {})}, "
+                                 f"not the {self.spec.arch} {self.spec.hparams.get('arch_kwargs', {})} being trained")
+        # checkpoints are in GeV; training runs in cells x cell_scale
+        g_init, d_init = rescale(ck.generator, ck.discriminator, 1.0 / self.recipe.cell_scale)
+        g.load_state_dict(g_init.state_dict())
+        if d_init is not None:
+            d.load_state_dict(d_init.state_dict())
+        return g, d
+
+    # -- per epoch ------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Learning rates, energy range and output activation of this epoch."""
+        r = self.recipe
+        f = r.lr_factor(epoch)
+        for opt, lr in ((self.opt_g, r.lr_g), (self.opt_d, r.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * f
+        self.energy_range = r.energy_range(epoch)
+        if hasattr(self.g_raw, "output_slope"):
+            self.g_raw.output_slope = KERAS_LEAKY_SLOPE if epoch < r.leaky_output_epochs else 0.0
+
+    # -- building blocks (also used by the tests) -----------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw N(0, 1) noise and incident energies (GeV, uniform in this epoch's range)."""
+        lo, hi = self.energy_range
+        noise = torch.randn(n, self.spec.noise_dim)
+        energies = torch.rand(n, dtype=torch.float64) * (hi - lo) + lo
+        return noise, energies
+
+    def labels(self, n: int, value: float) -> torch.Tensor:
+        t = torch.full((n,), value)
+        flip = torch.rand(n) < self.recipe.flip_prob
+        t[flip] = 1.0 - t[flip]
+        return t
+
+    def ecal_target(self, energies: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.recipe.ecal_target(energies.numpy())).float()
+
+    def generate(self, module: nn.Module, noise: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        latent = condition_latent(noise.numpy(), energies.numpy(), self.spec)  # the model's own rule
+        return module(torch.from_numpy(latent))
+
+    def losses(self, disc: nn.Module, showers: torch.Tensor, target: torch.Tensor, energies: torch.Tensor,
+               ecal_target: torch.Tensor) -> Losses:
+        """The weighted three-term loss of the discriminator's outputs on ``showers``."""
+        w, eps = self.recipe.loss_weights, self.recipe.mape_eps
+        with self.autocast():
+            p, aux, _ = disc(showers)
+        bce = F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), target)  # Keras clips to 1e-7
+        aux_l = mape(aux, (energies / 100.0).float(), eps)
+        ecal_l = mape(showers.float().flatten(1).sum(1), ecal_target, eps)
+        return Losses(w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l)
+
+    def discriminator_backward(self, showers: torch.Tensor, energies: torch.Tensor, real: bool,
+                               target: torch.Tensor | None = None) -> Losses:
+        """Discriminator loss on real or generated showers and its gradients (averaged over ranks).
+        ``target``: the real/fake targets; by default the recipe's labels with random flips."""
+        r = self.recipe
+        if target is None:
+            target = self.labels(len(energies), r.real_label if real else r.fake_label)
+        ecal_t = showers.float().flatten(1).sum(1) if real else self.ecal_target(energies)
+        self.opt_d.zero_grad(set_to_none=True)
+        losses = self.losses(self.d, showers, target, energies, ecal_t)
+        losses.total.backward()
+        return losses
+
+    def generator_backward(self, noise: torch.Tensor, energies: torch.Tensor) -> Losses:
+        """Generator loss through the frozen discriminator and the generator's gradients."""
+        self.opt_g.zero_grad(set_to_none=True)
+        # frozen: no discriminator gradients (and no DDP gradient hooks fire for its parameters)
+        self.d_raw.requires_grad_(False)
+        try:
+            with self.autocast():
+                fake = self.generate(self.g, noise, energies)
+            losses = self.losses(self.d_raw, fake, torch.ones(len(energies)), energies, self.ecal_target(energies))
+            losses.total.backward()
+        finally:
+            self.d_raw.requires_grad_(True)
+        return losses
+
+    # -- one batch ------------------------------------------------------------------------
+    def step(self, showers: np.ndarray, energies: np.ndarray) -> dict[str, float]:
+        """One batch of this rank's real showers (training units) -> loss values."""
+        x, e = torch.from_numpy(showers), torch.from_numpy(energies)
+        n = len(e)
+        d_real = self.discriminator_backward(x, e, real=True)
+        self.opt_d.step()
+        noise, e_fake = self.draw(n)
+        with torch.no_grad(), self.autocast():
+            self.g_raw.eval()  # Keras generator.predict: inference mode
+            fake = self.generate(self.g_raw, noise, e_fake).float()
+            self.g_raw.train()
+        d_fake = self.discriminator_backward(fake, e_fake, real=False)
+        self.opt_d.step()
+        g_losses = []
+        for _ in range(self.recipe.g_steps):
+            g_losses.append(self.generator_backward(*self.draw(n)))
+            self.opt_g.step()
+        self.step_count += 1
+        self.next_batch += 1
+        out = {
+            "d_loss": (d_real.total.item() + d_fake.total.item()) / 2,
+            "d_bce": (d_real.bce.item() + d_fake.bce.item()) / 2,
+            "d_aux": (d_real.aux.item() + d_fake.aux.item()) / 2,
+            "d_ecal": d_fake.ecal.item(),  # generated showers vs the ECAL fit (the real term is 0)
+            "g_loss": float(np.mean([lg.total.item() for lg in g_losses])),
+            "g_bce": float(np.mean([lg.bce.item() for lg in g_losses])),
+            "g_aux": float(np.mean([lg.aux.item() for lg in g_losses])),
+            "g_ecal": float(np.mean([lg.ecal.item() for lg in g_losses])),
+        }
+        bad = [k for k, v in out.items() if not np.isfinite(v)]
+        if bad:
+            raise CaloquantError(f"training diverged at step {self.step_count}: {bad[0]} is {out[bad[0]]}; "
+                                 "the last checkpoint was written before this step")
+        return out
+
+    # -- state ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.g_raw.state_dict(), "discriminator": self.d_raw.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "epoch": self.epoch, "next_batch": self.next_batch, "step": self.step_count}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.g_raw.load_state_dict(st["generator"])
+        self.d_raw.load_state_dict(st["discriminator"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.epoch, self.next_batch, self.step_count = st["epoch"], st["next_batch"], st["step"]
+        self.set_epoch(self.epoch)
+
+    def export(self) -> tuple[nn.Module, nn.Module]:
+        """Copies of generator and discriminator in GeV, in eval mode, with the deployed ReLU output."""
+        g, d = rescale(self.g_raw, self.d_raw, self.recipe.cell_scale)
+        assert d is not None
+        if hasattr(g, "output_slope"):
+            g.output_slope = 0.0
+        return g.eval(), d.eval()
