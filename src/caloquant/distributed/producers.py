@@ -183,7 +183,7 @@ class EngineProducer:
         g4v = None
         if name == "geant4":
             from caloquant.sim import build_helper
-            from caloquant.sim.helper import geant4_version
+            from caloquant.sim import geant4_version
 
             build_helper()  # compile the helper once here, not in every worker
             g4v = geant4_version()
@@ -206,7 +206,7 @@ class EngineProducer:
 
     def batches(self, work: ShardWork) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from caloquant.sim import CELL_CUT_GEV
-        from caloquant.sim.run import make_engine
+        from caloquant.sim import make_engine
 
         with _ENGINE_LOCK:
             if _ENGINE.get("key") != self.key:

@@ -15,14 +15,16 @@ Public API used by the CLI and other stages:
 
 from caloquant.sim.geant4 import COMPTON_MODELS, CONVERSION_MODELS, MSC_MODELS, PARTICLES, PHYSICS_LISTS, Gun, Physics
 from caloquant.sim.geometry import Geometry, Section, effective_medium, load_geometry, parse_geometry
-from caloquant.sim.helper import build_helper, helper_status
+from caloquant.sim.helper import build_helper, geant4_version, helper_status
 from caloquant.sim.reference import SETS as REFERENCE_SETS
 from caloquant.sim.reference import default_data_dir, load_packaged_reference, produce_set, reference_set
-from caloquant.sim.run import CELL_CUT_GEV, ENGINES, MAX_ENERGY_GEV, SUM_NAMES, SimConfig, draw_energies, simulate
+from caloquant.sim.run import CELL_CUT_GEV, ENGINES, MAX_ENERGY_GEV, SUM_NAMES, SimConfig, draw_energies, make_engine, simulate
 from caloquant.sim.systematics import systematic_band
 from caloquant.sim.timing import flat_average, time_engine
 
 __all__ = [
+    "geant4_version",
+    "make_engine",
     "CELL_CUT_GEV",
     "REFERENCE_SETS",
     "COMPTON_MODELS",
