@@ -4,8 +4,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SHARED ?= ../shared
 OUT ?= out
+MODEL ?= cern-3dgan
 
 .PHONY: run test install clean
 
@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/caloquant study --shared $(SHARED) --out $(OUT) $(if $(GENERATOR),--generator $(GENERATOR))
+	$(BIN)/caloquant study --model $(MODEL) --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

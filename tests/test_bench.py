@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from caloquant.bench import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, parse_model_arg, time_streams
+from caloquant.bench import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, parse_model_arg
 from caloquant.errors import CaloquantError
+from caloquant.timing import TimingConfig, time_streams
 from caloquant.models import Checkpoint, Conv2DGenerator, save_checkpoint, spec_conv2d
 from tests.helpers import assert_one_line_error
 
@@ -71,14 +72,15 @@ def test_json_structure(report: tuple[dict, Path]) -> None:
         assert (r["latency_ms_p50"] is not None) == (r["batch"] == 1)
         assert r["roofline_fraction"] > 0 and r["achieved_gflops"] > 0
         assert r["speedup_vs_geant4_literature"] > 0
-        assert "other_load_pct" in r and r["retries"] >= 0 and len(r["showers_per_s_windows"]) == 2
+        assert "other_load_pct" in r and r["retries"] in (0, 1, 2) and len(r["showers_per_s_windows"]) == 2
         assert min(r["showers_per_s_windows"]) - 0.01 <= r["showers_per_s"] <= r["showers_per_s_best"] + 0.01
         assert r["process_peak_rss_mb"] >= r["peak_rss_mb"] - 50  # the process holds every model of the run
     assert {r["backend"] for r in rep["results"]} == {"torch", "openvino"}
     # the host's own speed, probed every round (2 rounds + the end)
     probe = rep["host_probe"]
     assert len(probe["rounds"]) == 3 and all(p["fp32"] > 0 for p in probe["rounds"])
-    assert probe["fp32_spread"] >= 0
+    fp32 = [p["fp32"] for p in probe["rounds"]]
+    assert probe["fp32_spread"] == pytest.approx((max(fp32) - min(fp32)) / float(np.median(fp32)), abs=1e-3)
     # ceilings measured in the same run, for every precision class
     row = rep["ceilings"]["gflops"]["1"]
     assert row["fp32"] and row["fp32"] > 0 and set(row) == {"fp32", "bf16", "fp16", "int8"}
@@ -113,12 +115,32 @@ def test_streams_run_concurrently() -> None:
         time.sleep(0.02)
         return x
 
+    from caloquant.bench.machine import RssSampler
+
     x = np.zeros((4, 3), dtype=np.float32)
-    one = time_streams([fake], [x], 0.3, 0.02, 2)
-    two = time_streams([fake, fake], [x, x], 0.3, 0.02, 2)
+    cfg = TimingConfig(window_s=0.3, warmup_s=0.02, min_calls=2)
+    one = time_streams([fake], [x], cfg)
+    rss = RssSampler()
+    two = time_streams([fake, fake], [x, x], cfg, monitors=(rss,))
     assert one["showers_per_s"] == pytest.approx(4 / 0.02, rel=0.3)
     assert 1.6 < two["showers_per_s"] / one["showers_per_s"] < 2.4
-    assert two["calls"] >= 4 and two["peak_rss_bytes"] > 0
+    assert two["calls"] >= 4 and rss.peak > 0 and not two["time_boxed"]
+
+
+def test_a_pathologically_slow_model_is_timed_by_one_call() -> None:
+    """Time-boxing: a first call over the budget is the whole measurement (no warm-up loop,
+    no further calls), as for an fp16 kernel on a CPU without fp16 arithmetic."""
+    calls = []
+
+    def slow(x: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.3)
+        return x
+
+    x = np.zeros((2, 3), dtype=np.float32)
+    r = time_streams([slow], [x], TimingConfig(window_s=5.0, warmup_s=5.0, min_calls=3, first_call_budget_s=0.1))
+    assert r["time_boxed"] and len(calls) == 1 and r["calls"] == 1
+    assert r["showers_per_s"] == pytest.approx(2 / 0.3, rel=0.3)
 
 
 def test_compare_runs() -> None:
@@ -162,7 +184,8 @@ def test_monte_carlo_slot(pair: tuple[Path, Path], cli, tmp_path: Path) -> None:
     assert res.code == 0, res.err
     rep = json.loads((tmp_path / "b.json").read_text())
     mc = rep["monte_carlo"]["measured"]
-    assert mc["measured_here"] is True and mc["seconds_per_shower"] == pytest.approx(0.05, rel=0.5)
+    # 'sleep 0.2' cannot take less than 0.2 s for its 4 showers (upper bound loose: a loaded host)
+    assert mc["measured_here"] is True and 0.05 <= mc["seconds_per_shower"] < 0.5
     r = rep["results"][0]
     assert r["speedup_vs_mc_measured"] == pytest.approx(mc["seconds_per_shower"] * r["showers_per_s"], rel=0.01)
     assert rep["ceilings"] is None and "profile" not in rep["models"][0]
@@ -176,18 +199,22 @@ def test_monte_carlo_slot(pair: tuple[Path, Path], cli, tmp_path: Path) -> None:
     (["--model", "{cheap}@tensorflow"], ["unknown backend", "tensorflow"]),
     (["--model", "{cheap}@onnxruntime:bf16"], ["not supported"]),
     (["--model", "{cheap}@openvino:int4"], ["unknown precision"]),
-    (["--model", "{cheap}", "--duration", "0"], ["--duration"]),
-    (["--model", "{cheap}", "--mc-command", "true"], ["--mc-showers"]),
-    (["--model", "{cheap}", "--mc-command", "false", "--mc-showers", "3"], ["--mc-command", "exited"]),
-    (["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"], ["--mc-command"]),
+    (["--model", "{cheap}", "--duration", "0"], ["duration"]),
+    (["--model", "{cheap}", "--mc-command", "true"], ["mc_showers"]),
+    (["--model", "{cheap}", "--mc-command", "false", "--mc-showers", "3"], ["mc_command", "exited"]),
+    (["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"], ["mc_command"]),
+    (["--model", "not-a-builtin-model"], ["model not found", "built-in"]),
     (["--model", "{tmp}"], ["not a caloquant artifact"]),
+    (["--model", "{corrupt}"], ["corrupt or unreadable checkpoint"]),
 ])
 def test_bad_input_is_one_line_error(pair: tuple[Path, Path], cli, tmp_path: Path, args: list[str], needles: list[str]) -> None:
     cheap, _ = pair
-    args = [a.format(cheap=cheap, tmp=tmp_path) for a in args]
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint" * 100)
+    args = [a.format(cheap=cheap, tmp=tmp_path, corrupt=corrupt) for a in args]
     if "--duration" not in args:
         args += ["--duration", "0.1"]
-    res = cli("bench", *args, "--no-ceilings", "--no-profile")
+    res = cli("bench", *args, "--no-profile")  # ceilings on: bad input must fail before any measurement
     assert_one_line_error(res, *needles)
 
 
@@ -201,8 +228,8 @@ def test_quantize_artifact_is_benchmarked(tmp_path: Path) -> None:
     from tests.helpers import UP_SPEC, UpGen
 
     cfg = QuantizeConfig(backend="openvino", precision="int8", calib_n=32, eval_n_per_point=20, batch=8, seed=0,
-                         tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0), head_to_head=False, speed_rounds=1)
-    quantize(Checkpoint(UP_SPEC, UpGen().eval()), cfg, tmp_path / "art", log=lambda m: None)
+                         tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0), timing=TimingConfig(window_s=0.2, rounds=1))
+    quantize(Checkpoint(UP_SPEC, UpGen().eval()), cfg).save(tmp_path / "art")
     rep = run_bench([str(tmp_path / "art")], BenchConfig(threads=(1,), streams=(1,), batches=(4,), duration_s=0.2,
                                                         rounds=1, profile=False, ceilings=False))
     info, row = rep["models"][0], rep["results"][0]

@@ -173,3 +173,57 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, cli) -> None:
         res = cli("inspect", path)
         assert_one_line_error(res, needle)
         assert str(path.name) in res.err or label == "missing", label
+
+
+@pytest.mark.parametrize("compression", ["gzip:1", "lz4", "zstd", "none", 4])
+def test_compressions_round_trip_with_event_ids(tmp_path: Path, compression) -> None:
+    s, e = fake_showers(37, grid=(6, 6, 6))
+    with ShowerWriter(tmp_path / "c.h5", (6, 6, 6), compression=compression, first_event_id=1000) as w:
+        w.append(s[:20], e[:20])
+        w.append(s[20:], e[20:])
+    with open_showers(tmp_path / "c.h5") as r:
+        s2, e2 = r.read()
+        ids = r.event_ids()
+    np.testing.assert_array_equal(s2, s)
+    np.testing.assert_allclose(e2, e, rtol=1e-6)
+    np.testing.assert_array_equal(ids, np.arange(1000, 1037))
+    with h5py.File(tmp_path / "c.h5") as h5:
+        assert h5["event_id"].dtype == np.int64
+        assert (h5["ECAL"].compression == "gzip") == (compression in ("gzip:1", 4))
+
+
+def test_background_writer_owns_its_blocks_and_reports_its_errors(tmp_path: Path) -> None:
+    s, e = fake_showers(30, grid=(5, 5, 5))
+    buf = s[:10].copy()
+    with ShowerWriter(tmp_path / "a.h5", (5, 5, 5), queue_depth=1) as w:
+        w.append(buf, e[:10])
+        buf[:] = 7.0  # the caller reuses its buffer at once (as inference engines do)
+        w.append(s[10:], e[10:])
+    np.testing.assert_array_equal(read_showers(tmp_path / "a.h5")[0], s)
+
+    class Failing(ShowerWriter):
+        def _write(self, showers: np.ndarray, energies: np.ndarray, n0: int) -> None:
+            if n0 > 0:  # the disk fills up at the second block
+                raise OSError("No space left on device")
+            super()._write(showers, energies, n0)
+
+    with pytest.raises(OSError, match="No space"):
+        with Failing(tmp_path / "b.h5", (5, 5, 5)) as w:
+            for i in range(0, 30, 5):
+                w.append(s[i : i + 5], e[i : i + 5])
+    assert not (tmp_path / "b.h5").exists() and not list(tmp_path.glob(".b.h5*"))
+
+
+def test_sample_cli_compression(tmp_path: Path, cli) -> None:
+    from caloquant.models import SPEC_3DGAN, Checkpoint, build, save_checkpoint
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    gen, _ = build(SPEC_3DGAN)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(SPEC_3DGAN, gen.eval()))
+    res = cli("sample", "--model", tmp_path / "m.pt", "--n", 6, "--energy", 200, "--compression", "lz4", "-o", tmp_path / "s.h5")
+    assert res.code == 0, res.err
+    with h5py.File(tmp_path / "s.h5") as h5:
+        assert h5["ECAL"].shape == (6, 25, 25, 25) and h5["ECAL"].compression != "gzip"
+    assert_one_line_error(cli("sample", "--model", tmp_path / "m.pt", "--n", 6, "--energy", 200, "--compression", "gzip:12",
+                              "-o", tmp_path / "t.h5"), "gzip level")

@@ -144,7 +144,7 @@ def test_validate_cli_json_and_plots(two_samples, tmp_path: Path, cli) -> None:
     res = cli("validate", fa, fb, "--classifier", "--json", tmp_path / "v.json", "--plots", tmp_path / "plots", "--bins", "edges:100,300,500")
     assert res.code == 0, res.err
     d = json.loads((tmp_path / "v.json").read_text())
-    assert 0.0 <= d["classifier_auc"] <= 1.0
+    assert abs(d["classifier_auc"] - 0.5) < 0.15  # two samples of one source: no better than chance (400 showers each)
     for row in d["bins"]:
         for k in ("label", "lo_gev", "hi_gev", "n_ref", "n_cand", "projection_mse"):
             assert k in row

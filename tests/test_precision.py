@@ -14,7 +14,10 @@ from caloquant.errors import CaloquantError
 from caloquant.models import ArchInfo, Checkpoint, ModelSpec, build, register_architecture, save_checkpoint, spec_conv2d
 from caloquant.precision import QuantizeConfig, Tolerance, calibration_latents, check_supported, load_artifact, quantize
 from caloquant.precision.backends import make_backend
+from caloquant.timing import TimingConfig
 from tests.helpers import assert_one_line_error
+
+FAST_TIMING = TimingConfig(window_s=0.2, rounds=1, warmup_s=0.05)
 
 
 class Tiny3D(nn.Module):
@@ -52,10 +55,16 @@ TINY_SPEC = ModelSpec(arch="test-tiny3d", noise_dim=16, latent_dim=16, grid=(6, 
 
 
 def fast_cfg(**kw) -> QuantizeConfig:
-    base = dict(backend="openvino", precision="int8", calib_n=64, eval_n_per_point=40, batch=16, seed=0, speed_rounds=1,
-                head_to_head=False)
+    base = dict(backend="openvino", precision="int8", calib_n=64, eval_n_per_point=40, batch=16, seed=0, timing=FAST_TIMING,
+                head_to_head=False, threads=2)
     base.update(kw)
     return QuantizeConfig(**base)  # type: ignore[arg-type]
+
+
+def tune(ck: Checkpoint, cfg: QuantizeConfig, out: Path):  # noqa: ANN201 - QuantizeResult
+    res = quantize(ck, cfg)
+    res.save(out)
+    return res
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +76,36 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Pat
 
 
 @pytest.fixture(scope="module")
+def tuned(tiny_ckpt, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (QuantizeResult, artifact dir)
+    """The one physics tuning of this module, shared by the tests that read its result: the
+    int8-hostile model, a tolerance its benign layers meet in int8 (they move Ecal by ~1 %;
+    conv_b alone moves it by ~100 %), with the head to head. Speeds of a tiny model are close:
+    a larger batch and 3 interleaved rounds keep timing noise below the 10 % tie."""
+    ck, _ = tiny_ckpt
+    out = tmp_path_factory.mktemp("tuned") / "art"
+    cfg = fast_cfg(tolerance=Tolerance(ecal_rel=0.03, moment_shift=0.05), batch=128, head_to_head=True,
+                   timing=TimingConfig(window_s=0.2, rounds=3, warmup_s=0.05))
+    return tune(ck, cfg, out), out
+
+
+@pytest.fixture(scope="module")
 def benign_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
     ck = Checkpoint(TINY_SPEC, Tiny3D(hostile=False).eval())
     return ck, save_checkpoint(tmp_path_factory.mktemp("benign") / "benign.pt", ck)
 
 
-def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tmp_path: Path) -> None:
+def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_path: Path) -> None:
     ck, _ = tiny_ckpt
-    # a tolerance the benign layers meet in int8 (they move Ecal by ~1 %); conv_b alone moves it by ~100 %
-    tol = Tolerance(ecal_rel=0.03, moment_shift=0.05)
-    # speeds of a tiny model are close; a larger batch and 3 interleaved rounds keep timing noise below the 10 % tie
-    res = quantize(ck, fast_cfg(tolerance=tol, batch=128, speed_rounds=3), tmp_path / "art", log=lambda m: None)
+    res, art = tuned
+    tol = Tolerance(**res.manifest["tolerance"])
     lp = res.manifest["layer_precisions"]
     assert res.ok, res.manifest["physics"]
-    assert lp["conv_b"] in ("fp32", "bf16"), lp  # higher precision than int8
+    assert lp["conv_b"] in ("fp32", "bf16", "fp16"), lp  # higher precision than int8
     assert all(v == "int8" for k, v in lp.items() if k != "conv_b"), lp
     # the naive recipe (everything int8) must fail on the same model: the layer really is sensitive
-    naive = quantize(ck, fast_cfg(recipe="naive", tolerance=tol), tmp_path / "naive", log=lambda m: None)
+    naive = quantize(ck, fast_cfg(recipe="naive", tolerance=tol))
     assert not naive.ok and naive.manifest["physics"]["worst_ecal_rel"] > 10 * res.manifest["physics"]["worst_ecal_rel"]
-    log = json.loads((tmp_path / "art" / "tuning_log.json").read_text())
+    log = json.loads((art / "tuning_log.json").read_text())
     assert any(t["name"].startswith("only conv_b") and not t["passes"] for t in log["trials"])
     assert all("physics" in t and "config" in t for t in log["trials"])
 
@@ -96,7 +116,7 @@ def test_tuner_is_deterministic(tiny_ckpt, tmp_path: Path) -> None:
     ck, _ = tiny_ckpt
     logs = []
     for d in ("a", "b"):
-        quantize(ck, fast_cfg(), tmp_path / d, log=lambda m: None)
+        tune(ck, fast_cfg(), tmp_path / d)
         logs.append(json.loads((tmp_path / d / "tuning_log.json").read_text())["trials"])
     assert [t["name"] for t in logs[0]] == [t["name"] for t in logs[1]]
     assert [t["physics"] for t in logs[0]] == [t["physics"] for t in logs[1]]
@@ -108,8 +128,8 @@ def test_physics_recipe_on_conv2d_generator(tmp_path: Path) -> None:
     torch.manual_seed(0)
     gen, _ = build(spec)
     gen.eval()
-    res = quantize(Checkpoint(spec, gen), fast_cfg(eval_n_per_point=20, time_budget_s=25, tolerance=Tolerance(ecal_rel=0.02, moment_shift=0.1)),
-                   tmp_path / "c2d", log=lambda m: None)
+    res = tune(Checkpoint(spec, gen), fast_cfg(eval_n_per_point=20, time_budget_s=25, tolerance=Tolerance(ecal_rel=0.02, moment_shift=0.1)),
+               tmp_path / "c2d")
     assert res.ok
     names = " ".join(t.name for t in res.trials)
     assert "ConvTranspose" in names or "paths.0.1" in names or any("paths" in k for k in res.manifest["layer_precisions"])
@@ -204,14 +224,12 @@ def test_support_matrix_messages() -> None:
     check_supported("torch", "int8")
 
 
-def test_head_to_head_runs_every_tool_at_the_same_tolerance(tiny_ckpt, tmp_path: Path) -> None:
+def test_head_to_head_runs_every_tool_at_the_same_tolerance(tuned) -> None:
     """NNCF accuracy control, INC autotune and LiteRT int8/fp16 are measured in the same run
     with the same physics metric; a tool that cannot run is listed with its exact error."""
     import importlib.util
 
-    ck, _ = tiny_ckpt
-    res = quantize(ck, fast_cfg(tolerance=Tolerance(ecal_rel=0.03, moment_shift=0.05), head_to_head=True),
-                   tmp_path / "art", log=lambda m: None)
+    res, _ = tuned
     rows = {r["name"].split(" (")[0]: r for r in res.manifest["head_to_head"]}
     assert {"openvino fp32", "NNCF quantize_with_accuracy_control", "INC autotune", "LiteRT int8", "LiteRT fp16"} <= set(rows)
     expect = {"INC autotune": "neural_compressor", "LiteRT int8": "litert_torch", "LiteRT fp16": "litert_torch"}
@@ -222,4 +240,84 @@ def test_head_to_head_runs_every_tool_at_the_same_tolerance(tiny_ckpt, tmp_path:
             assert "error" not in rows[name], rows[name]
             assert rows[name]["speedup_vs_torch_fp32"] > 0
     assert rows["LiteRT fp16"]["worst_ecal_rel"] < 0.01  # float16 weights of a small model: close to fp32
-    assert res.manifest["speed"]["rounds"] == 1 and len(res.manifest["speed"]["chosen_rounds"]) == 1
+    sp = res.manifest["speed"]
+    assert sp["timing"]["rounds"] == 3 and len(sp["chosen_rounds"]) == 3 and len(sp["engine_fp32_rounds"]) == 3
+    assert sp["speedup_vs_openvino_fp32_same_graph"] > 0 and res.manifest["executed_precision"].startswith("int8+")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _double_float_constants(art: Path) -> None:
+    """Damage an OpenVINO artifact the way bad weights would: every float32 constant of the IR
+    (float kernels, biases, quantizer scales) doubled in model.bin, the file still well-formed."""
+    import xml.etree.ElementTree as ET
+
+    raw = bytearray((art / "model.bin").read_bytes())
+    for layer in ET.parse(art / "model.xml").getroot().iter("layer"):
+        data = layer.find("data")
+        if layer.get("type") == "Const" and data is not None and data.get("element_type") == "f32":
+            off, size = int(data.get("offset")), int(data.get("size"))
+            raw[off : off + size] = (np.frombuffer(bytes(raw[off : off + size]), np.float32) * 2).tobytes()
+    (art / "model.bin").write_bytes(bytes(raw))
+
+
+def _reseal(art: Path, name: str) -> None:
+    """Update the manifest's checksum of ``name`` (a damage the checksum cannot see, as a CPU
+    that computes the model differently would be)."""
+    import hashlib
+
+    m = json.loads((art / "manifest.json").read_text())
+    m["sha256"][name] = hashlib.sha256((art / name).read_bytes()).hexdigest()
+    (art / "manifest.json").write_text(json.dumps(m))
+
+
+def test_artifact_self_check_passes_and_records_the_cpu(tuned) -> None:
+    from caloquant.runtime import cpu_identity
+
+    _, art = tuned
+    g = load_artifact(art)
+    m = g.manifest
+    assert g.self_check["passed"] is True
+    assert m["self_check"]["tuned_on"]["cpu_model"] == cpu_identity()["cpu_model"]
+    # on the tuning CPU the engine reproduces its own canary deviation (deterministic engine)
+    for k, v in m["self_check"]["tuned_deviation"].items():
+        assert g.self_check["deviation"][k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
+    assert set(m["sha256"]) == {*m["files"], "canary.npz"}
+
+
+def test_damaged_artifact_is_refused(tuned, tmp_path: Path, cli) -> None:
+    _, art = tuned
+    # 1. damaged weights: the checksum catches it
+    a = _copy(art, tmp_path / "a")
+    _double_float_constants(a)
+    with pytest.raises(CaloquantError, match="damaged"):
+        load_artifact(a)
+    # 2. the same damage with a matching checksum (as a CPU computing the model differently): the canary catches it
+    _reseal(a, "model.bin")
+    with pytest.raises(CaloquantError, match="self-check failed"):
+        load_artifact(a)
+    res = cli("sample", "--model", a, "--n", 4, "--energy", 50, "-o", tmp_path / "x.h5")
+    assert_one_line_error(res, "self-check failed", "tuned on")
+    assert not (tmp_path / "x.h5").exists()
+    # 3. a damaged canary reference (Ecal of the float32 showers 10 % off)
+    b = _copy(art, tmp_path / "b")
+    with np.load(b / "canary.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["ref_ecal"] = arrays["ref_ecal"] * 1.1
+    with open(b / "canary.npz", "wb") as f:
+        np.savez(f, **arrays)
+    _reseal(b, "canary.npz")
+    with pytest.raises(CaloquantError, match="ecal_rel"):
+        load_artifact(b)
+    # the override loads anyway and says so in the output's provenance
+    res = cli("sample", "--model", b, "--n", 4, "--energy", 50, "--skip-self-check", "-o", tmp_path / "y.h5")
+    assert res.code == 0, res.err
+    from caloquant.data import open_showers
+
+    with open_showers(tmp_path / "y.h5") as r:
+        assert "skip_self_check" in r.attrs["self_check"]

@@ -12,6 +12,7 @@ from torch import nn
 from caloquant.models import Checkpoint, Generator3DGAN
 from caloquant.precision import QuantizeConfig, Tolerance, load_artifact, quantize
 from caloquant.precision.rewrite import fuse_upsample_conv, rewritten_convs
+from caloquant.timing import TimingConfig
 from tests.helpers import UP_SPEC, UpGen
 
 
@@ -117,8 +118,9 @@ def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: 
     ck = Checkpoint(UP_SPEC, UpGen().eval())
     tol = Tolerance(ecal_rel=1.0, moment_shift=10.0)  # any configuration passes: this test is about storage
     cfg = QuantizeConfig(backend="openvino", precision=precision, calib_n=32, eval_n_per_point=20, batch=8, seed=0,  # type: ignore[arg-type]
-                         tolerance=tol, head_to_head=False, speed_rounds=1)
-    res = quantize(ck, cfg, tmp_path / "art", log=lambda m: None)
+                         tolerance=tol, timing=TimingConfig(window_s=0.2, rounds=1))
+    res = quantize(ck, cfg)
+    res.save(tmp_path / "art")
     assert res.manifest["rewrite"]["convs"] == ["conv"]
     art = load_artifact(tmp_path / "art")
     lat = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
@@ -140,11 +142,13 @@ def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: 
 def test_no_rewrite_keeps_the_graph(tmp_path: Path) -> None:
     ck = Checkpoint(UP_SPEC, UpGen().eval())
     cfg = QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8, rewrite=False,
-                         head_to_head=False, speed_rounds=1)
-    res = quantize(ck, cfg, tmp_path / "a", log=lambda m: None)
+                         timing=TimingConfig(window_s=0.2, rounds=1))
+    res = quantize(ck, cfg)
+    res.save(tmp_path / "a")
     assert res.manifest["rewrite"]["convs"] == []
     with_rw = quantize(ck, QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8,
-                                          head_to_head=False, speed_rounds=1), tmp_path / "b", log=lambda m: None)
+                                          timing=TimingConfig(window_s=0.2, rounds=1)))
+    with_rw.save(tmp_path / "b")
     assert with_rw.manifest["rewrite"]["convs"] == ["conv"]
     lat = np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)
     a, b = load_artifact(tmp_path / "a").generate(lat), load_artifact(tmp_path / "b").generate(lat)
@@ -173,3 +177,21 @@ def test_engine_models_own_their_weights(backend: str) -> None:
         out = m(lat)
         assert np.isfinite(out).all()
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
+
+
+def test_openvino_reports_the_precision_it_executes() -> None:
+    """The compiled model's own answer, not the request: bf16 where the CPU has no fp16
+    arithmetic and the plugin runs an f16 hint in bf16 (AMD Zen 4), fp16 where it has (AMX)."""
+    from caloquant.precision.backends import make_backend
+    from caloquant.runtime import cpu_identity
+
+    be = make_backend("openvino", UpGen().eval(), 16, 1)
+    assert be.float_model("fp32").executed_precision() == "fp32"
+    flags = set(cpu_identity()["flags"])
+    got = be.float_model("fp16").executed_precision()
+    if not flags & {"avx512_fp16", "amx_fp16"}:
+        assert got in ("bf16", "fp32"), got  # no fp16 arithmetic: never reported as fp16
+    else:
+        assert got == "fp16", got
+    calib = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    assert be.int8_model(calib, None, "minmax", "fp32").executed_precision() == "int8+fp32"

@@ -1,6 +1,18 @@
-"""caloquant: reduced-precision calorimeter-shower GANs that stay physically right."""
+"""caloquant: reduced-precision calorimeter-shower GANs that stay physically right.
+
+    import caloquant as cq
+    model = cq.load()                          # the embedded CERN 3DGAN
+    q = cq.quantize(model, precision="int8")   # physics-aware int8, in memory
+    showers, energies = q.sample(1000, energy_range=(100, 500), seed=1)
+
+See :mod:`caloquant.api`. The stages (data, models, physics, precision, bench, report) are
+subpackages with their own public APIs.
+"""
+
+from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("caloquant")
@@ -9,4 +21,14 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 from caloquant.errors import CaloquantError
 
-__all__ = ["CaloquantError", "__version__"]
+_API = ("Model", "Report", "bench", "load", "models", "quantize", "validate")
+__all__ = ["CaloquantError", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: `import caloquant.errors` (the CLI's first import) stays light
+    if name in _API:
+        from caloquant import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'caloquant' has no attribute {name!r}")

@@ -12,8 +12,10 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from caloquant.errors import CaloquantError
 
@@ -29,11 +31,20 @@ console = Console(stderr=True)
 out = Console(width=None if Console().is_terminal else 160)
 
 
-def progress() -> Progress:
+class _RateColumn(ProgressColumn):
+    """Items per second (showers/s) of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.3g}/s" if speed else "-/s")
+
+
+def progress(rate: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *((_RateColumn(),) if rate else ()),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -43,13 +54,38 @@ def progress() -> Progress:
 
 
 def set_threads(threads: int) -> None:
-    """Pin intra-op threads for every library we use (2 cores on the reference machine)."""
+    """Pin intra-op threads for every library we use (2 cores on the reference machine). The
+    command line owns its process, so this is set once, for the whole command."""
     import torch
 
     if threads < 1:
         raise CaloquantError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _setup_output() -> None:
+    """What only the command line decides: a file-only matplotlib backend, and the library's
+    ``caloquant`` logger shown with the command's output on stdout (progress of quantize,
+    bench, ...; stderr carries only errors and progress bars)."""
+    import logging
+
+    import matplotlib
+    from rich.logging import RichHandler
+
+    matplotlib.use("Agg")
+    lg = logging.getLogger("caloquant")
+    if not any(isinstance(h, RichHandler) for h in lg.handlers):
+        h = RichHandler(console=out, show_time=False, show_level=False, show_path=False, markup=False,
+                        highlighter=None, rich_tracebacks=False)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+MODEL_HELP = "Built-in model name (see `caloquant models`), checkpoint (.pt) or quantize artifact directory."
+SKIP_CHECK_HELP = "Load an artifact without running its self-check on this CPU (recorded in the output's provenance)."
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -111,23 +147,29 @@ def import_keras(
               + (", with discriminator" if ckpt.discriminator is not None else ""))
 
 
-def load_generator(path: Path, threads: int):  # noqa: ANN201 - returns a ShowerGenerator
-    """A checkpoint file or a `quantize` artifact directory, as a ShowerGenerator."""
-    from caloquant.models import TorchGenerator, load_checkpoint
+@app.command()
+def models() -> None:
+    """List the built-in models (usable as --model NAME everywhere)."""
+    from caloquant.api import models as builtin
+    from caloquant.models import DEFAULT_MODEL
 
-    if path.is_dir():
-        from caloquant.precision import load_artifact
+    t = Table(title="built-in models")
+    for col in ("name", "description", "licence", "source"):
+        t.add_column(col)
+    for m in builtin():
+        t.add_row(m["name"] + (" (default)" if m["name"] == DEFAULT_MODEL else ""), m["description"], m["licence"], m["source"])
+    out.print(t)
 
-        return load_artifact(path, threads)
-    ckpt = load_checkpoint(path)
-    return TorchGenerator(ckpt.spec, ckpt.generator, threads)
+
+COMPRESSION_HELP = ("gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x cheaper to write; "
+                    "readers need hdf5plugin, which caloquant imports), none.")
 
 
 @app.command()
 def sample(
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt) or quantize artifact directory.")],
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)] = "cern-3dgan",
     energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
     energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
     energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
@@ -137,11 +179,15 @@ def sample(
     threads: Annotated[int, typer.Option("--threads")] = 2,
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "gzip",
+    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
-    from caloquant.data import FORMATS, ShowerWriter, provenance
+    from caloquant.api import load
+    from caloquant.data import FORMATS, ShowerWriter, compression_options, provenance
     from caloquant.models import check_energy_range, energies_for, generate_batches
 
+    compression_options(compression)
     if n < 1:
         raise CaloquantError(f"--n must be positive, got {n}")
     if fmt not in FORMATS:
@@ -150,17 +196,103 @@ def sample(
     e_arr = _load_npy(energies, "energies") if energies is not None else None
     noise_arr = _load_npy(noise, "noise") if noise is not None else None
     e = energies_for(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
-    gen = load_generator(model, threads)
+    m = load(model, threads, skip_self_check)
+    gen = m.generator
     check_energy_range(e, gen.spec, allow_extrapolation)
-    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=getattr(gen, "precision", "fp32"),
-                       backend=getattr(gen, "backend", "torch"), seed=seed,
-                       noise_source=str(noise) if noise is not None else "seeded")
-    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n) as w, progress() as bar:  # type: ignore[arg-type]
+    extra = {} if m.self_check is None else {"self_check": json.dumps(m.self_check, default=str)}
+    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=m.precision, backend=m.backend, seed=seed,
+                       noise_source=str(noise) if noise is not None else "seeded", **extra)
+    # the writer compresses and writes on its own thread while the model draws the next batch
+    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w, progress() as bar:  # type: ignore[arg-type]
         task = bar.add_task("sampling", total=n)
         for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
             w.append(showers, eb)
             bar.advance(task, len(eb))
     out.print(f"wrote {n} showers to {output}")
+
+
+@app.command()
+def generate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (shards + manifest.json).")],
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    model: Annotated[Optional[str], typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash.")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Showers per shard file, one Dask task each "
+                                                      "(default 1000 for models, 20 for geant4, 500 for gflash).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local cluster: worker processes (default cores / 2; engines: cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Engine threads per worker (default cores / workers).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch: Annotated[int, typer.Option("--batch")] = 64,
+    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "lz4",
+    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+    tls_ca_file: Annotated[Optional[Path], typer.Option("--tls-ca-file", help="TLS: CA certificate of the cluster (PEM).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS: this client's certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS: this client's private key (PEM).")] = None,
+    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Seconds to reach the scheduler.")] = 10.0,
+    retries: Annotated[int, typer.Option("--retries", help="Re-runs of a shard whose task raised an error.")] = 2,
+) -> None:
+    """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault tolerant."""
+    from caloquant.distributed import GenerateProgress, security_from
+    from caloquant.distributed import generate as run_generate
+
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    e_range = _parse_range(energy_range) if energy_range else None
+    security = security_from(tls_ca_file, tls_cert, tls_key) if scheduler is not None else None
+    with progress(rate=True) as bar:
+        tasks: list[Any] = []
+
+        def on_progress(p: GenerateProgress) -> None:
+            if not tasks:  # created at the first report, so that reused shards do not count as speed
+                tasks.append(bar.add_task("generating", total=p.showers_total, completed=p.showers_done))
+            bar.update(tasks[0], completed=p.showers_done, description=f"shards {p.shards_done}/{p.shards_total}")
+
+        res = run_generate(output, n, model=model, engine=engine, energy_range=e_range, energies=e_arr, shard_size=shard_size,
+                           seed=seed, scheduler=scheduler, workers=workers, threads=threads, security=security, resume=resume,
+                           batch=batch, compression=compression, allow_extrapolation=allow_extrapolation,
+                           connect_timeout=connect_timeout, retries=retries, progress=on_progress,
+                           log=lambda m: console.print(m, highlight=False))
+    out.print(f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} ({res.shards_made} made, "
+              f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)")
+
+
+@app.command()
+def simulate(
+    n: Annotated[int, typer.Option("--n", help="Number of showers.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
+    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
+    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
+    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization).")] = "geant4",
+    geometry: Annotated[Optional[Path], typer.Option("--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout).")] = None,
+    particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = "e-",
+    physics: Annotated[str, typer.Option("--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.).")] = "em-analytic",
+    cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = 0.7,
+    smear_position: Annotated[float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")] = 0.0,
+    smear_angle: Annotated[float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")] = 0.0,
+    cell_cut: Annotated[float, typer.Option("--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6).")] = 1e-6,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes (results do not depend on it).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
+) -> None:
+    """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
+    from caloquant.sim import Gun, Physics, SimConfig, draw_energies, load_geometry
+    from caloquant.sim import simulate as run_simulate
+
+    e_arr = _load_npy(energies, "energies") if energies is not None else None
+    e = draw_energies(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    cfg = SimConfig(engine=engine, geometry=load_geometry(geometry), physics=Physics(list=physics, cut_mm=cut),
+                    gun=Gun(particle=particle, position_sigma_mm=smear_position, angle_sigma_mrad=smear_angle), seed=seed)
+    with progress(rate=True) as bar:
+        task = bar.add_task(f"simulating ({engine})", total=n)
+        res = run_simulate(output, e, cfg, workers=workers, fmt=fmt, cell_cut_gev=cell_cut,
+                           progress=lambda done, total: bar.update(task, completed=done))
+    reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
+    out.print(f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
+              f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})")
 
 
 @app.command()
@@ -182,7 +314,7 @@ def validate(
     from caloquant.data import open_showers
     from caloquant.physics import parse_points
     from caloquant.physics import validate as run_validate
-    from caloquant.report import global_table, moments_table, optimisation_table, resolution_table, validation_plots, validation_table
+    from caloquant.report import validation_plots, validation_tables
 
     set_threads(threads)
     try:
@@ -196,19 +328,15 @@ def validate(
         report = run_validate(ref, cand, bins=bins, paired=paired, classifier=classifier, seed=seed,
                               hit_threshold=hit_threshold, zero_threshold=zero_threshold, metric_points=points,
                               metric_half_width=half, progress=lambda k: bar.advance(task, k)).to_dict()
-    out.print(validation_table(report))
-    out.print(moments_table(report))
-    if len(report["bins"]) > 1:
-        out.print(resolution_table(report))
-    out.print(optimisation_table(report))
-    out.print(global_table(report))
+    for table in validation_tables(report):
+        out.print(table)
     _write_outputs(report, json_out, plots, validation_plots)
 
 
 @app.command()
 def quantize(
-    model: Annotated[Path, typer.Option("--model", help="fp32 checkpoint (.pt).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+    model: Annotated[str, typer.Option("--model", help="Built-in model name or fp32 checkpoint (.pt).")] = "cern-3dgan",
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | int8.")] = "int8",
     backend: Annotated[str, typer.Option("--backend", help="openvino | onnxruntime | torch.")] = "openvino",
     recipe: Annotated[str, typer.Option("--recipe", help="physics (tolerance-driven search) | naive (backend defaults).")] = "physics",
@@ -220,9 +348,10 @@ def quantize(
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
     rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
+    head_to_head: Annotated[bool, typer.Option("--head-to-head", help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.")] = False,
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
-    from caloquant.models import load_checkpoint
+    from caloquant.models import load_checkpoint, resolve_model
     from caloquant.precision import QuantizeConfig, Tolerance
     from caloquant.precision import quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
@@ -230,11 +359,12 @@ def quantize(
     set_threads(threads)
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
                          calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
-                         threads=threads, batch=batch, rewrite=rewrite)
-    if model.is_dir():
+                         threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head)
+    path = resolve_model(model)
+    if path.is_dir():
         raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
-    ckpt = load_checkpoint(model)
-    res = run_quantize(ckpt, cfg, output, model_path=str(model), log=lambda m: out.print(m, highlight=False))
+    res = run_quantize(load_checkpoint(path), cfg, source=str(model))
+    res.save(output)
     out.print(quantize_summary(res.manifest))
     h2h = head_to_head_table(res.manifest)
     if h2h is not None:
@@ -252,24 +382,51 @@ def quantize(
 
 @app.command()
 def study(
-    shared: Annotated[Path, typer.Option("--shared", help="Folder holding 3dgan/params_generator_epoch_049.hdf5.")] = Path("../shared"),
-    generator: Annotated[Optional[Path], typer.Option("--generator", help="Keras generator weights, if not in --shared.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator weights (.hdf5).")] = "cern-3dgan",
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
     n: Annotated[int, typer.Option("--n", help="Showers per sample.")] = 2000,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 1,
 ) -> None:
-    """The main job (`make run`): the furthest-reaching study caloquant can do today."""
+    """The main job (`make run`): fp32 closure, naive int8, bf16, fp16 and physics-tuned int8, validated and timed."""
     from caloquant.study import run_study
 
     set_threads(threads)
-    run_study(shared=shared, generator=generator, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
+    run_study(model=model, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
+
+
+@app.command("run")
+def run_cmd(
+    output: Annotated[Path, typer.Option("-o", "--out", help="Run folder: report.html, report.json, steps/ (cached), models/, samples/.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator "
+                                                       "weights; repeatable. Default: cern-3dgan.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A few minutes: default model, GFlash reference, naive and physics int8 "
+                                        "and bf16, no head to head, time-boxed tuning, short benchmark.")] = False,
+    showers: Annotated[Optional[int], typer.Option("--showers", help="Reference showers flat over the model's energy range "
+                                                   "(default 1000; quick 400).")] = None,
+    per_point: Annotated[Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV "
+                                                     "(default 100; quick 0).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash (default geant4; quick gflash).")] = None,
+    tune_budget: Annotated[Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning (default 540; quick 60).")] = None,
+    bench_duration: Annotated[Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point (default 2; quick 0.6).")] = None,
+    mc_budget: Annotated[Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo (default 300; quick 40).")] = None,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+) -> None:
+    """The whole study in one command: reference showers, every precision variant, validation, benchmark, one HTML report."""
+    from caloquant.run import RunConfig, run
+
+    set_threads(threads)
+    cfg = RunConfig(models=tuple(model or ()), quick=quick, threads=threads, seed=seed, n_flat=showers, n_per_point=per_point,
+                    engine=engine, tune_budget_s=tune_budget, bench_duration_s=bench_duration, mc_budget_s=mc_budget)
+    run(cfg, output, console=out)
 
 
 @app.command()
 def bench(
-    model: Annotated[list[str], typer.Option("--model", help="Checkpoint (.pt), CKPT@BACKEND[:PRECISION] "
-                                             "(e.g. 3dgan.pt@openvino:bf16), or quantize artifact directory; repeatable.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
+                                                       "(e.g. cern-3dgan@openvino:bf16), or quantize artifact directory; repeatable. "
+                                                       "Default: cern-3dgan.")] = None,
     threads: Annotated[str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")] = "1,2",
     streams: Annotated[str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")] = "1,2",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32,128",
@@ -281,28 +438,39 @@ def bench(
     ceilings: Annotated[bool, typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline.")] = True,
     mc_command: Annotated[Optional[str], typer.Option("--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers).")] = None,
     mc_showers: Annotated[Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")] = None,
+    mc: Annotated[Optional[str], typer.Option("--mc", help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
+                                              "at 100-500 GeV; speed-ups per energy and over a flat spectrum.")] = None,
+    mc_per_point: Annotated[int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")] = 3,
+    mc_budget: Annotated[float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")] = 300.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
 ) -> None:
     """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up vs Monte Carlo."""
     import shlex
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
-    from caloquant.report import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
+    from caloquant.models import DEFAULT_MODEL
+    from caloquant.report import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
+                                  bench_results_table)
 
     cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
                       batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
-                      seed=seed, mc_command=mc_command, mc_showers=mc_showers)
+                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, skip_self_check=skip_self_check, mc_engine=mc,
+                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 
         def on_progress(total: int, done: int, what: str) -> None:
             bar.update(task, total=total, completed=done, description=what[:60])
 
-        report = run_bench(model, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False))
+        report = run_bench(model or [DEFAULT_MODEL], cfg, progress=on_progress)
     report["command"] = "caloquant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out.print(bench_machine_line(report), highlight=False)
     out.print(bench_results_table(report))
     out.print(bench_models_table(report))
+    mct = bench_mc_table(report)
+    if mct is not None:
+        out.print(mct)
     prof = bench_profile_table(report)
     if prof is not None:
         out.print(prof)
@@ -372,6 +540,7 @@ def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | 
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
     try:
+        _setup_output()
         app()
     except CaloquantError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

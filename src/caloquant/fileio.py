@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode a plain ``open`` or ``mkdir`` would give (0666 / 0777 less the umask):
+    ``mkstemp`` and ``mkdtemp`` create private (0600 / 0700) files, which would leave outputs
+    unreadable to the rest of a group or a batch system's other users."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
@@ -24,10 +33,20 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, umask_mode(tmp_path.is_dir()))
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (checksums of artifacts, shards, reference sets)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

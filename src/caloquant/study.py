@@ -1,6 +1,6 @@
 """The main job behind `make run`: the furthest-reaching study caloquant can do today.
 
-On the real CERN 3DGAN: import the Keras weights, draw showers in fp32, validate two
+On the real CERN 3DGAN (the built-in model, or Keras weights given with ``--generator``): draw showers in fp32, validate two
 independent fp32 samples against each other (the statistical floor), build the naive int8
 variant (backend defaults, as the paper's TensorFlow Lite comparison) and the physics-tuned
 variants, draw showers from each on the same latent vectors as fp32 and validate them paired.
@@ -18,28 +18,6 @@ from rich.table import Table
 
 from caloquant.errors import CaloquantError
 
-KERAS_GENERATOR = "3dgan/params_generator_epoch_049.hdf5"
-KERAS_DISCRIMINATOR = "3dgan/params_discriminator_epoch_049.hdf5"
-
-
-def find_generator(shared: Path, generator: Path | None) -> tuple[Path, Path | None]:
-    """The Keras weights to use, or a one-line error saying exactly what to provide."""
-    if generator is not None:
-        if not generator.exists():
-            raise CaloquantError(f"{generator}: Keras generator weights not found")
-        disc = generator.with_name(generator.name.replace("generator", "discriminator"))
-        return generator, disc if disc.exists() and disc != generator else None
-    g = shared / KERAS_GENERATOR
-    if not g.exists():
-        raise CaloquantError(
-            f"the CERN 3DGAN weights are needed: put params_generator_epoch_049.hdf5 (Keras 2, from "
-            f"github.com/svalleco/3Dgan, keras/energy_gan/maelin50_full/) at {g}, or pass "
-            "--generator PATH (make run SHARED=DIR or GENERATOR=PATH)"
-        )
-    d = shared / KERAS_DISCRIMINATOR
-    return g, d if d.exists() else None
-
-
 def _sample(gen: Any, energies: np.ndarray, seed: int, path: Path, meta: dict[str, Any]) -> Path:
     from caloquant.data import ShowerWriter, provenance
     from caloquant.models import generate_batches
@@ -50,20 +28,24 @@ def _sample(gen: Any, energies: np.ndarray, seed: int, path: Path, meta: dict[st
     return path
 
 
-def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threads: int, seed: int, console: Console,
+def run_study(model: str, out_dir: Path, n: int, threads: int, seed: int, console: Console,
               quantize_variants: bool = True) -> dict[str, Any]:
+    """``model``: a built-in model name, a checkpoint or Keras 2 generator weights."""
+    from caloquant.api import load
     from caloquant.fileio import write_json
-    from caloquant.models import TorchGenerator, energies_for, import_keras_3dgan, save_checkpoint
+    from caloquant.models import TorchGenerator, energies_for, save_checkpoint
     from caloquant.physics import validate
     from caloquant.precision import QuantizeConfig, load_artifact, quantize
     from caloquant.report import head_to_head_table, quantize_summary, validation_plots, validation_table
 
-    gpath, dpath = find_generator(shared, generator)
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.rule("[bold]1. Import the CERN 3DGAN (Keras 2 -> PyTorch)")
-    ckpt = import_keras_3dgan(gpath, dpath)
-    model_path = save_checkpoint(out_dir / "3dgan_fp32.pt", ckpt)
-    console.print(f"checkpoint: {model_path}")
+    console.rule(f"[bold]1. The model: {model}")
+    m = load(model, threads)
+    if m.checkpoint is None:
+        raise CaloquantError(f"{model}: the study starts from a float32 model, not a reduced-precision artifact")
+    ckpt = m.checkpoint
+    model_path = save_checkpoint(out_dir / "model_fp32.pt", ckpt)
+    console.print(f"checkpoint: {model_path} ({ckpt.spec.arch}, from {model})")
 
     console.rule(f"[bold]2. fp32 showers: {n} at 100-500 GeV, two independent samples")
     fp32 = TorchGenerator(ckpt.spec, ckpt.generator, threads)
@@ -84,11 +66,13 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
             ("openvino_int8_naive", QuantizeConfig(backend="openvino", precision="int8", recipe="naive", threads=threads)),
             ("openvino_bf16", QuantizeConfig(backend="openvino", precision="bf16", threads=threads)),
             ("openvino_fp16", QuantizeConfig(backend="openvino", precision="fp16", threads=threads)),
-            ("openvino_int8_physics", QuantizeConfig(backend="openvino", precision="int8", recipe="physics", threads=threads)),
+            ("openvino_int8_physics", QuantizeConfig(backend="openvino", precision="int8", recipe="physics", threads=threads,
+                                                     head_to_head=True)),
         ]
         for i, (name, cfg) in enumerate(variants, start=3):
             console.rule(f"[bold]{i}. {name}")
-            res = quantize(ckpt, cfg, out_dir / name, model_path=str(model_path), log=lambda m: console.print(m, highlight=False))
+            res = quantize(ckpt, cfg, source=str(model))
+            res.save(out_dir / name)
             console.print(quantize_summary(res.manifest))
             if (h2h := head_to_head_table(res.manifest)) is not None:
                 console.print(h2h)
@@ -102,17 +86,19 @@ def run_study(shared: Path, generator: Path | None, out_dir: Path, n: int, threa
             summary["variants"].append({
                 "name": name, "meets_tolerance": res.ok, "layer_precisions": res.manifest["layer_precisions"],
                 "speedup_vs_torch_fp32": res.manifest["speed"]["speedup_vs_torch_fp32"],
+                "executed_precision": res.manifest["executed_precision"],
                 "showers_per_s": res.manifest["speed"]["showers_per_s"],
                 "size_ratio_vs_fp32": res.manifest["size_bytes"] / res.manifest["fp32_param_bytes"],
                 "validation_worst_sf_ratio_deviation": worst, "pixelwise_gev": allb["pixelwise"]["mean"],
                 "pixelwise_std_gev": allb["pixelwise"]["std"], "projection_mse": allb["projection_mse"],
             })
         console.rule("[bold]Summary: fast and right?")
-        t = Table(title=f"CERN 3DGAN, {n} showers 100-500 GeV, paired with fp32 (same latents)")
-        for col in ("variant", "speed-up vs torch fp32", "size vs fp32", "worst |SF ratio - 1| (bins)", "pixel-wise [GeV]", "within tolerance"):
+        lo, hi = ckpt.spec.energy_range_gev
+        t = Table(title=f"{model}, {n} showers {lo:g}-{hi:g} GeV, paired with fp32 (same latents)")
+        for col in ("variant", "executed", "speed-up vs torch fp32", "size vs fp32", "worst |SF ratio - 1| (bins)", "pixel-wise [GeV]", "within tolerance"):
             t.add_column(col, justify="right")
         for v in summary["variants"]:
-            t.add_row(v["name"], f"{v['speedup_vs_torch_fp32']:.2f}x", f"{v['size_ratio_vs_fp32']:.2f}x",
+            t.add_row(v["name"], v["executed_precision"], f"{v['speedup_vs_torch_fp32']:.2f}x", f"{v['size_ratio_vs_fp32']:.2f}x",
                       f"{v['validation_worst_sf_ratio_deviation']:.4f}", f"{v['pixelwise_gev']:.3f}±{v['pixelwise_std_gev']:.3f}",
                       "[green]yes[/]" if v["meets_tolerance"] else "[bold red]NO[/]")
         console.print(t)

@@ -2,7 +2,7 @@
 memory, per-op profiles, roofline against measured machine ceilings, and the speed-up against
 Monte Carlo (`caloquant bench`)."""
 
-from caloquant.bench.core import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, run_bench, time_streams
+from caloquant.bench.core import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, run_bench
 from caloquant.bench.machine import machine_info, measure_ceilings
 from caloquant.bench.montecarlo import GEANT4_LITERATURE
 from caloquant.bench.profile import CATEGORIES
@@ -20,5 +20,4 @@ __all__ = [
     "parse_int_list",
     "parse_model_arg",
     "run_bench",
-    "time_streams",
 ]

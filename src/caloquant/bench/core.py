@@ -17,7 +17,7 @@ re-measured. Compare precisions within one run; across runs, read ``host_probe``
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,7 +38,7 @@ from caloquant.bench.machine import (
     rss_bytes,
     usable_cores,
 )
-from caloquant.bench.montecarlo import GEANT4_LITERATURE, run_monte_carlo
+from caloquant.bench.montecarlo import GEANT4_LITERATURE, engine_speedups, run_monte_carlo, time_mc_engine
 from caloquant.bench.profile import CATEGORY_HELP, profile_variant
 from caloquant.bench.variants import (
     ModelRequest,
@@ -51,6 +51,9 @@ from caloquant.bench.variants import (
     quiet_logs,
 )
 from caloquant.errors import CaloquantError
+from caloquant.timing import TimingConfig, time_streams
+
+log = logging.getLogger(__name__)
 
 BENCH_FORMAT = 1
 MB = 1024.0**2
@@ -99,22 +102,34 @@ class BenchConfig:
     retries: int = 1
     mc_command: str | None = None
     mc_showers: int | None = None
+    first_call_budget_s: float = 20.0  # a model whose first call takes longer is timed by that call alone
+    skip_self_check: bool = False  # load artifacts without running their canary on this CPU
+    mc_engine: str | None = None  # caloquant.sim engine timed in this run (--mc geant4)
+    mc_showers_per_point: int = 3
+    mc_budget_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
             parse_int_list(getattr(self, name), option)
         if not self.duration_s > 0:
-            raise CaloquantError(f"--duration must be positive, got {self.duration_s}")
+            raise CaloquantError(f"duration must be positive, got {self.duration_s}")
         if self.warmup_s is not None and self.warmup_s < 0:
             raise CaloquantError(f"warm-up must not be negative, got {self.warmup_s}")
         if self.rounds < 1:
-            raise CaloquantError(f"--rounds must be at least 1, got {self.rounds}")
+            raise CaloquantError(f"rounds must be at least 1, got {self.rounds}")
         if self.retries < 0:
             raise CaloquantError(f"retries must not be negative, got {self.retries}")
         if self.min_calls < 1:
             raise CaloquantError(f"min_calls must be at least 1, got {self.min_calls}")
         if (self.mc_command is None) != (self.mc_showers is None):
-            raise CaloquantError("--mc-command and --mc-showers go together (the command simulates that many showers)")
+            raise CaloquantError("mc_command and mc_showers go together (the command simulates that many showers)")
+        self.timing  # noqa: B018 - validates the derived timing settings
+
+    @property
+    def timing(self) -> TimingConfig:
+        """The shared timing settings (caloquant.timing) this grid uses for each window."""
+        return TimingConfig(window_s=self.duration_s / self.rounds, rounds=self.rounds, warmup_s=self.warmup,
+                            min_calls=self.min_calls, max_calls=1_000_000, first_call_budget_s=self.first_call_budget_s)
 
     @property
     def warmup(self) -> float:
@@ -131,78 +146,8 @@ class BenchConfig:
         for k in ("threads", "streams", "batches"):
             d[k] = list(d[k])
         d["warmup_s"] = self.warmup
+        d["timing"] = self.timing.to_dict()
         return d
-
-
-def time_streams(runners: list[Runner], inputs: list[np.ndarray], duration_s: float, warmup_s: float,
-                 min_calls: int, warmup_calls: int = 1) -> dict[str, Any]:
-    """Run every stream concurrently: warm-up (at least ``warmup_calls`` calls and ``warmup_s``),
-    then calls until the budget; per-call times.
-
-    Throughput is the sum over streams of batch / median call time (robust to a stray slow
-    call); ``showers_per_s_wall`` counts completed showers over each stream's own span.
-    """
-    s = len(runners)
-    ready, go = threading.Barrier(s + 1), threading.Barrier(s + 1)
-    durations: list[list[float]] = [[] for _ in range(s)]
-    spans = [(0.0, 0.0)] * s
-    errors: list[BaseException] = []
-    deadline = [0.0]
-
-    def work(i: int) -> None:
-        f, x = runners[i], inputs[i]
-        try:
-            end = time.perf_counter() + warmup_s
-            for _ in range(warmup_calls):
-                f(x)
-            while time.perf_counter() < end:
-                f(x)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-        ready.wait()
-        go.wait()
-        if errors:
-            return
-        d = durations[i]
-        first = time.perf_counter()
-        try:
-            while len(d) < min_calls or time.perf_counter() < deadline[0]:
-                t0 = time.perf_counter()
-                f(x)
-                d.append(time.perf_counter() - t0)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        spans[i] = (first, time.perf_counter())
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(s)]
-    for t in threads:
-        t.start()
-    ready.wait()
-    with RssSampler() as rss, OtherLoad() as other:
-        deadline[0] = time.perf_counter() + duration_s
-        go.wait()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
-    batch = len(inputs[0])
-    meds = [float(np.median(d)) for d in durations]
-    pooled = np.concatenate([np.asarray(d) / m for d, m in zip(durations, meds)])
-    sps = sum(batch / m for m in meds)
-    wall = sum(batch * len(d) / max(b - a, 1e-12) for d, (a, b) in zip(durations, spans))
-    all_ms = 1000 * np.concatenate([np.asarray(d) for d in durations])
-    return {
-        "showers_per_s": sps,
-        "ms_per_shower": 1000.0 / sps,
-        "spread": float((np.percentile(pooled, 84) - np.percentile(pooled, 16)) / 2),
-        "showers_per_s_wall": wall,
-        "calls": int(sum(len(d) for d in durations)),
-        "call_ms_p50": float(np.median(all_ms)),
-        "call_ms_p99": float(np.percentile(all_ms, 99)),
-        "call_ms": all_ms,
-        "peak_rss_bytes": rss.peak,
-        "other_load_pct": other.pct,
-    }
 
 
 def _label(text: str, seen: dict[str, int]) -> str:
@@ -214,7 +159,7 @@ def _ceiling_key(precision: str) -> str:
     return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
 
 
-def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None) -> dict[str, Any]:
+def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None, mc_engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """One result row from a grid point's timed windows: median over windows, their spread, best.
 
     Every model of a run stays loaded (the windows of all models are interleaved), so the
@@ -229,7 +174,8 @@ def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc:
     own = run_rss0 + (m.info["model_rss_mb"] * MB) + max(w["rss_growth_bytes"] for w in windows)
     flops = v.flops_per_shower
     return {
-        "model": label, "backend": v.backend, "precision": v.precision, "threads": t, "streams": s, "batch": b,
+        "model": label, "backend": v.backend, "precision": v.precision, "executed_precision": m.info["executed_precision"],
+        "threads": t, "streams": s, "batch": b,
         "showers_per_s": round(med, 3), "ms_per_shower": round(1000.0 / med, 4),
         "spread": round(float(sps.max() - sps.min()) / 2 / med, 4),
         "showers_per_s_best": round(float(sps.max()), 3),
@@ -247,11 +193,13 @@ def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc:
         "oversubscribed": t * s > cores,
         "other_load_pct": max(loads) if loads else None,
         "retries": int(sum(w["retries"] for w in windows)),
+        "time_boxed": any(w["time_boxed"] for w in windows),
         "achieved_gflops": round(flops * med / 1e9, 2) if flops else None,
         "ceiling_gflops": None,  # filled in once the run's ceilings are final
         "roofline_fraction": None,
         "speedup_vs_geant4_literature": round(float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0),
         "speedup_vs_mc_measured": round(mc["seconds_per_shower"] * med, 2) if mc else None,
+        **engine_speedups(mc_engine, med),
     }
 
 
@@ -273,7 +221,7 @@ def _load_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tupl
     release_memory()
     rss0 = rss_bytes()
     t0 = time.perf_counter()
-    v: Variant = load_variant(req, label, max(cfg.threads), cfg.seed)
+    v: Variant = load_variant(req, label, max(cfg.threads), cfg.seed, cfg.skip_self_check)
     max_b = max(max(cfg.batches), cfg.profile_at)
     lat = [latents_for(v.spec, max_b, cfg.seed + 7919 * i) for i in range(max(cfg.streams))]
     first, _ = v.runners(cfg.threads[0], 1)
@@ -302,21 +250,18 @@ def _window(m: _Loaded, point: tuple[int, int, int], cfg: BenchConfig) -> None:
     v, label = m.variant, m.variant.label
     runners, m.effective[(t, s)] = v.runners(t, s)
     prev = m.windows[point]
-    window_s = cfg.duration_s / cfg.rounds
-    # first window: full warm-up; later ones: one call to refill caches, unless a call
-    # takes a sizeable part of the window (the engine is warm already)
-    warm_s = cfg.warmup if not prev else 0.0
-    warm_calls = 1 if not prev or prev[0]["call_ms_p50"] / 1000 < 0.2 * window_s else 0
     rss_start = rss_bytes()
     best: dict[str, Any] | None = None
     for attempt in range(cfg.retries + 1):
+        # first window: full warm-up; later ones: one untimed call to refill caches
+        rss, other = RssSampler(), OtherLoad()
         try:
-            new = time_streams(runners, [m.latents[i][:b] for i in range(s)], window_s, warm_s, cfg.min_calls, warm_calls)
+            new = time_streams(runners, [m.latents[i][:b] for i in range(s)], cfg.timing, warmup=not prev, monitors=(rss, other))
         except Exception as exc:  # noqa: BLE001 - an engine failing at one grid point
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CaloquantError(f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
                                  f"{first_line[:160]}") from None
-        new["retries"] = attempt
+        new |= {"retries": attempt, "peak_rss_bytes": rss.peak, "other_load_pct": other.pct}
         if best is None or (new["other_load_pct"] or 0) < (best["other_load_pct"] or 0):
             best = new
         if (best["other_load_pct"] or 0) <= cfg.max_other_load_pct:
@@ -358,13 +303,12 @@ def _merge_ceilings(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Benchmark every model over the configured grid; returns the JSON-ready report."""
     if not models:
-        raise CaloquantError("give at least one --model")
+        raise CaloquantError("give at least one model")
     requests = [parse_model_arg(m) for m in models]  # fail fast on bad arguments, before any timing
-    say = log or (lambda m: None)
+    say = log.info
     t_start = time.perf_counter()
     cores = usable_cores()
     grid = [(t, s, b) for t in cfg.threads for s in cfg.streams for b in cfg.batches]
@@ -379,6 +323,16 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
 
     machine = machine_info()
     machine["load_before"] = load_snapshot()
+    # a Monte Carlo command that cannot run is bad input too: run it first
+    mc = run_monte_carlo(cfg.mc_command, cfg.mc_showers) if cfg.mc_command and cfg.mc_showers else None
+    # every model is loaded (and checked) before anything is measured: bad input fails fast
+    prime_libraries({r.engine for r in requests})
+    seen: dict[str, int] = {}
+    run_rss0 = rss_bytes()
+    loaded: list[_Loaded] = []
+    for req in requests:
+        with quiet_logs():  # exporters, quantizers and torch.compile warn freely
+            loaded.append(_load_model(req, _label(req.short, seen), cfg, grid, step, say))
     ceilings: dict[str, Any] | None = None
     bandwidth = None
     counts = sorted({1} | {min(t * s, cores) for t in cfg.threads for s in cfg.streams})
@@ -387,15 +341,11 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         ceilings = measure_ceilings(counts)
         bandwidth = memory_bandwidth_gbs()
         step("machine ceilings", 1)
-    mc = run_monte_carlo(cfg.mc_command, cfg.mc_showers) if cfg.mc_command and cfg.mc_showers else None
-    prime_libraries({r.engine for r in requests})
-
-    seen: dict[str, int] = {}
-    run_rss0 = rss_bytes()
-    loaded: list[_Loaded] = []
-    for req in requests:
-        with quiet_logs():  # exporters, quantizers and torch.compile warn freely
-            loaded.append(_load_model(req, _label(req.short, seen), cfg, grid, step, say))
+    mc_engine = None
+    if cfg.mc_engine:
+        step(f"Monte Carlo: {cfg.mc_engine}")
+        mc_engine = time_mc_engine(cfg.mc_engine, cfg.mc_showers_per_point, cfg.mc_budget_s)
+        step(f"Monte Carlo: {cfg.mc_engine}", 1)
     # the windows of every model and grid point are interleaved, round after round, so slow
     # phases of the host are shared by all models instead of landing on one of them; at each
     # grid point the models follow each other within seconds, so their ratios see one host state
@@ -413,7 +363,7 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
                 step(what, 1)
     probes.append(host_probe())
     model_infos = [m.info for m in loaded]
-    results = [_row(m, p, cores, run_rss0, mc) for m in loaded for p in grid]
+    results = [_row(m, p, cores, run_rss0, mc, mc_engine) for m in loaded for p in grid]
     for m in loaded:
         m.variant.release()
     del loaded
@@ -435,7 +385,7 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         "profile_categories": CATEGORY_HELP,
         "models": model_infos,
         "results": results,
-        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc},
+        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc, "engine": mc_engine},
         "host_probe": _probe_summary(probes),
         "contended_points": sum(1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct),
         "notes": [

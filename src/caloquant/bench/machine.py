@@ -15,21 +15,10 @@ from typing import Any
 
 import numpy as np
 
-# ISA flags that decide which kernels the inference engines can use.
-RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                  "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+from caloquant.runtime import RELEVANT_FLAGS, cpuinfo
+
 LIBRARIES = ("caloquant", "torch", "numpy", "openvino", "nncf", "onnxruntime", "onnx", "torchao", "psutil")
 CEILING_DTYPES = ("fp32", "bf16", "fp16", "int8")
-
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if ":" in line:
-                k, v = (s.strip() for s in line.split(":", 1))
-                info.setdefault(k, v)
-    return info
 
 
 def usable_cores() -> int:
@@ -69,7 +58,7 @@ def load_snapshot() -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, relevant ISA flags, memory, OS and library versions."""
-    ci = _cpuinfo()
+    ci = cpuinfo()
     flags = set(ci.get("flags", "").split())
     phys = None
     with contextlib.suppress(Exception):
@@ -214,9 +203,15 @@ def _matmul_fn(dtype: str, n: int) -> Any:
 
 def _matmul_seconds(dtype: str, n: int, budget_s: float) -> list[float]:
     """Seconds of each call of an n x n matmul (2 n^3 ops) over ``budget_s``, at least 3
-    calls, after two warm-up calls."""
+    calls, after two warm-up calls. Time-boxed: when the first call alone exceeds the budget
+    (a dtype without native kernels, e.g. fp16 on a CPU without fp16 arithmetic, runs at a
+    few GFLOP/s), that call is the only measurement."""
     fn = _matmul_fn(dtype, n)
+    t0 = time.perf_counter()
     fn()
+    first = time.perf_counter() - t0
+    if first > budget_s:
+        return [first]
     fn()
     times, start = [], time.perf_counter()
     while len(times) < 3 or time.perf_counter() - start < budget_s:
@@ -276,15 +271,25 @@ def measure_ceilings(thread_counts: list[int], budget_s: float = 0.25, sizes: tu
 
 
 def _measure(out: dict[str, Any], thread_counts: list[int], budget_s: float, sizes: tuple[int, ...]) -> None:
-    """Fill ``out['gflops'][threads][dtype]`` with the best rate over ``sizes``."""
+    """Fill ``out['gflops'][threads][dtype]`` with the best rate over ``sizes`` (ascending);
+    a size whose single call exceeded the budget ends that dtype's sizes (noted in the JSON)."""
     import torch
 
     for t in thread_counts:
         torch.set_num_threads(t)
         row: dict[str, float | None] = {}
         for dt in CEILING_DTYPES:
+            best = 0.0
             try:
-                row[dt] = round(max(2 * n**3 / min(_matmul_seconds(dt, n, budget_s)) for n in sizes) / 1e9, 1)
+                for n in sorted(sizes):
+                    times = _matmul_seconds(dt, n, budget_s)
+                    best = max(best, 2 * n**3 / min(times))
+                    if len(times) == 1:
+                        out.setdefault("time_boxed", []).append(
+                            f"{dt} at {t} thread(s): one {n}x{n} call took {times[0]:.2f} s (> {budget_s} s budget): "
+                            "no fast native kernel on this CPU; larger sizes skipped")
+                        break
+                row[dt] = round(best / 1e9, 1)
             except (RuntimeError, NotImplementedError):  # no kernel for this dtype on this build
                 row[dt] = None
         out["gflops"][str(t)] = row

@@ -40,18 +40,52 @@ GEANT4_LITERATURE: dict[str, Any] = {
 def run_monte_carlo(command: str, showers: int) -> dict[str, Any]:
     """Time a Monte Carlo command that simulates ``showers`` showers (wall clock, this machine)."""
     if showers < 1:
-        raise CaloquantError(f"--mc-showers must be positive, got {showers}")
+        raise CaloquantError(f"mc_showers must be positive, got {showers}")
     argv = shlex.split(command)
     if not argv:
-        raise CaloquantError("--mc-command is empty")
+        raise CaloquantError("mc_command is empty")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     except OSError as exc:
-        raise CaloquantError(f"--mc-command could not start: {exc.strerror or exc}") from None
+        raise CaloquantError(f"mc_command could not start: {exc.strerror or exc}") from None
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        raise CaloquantError(f"--mc-command exited with code {proc.returncode}: {last[0][:160]}")
+        raise CaloquantError(f"mc_command exited with code {proc.returncode}: {last[0][:160]}")
     return {"label": "Monte Carlo (measured in this run)", "measured_here": True, "command": command,
             "showers": showers, "seconds": round(wall, 3), "seconds_per_shower": wall / showers}
+
+
+def time_mc_engine(engine: str, showers_per_point: int = 3, budget_s: float = 300.0,
+                   energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0)) -> dict[str, Any]:
+    """Time caloquant's own Monte Carlo engine (``caloquant.sim``) per energy point in this run,
+    plus its mean over a flat 100-500 GeV spectrum (wall seconds per shower, one core)."""
+    from caloquant.sim import flat_average, time_engine
+
+    if engine not in ("geant4", "gflash"):
+        raise CaloquantError(f"--mc must be geant4 or gflash, got '{engine}'")
+    res = time_engine(engine, energies=energies, showers_per_point=showers_per_point, budget_s=budget_s)
+    mean, err = flat_average(res["per_energy"], min(energies), max(energies))
+    res["flat_mean_s_per_shower"], res["flat_mean_s_per_shower_err"] = mean, err
+    # CPU seconds are robust to other processes on a shared host (wall seconds are what a user waits)
+    res["flat_mean_cpu_s_per_shower"], res["flat_mean_cpu_s_per_shower_err"] = flat_average(
+        res["per_energy"], min(energies), max(energies), key="cpu_s_per_shower")
+    res["flat_range_gev"] = [min(energies), max(energies)]
+    return res
+
+
+def engine_speedups(mc_engine: dict[str, Any] | None, showers_per_s: float) -> dict[str, Any]:
+    """Speed-up of a model (showers/s) over the measured engine: per energy point and over the
+    flat spectrum, each with its statistical error (from the spread of the timed showers)."""
+    if not mc_engine:
+        return {}
+    per = {}
+    for e, v in mc_engine["per_energy"].items():
+        if v.get("n", 0) >= 1:
+            s = v["wall_s_per_shower"]
+            per[e] = {"speedup": round(s["mean"] * showers_per_s, 1),
+                      "err": round((s["sem"] if s["sem"] == s["sem"] else 0.0) * showers_per_s, 1)}
+    return {"speedup_vs_mc_engine": round(mc_engine["flat_mean_s_per_shower"] * showers_per_s, 1),
+            "speedup_vs_mc_engine_err": round(mc_engine["flat_mean_s_per_shower_err"] * showers_per_s, 1),
+            "speedup_vs_mc_engine_per_energy": per}

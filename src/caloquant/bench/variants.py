@@ -7,15 +7,9 @@ from a checkpoint is the backend's default post-training quantization (the ``--r
 of `quantize`: every unit int8, min-max calibration on 256 latents); a physics-tuned int8 is
 benchmarked as its artifact.
 
-Streams: each stream is one Python thread driving its own inference request; the engines
-release the GIL while they compute.
-* OpenVINO: one compiled model with ``NUM_STREAMS = streams`` and
-  ``INFERENCE_NUM_THREADS = streams x threads`` (the plugin's own stream executor, which pins
-  stream threads to cores and caps the total at the core count) and one infer request per stream.
-* ONNX Runtime: one session per stream, ``intra_op_num_threads = threads``.
-* PyTorch: the module is shared; each stream thread sets ``torch.set_num_threads(threads)``
-  and runs its own OpenMP team. Limitation: the Python parts of an eager forward hold the GIL,
-  so small eager models scale worse across streams than they would in separate processes.
+Streams: each stream is one Python thread driving its own runner; the engines release the
+GIL while they compute. How an engine serves streams is the backend's business
+(``EngineModel.runners``, see caloquant.precision.backends).
 """
 
 from __future__ import annotations
@@ -33,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-
-Runner = Callable[[np.ndarray], Any]
+from caloquant.precision import EngineModel, prime_backend
+from caloquant.timing import Runner
 CALIB_N = 256
 
 
@@ -49,8 +43,10 @@ class ModelRequest:
 
     @property
     def short(self) -> str:
-        """File or folder name plus the backend selection: '3dgan.pt@openvino:bf16'."""
-        return self.path.name + (f"@{self.backend}:{self.precision}" if self.backend else "")
+        """Built-in model name, or file or folder name, plus the backend selection: '3dgan.pt@openvino:bf16'."""
+        name = self.text.rpartition("@")[0] if self.backend else self.text
+        base = name if not Path(name).exists() else self.path.name
+        return base + (f"@{self.backend}:{self.precision}" if self.backend else "")
 
     @property
     def engine(self) -> str:
@@ -61,28 +57,27 @@ class ModelRequest:
 
 
 def parse_model_arg(text: str) -> ModelRequest:
-    """``PATH`` or ``PATH@BACKEND[:PRECISION]``; checks that the path exists."""
-    from caloquant.precision import BACKENDS, check_supported
+    """``MODEL`` or ``MODEL@BACKEND[:PRECISION]``, MODEL a path or a built-in model name;
+    checks that it exists and, for artifacts, that the manifest is readable."""
+    from caloquant.models import resolve_model
+    from caloquant.precision import BACKENDS, check_supported, read_manifest
 
     raw = text.strip()
     if not raw:
-        raise CaloquantError("--model must not be empty")
+        raise CaloquantError("model must not be empty")
     path_s, backend, precision = raw, None, None
     if "@" in raw and not Path(raw).exists():
         path_s, _, sel = raw.rpartition("@")
         backend, _, precision = sel.partition(":")
         backend, precision = backend.strip().lower(), (precision.strip().lower() or "fp32")
         if backend not in BACKENDS:
-            raise CaloquantError(f"--model {raw}: unknown backend '{backend}' after '@' (choose from {', '.join(BACKENDS)})")
+            raise CaloquantError(f"model {raw}: unknown backend '{backend}' after '@' (choose from {', '.join(BACKENDS)})")
         check_supported(backend, precision)
-    path = Path(path_s)
-    if not path.exists():
-        raise CaloquantError(f"{path}: model not found")
+    path = resolve_model(path_s)
     if path.is_dir():
-        if not (path / "manifest.json").exists():
-            raise CaloquantError(f"{path}: not a caloquant artifact directory (no manifest.json)")
+        read_manifest(path)
         if backend is not None:
-            raise CaloquantError(f"--model {raw}: an artifact already fixes its backend and precision; drop '@{backend}:{precision}'")
+            raise CaloquantError(f"model {raw}: an artifact already fixes its backend and precision; drop '@{backend}:{precision}'")
     return ModelRequest(raw, path, backend, precision)
 
 
@@ -123,8 +118,7 @@ def count_flops(module: Any, latent_dim: int) -> int | None:
 
 @dataclass
 class Variant:
-    """A loaded model ready to be timed. ``engine`` is what the backend needs to make runners:
-    torch: a callable model (module or TorchModel); openvino: (ov.Model, hint); onnxruntime: bytes."""
+    """A loaded model ready to be timed: an engine model of the backend contract."""
 
     request: ModelRequest
     label: str
@@ -132,47 +126,31 @@ class Variant:
     backend: str
     precision: str
     spec: Any
-    engine: Any
+    model: EngineModel
     model_bytes: int
     source_bytes: int
     module: Any = None  # the float torch generator, if loaded (for counting FLOPs)
-    layer_precisions: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None
     meets_tolerance: bool | None = None
     flops_per_shower: int | None = None
     rewritten: bool = False  # an artifact of the sub-pixel rewrite: it runs fewer FLOPs than its architecture
     flops_per_shower_architecture: int | None = None
+    self_check: dict[str, Any] | None = None
     _cache: dict[tuple[int, int], tuple[list[Runner], dict[str, Any]]] = field(default_factory=dict, repr=False)
-    _torch: dict[int, Runner] = field(default_factory=dict, repr=False)  # torch runner per thread count
 
-    # --- runners ---------------------------------------------------------------------------
+    @property
+    def layer_precisions(self) -> dict[str, str]:
+        return dict(self.model.layer_precisions)
 
     def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
         """One runnable per stream and what the engine actually uses (threads, streams)."""
         key = (threads, streams)
         if key not in self._cache:  # kept until release(): the grid is visited in several rounds
-            self._cache[key] = _make_runners(self, threads, streams)
+            self._cache[key] = self.model.runners(threads, streams)
         return self._cache[key]
 
     def release(self) -> None:
         self._cache.clear()
-
-    def torch_runner(self, threads: int) -> Runner:
-        """A torch callable that runs with ``threads`` intra-op threads in whichever thread calls
-        it; float models share the module, a compiled (int8) program is compiled once per
-        thread count (inductor bakes the thread count into its kernels)."""
-        if threads not in self._torch:
-            eng = self.engine
-            if isinstance(eng, _TorchEager):
-                r = _TorchEager(eng.module)
-                r.threads = threads
-                self._torch[threads] = r
-            else:
-                from caloquant.precision.backends.torch_backend import TorchModel
-
-                self._torch[threads] = TorchModel(eng.module, eng.precision, threads, eng.layer_precisions, eng.program,
-                                                  compiled=(eng.precision == "int8"))
-        return self._torch[threads]
 
     def count_flops(self) -> int | None:
         """FLOPs per shower the engine executes, from the torch generator (for an artifact it is
@@ -197,133 +175,59 @@ class Variant:
         return self.flops_per_shower
 
     def info(self) -> dict[str, Any]:
+        lp = self.layer_precisions
         return {"model": self.label, "path": str(self.request.path), "kind": self.kind, "backend": self.backend,
-                "precision": self.precision, "arch": self.spec.arch, "recipe": self.recipe,
-                "meets_tolerance": self.meets_tolerance, "model_bytes": self.model_bytes, "source_bytes": self.source_bytes,
+                "precision": self.precision, "executed_precision": self.model.executed_precision(),
+                "arch": self.spec.arch, "recipe": self.recipe,
+                "meets_tolerance": self.meets_tolerance, "self_check": self.self_check,
+                "model_bytes": self.model_bytes, "source_bytes": self.source_bytes,
                 "flops_per_shower": self.flops_per_shower,
                 "flops_per_shower_architecture": self.flops_per_shower_architecture,
-                "int8_layers": sum(1 for v in self.layer_precisions.values() if v == "int8"),
-                "layers": len(self.layer_precisions)}
+                "int8_layers": sum(1 for v in lp.values() if v == "int8"),
+                "layers": len(lp)}
 
 
-def load_variant(req: ModelRequest, label: str, threads: int, seed: int = 0) -> Variant:
+def load_variant(req: ModelRequest, label: str, threads: int, seed: int = 0, skip_self_check: bool = False) -> Variant:
     with quiet_logs():
         if req.path.is_dir():
-            return _load_artifact(req, label, threads)
+            return _load_artifact(req, label, threads, skip_self_check)
         return _load_checkpoint(req, label, threads, seed)
 
 
-def _engine(backend: str, model: Any) -> Any:
-    """What a stream needs to build its own runner: OpenVINO (ov.Model, hint), ONNX bytes, or the model."""
-    if backend == "openvino":
-        return (model.model, model.hint)
-    if backend == "onnxruntime":
-        return model.model_bytes
-    return model
-
-
-def _load_artifact(req: ModelRequest, label: str, threads: int) -> Variant:
+def _load_artifact(req: ModelRequest, label: str, threads: int, skip_self_check: bool) -> Variant:
     from caloquant.precision import load_artifact
 
-    gen = load_artifact(req.path, threads)
-    m, mf = gen.model, gen.manifest
-    backend, precision = gen.backend, gen.precision
-    engine = _engine(backend, m)
+    gen = load_artifact(req.path, threads, skip_self_check=skip_self_check)
+    mf = gen.manifest
     files = list(mf.get("files", []))
     size = int(mf.get("size_bytes") or _dir_size(req.path, files))
-    return Variant(req, label, "artifact", backend, precision, gen.spec, engine, size, size, None,
-                   dict(mf.get("layer_precisions", {})), mf.get("recipe"), mf.get("meets_tolerance"),
-                   rewritten=bool((mf.get("rewrite") or {}).get("convs")))
+    return Variant(req, label, "artifact", gen.backend, gen.precision, gen.spec, gen.model, size, size, None,
+                   mf.get("recipe"), mf.get("meets_tolerance"), rewritten=bool((mf.get("rewrite") or {}).get("convs")),
+                   self_check=gen.self_check)
 
 
 def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> Variant:
     from caloquant.models import load_checkpoint
-    from caloquant.precision.backends import make_backend
+    from caloquant.precision import make_backend
 
     ckpt = load_checkpoint(req.path)
     spec, module = ckpt.spec, ckpt.generator.eval()
     backend, precision = req.backend or "torch", req.precision or "fp32"
     src = req.path.stat().st_size
-    if backend == "torch" and precision == "fp32":
-        from caloquant.precision import weight_layers
-
-        lp = {n: "fp32" for n in weight_layers(module)}
-        return Variant(req, label, "checkpoint", "torch", "fp32", spec, _TorchEager(module), src, src, module, lp)
     be = make_backend(backend, module, spec.latent_dim, threads)
     if precision == "int8":
         from caloquant.precision import calibration_latents
 
         model = be.int8_model(calibration_latents(spec, CALIB_N, seed), None, "minmax", "fp32")
-        recipe = "naive"
+        recipe: str | None = "naive"
     else:
         model, recipe = be.float_model(precision), None
     if backend == "torch" and precision != "int8":
-        size = src  # autocast keeps the fp32 weights: what is loaded is the checkpoint
+        size = src  # eager and autocast keep the fp32 weights: what is loaded is the checkpoint
     else:
         with tempfile.TemporaryDirectory() as tmp:
             size = _dir_size(Path(tmp), model.save(Path(tmp)))
-    engine = _engine(backend, model)
-    return Variant(req, label, "checkpoint", backend, precision, spec, engine, size, src, module,
-                   dict(model.layer_precisions), recipe)
-
-
-class _TorchEager:
-    """PyTorch fp32 eager, exactly as `caloquant sample` runs a checkpoint."""
-
-    def __init__(self, module: Any) -> None:
-        self.module, self.precision, self.threads = module, "fp32", None
-
-    def __call__(self, latent: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(latent)).float().numpy()
-
-
-def ov_compile(v: Variant, threads: int, streams: int, perf_count: bool = False) -> Any:
-    import openvino as ov
-
-    model, hint = v.engine
-    cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": streams,
-                           "INFERENCE_NUM_THREADS": threads * streams}
-    if perf_count:
-        cfg["PERF_COUNT"] = True
-    return ov.Core().compile_model(model, "CPU", cfg)
-
-
-def ort_session(v: Variant, threads: int, profile_prefix: str | None = None) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if profile_prefix is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(v.engine, so, providers=["CPUExecutionProvider"])
-
-
-def _make_runners(v: Variant, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
-    if v.backend == "openvino":
-        compiled = ov_compile(v, threads, streams)
-        out = compiled.output(0)
-
-        def ov_runner(req: Any) -> Runner:
-            return lambda x: req.infer({0: x})[out]
-
-        eff = {"streams": int(compiled.get_property("NUM_STREAMS")),
-               "threads_total": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
-        return [ov_runner(compiled.create_infer_request()) for _ in range(streams)], eff
-    if v.backend == "onnxruntime":
-        def ort_runner(sess: Any) -> Runner:
-            name = sess.get_inputs()[0].name
-            return lambda x: sess.run(None, {name: x})[0]
-
-        return [ort_runner(ort_session(v, threads)) for _ in range(streams)], {"streams": streams, "threads_total": threads * streams}
-    return [v.torch_runner(threads)] * streams, {"streams": streams, "threads_total": threads * streams}
+    return Variant(req, label, "checkpoint", backend, precision, spec, model, size, src, module, recipe)
 
 
 def latents_for(spec: Any, n: int, seed: int) -> np.ndarray:
@@ -350,10 +254,5 @@ def prime_libraries(backends: set[str]) -> None:
         torch.nn.functional.conv3d(torch.zeros(1, 2, 4, 4, 4), torch.zeros(2, 2, 2, 2, 2))
         torch.nn.functional.conv2d(torch.zeros(1, 2, 4, 4), torch.zeros(2, 2, 2, 2))
         torch.nn.functional.conv_transpose2d(torch.zeros(1, 2, 4, 4), torch.zeros(2, 2, 2, 2))
-        if "openvino" in backends:
-            import openvino as ov
-
-            ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
-        if "onnxruntime" in backends:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
+        for name in backends:
+            prime_backend(name)

@@ -1,29 +1,56 @@
-"""Shower data: the 3DGAN and CaloChallenge HDF5 layouts, chunked reads, atomic writes."""
+"""Shower data: the 3DGAN and CaloChallenge HDF5 layouts, chunked reads, atomic writes,
+sharded datasets."""
 
+from caloquant.data.energies import energies_for
 from caloquant.data.formats import (
+    COMPRESSIONS,
     FORMATS,
     MEV_PER_GEV,
     Format,
     ShowerReader,
     ShowerWriter,
     check_chunk,
+    compression_options,
     open_showers,
     provenance,
     read_showers,
     summarize,
     write_showers,
 )
+from caloquant.data.sharded import (
+    SHARD_MANIFEST,
+    SHARDED_VERSION,
+    ShardedReader,
+    file_sha256,
+    is_sharded,
+    open_sharded,
+    read_manifest,
+    shard_name,
+    verify_shards,
+)
 
 __all__ = [
+    "COMPRESSIONS",
     "FORMATS",
     "MEV_PER_GEV",
+    "SHARDED_VERSION",
+    "SHARD_MANIFEST",
     "Format",
+    "ShardedReader",
     "ShowerReader",
     "ShowerWriter",
     "check_chunk",
+    "compression_options",
+    "energies_for",
+    "file_sha256",
+    "is_sharded",
+    "open_sharded",
     "open_showers",
     "provenance",
+    "read_manifest",
     "read_showers",
+    "shard_name",
     "summarize",
+    "verify_shards",
     "write_showers",
 ]

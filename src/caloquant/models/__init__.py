@@ -16,6 +16,7 @@ from caloquant.models.checkpoint import (
 from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 from caloquant.models.keras import import_keras_3dgan
+from caloquant.models.registry import BUILTIN, DEFAULT_MODEL, BuiltinModel, builtin_models, resolve_model
 from caloquant.models.sampling import (
     NoiseStream,
     ShowerGenerator,
@@ -28,6 +29,9 @@ from caloquant.models.sampling import (
 
 __all__ = [
     "ARCHITECTURES",
+    "BUILTIN",
+    "DEFAULT_MODEL",
+    "BuiltinModel",
     "SPEC_3DGAN",
     "ArchInfo",
     "Checkpoint",
@@ -40,6 +44,7 @@ __all__ = [
     "ShowerGenerator",
     "TorchGenerator",
     "build",
+    "builtin_models",
     "check_energy_range",
     "condition_latent",
     "energies_for",
@@ -48,6 +53,7 @@ __all__ = [
     "import_keras_3dgan",
     "load_checkpoint",
     "register_architecture",
+    "resolve_model",
     "save_checkpoint",
     "spec_conv2d",
 ]

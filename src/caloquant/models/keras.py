@@ -9,7 +9,6 @@ Dense kernel (in, out) -> Linear weight (out, in); Conv3D kernel (kx, ky, kz, in
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
+from caloquant.fileio import file_sha256
 from caloquant.models.checkpoint import SPEC_3DGAN, Checkpoint, build
 
 
@@ -128,10 +128,6 @@ def _discriminator_state(w: dict[str, dict[str, np.ndarray]], path: Path) -> dic
     return s
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def import_keras_3dgan(
     generator: str | os.PathLike[str], discriminator: str | os.PathLike[str] | None = None
 ) -> Checkpoint:
@@ -139,12 +135,12 @@ def import_keras_3dgan(
     gpath = Path(generator)
     gen, disc = build(SPEC_3DGAN)
     _assign(gen, _generator_state(_layer_weights(gpath), gpath), gpath, "generator")
-    provenance = {"source": "keras", "keras_generator": gpath.name, "keras_generator_sha256": _sha256(gpath)}
+    provenance = {"source": "keras", "keras_generator": gpath.name, "keras_generator_sha256": file_sha256(gpath)}
     if discriminator is not None:
         dpath = Path(discriminator)
         assert disc is not None
         _assign(disc, _discriminator_state(_layer_weights(dpath), dpath), dpath, "discriminator")
-        provenance |= {"keras_discriminator": dpath.name, "keras_discriminator_sha256": _sha256(dpath)}
+        provenance |= {"keras_discriminator": dpath.name, "keras_discriminator_sha256": file_sha256(dpath)}
         disc.eval()
     else:
         disc = None

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from caloquant.data.energies import energies_for
 from caloquant.errors import CaloquantError
 from caloquant.models.checkpoint import ModelSpec, condition_latent
+from caloquant.runtime import torch_threads
 
 
 class ShowerGenerator(Protocol):
@@ -37,42 +39,9 @@ class TorchGenerator:
     threads: int | None = None
 
     def generate(self, latent: np.ndarray) -> np.ndarray:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             out = self.module(torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32)))
         return out.float().numpy()
-
-
-def energies_for(
-    n: int,
-    seed: int,
-    energy: float | None = None,
-    energy_range: tuple[float, float] | None = None,
-    energies: np.ndarray | None = None,
-) -> np.ndarray:
-    """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly."""
-    given = sum(x is not None for x in (energy, energy_range, energies))
-    if given != 1:
-        raise CaloquantError("give exactly one of --energy, --energy-range, --energies")
-    if energies is not None:
-        e = np.asarray(energies, dtype=np.float64).reshape(-1)
-        if e.shape[0] != n:
-            raise CaloquantError(f"energies file holds {e.shape[0]} values but --n is {n}")
-    elif energy is not None:
-        e = np.full(n, float(energy))
-    else:
-        assert energy_range is not None
-        lo, hi = energy_range
-        if not lo < hi:
-            raise CaloquantError(f"energy range {lo}:{hi} is empty (need LO < HI)")
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed).spawn(2)[0]))
-        e = rng.uniform(lo, hi, size=n)
-    if not np.all(np.isfinite(e)):
-        raise CaloquantError("incident energy is NaN or Inf")
-    if np.any(e <= 0):
-        raise CaloquantError(f"incident energy is zero or negative (min {e.min():g} GeV)")
-    return e
 
 
 def check_energy_range(energies: np.ndarray, spec: ModelSpec, allow_extrapolation: bool = False) -> None:
@@ -83,7 +52,7 @@ def check_energy_range(energies: np.ndarray, spec: ModelSpec, allow_extrapolatio
     if np.any(bad):
         raise CaloquantError(
             f"{int(bad.sum())} energies outside the model's valid range {lo:g}-{hi:g} GeV "
-            f"(min {energies.min():g}, max {energies.max():g}); use --allow-extrapolation to force"
+            f"(min {energies.min():g}, max {energies.max():g}); use allow_extrapolation (--allow-extrapolation) to force"
         )
 
 

@@ -1,7 +1,16 @@
 """Reduced precision: backends (OpenVINO+NNCF, ONNX Runtime, PyTorch/torchao), the
 physics-aware precision tuner, and deployable artifacts."""
 
-from caloquant.precision.api import ArtifactGenerator, QuantizeResult, calibration_latents, is_artifact, load_artifact, quantize
+from caloquant.precision.api import (
+    ArtifactGenerator,
+    QuantizeResult,
+    calibration_latents,
+    is_artifact,
+    load_artifact,
+    quantize,
+    read_manifest,
+)
+from caloquant.precision.backends import Backend, Capabilities, EngineModel, capabilities, load_model, make_backend, prime_backend
 from caloquant.precision.config import (
     BACKENDS,
     CALIBRATIONS,
@@ -12,7 +21,7 @@ from caloquant.precision.config import (
     check_supported,
 )
 from caloquant.precision.backends.torch_backend import weight_layers
-from caloquant.precision.evaluation import EvalSet, throughput
+from caloquant.precision.evaluation import EvalSet
 from caloquant.precision.rewrite import fuse_upsample_conv
 
 __all__ = [
@@ -21,16 +30,23 @@ __all__ = [
     "PRECISIONS",
     "TOLERANCE_PRESETS",
     "ArtifactGenerator",
+    "Backend",
+    "Capabilities",
+    "EngineModel",
     "EvalSet",
     "QuantizeConfig",
     "QuantizeResult",
     "Tolerance",
     "calibration_latents",
+    "capabilities",
     "check_supported",
     "fuse_upsample_conv",
     "is_artifact",
     "load_artifact",
+    "load_model",
+    "make_backend",
+    "prime_backend",
     "quantize",
-    "throughput",
+    "read_manifest",
     "weight_layers",
 ]

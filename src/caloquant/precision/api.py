@@ -1,15 +1,21 @@
-"""`quantize`: build a reduced-precision variant of a generator, with its physics evidence;
-`load_artifact`: run a saved variant as a ShowerGenerator."""
+"""`quantize`: build a reduced-precision variant of a generator in memory, with its physics
+evidence; `QuantizeResult.save`: write it as an artifact directory; `load_artifact`: run a
+saved variant as a ShowerGenerator, after checking it on this CPU.
+
+An artifact directory holds the engine's model files, ``canary.npz`` (the self-check, see
+``canary``), ``manifest.json`` (spec, precisions requested and executed, physics, speed,
+sha256 of every file, the self-check thresholds) and ``tuning_log.json`` (every trial).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +23,20 @@ import numpy as np
 import torch
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import write_json
+from caloquant.fileio import file_sha256, umask_mode, write_json
 from caloquant.models import Checkpoint, ModelSpec, condition_latent
-from caloquant.precision.backends import load_model, make_backend
+from caloquant.precision.backends import EngineModel, load_model, make_backend
+from caloquant.precision.canary import make_canary, run_check, save_canary
 from caloquant.precision.config import QuantizeConfig
-from caloquant.precision.evaluation import EvalSet, interleaved_throughput, throughput
+from caloquant.precision.evaluation import EvalSet
 from caloquant.precision.tuner import Trial, Tuner
+from caloquant.runtime import torch_threads
+from caloquant.timing import interleaved
 
 MANIFEST = "manifest.json"
 TUNING_LOG = "tuning_log.json"
-
-
-@dataclass
-class QuantizeResult:
-    out_dir: Path
-    manifest: dict[str, Any]
-    chosen: Trial
-    trials: list[Trial]
-    baseline: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return self.chosen.passes
+ARTIFACT_VERSION = 2  # 2: sha256 of every file, self-check canary, executed precision
+log = logging.getLogger(__name__)
 
 
 def calibration_latents(spec: ModelSpec, n: int, seed: int) -> np.ndarray:
@@ -48,152 +46,12 @@ def calibration_latents(spec: ModelSpec, n: int, seed: int) -> np.ndarray:
     return condition_latent(rng.standard_normal((n, spec.noise_dim), dtype=np.float32), e, spec)
 
 
-def _dir_bytes(d: Path, files: list[str]) -> int:
-    return sum((d / f).stat().st_size for f in files if (d / f).exists())
-
-
-def quantize(ckpt: Checkpoint, cfg: QuantizeConfig, out_dir: str | os.PathLike[str], model_path: str = "",
-             log: Callable[[str], None] = print) -> QuantizeResult:
-    """Run the configured recipe and write the artifact directory (atomically)."""
-    from caloquant import __version__
-
-    t_start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
-    spec = ckpt.spec
-    gen = ckpt.generator.eval()
-
-    def fp32(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return gen(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-
-    ev = EvalSet.build(spec, fp32, cfg.eval_n_per_point, cfg.seed, cfg.eval_energies_gev)
-    calib = calibration_latents(spec, cfg.calib_n, cfg.seed)
-    log(f"evaluation: {len(ev.energies)} paired showers at {', '.join(f'{p:g}' for p in ev.points)} GeV; calibration: {cfg.calib_n} latents")
-    baseline = throughput(fp32, ev.latents[: cfg.batch])
-    log(f"baseline PyTorch fp32 eager: {baseline['showers_per_s']:.1f} showers/s (batch {cfg.batch}, {cfg.threads} threads)")
-
-    module, rewrite = _rewrite(gen, cfg, ev, log)
-    backend = make_backend(cfg.backend, module, spec.latent_dim, cfg.threads)
-    tuner = Tuner(backend, ev, calib, cfg, log)
-    head: list[Trial] = []
-    missing: list[dict[str, str]] = []
-    if cfg.recipe == "naive":
-        chosen = tuner.naive()
-    elif cfg.precision == "int8":
-        chosen = tuner.physics_int8()
-        if cfg.head_to_head:
-            head, missing = tuner.head_to_head(module, spec.latent_dim)
-    else:
-        chosen = tuner.float(cfg.precision)
-    # the reported speeds: baseline, choice and every comparison timed in the same interleaved rounds
-    fns: dict[str, Any] = {"baseline": fp32, "chosen": chosen.model}
-    fns |= {f"head{i}": t.model for i, t in enumerate(head) if t.speed is not None}
-    log(f"speed: {len(fns)} models timed in {cfg.speed_rounds} interleaved rounds (batch {cfg.batch}, {cfg.threads} threads)")
-    timed = interleaved_throughput(fns, ev.latents[: cfg.batch], cfg.speed_rounds)
-    baseline = {**timed["baseline"], "first_measurement": baseline["showers_per_s"]}
-    chosen.speed = dict(chosen.speed or {}, **timed["chosen"])
-    for i, t in enumerate(head):
-        if f"head{i}" in timed:
-            t.speed = dict(t.speed or {}, **timed[f"head{i}"])
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        files = chosen.model.save(tmp)
-        fp32_bytes = sum(p.numel() * 4 for p in gen.parameters()) + sum(b.numel() * 4 for b in gen.buffers())
-        manifest = {
-            "caloquant_artifact": 1,
-            "caloquant_version": __version__,
-            "source_model": model_path,
-            "spec": spec.to_dict(),
-            "backend": cfg.backend,
-            "precision": cfg.precision,
-            "recipe": cfg.recipe,
-            "backend_options": _backend_options(chosen),
-            "layer_precisions": chosen.model.layer_precisions,
-            "calibration": {"method": chosen.config.get("calibration"), "n": cfg.calib_n, "seed": cfg.seed}
-            if chosen.config.get("precision") == "int8" else None,
-            "tolerance": cfg.tolerance.to_dict(),
-            "meets_tolerance": chosen.passes,
-            "physics": {k: v for k, v in chosen.score.items() if k != "points"} | {"points": chosen.score.get("points", [])},
-            "speed": {"showers_per_s": chosen.speed["showers_per_s"], "baseline_torch_fp32_showers_per_s": baseline["showers_per_s"],
-                      "speedup_vs_torch_fp32": chosen.speed["showers_per_s"] / baseline["showers_per_s"],
-                      "batch": cfg.batch, "threads": cfg.threads, "rounds": cfg.speed_rounds,
-                      "chosen_rounds": chosen.speed.get("rounds"), "baseline_rounds": baseline.get("rounds"),
-                      "method": "median over interleaved rounds; each round: warm-up, then median call time over >= 1 s"},
-            "files": files,
-            "size_bytes": _dir_bytes(tmp, files),
-            "fp32_param_bytes": fp32_bytes,
-            "config": cfg.to_dict(),
-            "head_to_head": [{"name": t.name, "meets_tolerance": t.passes, "worst_ecal_rel": t.score["worst_ecal_rel"],
-                              "worst_moment_shift": t.score["worst_moment_shift"], "layer_precisions": t.model.layer_precisions,
-                              "speedup_vs_torch_fp32": t.speed["showers_per_s"] / baseline["showers_per_s"] if t.speed else None,
-                              "seconds": round(t.seconds, 1)} for t in head]
-            + [{"name": m["name"], "error": m["error"]} for m in missing],
-            "rewrite": rewrite,
-            "tuning_seconds": round(time.perf_counter() - t_start, 1),
-        }
-        write_json(tmp / MANIFEST, manifest)
-        write_json(tmp / TUNING_LOG, {"baseline": baseline, "trials": [t.to_dict() for t in tuner.trials],
-                                      "chosen": chosen.name})
-        if out.exists():
-            if not (out / MANIFEST).exists() and any(out.iterdir()):
-                raise CaloquantError(f"{out}: exists and is not a caloquant artifact; refusing to overwrite")
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return QuantizeResult(out, manifest, chosen, tuner.trials, baseline)
-
-
-def _rewrite(gen: torch.nn.Module, cfg: QuantizeConfig, ev: EvalSet, log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The exact sub-pixel rewrite (physics recipe), checked against the original on the
-    evaluation latents; the naive recipe keeps the backend's defaults and the original graph."""
-    if not (cfg.rewrite and cfg.recipe == "physics"):
-        return gen, {"convs": []}
-    from caloquant.precision.rewrite import fuse_upsample_conv
-
-    module, convs = fuse_upsample_conv(gen)
-    if not convs:
-        return gen, {"convs": []}
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-
-    n = min(len(ev.latents), 500)
-    out = np.concatenate([run(ev.latents[i : i + 100]) for i in range(0, n, 100)])
-    dev = float(np.max(np.abs(out - ev.reference[:n])) / max(float(np.max(np.abs(ev.reference[:n]))), 1e-30))
-    if dev > 1e-4:  # float32 rounding is ~1e-6; anything larger would be a bug: do not use it
-        log(f"[yellow]sub-pixel rewrite of {', '.join(convs)} deviates by {dev:.1e}; not used[/]")
-        return gen, {"convs": [], "rejected": convs, "max_rel_deviation": dev}
-    sp = throughput(run, ev.latents[: cfg.batch])["showers_per_s"]
-    log(f"exact rewrite: upsample + conv -> sub-pixel conv for {', '.join(convs)} (max deviation {dev:.1e} of the "
-        f"largest cell); PyTorch fp32 eager of the rewritten graph: {sp:.1f} showers/s")
-    return module, {"convs": convs, "max_rel_deviation": dev, "torch_fp32_eager_showers_per_s": sp}
-
-
-def _backend_options(trial: Trial) -> dict[str, Any]:
-    m = trial.model
-    opts: dict[str, Any] = {}
-    if hasattr(m, "hint"):
-        opts["inference_precision_hint"] = m.hint
-    if getattr(m, "compacted", None) is not None:
-        opts["compact_kernels"] = list(m.compacted)  # float kernels stored small (float16) and expanded at load
-    if "float_precision" in trial.config:
-        opts["float_precision"] = trial.config["float_precision"]
-    return opts
-
-
-@dataclass
-class ArtifactGenerator:
-    """A saved reduced-precision model, usable wherever a ShowerGenerator is expected."""
+class _EngineGenerator:
+    """A ShowerGenerator over an engine model described by a manifest."""
 
     spec: ModelSpec
     manifest: dict[str, Any]
-    model: Any
+    model: EngineModel
 
     @property
     def precision(self) -> str:
@@ -207,12 +65,184 @@ class ArtifactGenerator:
         return np.asarray(self.model(latent), dtype=np.float32).reshape((len(latent), *self.spec.grid))
 
 
+@dataclass
+class QuantizeResult(_EngineGenerator):
+    """A tuned model in memory: run it (``generate``), inspect ``manifest``, ``save`` it."""
+
+    spec: ModelSpec
+    model: EngineModel
+    manifest: dict[str, Any]
+    chosen: Trial
+    trials: list[Trial]
+    baseline: dict[str, Any]
+    canary: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.chosen.passes
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write the artifact directory atomically (a temporary sibling, renamed at the end);
+        an existing artifact of that name is replaced, any other existing folder is refused."""
+        out = Path(out_dir)
+        if out.exists() and not (out / MANIFEST).exists() and (not out.is_dir() or any(out.iterdir())):
+            raise CaloquantError(f"{out}: exists and is not a caloquant artifact; refusing to overwrite")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            files = self.model.save(tmp)
+            extra = [save_canary(tmp, self.canary)] if self.canary else []
+            manifest = dict(self.manifest, files=files, size_bytes=sum((tmp / f).stat().st_size for f in files),
+                            sha256={f: file_sha256(tmp / f) for f in files + extra})
+            write_json(tmp / MANIFEST, manifest)
+            write_json(tmp / TUNING_LOG, {"baseline": self.baseline, "trials": [t.to_dict() for t in self.trials],
+                                          "chosen": self.chosen.name})
+            os.chmod(tmp, umask_mode(directory=True))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+            self.manifest = manifest
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str = "") -> QuantizeResult:
+    """Run the configured recipe on a float32 checkpoint; nothing is written (see ``save``).
+    Progress goes to the ``caloquant`` logger."""
+    with torch_threads(cfg.threads):
+        return _quantize(ckpt, cfg, source)
+
+
+def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeResult:
+    from caloquant import __version__
+    from caloquant.precision.backends.torch_backend import TorchModel, weight_layers
+
+    t_start = time.perf_counter()
+    spec = ckpt.spec
+    gen = ckpt.generator.eval()
+    fp32 = TorchModel(gen, "fp32", cfg.threads, {n: "fp32" for n in weight_layers(gen)})
+    ev = EvalSet.build(spec, fp32, cfg.eval_n_per_point, cfg.seed, cfg.eval_energies_gev)
+    calib = calibration_latents(spec, cfg.calib_n, cfg.seed)
+    log.info("evaluation: %d paired showers at %s GeV; calibration: %d latents", len(ev.energies),
+             ", ".join(f"{p:g}" for p in ev.points), cfg.calib_n)
+
+    module, rewrite = _rewrite(gen, cfg, ev)
+    backend = make_backend(cfg.backend, module, spec.latent_dim, cfg.threads)
+    tuner = Tuner(backend, ev, calib, cfg)
+    head: list[Trial] = []
+    missing: list[dict[str, str]] = []
+    if cfg.recipe == "naive":
+        chosen = tuner.naive()
+    elif cfg.precision == "int8":
+        chosen = tuner.physics_int8()
+        if cfg.head_to_head:
+            head, missing = tuner.head_to_head(module, spec.latent_dim)
+    else:
+        chosen = tuner.float(cfg.precision)
+    # the reported speeds: baseline, the engine's fp32 of the same graph, the choice and every
+    # comparison, timed in the same interleaved rounds
+    fns: dict[str, Any] = {"baseline": fp32, "engine_fp32": backend.float_model("fp32"), "chosen": chosen.model}
+    fns |= {f"head{i}": t.model for i, t in enumerate(head) if t.speed is not None}
+    x = ev.latents[: cfg.batch]
+    log.info("speed: %d models timed in %d interleaved rounds (batch %d, %s threads)", len(fns), cfg.timing.rounds,
+             cfg.batch, cfg.threads)
+    timed = interleaved(fns, x, cfg.timing)
+    baseline = timed["baseline"]
+    chosen.speed = dict(chosen.speed or {}, **timed["chosen"])
+    for i, t in enumerate(head):
+        if f"head{i}" in timed:
+            t.speed = dict(t.speed or {}, **timed[f"head{i}"])
+    canary, self_check = make_canary(spec, fp32, lambda z: np.asarray(chosen.model(z)).reshape(len(z), *spec.grid),
+                                     cfg.tolerance.ecal_rel, cfg.tolerance.moment_shift)
+
+    def per(k: str) -> float:
+        return float(chosen.speed["showers_per_s"] / timed[k]["showers_per_s"])  # type: ignore[index]
+
+    manifest = {
+        "caloquant_artifact": ARTIFACT_VERSION,
+        "caloquant_version": __version__,
+        "source_model": source,
+        "spec": spec.to_dict(),
+        "backend": cfg.backend,
+        "precision": cfg.precision,
+        "executed_precision": chosen.model.executed_precision(),
+        "recipe": cfg.recipe,
+        "backend_options": chosen.model.options(),
+        "float_precision": chosen.config.get("float_precision", cfg.precision if cfg.precision != "int8" else "fp32"),
+        "layer_precisions": chosen.model.layer_precisions,
+        "calibration": {"method": chosen.config.get("calibration"), "n": cfg.calib_n, "seed": cfg.seed}
+        if chosen.config.get("precision") == "int8" else None,
+        "tolerance": cfg.tolerance.to_dict(),
+        "meets_tolerance": chosen.passes,
+        "physics": {k: v for k, v in chosen.score.items() if k != "points"} | {"points": chosen.score.get("points", [])},
+        "speed": {"showers_per_s": chosen.speed["showers_per_s"], "baseline_torch_fp32_showers_per_s": baseline["showers_per_s"],
+                  "speedup_vs_torch_fp32": per("baseline"),
+                  f"speedup_vs_{cfg.backend}_fp32_same_graph": per("engine_fp32"),
+                  "batch": cfg.batch, "threads": cfg.threads, "timing": cfg.timing.to_dict(),
+                  "chosen_rounds": chosen.speed.get("rounds"), "baseline_rounds": baseline.get("rounds"),
+                  "engine_fp32_rounds": timed["engine_fp32"]["rounds"],
+                  "method": "caloquant.timing: median over interleaved rounds; each round: median call time over a window"},
+        "self_check": self_check,
+        "fp32_param_bytes": sum(p.numel() * 4 for p in gen.parameters()) + sum(b.numel() * 4 for b in gen.buffers()),
+        "config": cfg.to_dict(),
+        "head_to_head": [{"name": t.name, "meets_tolerance": t.passes, "worst_ecal_rel": t.score["worst_ecal_rel"],
+                          "worst_moment_shift": t.score["worst_moment_shift"], "layer_precisions": t.model.layer_precisions,
+                          "speedup_vs_torch_fp32": t.speed["showers_per_s"] / baseline["showers_per_s"] if t.speed else None,
+                          "seconds": round(t.seconds, 1)} for t in head]
+        + [{"name": m["name"], "error": m["error"]} for m in missing],
+        "rewrite": rewrite,
+        "tuning_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    return QuantizeResult(spec, chosen.model, manifest, chosen, tuner.trials, baseline, canary)
+
+
+def _rewrite(gen: torch.nn.Module, cfg: QuantizeConfig, ev: EvalSet) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The exact sub-pixel rewrite (physics recipe), checked against the original on the
+    evaluation latents; the naive recipe keeps the backend's defaults and the original graph."""
+    if not (cfg.rewrite and cfg.recipe == "physics"):
+        return gen, {"convs": []}
+    from caloquant.precision.rewrite import fuse_upsample_conv
+
+    module, convs = fuse_upsample_conv(gen)
+    if not convs:
+        return gen, {"convs": []}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    n = min(len(ev.latents), 500)
+    out = np.concatenate([run(ev.latents[i : i + 100]) for i in range(0, n, 100)])
+    dev = float(np.max(np.abs(out - ev.reference[:n])) / max(float(np.max(np.abs(ev.reference[:n]))), 1e-30))
+    if dev > 1e-4:  # float32 rounding is ~1e-6; anything larger would be a bug: do not use it
+        log.warning("sub-pixel rewrite of %s deviates by %.1e; not used", ", ".join(convs), dev)
+        return gen, {"convs": [], "rejected": convs, "max_rel_deviation": dev}
+    log.info("exact rewrite: upsample + conv -> sub-pixel conv for %s (max deviation %.1e of the largest cell)",
+             ", ".join(convs), dev)
+    return module, {"convs": convs, "max_rel_deviation": dev}
+
+
+@dataclass
+class ArtifactGenerator(_EngineGenerator):
+    """A saved reduced-precision model, usable wherever a ShowerGenerator is expected.
+    ``self_check``: the result of the canary run at load time (or why it was skipped)."""
+
+    spec: ModelSpec
+    manifest: dict[str, Any]
+    model: EngineModel
+    path: Path
+    self_check: dict[str, Any]
+
+
 def is_artifact(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     return p.is_dir() and (p / MANIFEST).exists()
 
 
-def load_artifact(path: str | os.PathLike[str], threads: int = 2) -> ArtifactGenerator:
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An artifact's manifest, or a one-line error."""
     p = Path(path)
     if not p.exists():
         raise CaloquantError(f"{p}: model not found")
@@ -221,8 +251,33 @@ def load_artifact(path: str | os.PathLike[str], threads: int = 2) -> ArtifactGen
         raise CaloquantError(f"{p}: not a caloquant artifact directory (no {MANIFEST})")
     try:
         manifest = json.loads(mf.read_text())
-        spec = ModelSpec.from_dict(manifest["spec"])
-        backend = manifest["backend"]
+        ModelSpec.from_dict(manifest["spec"])
+        str(manifest["backend"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CaloquantError(f"{mf}: malformed manifest ({exc!r})") from None
-    return ArtifactGenerator(spec, manifest, load_model(backend, p, manifest, threads))
+    return dict(manifest)
+
+
+def load_artifact(path: str | os.PathLike[str], threads: int | None = None, skip_self_check: bool = False) -> ArtifactGenerator:
+    """Load an artifact: files checked against their sha256, then the canary run on this CPU
+    (refused with a one-line error when the physics moved beyond the artifact's threshold).
+    ``skip_self_check`` loads anyway; the reason is kept in ``self_check``."""
+    p = Path(path)
+    manifest = read_manifest(p)
+    for f, digest in (manifest.get("sha256") or {}).items():
+        if not (p / f).exists():
+            raise CaloquantError(f"{p}: artifact file {f} is missing")
+        if file_sha256(p / f) != digest:
+            raise CaloquantError(f"{p / f}: damaged (sha256 differs from the manifest)")
+    spec = ModelSpec.from_dict(manifest["spec"])
+    model = load_model(manifest["backend"], p, manifest, threads)
+    block = manifest.get("self_check")
+    if skip_self_check:
+        check: dict[str, Any] = {"passed": None, "skipped": "skip_self_check requested by the user"}
+    elif not block:
+        check = {"passed": None, "skipped": "artifact has no self-check (made by caloquant < 0.2)"}
+        log.warning("%s: artifact has no self-check canary; its physics on this CPU is not verified", p)
+    else:
+        with torch_threads(threads):
+            check = run_check(p, block, lambda z: np.asarray(model(z)).reshape(len(z), *spec.grid))
+    return ArtifactGenerator(spec, manifest, model, p, check)

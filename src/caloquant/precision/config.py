@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from caloquant.errors import CaloquantError
+from caloquant.timing import TimingConfig
 
 Backend = Literal["openvino", "onnxruntime", "torch"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
@@ -60,7 +61,7 @@ class Tolerance:
             return TOLERANCE_PRESETS[str(spec)]
         p = Path(spec)
         if not p.exists():
-            raise CaloquantError(f"--tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) nor a file")
+            raise CaloquantError(f"tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) nor a file")
         try:
             d = json.loads(p.read_text())
             return cls(**{k: float(v) for k, v in d.items()})
@@ -96,12 +97,13 @@ class QuantizeConfig:
     eval_n_per_point: int = 200
     eval_energies_gev: tuple[float, ...] | None = None  # default: 5 points over the model's range
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # None: the caller's torch thread setting
     batch: int = 32
     time_budget_s: float = 540.0
-    head_to_head: bool = True  # also run the backend's own accuracy-aware tool at the same tolerance
+    head_to_head: bool = False  # also run other tools (engine's accuracy control, INC, LiteRT) at the same tolerance
     rewrite: bool = True  # exact sub-pixel rewrite of upsample + conv chains (physics recipe only)
-    speed_rounds: int = 5  # interleaved timing rounds for the reported speeds (the final race uses up to 3)
+    # speed measurements: interleaved rounds for the reported speeds (the final race uses up to 3)
+    timing: TimingConfig = field(default_factory=TimingConfig)
 
     def __post_init__(self) -> None:
         check_supported(self.backend, self.precision)
@@ -109,12 +111,17 @@ class QuantizeConfig:
             raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
         if self.calibration not in CALIBRATIONS:
             raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
-        if self.speed_rounds < 1:
-            raise CaloquantError(f"speed_rounds must be at least 1, got {self.speed_rounds}")
         if self.calib_n < 8:
-            raise CaloquantError(f"--calib-n must be at least 8, got {self.calib_n}")
+            raise CaloquantError(f"calib_n must be at least 8, got {self.calib_n}")
+        if self.eval_n_per_point < 2:
+            raise CaloquantError(f"eval_n_per_point must be at least 2, got {self.eval_n_per_point}")
+        if self.batch < 1:
+            raise CaloquantError(f"batch must be at least 1, got {self.batch}")
+        if self.threads is not None and self.threads < 1:
+            raise CaloquantError(f"threads must be at least 1, got {self.threads}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tolerance"] = self.tolerance.to_dict()
+        d["timing"] = self.timing.to_dict()
         return d

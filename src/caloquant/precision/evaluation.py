@@ -9,7 +9,6 @@ always agree.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,34 +92,3 @@ def badness(score: dict[str, Any], tol: Tolerance) -> float:
 
 def run_batched(fn: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([np.asarray(fn(latents[i : i + batch]), dtype=np.float32) for i in range(0, len(latents), batch)])
-
-
-def throughput(fn: Callable[[np.ndarray], Any], latent: np.ndarray, warmup: int = 2, min_reps: int = 5,
-               min_time_s: float = 1.0) -> dict[str, float]:
-    """Showers per second for repeated calls on one batch: warm-up, then the median call time."""
-    for _ in range(warmup):
-        fn(latent)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time_s:
-        t = time.perf_counter()
-        fn(latent)
-        times.append(time.perf_counter() - t)
-        if len(times) >= 200:
-            break
-    med = float(np.median(times))
-    return {"showers_per_s": len(latent) / med, "ms_per_shower": 1000 * med / len(latent), "reps": len(times),
-            "spread": float((np.percentile(times, 84) - np.percentile(times, 16)) / 2 / med)}
-
-
-def interleaved_throughput(fns: dict[str, Callable[[np.ndarray], Any]], latent: np.ndarray, rounds: int = 5,
-                           min_time_s: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Speeds of several models measured in interleaved rounds (A B C A B C ...), so that a
-    slow spell of a shared machine hits all of them alike; per model the median over rounds,
-    with every round kept. Ratios between these numbers are what caloquant reports."""
-    runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            runs[k].append(throughput(fn, latent, min_time_s=min_time_s)["showers_per_s"])
-    return {k: {"showers_per_s": float(np.median(v)), "ms_per_shower": 1000.0 / float(np.median(v)), "rounds": v,
-                "spread": float((max(v) - min(v)) / 2 / np.median(v))} for k, v in runs.items()}

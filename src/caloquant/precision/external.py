@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from caloquant.runtime import quiet_loggers, torch_threads
 
 
 class Unavailable(Exception):
@@ -30,15 +31,9 @@ class Unavailable(Exception):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """These tools print progress tables and INFO lines; the tuner reports trials itself."""
-    levels = {n: logging.getLogger(n).level for n in ("neural_compressor", "absl", "litert_torch", "torch._inductor")}
-    for n in levels:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        for n, lv in levels.items():
-            logging.getLogger(n).setLevel(lv)
+    with quiet_loggers("neural_compressor", "absl", "litert_torch", "torch._inductor"), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _version(dist: str) -> str:
@@ -84,9 +79,8 @@ def inc_autotune(module: nn.Module, latent_dim: int, calib: np.ndarray, latents:
             out = np.concatenate([m(torch.from_numpy(latents[i : i + 100])).float().numpy() for i in range(0, len(latents), 100)])
         return float(metric(out))
 
-    torch.set_num_threads(threads)
     try:
-        with _quiet():
+        with _quiet(), torch_threads(threads):
             graph = export(module.eval(), example, dynamic_shapes=kw["dynamic_shapes"])
             q = autotune(graph, TuningConfig(config_set=[get_default_static_config()], tolerable_loss=1.0),
                          eval_fn=eval_fn, run_fn=run_fn, example_inputs=example)
@@ -94,7 +88,7 @@ def inc_autotune(module: nn.Module, latent_dim: int, calib: np.ndarray, latents:
         raise _fail("Intel Neural Compressor autotune", INC_DISTS, exc) from None
     if q is None:
         raise Unavailable("Intel Neural Compressor autotune found no configuration within the tolerance")
-    torch._inductor.config.freezing = True  # the x86 inductor int8 path, as INC documents
+    # (TorchModel compiles with inductor freezing, the x86 inductor int8 path INC documents)
     done = _quantized_modules(q)
     return TorchModel(q, "int8", threads, {n: ("int8" if n in done else "fp32") for n in weight_layers(module)}, compiled=True)
 
@@ -162,7 +156,8 @@ def _litert_convert(module: nn.Module, calib: np.ndarray, precision: str, batch:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    example = (torch.from_numpy(np.ascontiguousarray(calib[:batch], dtype=np.float32)),)
+    # the flatbuffer's fixed batch: exactly ``batch`` rows (calibration latents repeated if fewer)
+    example = (torch.from_numpy(np.ascontiguousarray(np.resize(calib, (batch, calib.shape[1])), dtype=np.float32)),)
     with _quiet():  # the imports too: torchao and litert-torch print load warnings on import
         import litert_torch
         from litert_torch.quantize import pt2e_quantizer, quant_config
@@ -173,9 +168,10 @@ def _litert_convert(module: nn.Module, calib: np.ndarray, precision: str, batch:
             quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
                 pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
             prepared = prepare_pt2e(torch.export.export(module.eval(), example).module(), quantizer)
+            cal = np.resize(calib, (-(-len(calib) // batch) * batch, calib.shape[1])).astype(np.float32)  # whole fixed batches
             with torch.no_grad():
-                for i in range(0, len(calib), batch):
-                    prepared(torch.from_numpy(calib[i : i + batch]))
+                for i in range(0, len(cal), batch):
+                    prepared(torch.from_numpy(cal[i : i + batch]))
             converted = convert_pt2e(prepared, fold_quantize=False)
             content = litert_torch.convert(converted, example,
                                            quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer)).model_content()

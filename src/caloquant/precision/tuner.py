@@ -19,6 +19,7 @@ Every trial (configuration, physics numbers, speed, time) goes into the tuning l
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.precision.config import CALIBRATIONS, QuantizeConfig
-from caloquant.precision.evaluation import EvalSet, badness, interleaved_throughput, passes, run_batched, throughput
+from caloquant.precision.backends import Backend
+from caloquant.precision.config import QuantizeConfig
+from caloquant.precision.evaluation import EvalSet, badness, passes, run_batched
+from caloquant.timing import interleaved, throughput
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 SPEED_TIE = 0.10  # candidates within 10 % of the fastest are treated as equally fast
 RACE_BAND = 0.30  # candidates within 30 % of the fastest single timing go to the final race
 RACE_ROUNDS = 3
@@ -53,8 +56,9 @@ class Trial:
 
 
 class Tuner:
-    def __init__(self, backend: Any, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig, log: Log) -> None:
-        self.backend, self.ev, self.calib, self.cfg, self.log = backend, evalset, calib, cfg, log
+    def __init__(self, backend: Backend, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig) -> None:
+        self.backend, self.ev, self.calib, self.cfg = backend, evalset, calib, cfg
+        self.caps = backend.capabilities
         self.trials: list[Trial] = []
         self.bench_batch = evalset.latents[: cfg.batch]
         self.t0 = time.perf_counter()
@@ -66,17 +70,20 @@ class Tuner:
         score = self.ev.score(run_batched(model, self.ev.latents, 100))
         trial = Trial(name, config, score, passes(score, self.cfg.tolerance), badness(score, self.cfg.tolerance), model=model)
         if timed or trial.passes:
-            trial.speed = throughput(model, self.bench_batch)
+            trial.speed = throughput(model, self.bench_batch, self.cfg.timing)
         trial.seconds = time.perf_counter() - t
         self.trials.append(trial)
         sp = f", {trial.speed['showers_per_s']:.0f} showers/s" if trial.speed else ""
-        self.log(f"  {'PASS' if trial.passes else 'fail'} {name}: worst |Ecal ratio - 1| {score['worst_ecal_rel']:.4f}, "
-                 f"worst moment shift {score['worst_moment_shift']:.4f}{sp}")
+        log.info("  %s %s: worst |Ecal ratio - 1| %.4f, worst moment shift %.4f%s", "PASS" if trial.passes else "fail",
+                 name, score["worst_ecal_rel"], score["worst_moment_shift"], sp)
         return trial
 
     def int8(self, name: str, units: list[str], calibration: str, float_precision: str, timed: bool = False) -> Trial:
         cfg = {"precision": "int8", "int8_units": list(units), "calibration": calibration, "float_precision": float_precision}
         return self.evaluate(name, lambda: self.backend.int8_model(self.calib, list(units), calibration, float_precision), cfg, timed)
+
+    def short(self, unit: str) -> str:
+        return self.backend.unit_label(unit)
 
     def out_of_time(self) -> bool:
         return time.perf_counter() - self.t0 > self.cfg.time_budget_s
@@ -94,44 +101,44 @@ class Tuner:
     def physics_int8(self) -> Trial:
         units = self.backend.units(self.calib)
         cal0 = self.cfg.calibration
-        self.log(f"[bold]units[/]: {len(units)} places where int8 can be switched: {', '.join(map(_short, units))}")
-        self.log("[bold]1. sensitivity[/]: one unit in int8 at a time")
+        log.info("units: %d places where int8 can be switched: %s", len(units), ", ".join(map(self.short, units)))
+        log.info("1. sensitivity: one unit in int8 at a time")
         sens: dict[str, float] = {}
         for u in units:  # units not reached within the time budget count as most sensitive
-            sens[u] = float("inf") if self.out_of_time() else self.int8(f"only {_short(u)}", [u], cal0, "fp32").badness
+            sens[u] = float("inf") if self.out_of_time() else self.int8(f"only {self.short(u)}", [u], cal0, "fp32").badness
         order = sorted(units, key=lambda u: sens[u])
-        self.log("[bold]2. greedy accumulation[/], least sensitive first")
+        log.info("2. greedy accumulation, least sensitive first")
         accepted: list[str] = []
         best_cal = cal0
         for u in order:
             if self.out_of_time():
                 break
-            t = self.int8(f"+{_short(u)} -> {{{', '.join(_short(x) for x in accepted + [u])}}}", accepted + [u], cal0, "fp32")
+            t = self.int8(f"+{self.short(u)} -> {{{', '.join(self.short(x) for x in accepted + [u])}}}", accepted + [u], cal0, "fp32")
             if t.passes:
                 accepted.append(u)
-        self.log("[bold]3. calibration[/]: other range estimators, re-admitting rejected units")
-        for cal in CALIBRATIONS:
-            if cal == cal0 or self.out_of_time() or self.backend.name == "torch":
+        log.info("3. calibration: other range estimators, re-admitting rejected units")
+        for cal in self.caps.calibrations:
+            if cal == cal0 or self.out_of_time():
                 continue
             acc = list(accepted)
-            base = self.int8(f"{cal}: {{{', '.join(map(_short, acc))}}}", acc, cal, "fp32")
+            base = self.int8(f"{cal}: {{{', '.join(map(self.short, acc))}}}", acc, cal, "fp32")
             if not base.passes:
                 continue
             for u in order:
                 if u in acc or self.out_of_time():
                     continue
-                t = self.int8(f"{cal}: +{_short(u)}", acc + [u], cal, "fp32")
+                t = self.int8(f"{cal}: +{self.short(u)}", acc + [u], cal, "fp32")
                 if t.passes:
                     acc.append(u)
             if len(acc) > len(accepted):
                 accepted, best_cal = acc, cal
-        if self.backend.name == "openvino":
-            self.log("[bold]4. float remainder in reduced precision[/] (bf16, fp16), each calibration")
-            for fprec in ("bf16", "fp16"):
-                for cal in CALIBRATIONS:
+        if self.caps.float_remainders:
+            log.info("4. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
+            for fprec in self.caps.float_remainders:
+                for cal in self.caps.calibrations:
                     if self.out_of_time():
                         break
-                    self.int8(f"{cal}: {{{', '.join(map(_short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
+                    self.int8(f"{cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
         return self.best()
 
     def head_to_head(self, module: Any, latent_dim: int) -> tuple[list[Trial], list[dict[str, str]]]:
@@ -148,14 +155,14 @@ class Tuner:
         def metric(showers: np.ndarray) -> float:
             return 1.0 - min(badness(self.ev.score(showers), tol), 1e6)
 
-        self.log("[bold]head to head[/]: other tools at the same tolerance")
+        log.info("head to head: other tools at the same tolerance")
         out = [self.evaluate(f"{self.backend.name} fp32 (reference speed)", lambda: self.backend.float_model("fp32"),
                              {"precision": "fp32", "external": True}, timed=True)]
         tools: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []
-        if self.backend.name == "openvino":
-            tools.append(("NNCF quantize_with_accuracy_control",
+        if self.caps.accuracy_control:
+            tools.append((self.caps.accuracy_control,
                           lambda: self.backend.accuracy_control(self.calib, self.ev.latents, metric, 1.0),
-                          {"precision": "int8", "tool": "nncf.quantize_with_accuracy_control"}))
+                          {"precision": "int8", "tool": self.caps.accuracy_control}))
         threads, batch = self.cfg.threads, self.cfg.batch
         tools += [
             ("INC autotune (PT2E static int8, torch.compile)",
@@ -173,7 +180,7 @@ class Tuner:
             try:
                 out.append(self.evaluate(name, build, cfg | {"external": True}, timed=True))
             except external.Unavailable as exc:
-                self.log(f"  [yellow]n/a[/] {name}: {exc}")
+                log.info("  n/a %s: %s", name, exc)
                 missing.append({"name": name, "error": str(exc)})
         return out, missing
 
@@ -186,12 +193,13 @@ class Tuner:
         field = [t for t in ok if t.speed["showers_per_s"] >= (1 - RACE_BAND) * top]  # type: ignore[index]
         if len(field) < 2:
             return field
-        self.log(f"[bold]5. final race[/]: {len(field)} passing candidates re-timed in {min(RACE_ROUNDS, self.cfg.speed_rounds)} interleaved rounds")
-        res = interleaved_throughput({str(i): t.model for i, t in enumerate(field)}, self.bench_batch, min(RACE_ROUNDS, self.cfg.speed_rounds))
+        rounds = min(RACE_ROUNDS, self.cfg.timing.rounds)
+        log.info("5. final race: %d passing candidates re-timed in %d interleaved rounds", len(field), rounds)
+        res = interleaved({str(i): t.model for i, t in enumerate(field)}, self.bench_batch, self.cfg.timing, rounds)
         for i, t in enumerate(field):
             r = res[str(i)]
             t.speed = dict(t.speed or {}, showers_per_s=r["showers_per_s"], ms_per_shower=r["ms_per_shower"], race=r["rounds"])
-            self.log(f"  {t.name}: {r['showers_per_s']:.0f} showers/s (rounds: {', '.join(f'{v:.0f}' for v in r['rounds'])})")
+            log.info("  %s: %.0f showers/s (rounds: %s)", t.name, r["showers_per_s"], ", ".join(f"{v:.0f}" for v in r["rounds"]))
         return field
 
     def best(self) -> Trial:
@@ -209,7 +217,3 @@ class Tuner:
                                         -self.trials.index(t)))
 
 
-def _short(unit: str) -> str:
-    from caloquant.precision.backends.openvino_backend import short_name
-
-    return short_name(unit)

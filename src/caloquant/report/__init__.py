@@ -1,6 +1,7 @@
 """Reports: terminal tables and plots drawn from the stages' JSON-ready results."""
 
-from caloquant.report.bench import bench_machine_line, bench_models_table, bench_plots, bench_profile_table, bench_results_table
+from caloquant.report.bench import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
+                                    bench_results_table)
 from caloquant.report.plots import validation_plots
 from caloquant.report.tables import (
     global_table,
@@ -10,10 +11,12 @@ from caloquant.report.tables import (
     quantize_summary,
     resolution_table,
     validation_table,
+    validation_tables,
 )
 
 __all__ = [
     "bench_machine_line",
+    "bench_mc_table",
     "bench_models_table",
     "bench_plots",
     "bench_profile_table",
@@ -26,4 +29,5 @@ __all__ = [
     "resolution_table",
     "validation_plots",
     "validation_table",
+    "validation_tables",
 ]

@@ -82,20 +82,47 @@ def bench_models_table(rep: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col in ("model", "backend", "prec.") else "right")
     if mc:
         t.add_column("x MC (measured)", justify="right")
+    eng = rep["monte_carlo"].get("engine")
+    if eng:
+        t.add_column(f"x {eng['engine']} (measured, flat {eng['flat_range_gev'][0]:g}-{eng['flat_range_gev'][1]:g} GeV)", justify="right")
     for m in rep["models"]:
         b = m["best"]
         ok = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[m.get("meets_tolerance")]
         lat = m.get("latency_batch1", {}).get("latency_ms_p50")
-        cells = [m["model"], m["backend"], m["precision"], ok, _mb(m["model_bytes"]), f"{m['model_rss_mb']:.0f}",
+        ex = m.get("executed_precision")
+        prec = m["precision"] if ex in (None, m["precision"]) else f"{m['precision']} (runs {ex})"
+        cells = [m["model"], m["backend"], prec, ok, _mb(m["model_bytes"]), f"{m['model_rss_mb']:.0f}",
                  _opt((m["flops_per_shower"] or 0) / 1e9 if m["flops_per_shower"] else None, ".3f"),
                  f"{b['showers_per_s']:.1f}", f"{b['threads']}/{b['streams']}/{b['batch']}",
                  _opt(100 * b["roofline_fraction"] if b.get("roofline_fraction") is not None else None, ".1f"),
                  _opt(lat, ".2f"), f"{b['speedup_vs_geant4_literature']:,.0f}"]
         if mc:
             cells.append(f"{mc['seconds_per_shower'] * b['showers_per_s']:,.1f}")
+        if eng:
+            cells.append(f"{eng['flat_mean_s_per_shower'] * b['showers_per_s']:,.0f} "
+                         f"+- {eng['flat_mean_s_per_shower_err'] * b['showers_per_s']:,.0f}")
         t.add_row(*cells)
     t.caption = (f"Geant4: {g4['seconds_per_shower']:g} s/shower from the literature, NOT measured here "
                  f"(see JSON monte_carlo). 'physics ok': the artifact's tolerance check; '-' = not checked.")
+    return t
+
+
+def bench_mc_table(rep: dict[str, Any]) -> Table | None:
+    """The Monte Carlo engine timed in this run (`--mc`): seconds per shower per energy point."""
+    eng = rep["monte_carlo"].get("engine")
+    if not eng:
+        return None
+    t = Table(title=f"Monte Carlo measured in this run: {eng['engine']} ({eng['physics']}), one core")
+    for col in ("energy GeV", "showers", "s/shower (mean)", "+- (sem)", "median", "CPU s/shower"):
+        t.add_column(col, justify="right")
+    for e, v in eng["per_energy"].items():
+        if v.get("n", 0) < 1:
+            t.add_row(e, "0", "-", "-", "-", "-")
+            continue
+        w, c = v["wall_s_per_shower"], v["cpu_s_per_shower"]
+        t.add_row(e, str(v["n"]), f"{w['mean']:.3g}", f"{w['sem']:.2g}", f"{w['median']:.3g}", f"{c['mean']:.3g}")
+    t.caption = (f"flat {eng['flat_range_gev'][0]:g}-{eng['flat_range_gev'][1]:g} GeV: {eng['flat_mean_s_per_shower']:.3g} "
+                 f"+- {eng['flat_mean_s_per_shower_err']:.2g} s/shower; start-up {eng['setup_s']:.1f} s")
     return t
 
 
@@ -119,10 +146,7 @@ def bench_profile_table(rep: dict[str, Any]) -> Table | None:
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's (the command line picks Agg)
 
     return plt
 

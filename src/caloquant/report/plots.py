@@ -10,15 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+# the matplotlib backend is the caller's (the command line picks Agg); figures are closed after saving
+import matplotlib.pyplot as plt
+import mplhep as hep
+import numpy as np
+from matplotlib.colors import LogNorm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep as hep  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-
-from caloquant.fileio import atomic_path  # noqa: E402
+from caloquant.fileio import atomic_path
 
 # ROOT style with fonts sized for multi-panel figures.
 STYLE_OVERRIDES = {"font.size": 13, "axes.labelsize": 14, "axes.titlesize": 14, "xtick.labelsize": 12,

@@ -134,6 +134,14 @@ def global_table(report: dict[str, Any]) -> Table:
     return t
 
 
+def validation_tables(report: dict[str, Any]) -> list[Table]:
+    """Every terminal table of a validation report, in the order `caloquant validate` prints them."""
+    tables = [validation_table(report), moments_table(report)]
+    if len(report["bins"]) > 1:
+        tables.append(resolution_table(report))
+    return [*tables, optimisation_table(report), global_table(report)]
+
+
 def quantize_summary(m: dict[str, Any]) -> Table:
     """The chosen configuration of a `quantize` run: physics per energy point, speed, size."""
     ok = m["meets_tolerance"]

@@ -1,48 +1,136 @@
-"""Inference engines behind one small interface.
+"""Inference engines behind one declared contract.
 
-A backend is built from a float torch generator and offers ``float_model(precision)``,
-``units(calib)`` (the places where int8 can be switched on or off) and
-``int8_model(calib, int8_units, calibration, float_precision)``. Each returns a runnable
-model: ``model(latent) -> showers``, ``model.save(dir)``, ``model.layer_precisions``.
+A :class:`Backend` is built from a float torch generator. It states what it can do
+(:class:`Capabilities`) and makes :class:`EngineModel` objects: float models at a precision,
+int8 models with a chosen set of int8 *units* (the places where int8 can be switched on or
+off), and, where the engine has one, its own accuracy-aware int8 search. An engine model
+runs latents, saves itself, says which precision it really executes, makes one runner per
+stream for a thread count, and profiles itself with the engine's own profiler.
+
+The tuner and the benchmark use only this contract: nothing outside this package checks a
+backend's name or builds an engine itself.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from torch import nn
 
 from caloquant.errors import CaloquantError
 
-
-def make_backend(name: str, module: nn.Module, latent_dim: int, threads: int) -> Any:
-    if name == "openvino":
-        from caloquant.precision.backends.openvino_backend import OpenVINOBackend
-
-        return OpenVINOBackend(module, latent_dim, threads)
-    if name == "onnxruntime":
-        from caloquant.precision.backends.onnxruntime_backend import ONNXRuntimeBackend
-
-        return ONNXRuntimeBackend(module, latent_dim, threads)
-    if name == "torch":
-        from caloquant.precision.backends.torch_backend import TorchBackend
-
-        return TorchBackend(module, latent_dim, threads)
-    raise CaloquantError(f"unknown backend '{name}'")
+Runner = Callable[[np.ndarray], Any]
 
 
-def load_model(name: str, out_dir: Path, manifest: dict[str, Any], threads: int) -> Any:
-    if name == "openvino":
-        from caloquant.precision.backends.openvino_backend import OpenVINOModel
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend offers: ``precisions`` it builds, int8 range ``calibrations``,
+    ``float_remainders``: reduced precisions the float part of an int8 model may run at, and
+    ``accuracy_control``: the name of the engine's own accuracy-aware int8 search (for the head
+    to head; empty where there is none)."""
 
-        return OpenVINOModel.load(out_dir, manifest, threads)
-    if name == "onnxruntime":
-        from caloquant.precision.backends.onnxruntime_backend import ORTModel
+    precisions: tuple[str, ...]
+    calibrations: tuple[str, ...]
+    float_remainders: tuple[str, ...] = ()
+    accuracy_control: str = ""
 
-        return ORTModel.load(out_dir, manifest, threads)
-    if name == "torch":
-        from caloquant.precision.backends.torch_backend import TorchModel
 
-        return TorchModel.load(out_dir, manifest, threads)
-    raise CaloquantError(f"{out_dir}: manifest names unknown backend '{name}'")
+@runtime_checkable
+class EngineModel(Protocol):
+    """A runnable model of one engine."""
+
+    layer_precisions: dict[str, str]  # unit name -> requested precision string
+
+    def __call__(self, latent: np.ndarray) -> np.ndarray: ...
+
+    def save(self, out_dir: Path) -> list[str]: ...
+
+    def options(self) -> dict[str, Any]:
+        """Engine settings to record in a manifest (and to reload with)."""
+        ...
+
+    def executed_precision(self) -> str:
+        """The precision the engine really runs, e.g. 'bf16' where 'fp16' was asked on a CPU
+        without fp16 arithmetic, 'int8+fp32' for a mixed model."""
+        ...
+
+    def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
+        """One callable per concurrent stream with ``threads`` intra-op threads each, and what
+        the engine actually uses (``{"streams": ..., "threads_total": ...}``)."""
+        ...
+
+    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+        """Per-op time shares from the engine's own profiler (see ``opprofile``)."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    @staticmethod
+    def prime() -> None:
+        """Import and initialise the engine library."""
+        ...
+
+    def float_model(self, precision: str) -> EngineModel: ...
+
+    def units(self, calib: np.ndarray) -> list[str]: ...
+
+    def unit_label(self, unit: str) -> str:
+        """A short readable name for a unit (for logs)."""
+        ...
+
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str,
+                   float_precision: str = "fp32") -> EngineModel: ...
+
+    def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Callable[[np.ndarray], float],
+                         max_drop: float) -> EngineModel:
+        """Only where ``capabilities.accuracy_control``."""
+        ...
+
+
+# name -> (module, backend class, engine-model class); imported on first use (each engine is heavy)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "openvino": ("caloquant.precision.backends.openvino_backend", "OpenVINOBackend", "OpenVINOModel"),
+    "onnxruntime": ("caloquant.precision.backends.onnxruntime_backend", "ONNXRuntimeBackend", "ORTModel"),
+    "torch": ("caloquant.precision.backends.torch_backend", "TorchBackend", "TorchModel"),
+}
+
+
+def _cls(name: str, which: int) -> Any:
+    if name not in _REGISTRY:
+        raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(_REGISTRY)})")
+    mod = _REGISTRY[name]
+    try:
+        module = importlib.import_module(mod[0])
+    except ImportError as exc:
+        raise CaloquantError(f"backend '{name}' is not installed ({exc.name or exc}); install caloquant[all]") from None
+    return getattr(module, mod[which])
+
+
+def make_backend(name: str, module: nn.Module, latent_dim: int, threads: int | None) -> Backend:
+    """The backend ``name`` for a float torch generator."""
+    return _cls(name, 1)(module, latent_dim, threads)  # type: ignore[no-any-return]
+
+
+def prime_backend(name: str) -> None:
+    """Import the engine and initialise it once (so that later memory measurements count
+    models, not the one-off cost of loading a library)."""
+    _cls(name, 1).prime()
+
+
+def capabilities(name: str) -> Capabilities:
+    return _cls(name, 1).capabilities  # type: ignore[no-any-return]
+
+
+def load_model(name: str, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> EngineModel:
+    """An engine model saved by ``EngineModel.save`` into an artifact directory."""
+    if name not in _REGISTRY:
+        raise CaloquantError(f"{out_dir}: manifest names unknown backend '{name}'")
+    return _cls(name, 2).load(out_dir, manifest, threads)  # type: ignore[no-any-return]

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +18,28 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
+from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends.opprofile import categorize, summary, timed_calls
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
 
 
-def _session(model_bytes: bytes, threads: int) -> Any:
+def _session(model_bytes: bytes, threads: int | None, profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    if threads is not None:
+        so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 class ORTModel:
-    def __init__(self, model_bytes: bytes, threads: int, layer_precisions: dict[str, str], precision: str) -> None:
+    def __init__(self, model_bytes: bytes, threads: int | None, layer_precisions: dict[str, str], precision: str) -> None:
         self.model_bytes, self.threads, self.layer_precisions = model_bytes, threads, layer_precisions
         self.precision = precision
         self._sess = _session(model_bytes, threads)
@@ -39,12 +48,51 @@ class ORTModel:
     def __call__(self, latent: np.ndarray) -> np.ndarray:
         return self._sess.run(None, {self._in: np.ascontiguousarray(latent, dtype=np.float32)})[0]
 
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def executed_precision(self) -> str:
+        """ONNX Runtime runs the types written in the graph (float16 nodes for fp16, QDQ int8)."""
+        if "int8" in self.layer_precisions.values():
+            return "int8+fp32"
+        return self.precision
+
+    def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
+        """One session per stream, ``intra_op_num_threads = threads``."""
+        def runner(sess: Any) -> Runner:
+            name = sess.get_inputs()[0].name
+            return lambda x: sess.run(None, {name: x})[0]
+
+        return [runner(_session(self.model_bytes, threads)) for _ in range(streams)], {"streams": streams, "threads_total": threads * streams}
+
+    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+        """Session profiling: node kernel times, the first run (allocation, kernel selection) left out."""
+        with tempfile.TemporaryDirectory() as tmp:
+            sess = _session(self.model_bytes, threads, profile_prefix=str(Path(tmp) / "ort"))
+            name = sess.get_inputs()[0].name
+            sess.run(None, {name: latent})  # warm-up, excluded below
+            n, wall = timed_calls(lambda a: sess.run(None, {name: a}), latent, min_calls, budget_s)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        first_end = runs[0][1] if runs else -1
+        times: dict[str, float] = defaultdict(float)
+        per_op: dict[str, float] = defaultdict(float)
+        for e in events:
+            if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] <= first_end:
+                continue
+            op = str(e.get("args", {}).get("op_name", "?"))
+            ms = e["dur"] / 1000.0
+            cat = "layout" if op in ("ReorderInput", "ReorderOutput") else (categorize(op) or "other")
+            times[cat] += ms
+            per_op[op] += ms
+        return summary(times, per_op, wall, n, tool="ONNX Runtime session profiling")
+
     def save(self, out_dir: Path) -> list[str]:
         (out_dir / "model.onnx").write_bytes(self.model_bytes)
         return ["model.onnx"]
 
     @classmethod
-    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int) -> ORTModel:
+    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> ORTModel:
         p = out_dir / "model.onnx"
         if not p.exists():
             raise CaloquantError(f"{out_dir}: ONNX artifact lacks model.onnx")
@@ -77,8 +125,14 @@ def _node_label(node: Any) -> str:
 
 class ONNXRuntimeBackend:
     name = "onnxruntime"
+    capabilities = Capabilities(precisions=("fp32", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram"))
 
-    def __init__(self, module: nn.Module, latent_dim: int, threads: int) -> None:
+    @staticmethod
+    def prime() -> None:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+    def __init__(self, module: nn.Module, latent_dim: int, threads: int | None) -> None:
         import onnx
 
         self.threads = threads
@@ -103,14 +157,18 @@ class ONNXRuntimeBackend:
         lp = {self.labels.get(n.name, n.name): precision for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE}
         return ORTModel(proto.SerializeToString(), self.threads, lp, precision)
 
+    def unit_label(self, unit: str) -> str:
+        return self.labels.get(unit, unit)
+
     def units(self, calib: np.ndarray) -> list[str]:
         return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
 
-    def int8_model(self, calib: np.ndarray, int8_units: list[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str = "none") -> ORTModel:
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32") -> ORTModel:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        if float_precision != "fp32":
+            raise CaloquantError(f"ONNX Runtime int8 models keep their float part in fp32, not {float_precision}")
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

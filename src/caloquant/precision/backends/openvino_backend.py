@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 import warnings
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,17 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
+from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends.opprofile import categorize, summary
+from caloquant.runtime import quiet_loggers
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+EXECUTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+# nodes the CPU plugin folds into a convolution: batch-norm becomes a multiply-add, a
+# dequantization scale a PowerStatic
+_FUSED = {"MulAdd": "normalization", "PowerStatic": "quantize/dequantize"}
+# a Reorder whose name encodes a precision change, e.g. 'z_f32_bf16___module.dense...'
+_CAST_REORDER = re.compile(r"_(f32|bf16|f16|i8|u8)_(f32|bf16|f16|i8|u8)_")
 
 
 @contextlib.contextmanager
@@ -26,12 +37,23 @@ def _silence() -> Iterator[None]:
         yield
 
 
-def _quiet_nncf() -> None:
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs INFO lines and draws progress bars; the tuner reports trials itself."""
+    _nncf()
+    with quiet_loggers("nncf"), _silence():
+        yield
+
+
+def _nncf() -> Any:
+    """The nncf module; its first import sets its logger's level to INFO, which is undone."""
     import logging
 
-    import nncf  # its import sets its logger to INFO: import first, then lower it
+    before = logging.getLogger("nncf").level
+    import nncf
 
-    nncf.set_log_level(logging.ERROR)
+    logging.getLogger("nncf").setLevel(before)
+    return nncf
 
 
 def short_name(full: str) -> str:
@@ -83,24 +105,89 @@ class OpenVINOModel:
     are stored compactly; the model is then compiled from that same compact form, so what
     is evaluated is exactly what is saved."""
 
-    def __init__(self, model: Any, hint: str, threads: int, layer_precisions: dict[str, str],
-                 compact: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: Any, hint: str, threads: int | None, layer_precisions: dict[str, str],
+                 compact: dict[str, Any] | None = None, compacted: list[str] | None = None) -> None:
+        if compacted is None:
+            model, compacted = compact_weights(model, compact or {})
+        self.model, self.hint, self.threads, self.compacted = model, hint, threads, compacted
+        self.layer_precisions = layer_precisions
+        self._compiled = self._compile(threads, 1)
+        self._request = self._compiled.create_infer_request()
+
+    def _compile(self, threads: int | None, streams: int, perf_count: bool = False) -> Any:
         import openvino as ov
 
-        model, self.compacted = compact_weights(model, compact or {})
-        self.model, self.hint, self.threads = model, hint, threads
-        self.layer_precisions = layer_precisions
-        self._compiled = ov.Core().compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": hint,  # always explicit: the CPU plugin picks bf16 by itself on AMX/AVX512-BF16
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-        })
-        self._request = self._compiled.create_infer_request()
+        cfg: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": self.hint,  # always explicit: the CPU plugin picks bf16 by itself on AMX/AVX512-BF16
+            "NUM_STREAMS": streams,
+        }
+        if threads is not None:
+            cfg["INFERENCE_NUM_THREADS"] = threads * streams
+        if streams == 1:
+            cfg["PERFORMANCE_HINT"] = "LATENCY"
+        if perf_count:
+            cfg["PERF_COUNT"] = True
+        return ov.Core().compile_model(self.model, "CPU", cfg)
 
     def __call__(self, latent: np.ndarray) -> np.ndarray:
         res = self._request.infer({0: np.ascontiguousarray(latent, dtype=np.float32)})
         return np.asarray(res[self._compiled.output(0)])
+
+    def options(self) -> dict[str, Any]:
+        # compact_kernels: float kernels stored small (float16), expanded at compile time
+        return {"inference_precision_hint": self.hint, "compact_kernels": list(self.compacted)}
+
+    def executed_precision(self) -> str:
+        """The plugin's own answer: on a CPU without fp16 arithmetic an f16 hint runs as bf16."""
+        prop = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
+        name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+        executed = EXECUTED.get(name, name)
+        return ("int8+" if "int8" in self.layer_precisions.values() else "") + executed
+
+    def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
+        """One compiled model with the plugin's own stream executor (it pins stream threads to
+        cores and caps the total at the core count) and one infer request per stream."""
+        compiled = self._compile(threads, streams)
+        out = compiled.output(0)
+
+        def runner(req: Any) -> Runner:
+            return lambda x: req.infer({0: x})[out]
+
+        eff = {"streams": int(compiled.get_property("NUM_STREAMS")),
+               "threads_total": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
+        return [runner(compiled.create_infer_request()) for _ in range(streams)], eff
+
+    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+        """Performance counters (``PERF_COUNT``) of the executed graph; ops the plugin fused into
+        a convolution cost nothing on their own and are counted in ``fused_ops``."""
+        compiled = self._compile(threads, 1, perf_count=True)
+        req = compiled.create_infer_request()
+        req.infer({0: latent})  # warm-up
+        times: dict[str, float] = defaultdict(float)
+        per_op: dict[str, float] = defaultdict(float)
+        fused: dict[str, int] = defaultdict(int)
+        n, wall = 0, 0.0
+        start = time.perf_counter()
+        while n < min_calls or time.perf_counter() - start < budget_s:
+            t0 = time.perf_counter()
+            req.infer({0: latent})
+            wall += 1000 * (time.perf_counter() - t0)
+            n += 1
+            for p in req.get_profiling_info():
+                ms = p.real_time.total_seconds() * 1000
+                if p.status != p.Status.EXECUTED:
+                    if p.node_type not in ("Parameter", "Result", "Constant") and n == 1:
+                        fused[_FUSED.get(p.node_type) or categorize(p.node_type) or categorize(p.node_name) or "other"] += 1
+                    continue
+                if p.node_type == "Reorder" and _CAST_REORDER.search(p.node_name):
+                    cat = "quantize/dequantize"
+                elif p.node_type in ("Eltwise", "Subgraph", "MulAdd", "Multiply", "Add", "PowerStatic"):
+                    cat = categorize(p.node_name) or "other"
+                else:
+                    cat = categorize(p.node_type) or categorize(p.node_name) or "other"
+                times[cat] += ms
+                per_op[f"{p.node_type} ({p.exec_type})"] += ms
+        return summary(times, per_op, wall, n, tool="OpenVINO performance counters", fused_ops=dict(fused))
 
     def save(self, out_dir: Path) -> list[str]:
         import openvino as ov
@@ -109,7 +196,7 @@ class OpenVINOModel:
         return ["model.xml", "model.bin"]
 
     @classmethod
-    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int) -> OpenVINOModel:
+    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> OpenVINOModel:
         import openvino as ov
 
         xml = out_dir / "model.xml"
@@ -119,16 +206,25 @@ class OpenVINOModel:
             model = ov.Core().read_model(xml)
         except RuntimeError as exc:
             raise CaloquantError(f"{xml}: unreadable OpenVINO model ({str(exc).splitlines()[0][:120]})") from None
-        return cls(model, manifest["backend_options"]["inference_precision_hint"], threads, manifest.get("layer_precisions", {}))
+        opts = manifest.get("backend_options", {})
+        return cls(model, opts["inference_precision_hint"], threads, manifest.get("layer_precisions", {}),
+                   compacted=list(opts.get("compact_kernels", [])))
 
 
 class OpenVINOBackend:
     name = "openvino"
+    capabilities = Capabilities(precisions=("fp32", "bf16", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram"),
+                                float_remainders=("bf16", "fp16"), accuracy_control="NNCF quantize_with_accuracy_control")
 
-    def __init__(self, module: nn.Module, latent_dim: int, threads: int) -> None:
+    @staticmethod
+    def prime() -> None:
         import openvino as ov
 
-        _quiet_nncf()
+        ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+
+    def __init__(self, module: nn.Module, latent_dim: int, threads: int | None) -> None:
+        import openvino as ov
+
         self.threads = threads
         example = torch.randn(2, latent_dim)
         with warnings.catch_warnings():  # tracing bakes in the static spatial sizes, on purpose
@@ -151,16 +247,15 @@ class OpenVINOBackend:
         return OpenVINOModel(self.fp_model, hint, self.threads, lp, None if precision == "fp32" else self.compact)
 
     def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast") -> Any:
-        import nncf
+        nncf = _nncf()
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         ranges = {"minmax": RangeEstimatorParametersSet.MINMAX, "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
                   "histogram": RangeEstimatorParametersSet.HISTOGRAM}[calibration]
         batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
-        # NNCF draws its own progress bars and INFO lines on stdout; the tuner reports trials itself
         try:
-            with _silence():
+            with _quiet_nncf():
                 return nncf.quantize(
                     self.fp_model, nncf.Dataset(batches), subset_size=len(batches),
                     preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric int8 activations, per-channel weights
@@ -174,7 +269,7 @@ class OpenVINOBackend:
 
     def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Any, max_drop: float) -> OpenVINOModel:
         """NNCF's own search: ``quantize_with_accuracy_control`` with our physics metric (higher is better)."""
-        import nncf
+        nncf = _nncf()
 
         batches = [calib[i : i + 16] for i in range(0, len(calib), 16)]
         val = [latents[i : i + 100] for i in range(0, len(latents), 100)]
@@ -184,7 +279,7 @@ class OpenVINOBackend:
             return float(metric(out)) if len(out) == len(latents) else 0.0
 
         try:
-            with _silence():
+            with _quiet_nncf():
                 q = nncf.quantize_with_accuracy_control(
                     self.fp_model, nncf.Dataset(batches), nncf.Dataset(val), validation_fn=validation_fn,
                     max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
@@ -198,6 +293,9 @@ class OpenVINOBackend:
                     kept_int8.add(t.get_node().get_friendly_name())
         lp = {short_name(u): ("int8" if u in kept_int8 else "fp32") for u in self.units(calib)}
         return OpenVINOModel(q, "f32", self.threads, lp, self.compact)
+
+    def unit_label(self, unit: str) -> str:
+        return short_name(unit)
 
     def units(self, calib: np.ndarray) -> list[str]:
         """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
@@ -213,7 +311,7 @@ class OpenVINOBackend:
             self._units = names
         return self._units
 
-    def int8_model(self, calib: np.ndarray, int8_units: list[str] | None, calibration: str, float_precision: str,
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
                    bias_correction: str = "fast") -> OpenVINOModel:
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]

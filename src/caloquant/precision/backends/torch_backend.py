@@ -4,7 +4,8 @@ static per-channel weights) lowered with torch.compile. Artifacts are torch.expo
 from __future__ import annotations
 
 import contextlib
-import logging
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
+from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends.opprofile import categorize, quiet_stderr_fd, summary, timed_calls
+from caloquant.runtime import quiet_loggers, torch_threads
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # the layers that carry weights and get a precision of their own (the per-layer precision map)
@@ -28,19 +32,90 @@ def _dyn(latent_dim: int) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
     return (torch.randn(4, latent_dim),), {"dynamic_shapes": ({0: torch.export.Dim("n", min=1, max=65536)},)}
 
 
+@contextlib.contextmanager
+def _compile_settings(compiled: bool) -> Iterator[None]:
+    """Inductor freezing constant-folds the int8 weights (x86 inductor int8 path); patched for
+    the call, not set, so the caller's inductor configuration is left as it was."""
+    if not compiled:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True), quiet_loggers("torch._inductor"):
+        yield
+
+
 class TorchModel:
-    def __init__(self, module: nn.Module, precision: str, threads: int, layer_precisions: dict[str, str],
+    """A torch module or exported program: fp32 eager, bf16 autocast, or int8 (PT2E, compiled
+    with inductor). ``threads=None`` runs with the caller's thread setting."""
+
+    def __init__(self, module: nn.Module, precision: str, threads: int | None, layer_precisions: dict[str, str],
                  program: Any = None, compiled: bool = False) -> None:
         self.module, self.precision, self.threads = module, precision, threads
-        self.layer_precisions, self.program = layer_precisions, program
+        self.layer_precisions, self.program, self.compiled = layer_precisions, program, compiled
         self._fn = torch.compile(module) if compiled else module
 
-    def __call__(self, latent: np.ndarray) -> np.ndarray:
-        torch.set_num_threads(self.threads)
+    def _run(self, fn: Any, latent: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))
         ctx = torch.autocast("cpu", dtype=_DTYPES[self.precision]) if self.precision in _DTYPES else contextlib.nullcontext()
-        with torch.no_grad(), ctx:
-            return self._fn(x).float().numpy()
+        with torch.inference_mode(), ctx, _compile_settings(self.compiled):
+            return fn(x).float().numpy()
+
+    def __call__(self, latent: np.ndarray) -> np.ndarray:
+        with torch_threads(self.threads):
+            return self._run(self._fn, latent)
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def executed_precision(self) -> str:
+        if "int8" in self.layer_precisions.values():
+            return "int8+fp32"
+        return "fp32" if self.precision == "int8" else self.precision
+
+    def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
+        """The module is shared by the streams; each stream thread runs its own OpenMP team of
+        ``threads`` (set in that thread, which the caller owns). A compiled (int8) program is
+        compiled once per thread count: inductor bakes the thread count into its kernels.
+        Limitation: the Python parts of an eager forward hold the GIL."""
+        fn = (torch.compile(self.module) if self.threads != threads else self._fn) if self.compiled else self._fn
+
+        def run(x: np.ndarray) -> np.ndarray:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)  # in the stream's own thread
+            return self._run(fn, x)
+
+        return [run] * streams, {"streams": streams, "threads_total": threads * streams}
+
+    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+        """torch.profiler CPU self times; an op's self time goes to the category of the nearest
+        enclosing op that has one (``copy_`` inside ``aten::to`` is a cast, inside
+        ``contiguous`` a layout change)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        (fn,), _ = self.runners(threads, 1)
+        with torch_threads(threads):
+            fn(latent)  # warm-up (and compilation for int8)
+            with quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                n, wall = timed_calls(fn, latent, min_calls, budget_s)
+        times: dict[str, float] = defaultdict(float)
+        per_op: dict[str, float] = defaultdict(float)
+        memo: dict[int, str] = {}
+
+        def cat_of(e: Any) -> str:
+            key = id(e)
+            if key not in memo:
+                own = categorize(e.name)
+                memo[key] = own if own is not None else (cat_of(e.cpu_parent) if e.cpu_parent is not None else "other")
+            return memo[key]
+
+        for e in prof.events():
+            ms = e.self_cpu_time_total / 1000.0
+            if ms <= 0:
+                continue
+            times[cat_of(e)] += ms
+            per_op[e.name] += ms
+        return summary(times, per_op, wall, n, tool="torch.profiler (CPU self time)")
 
     def save(self, out_dir: Path) -> list[str]:
         prog = self.program
@@ -57,7 +132,7 @@ class TorchModel:
         raise CaloquantError("cannot infer the latent size of the torch module")
 
     @classmethod
-    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int) -> TorchModel:
+    def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> TorchModel:
         p = out_dir / "model.pt2"
         if not p.exists():
             raise CaloquantError(f"{out_dir}: torch artifact lacks model.pt2")
@@ -91,8 +166,13 @@ def _quantized_modules(graph: Any) -> set[str]:
 
 class TorchBackend:
     name = "torch"
+    capabilities = Capabilities(precisions=("fp32", "bf16", "int8"), calibrations=("minmax",))
 
-    def __init__(self, module: nn.Module, latent_dim: int, threads: int) -> None:
+    @staticmethod
+    def prime() -> None:
+        pass  # torch is imported and its kernels primed by every caller already
+
+    def __init__(self, module: nn.Module, latent_dim: int, threads: int | None) -> None:
         self.module, self.latent_dim, self.threads = module.eval(), latent_dim, threads
 
     def _layers(self) -> list[str]:
@@ -101,11 +181,13 @@ class TorchBackend:
     def float_model(self, precision: str) -> TorchModel:
         return TorchModel(self.module, precision, self.threads, {n: precision for n in self._layers()})
 
+    def unit_label(self, unit: str) -> str:
+        return unit
+
     def units(self, calib: np.ndarray) -> list[str]:
         return self._layers()
 
-    def int8_model(self, calib: np.ndarray, int8_units: list[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str = "none") -> TorchModel:
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32") -> TorchModel:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
@@ -113,8 +195,9 @@ class TorchBackend:
         )
 
         if calibration != "minmax":
-            raise CaloquantError("the torch int8 backend supports --calibration minmax only (torchao's x86 quantizer observers)")
-        logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+            raise CaloquantError("the torch int8 backend supports calibration 'minmax' only (torchao's x86 quantizer observers)")
+        if float_precision != "fp32":
+            raise CaloquantError(f"torch int8 models keep their float part in fp32, not {float_precision}")
         units = self._layers()
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
         example, kw = _dyn(self.latent_dim)
@@ -135,7 +218,6 @@ class TorchBackend:
             raise
         except Exception as exc:  # noqa: BLE001
             raise CaloquantError(f"torchao PT2E quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-        torch._inductor.config.freezing = True  # constant-fold the int8 weights (x86 inductor int8 path)
         done = _quantized_modules(converted)
         lp = {u: ("int8" if u in done else "fp32") for u in units}
         return TorchModel(prog.module(), "int8", self.threads, lp, prog, compiled=True)

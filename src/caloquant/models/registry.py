@@ -1,0 +1,65 @@
+"""Named built-in models: checkpoints shipped inside the package, loadable by name.
+
+``--model cern-3dgan`` on the command line and ``caloquant.load("cern-3dgan")`` in Python
+resolve through this registry, so a fresh installation runs without any external files.
+A name is tried only when no file or folder of that name exists: a path always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from caloquant.errors import CaloquantError
+
+DEFAULT_MODEL = "cern-3dgan"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    file: str  # inside caloquant/models/builtin/
+    description: str
+    licence: str
+    source: str
+
+
+BUILTIN: dict[str, BuiltinModel] = {
+    "cern-3dgan": BuiltinModel(
+        name="cern-3dgan",
+        file="cern-3dgan.pt",
+        description="CERN 3DGAN Conv3D generator (epoch 49), electrons 100-500 GeV, 25x25x25 cells; "
+                    "converted from the authors' Keras weights by caloquant's importer",
+        licence="Apache-2.0 (see NOTICE)",
+        source="github.com/svalleco/3Dgan, keras/energy_gan/maelin50_full/params_generator_epoch_049.hdf5",
+    ),
+}
+
+
+def builtin_models() -> list[BuiltinModel]:
+    """The registered built-in models whose weights are installed."""
+    return [m for m in BUILTIN.values() if _file(m).is_file()]
+
+
+def _file(m: BuiltinModel) -> Path:
+    return Path(str(resources.files("caloquant.models").joinpath("builtin", m.file)))
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
+    """The file or folder behind ``model``: an existing path as is, else a built-in name
+    (``None`` means the default model). Unknown names get a one-line error listing the choices."""
+    if model is None:
+        model = DEFAULT_MODEL
+    p = Path(model)
+    if p.exists():
+        return p
+    name = str(model)
+    if name in BUILTIN:
+        f = _file(BUILTIN[name])
+        if not f.is_file():
+            raise CaloquantError(f"built-in model '{name}' is registered but its weights are not installed ({f})")
+        return f
+    known = ", ".join(BUILTIN)
+    raise CaloquantError(f"{name}: model not found (neither a file or folder nor a built-in model; built-in: {known})")

@@ -1,0 +1,78 @@
+"""Process-wide settings that caloquant changes only for the duration of a call.
+
+Thread counts and library log levels are global state of the caller's process (a notebook,
+a framework): every change caloquant makes goes through these context managers and is undone
+on exit. ``threads=None`` means: keep whatever the caller has set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+log = logging.getLogger("caloquant")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: unchanged), then restore."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    if n < 1:
+        from caloquant.errors import CaloquantError
+
+        raise CaloquantError(f"threads must be at least 1, got {n}")
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the level of the named loggers (e.g. 'nncf', 'torch._inductor') for the block."""
+    saved = [(lg, lg.level) for lg in map(logging.getLogger, names)]
+    for lg, _ in saved:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in saved:
+            lg.setLevel(lvl)
+
+
+# ISA flags that decide which kernels the inference engines can use.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                  "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    import contextlib
+    from pathlib import Path
+
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if ":" in line:
+                k, v = (s.strip() for s in line.split(":", 1))
+                info.setdefault(k, v)
+    return info
+
+
+def cpu_identity() -> dict[str, object]:
+    """CPU model, vendor and the ISA flags relevant to inference kernels."""
+    import platform
+
+    ci = cpuinfo()
+    flags = set(ci.get("flags", "").split())
+    return {"cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
+            "cpu_vendor": ci.get("vendor_id"), "flags": [f for f in RELEVANT_FLAGS if f in flags]}

@@ -1,0 +1,214 @@
+"""Geant4 reference sets: named, seeded, sharded, resumable, checksummed.
+
+A set is a list of shards (one HDF5 file each, ``shard_0000.h5`` ...) with their own seeds,
+so production can stop and resume at any time and shards can be made on several machines.
+``produce_set`` skips shards that already exist (and, inside a shard, reuses finished chunks).
+The compact set ``package`` (100 showers at each of 100, 200, 300, 400, 500 GeV) ships inside
+caloquant in a sparse form (:func:`load_packaged_reference`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant.errors import CaloquantError
+from caloquant.fileio import atomic_path, file_sha256, write_json
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """``shards`` files of ``per_shard`` showers; energies fixed points or flat in a range."""
+
+    shards: int
+    per_shard: int
+    seed: int
+    energy_range: tuple[float, float] | None = None
+    points: tuple[float, ...] | None = None
+    doc: str = ""
+
+    def energies(self, shard: int) -> np.ndarray:
+        from caloquant.sim.run import draw_energies
+
+        if self.points is not None:
+            return np.repeat(np.asarray(self.points, dtype=np.float64), self.per_shard // len(self.points))
+        return draw_energies(self.per_shard, self.seed + shard, energy_range=self.energy_range)
+
+
+SETS: dict[str, SetSpec] = {
+    "package": SetSpec(5, 100, 1000, points=(100.0, 200.0, 300.0, 400.0, 500.0),
+                       doc="100 showers at each of 100-500 GeV (one shard per 100 showers), shipped sparse in the package"),
+    "train": SetSpec(50, 100, 10_000, energy_range=(100.0, 500.0), doc="5,000 showers flat in 100-500 GeV for training"),
+    "heldout": SetSpec(10, 100, 20_000, energy_range=(100.0, 500.0), doc="1,000 held-out showers flat in 100-500 GeV"),
+    "flat2000": SetSpec(20, 100, 30_000, energy_range=(100.0, 500.0), doc="2,000 showers flat in 100-500 GeV for tuning and study"),
+}
+
+
+def _shard_energies(spec: SetSpec, shard: int) -> np.ndarray:
+    if spec.points is not None:  # one energy point per shard
+        return np.full(spec.per_shard, spec.points[shard % len(spec.points)])
+    return spec.energies(shard)
+
+
+def produce_set(name: str, out_dir: str | Path, workers: int = 1, max_shards: int | None = None,
+                log: Callable[[str], None] | None = None, engine: str = "geant4", folder: str | None = None) -> dict[str, Any]:
+    """Make the missing shards of set ``name`` under ``out_dir/(folder or name)`` and write its manifest."""
+    from caloquant.sim.run import SimConfig, simulate
+
+    if name not in SETS:
+        raise CaloquantError(f"unknown reference set '{name}' (choose from {', '.join(SETS)})")
+    spec = SETS[name]
+    d = Path(out_dir) / (folder or name)
+    d.mkdir(parents=True, exist_ok=True)
+    made = 0
+    for k in range(spec.shards):
+        path = d / f"shard_{k:04d}.h5"
+        if path.exists():
+            continue
+        if max_shards is not None and made >= max_shards:
+            break
+        res = simulate(path, _shard_energies(spec, k), SimConfig(engine=engine, seed=spec.seed + k), workers=workers)
+        made += 1
+        if log:
+            log(f"{name} shard {k + 1}/{spec.shards}: {res['n']} showers, {res['cpu_s_per_shower']:.2f} CPU s/shower")
+    return write_manifest(name, d)
+
+
+def write_manifest(name: str, d: Path) -> dict[str, Any]:
+    import h5py
+
+    spec = SETS[name]
+    shards = []
+    for path in sorted(d.glob("shard_*.h5")):
+        with h5py.File(path, "r") as h5:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            n = int(h5["energy"].shape[0])
+            # the file's checksum changes with its creation time; the showers' does not
+            content = hashlib.sha256(np.ascontiguousarray(h5["ECAL"][:]).tobytes()).hexdigest()
+        shards.append({"file": path.name, "n": n, "sha256": file_sha256(path), "ecal_sha256": content,
+                       "seed": int(attrs.get("seed", -1)),
+                       "engine": attrs.get("engine"), "geometry_hash": attrs.get("geometry_hash"),
+                       "physics_list": attrs.get("physics_list")})
+    man = {"set": name, "doc": spec.doc, "complete": len(shards) == spec.shards, "shards_done": len(shards),
+           "shards_total": spec.shards, "showers": sum(s["n"] for s in shards), "shards": shards}
+    write_json(d / "manifest.json", man)
+    return man
+
+
+def set_files(name: str, out_dir: str | Path) -> list[Path]:
+    return sorted((Path(out_dir) / name).glob("shard_*.h5"))
+
+
+# ---- the compact reference shipped in the package -----------------------------------------
+PACKAGED = "data/g4_reference.npz"
+
+
+def pack_reference(files: list[Path], out: str | Path, cell_cut_gev: float = 1e-6) -> dict[str, Any]:
+    """Store showers sparsely (flat cell index uint16, value float32 per non-zero cell) plus the
+    per-shower sums and the first file's attributes, compressed."""
+    import h5py
+
+    from caloquant.data import read_showers
+
+    idx, val, counts, energies, sums = [], [], [], [], []
+    attrs: dict[str, Any] = {}
+    for f in files:
+        s, e = read_showers(f)
+        with h5py.File(f, "r") as h5:
+            sums.append(np.stack([h5[k][:] for k in ("e_silicon", "e_silicon_outside_grid", "e_absorber", "e_escaped")], 1))
+            if not attrs:
+                attrs = {k: (v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v))
+                         for k, v in h5.attrs.items()}
+        flat = s.reshape(len(s), -1)
+        for row in flat:
+            nz = np.flatnonzero(row >= cell_cut_gev)
+            idx.append(nz.astype(np.uint16))
+            val.append(row[nz].astype(np.float32))
+            counts.append(len(nz))
+        energies.append(e)
+    grid = s.shape[1:]
+    with atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, index=np.concatenate(idx), value=np.concatenate(val),
+                                counts=np.asarray(counts, dtype=np.int32), energy=np.concatenate(energies),
+                                sums=np.concatenate(sums), grid=np.asarray(grid), attrs=json.dumps(attrs, default=str))
+    return {"showers": int(len(counts)), "bytes": Path(out).stat().st_size}
+
+
+def load_packed(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Dense showers (N, X, Y, Z) GeV, energies (N,) GeV and metadata of a packed reference."""
+    with np.load(path, allow_pickle=False) as z:
+        grid = tuple(int(g) for g in z["grid"])
+        counts = z["counts"]
+        n = len(counts)
+        dense = np.zeros((n, int(np.prod(grid))), dtype=np.float32)
+        rows = np.repeat(np.arange(n), counts)
+        dense[rows, z["index"].astype(np.int64)] = z["value"]
+        meta = json.loads(str(z["attrs"]))
+        meta["sums"] = z["sums"]
+        return dense.reshape(n, *grid), z["energy"].astype(np.float64), meta
+
+
+def packaged_reference_path() -> Path | None:
+    p = resources.files("caloquant.sim").joinpath(PACKAGED)
+    return Path(str(p)) if p.is_file() else None
+
+
+def load_packaged_reference() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The compact Geant4 reference shipped with caloquant (100 showers at each of 100-500 GeV)."""
+    p = packaged_reference_path()
+    if p is None:
+        raise CaloquantError("this caloquant has no packaged Geant4 reference (run benchmarks/make_reference_sets.py)")
+    return load_packed(p)
+
+
+def default_data_dir() -> Path:
+    import os
+
+    from caloquant.sim.helper import cache_root
+
+    return Path(os.environ["CALOQUANT_DATA"]) if os.environ.get("CALOQUANT_DATA") else cache_root() / "reference"
+
+
+def reference_set(name: str = "heldout", data_dir: str | Path | None = None, produce: bool = True, workers: int = 1,
+                  max_shards: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A named Geant4 reference set as a list of shower files, produced (resumably) when missing.
+
+    ``package`` is served from the compact copy shipped in caloquant. When the Geant4 engine
+    cannot run here (no cached helper and no headers or compiler), the set is made with the
+    GFlash engine (fitted to Geant4) in ``<name>-gflash`` and the result says so
+    (``engine``, ``fallback``, and a line through ``log``).
+    """
+    from caloquant.sim.helper import helper_status
+
+    d = Path(data_dir) if data_dir is not None else default_data_dir()
+    say = log or (lambda m: None)
+    if name == "package" and packaged_reference_path() is not None and not set_files("package", d):
+        from caloquant.data import write_showers
+
+        s, e, meta = load_packaged_reference()
+        attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
+        path = d / "package" / "shard_0000.h5"
+        write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged reference"})
+        return {"name": name, "files": [path], "engine": "geant4", "fallback": False, "complete": True}
+    engine, folder = "geant4", name
+    st = helper_status()
+    if not st["ready"]:
+        engine, folder = "gflash", f"{name}-gflash"
+        say(f"Geant4 engine unavailable ({st.get('reason')}): reference set '{name}' made with the GFlash engine "
+            "(fitted to Geant4) instead")
+    if produce:
+        if name not in SETS:
+            raise CaloquantError(f"unknown reference set '{name}' (choose from {', '.join(SETS)})")
+        produce_set(name, d, workers=workers, max_shards=max_shards, log=say, engine=engine, folder=folder)
+    files = sorted((d / folder).glob("shard_*.h5"))
+    return {"name": name, "files": files, "engine": engine, "fallback": engine != "geant4",
+            "complete": len(files) == SETS[name].shards if name in SETS else bool(files)}
+

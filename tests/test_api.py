@@ -1,0 +1,139 @@
+"""The Python API: the README example as written, the embedded default model, and no lasting
+side effects on the caller's process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import caloquant as cq
+from caloquant.errors import CaloquantError
+from caloquant.models import Checkpoint, load_checkpoint, resolve_model, save_checkpoint
+from tests.helpers import UP_SPEC, UpGen
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_example() -> str:
+    """The Python block under '## Python API' in the README."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_readme_example_runs_on_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The README example, as written, with small N: 100 showers instead of 1000, and the
+    tuner's evaluation and time budget reduced (the physics recipe itself is unchanged)."""
+    code = readme_example()
+    assert 'cq.quantize(model, precision="int8")' in code and "1000" in code
+    small = code.replace("1000", "100").replace(
+        'cq.quantize(model, precision="int8")',
+        'cq.quantize(model, precision="int8", eval_n_per_point=24, calib_n=64, time_budget_s=45, '
+        'timing=cq_timing.TimingConfig(window_s=0.3, rounds=2))')
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile("import caloquant.timing as cq_timing\n" + small, "README.md", "exec"), ns)  # noqa: S102 - our own README
+    printed = capsys.readouterr().out
+    assert "Validation:" in printed and "Shower moments" in printed  # the terminal summary, as `caloquant validate` prints it
+    showers, energies, ref = ns["showers"], ns["energies"], ns["ref"]
+    assert showers.shape == ref.shape == (100, 25, 25, 25) and energies.shape == (100,)
+    assert ((energies >= 100) & (energies <= 500)).all()
+    rep = ns["report"].to_dict()
+    assert "pixelwise" in rep["bins"][0]  # paired: the pixel-wise comparison is there
+    # the quantized model stays close to fp32 on the same latents: mean Ecal within 2 % (100 showers)
+    assert abs(showers.sum() / ref.sum() - 1) < 0.02
+    art = tmp_path / "int8_artifact"
+    assert (art / "manifest.json").exists() and (art / "canary.npz").exists()
+    again = cq.load(art)  # runs the self-check on this CPU
+    assert again.self_check["passed"] is True and again.precision == "int8"
+    np.testing.assert_allclose(again.sample(8, energy=300, seed=3)[0], ns["q"].sample(8, energy=300, seed=3)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_same_seed_same_energies_and_latents() -> None:
+    m = cq.load()
+    a, ea = m.sample(6, energy_range=(100, 500), seed=4)
+    b, eb = m.sample(6, energy_range=(100, 500), seed=4, batch=4)
+    np.testing.assert_array_equal(ea, eb)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    c, _ = m.sample(energies=ea, seed=4)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+    with pytest.raises(CaloquantError, match="outside the model's valid range"):
+        m.sample(2, energy=50)
+    with pytest.raises(CaloquantError, match="exactly one of energy, energy_range, energies"):
+        m.sample(2)
+
+
+def test_embedded_default_is_the_cern_generator(keras_files) -> None:
+    """The shipped checkpoint holds exactly the weights caloquant's importer makes from the
+    authors' Keras file, is small enough to ship, and is the default everywhere."""
+    from caloquant.models import import_keras_3dgan
+
+    path = resolve_model(None)
+    assert path == resolve_model("cern-3dgan") and path.stat().st_size <= 4 * 2**20
+    shipped = load_checkpoint(path).generator.state_dict()
+    fresh = import_keras_3dgan(keras_files[0]).generator.state_dict()
+    assert shipped.keys() == fresh.keys()
+    for k in shipped:
+        torch.testing.assert_close(shipped[k], fresh[k], rtol=0, atol=0)
+    assert "Apache" in (REPO / "NOTICE").read_text()
+
+
+def test_cli_without_shared_folder(tmp_path: Path) -> None:
+    """`caloquant sample` on the default model needs nothing outside the package: run it in
+    an empty folder, with the shared folder hidden."""
+    env = dict(os.environ, CALOQUANT_SHARED=str(tmp_path / "nothing"))
+    exe = Path(sys.executable).with_name("caloquant")
+    res = subprocess.run([str(exe), "sample", "--n", "20", "--energy", "200", "-o", "x.h5"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    from caloquant.data import open_showers
+
+    with open_showers(tmp_path / "x.h5") as r:
+        assert r.n == 20 and r.grid == (25, 25, 25) and r.attrs["model"] == "cern-3dgan"
+    res = subprocess.run([str(exe), "models"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "cern-3dgan" in res.stdout
+
+
+def test_no_lasting_side_effects(tmp_path: Path) -> None:
+    """Threads, inductor settings and log levels are the caller's before and after each call."""
+    import torch._inductor.config as inductor_config
+
+    from caloquant.precision import QuantizeConfig, Tolerance
+    from caloquant.timing import TimingConfig
+
+    torch.set_num_threads(1)
+    nncf_level = logging.getLogger("nncf").level
+    freezing = inductor_config.freezing
+    try:
+        m = cq.load(threads=2)
+        m.sample(2, energy=200)
+        assert torch.get_num_threads() == 1
+        path = save_checkpoint(tmp_path / "up.pt", Checkpoint(UP_SPEC, UpGen().eval()))
+        for backend in ("openvino", "torch"):
+            q = cq.quantize(str(path), backend=backend, threads=2, tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0),
+                            calib_n=16, eval_n_per_point=6, batch=4, timing=TimingConfig(window_s=0.1, rounds=1))
+            q.sample(3, energy=50)
+            assert torch.get_num_threads() == 1, backend
+            assert logging.getLogger("nncf").level == nncf_level
+            assert inductor_config.freezing == freezing
+        # threads=None inherits the caller's setting
+        assert QuantizeConfig().threads is None
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_library_errors_name_parameters_not_flags() -> None:
+    with pytest.raises(CaloquantError) as e:
+        cq.load("no-such-model")
+    assert "built-in" in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(CaloquantError, match="unknown quantize option"):
+        cq.quantize(cq.load(), precision="int8", no_such_option=1)
