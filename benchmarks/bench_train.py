@@ -3,8 +3,9 @@
 What is timed: `Trainer.step` on one global batch (discriminator on the real batch and on a
 generated batch, two generator updates; forward, backward and optimizer), for the Conv2D
 model at widths 0.5 and 1.0 (plus the Conv3D 3DGAN), fp32 and bf16 autocast, with and without
-channels-last, in 1 process (2 threads, and 1 thread as the reference for the data-parallel
-speed-up) and in 2 processes under torchrun (1 thread each, gloo all-reduce). Showers/s = global batch / median step time over all timed steps. Separately,
+channels-last, in 1 process (1 thread; the Conv2D also with 2 threads) and in 2 processes
+under torchrun (1 thread each, gloo all-reduce), the latter interleaved with the same
+configuration in one process and one thread, for the data-parallel speed-up. Showers/s = global batch / median step time over all timed steps. Separately,
 the streaming HDF5 reader's showers/s (gzip file, shuffled windows), to show that loading is
 not the bottleneck.
 
@@ -15,7 +16,7 @@ configuration; the spread of the window medians is reported, and a fixed one-thr
 one process count; across process counts the two jobs ran at different times.
 
     .venv/bin/python benchmarks/bench_train.py [--window 12] [--rounds 2] [--batch 16]
-        [--out benchmarks/results/train.json]
+        [--suite full|channels-last] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CORES = 2  # the reference machine; threads per process = CORES / processes
 
-ONE_PROCESS = [{"model": m, "width": w, "precision": p, "channels_last": cl}
+# one process: every model, precision and layout at 1 thread, and the Conv2D at 2 threads
+ONE_PROCESS = [{"model": m, "width": w, "precision": p, "channels_last": cl, "threads": 1}
                for m, w in (("conv2d", 0.5), ("conv2d", 1.0), ("gan3d", 1.0))
                for p in ("fp32", "bf16") for cl in (False, True)]
-# one process with one thread: the reference for the data-parallel speed-up of 2 processes x 1 thread
-ONE_PROCESS += [{"model": "conv2d", "width": w, "precision": p, "channels_last": False, "threads": 1}
+ONE_PROCESS += [{"model": "conv2d", "width": w, "precision": p, "channels_last": False, "threads": 2}
                 for w in (0.5, 1.0) for p in ("fp32", "bf16")]
-TWO_PROCESSES = [{"model": "conv2d", "width": w, "precision": p, "channels_last": False}
-                 for w in (0.5, 1.0) for p in ("fp32", "bf16")]
+# two processes x 1 thread (DDP), each next to its one-process, one-thread reference measured in
+# the same job ("solo": rank 0 alone, rank 1 idle), so the data-parallel speed-up sees one host state
+TWO_PROCESSES = [{"model": "conv2d", "width": w, "precision": p, "channels_last": False, "threads": 1, "solo": solo}
+                 for w in (0.5, 1.0) for p in ("fp32", "bf16") for solo in (False, True)]
+# --suite channels-last: the layout A/B alone, more rounds (it decides the default layout)
+CHANNELS_LAST_AB = [{"model": "conv2d", "width": w, "precision": p, "channels_last": cl, "threads": 1}
+                    for w in (1.0, 0.5) for p in ("fp32", "bf16") for cl in (False, True)]
 
 
 def fake_batch(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,43 +73,53 @@ def host_probe(seconds: float = 0.3) -> float:
 
 def worker(configs: list[dict], window: float, rounds: int, batch: int) -> None:
     """Time every configuration (one process, or each rank under torchrun); rank 0 prints JSON."""
-    from caloquant.train import TrainConfig, Trainer, ddp
+    from caloquant.train import Dist, TrainConfig, Trainer, ddp
 
     d = ddp.init()
-    threads = [c.get("threads", max(1, CORES // d.world)) for c in configs]
-    share = batch // d.world
-    s, e = fake_batch(share, d.rank)
-    trainers = []
-    for c, th in zip(configs, threads):
-        torch.set_num_threads(th)
-        model = {k: v for k, v in c.items() if k != "threads"}
-        tr = Trainer(TrainConfig(data=["unused.h5"], out="unused", batch=batch, threads=th, **model), d)
-        tr.step(s * tr.recipe.cell_scale, e)  # warm-up: oneDNN primitive creation, allocator
+    full = fake_batch(batch, 0)
+    mine = (full[0][d.rank :: d.world], full[1][d.rank :: d.world])  # this rank's share of the batch
+    trainers: list[Trainer | None] = []
+    for c in configs:
+        torch.set_num_threads(c["threads"])
+        model = {k: v for k, v in c.items() if k not in ("threads", "solo")}
+        cfg = TrainConfig(data=["unused.h5"], out="unused", batch=batch, threads=c["threads"], **model)
+        tr = None if c.get("solo") and not d.main else Trainer(cfg, Dist() if c.get("solo") else d)
+        if tr is not None:
+            x, e = full if c.get("solo") else mine
+            tr.step(x * tr.recipe.cell_scale, e)  # warm-up: oneDNN primitive creation, allocator
         trainers.append(tr)
     times: list[list[list[float]]] = [[] for _ in configs]
     probes: list[float] = []
     for _ in range(rounds):
-        for i, tr in enumerate(trainers):
+        for i, (c, tr) in enumerate(zip(configs, trainers)):
+            ddp.barrier(d)
             if d.main:
                 probes.append(host_probe())
-            torch.set_num_threads(threads[i])
+            torch.set_num_threads(c["threads"])
             ddp.barrier(d)
+            if tr is None:  # an idle rank during a solo measurement
+                continue
+            x, e = full if c.get("solo") else mine
+            x = x * tr.recipe.cell_scale
             window_times: list[float] = []
             end = time.perf_counter() + window
             go = True
             while go:
                 t0 = time.perf_counter()
-                tr.step(s * tr.recipe.cell_scale, e)
+                tr.step(x, e)
                 window_times.append(time.perf_counter() - t0)
-                # rank 0's clock decides for all ranks (they must take the same number of steps)
-                go = bool(ddp.broadcast(time.perf_counter() < end, d))
+                go = time.perf_counter() < end
+                if not c.get("solo"):  # rank 0's clock decides (all ranks must take the same steps)
+                    go = bool(ddp.broadcast(go, d))
             times[i].append(window_times)
     if d.main:
         out = []
-        for c, th, ws in zip(configs, threads, times):
+        for c, ws in zip(configs, times):
             flat = [t for w in ws for t in w]
             med = float(np.median(flat))
-            out.append({**c, "processes": d.world, "threads_per_process": th, "global_batch": batch,
+            procs = 1 if c.get("solo") else d.world
+            out.append({**{k: v for k, v in c.items() if k not in ("threads", "solo")}, "processes": procs,
+                        "threads_per_process": c["threads"], "global_batch": batch, "measured_in_job": d.world,
                         "showers_per_s": batch / med, "step_s_median": med, "steps": len(flat),
                         "window_showers_per_s": [batch / float(np.median(w)) for w in ws]})
         print("RESULT " + json.dumps({"results": out, "host_probe_gflops": probes}), flush=True)
@@ -113,7 +128,7 @@ def worker(configs: list[dict], window: float, rounds: int, batch: int) -> None:
 
 def run_job(procs: int, configs: list[dict], args: argparse.Namespace) -> dict:
     spec = [json.dumps(configs), str(args.window), str(args.rounds), str(args.batch)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(CORES // procs), "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if procs == 1:
         cmd = [sys.executable, __file__, "--worker", *spec]
     else:
@@ -158,17 +173,21 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=12.0, help="seconds per configuration and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16, help="global batch")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
+    ap.add_argument("--suite", choices=("full", "channels-last"), default="full")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/train.json (train_channels_last.json)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = REPO / "benchmarks" / "results" / ("train.json" if args.suite == "full" else "train_channels_last.json")
     t0 = time.time()
-    jobs = {procs: run_job(procs, configs, args) for procs, configs in ((1, ONE_PROCESS), (2, TWO_PROCESSES))}
-    results = jobs[1]["results"] + jobs[2]["results"]
+    plan = ((1, ONE_PROCESS), (2, TWO_PROCESSES)) if args.suite == "full" else ((1, CHANNELS_LAST_AB),)
+    jobs = {procs: run_job(procs, configs, args) for procs, configs in plan}
+    results = [r for j in jobs.values() for r in j["results"]]
     probes = {f"{procs}_process_job": {"gflops_min": min(j["host_probe_gflops"]), "gflops_median": float(np.median(j["host_probe_gflops"])),
                                        "gflops_max": max(j["host_probe_gflops"])} for procs, j in jobs.items()}
     report = {"machine": machine(), "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
               "window_s": args.window, "rounds": args.rounds, "global_batch": args.batch, "results": results,
               "host_probe": probes,
-              "data_stream": stream_speed(), "wall_s": time.time() - t0,
+              "data_stream": stream_speed() if args.suite == "full" else None, "wall_s": time.time() - t0,
               "notes": "showers/s = real showers per second (each step also generates 3 batches of showers); "
                        "shared 2-core host: absolute numbers move between runs, compare within one process count"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +195,13 @@ def main() -> None:
     for r in results:
         spread = r["window_showers_per_s"]
         print(f"{r['model']:6s} w={r['width']:<4} {r['precision']} cl={int(r['channels_last'])} procs={r['processes']} "
-              f"threads={r['threads_per_process']}: "
+              f"threads={r['threads_per_process']} (job {r['measured_in_job']}): "
               f"{r['showers_per_s']:6.2f} showers/s (windows {min(spread):.2f}-{max(spread):.2f}, {r['steps']} steps)")
     print(f"host probe (1-thread matmul GFLOP/s, min/median/max per window): "
           + "; ".join(f"{k} {v['gflops_min']:.0f}/{v['gflops_median']:.0f}/{v['gflops_max']:.0f}" for k, v in probes.items()))
-    print(f"data stream: {report['data_stream']['showers_per_s']:.0f} showers/s; wrote {args.out} in {report['wall_s']:.0f} s")
+    if report["data_stream"] is not None:
+        print(f"data stream: {report['data_stream']['showers_per_s']:.0f} showers/s")
+    print(f"wrote {args.out} in {report['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main() -> None:
         for sub in m.modules():
             if isinstance(sub, torch.nn.Dropout):
                 sub.p = 0.0
-    parts, _ = split_rows(cfg.data, [30], None)
+    parts, _ = split_rows(cfg.data, [12], None)
     s, e = next(ShowerStream(parts, 8, cfg.seed, d.rank, d.world, cell_scale=100.0, cell_threshold=1e-6).epoch(0))
     half = slice(4 * d.rank, 4 * d.rank + 4)
     noise = torch.randn(8, 200, generator=torch.Generator().manual_seed(3))

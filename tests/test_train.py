@@ -234,30 +234,38 @@ def _logged_steps(run: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(toy: dict[str, Path], tmp_path: Path) -> None:
-    every = 2
-    args = [*TINY, "--data", str(toy["train2"]), "--data", str(toy["small"]), "--val-data", str(toy["val"]), "--epochs", "2", "--seed", "7",
+    """12 showers, batch 4: 3 steps per epoch, 2 epochs; checkpoints at steps 2, 3 (epoch end), 4, 6.
+    The run is killed once step 5 is logged, resumes from step 4 and must end where an
+    uninterrupted run (started at the same time) ends."""
+    every, total = 2, 2 * (12 // 4)
+    args = [*TINY, "--data", str(toy["small"]), "--val-data", str(toy["val"]), "--epochs", "2", "--seed", "7",
             "--checkpoint-every", str(every)]
     full = _run_cli([*args, "-o", str(tmp_path / "full")])  # both at once: 1 thread each on 2 cores
     killed = _run_cli([*args, "-o", str(tmp_path / "killed")])
     deadline = time.time() + 120
-    while time.time() < deadline and not any(s % every == 1 and s > 1 for s in _logged_steps(tmp_path / "killed")):
+    while time.time() < deadline and 5 not in _logged_steps(tmp_path / "killed"):
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     done = max(_logged_steps(tmp_path / "killed"))
     saved = load_run_state(tmp_path / "killed" / "last.pt")["step"]
-    assert done < 2 * (24 // 4) and done - every <= saved <= done  # killed mid-run; at most one interval lost
+    assert done < total and done - every <= saved <= done  # killed mid-run; at most one interval lost
     resumed = _run_cli([*args, "--resume", "-o", str(tmp_path / "killed")])
     for p in (full, resumed):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()
     a, b = (load_run_state(tmp_path / r / "last.pt") for r in ("full", "killed"))
-    assert a["step"] == b["step"] == 2 * (24 // 4)
-    for part in ("generator", "discriminator"):
-        for k, v in a[part].items():
-            assert torch.equal(v, b[part][k]), f"{part}.{k} differs after resume"
-    assert _logged_steps(tmp_path / "killed") == list(range(1, a["step"] + 1))  # every step logged once
+    assert a["step"] == b["step"] == total
+    for part in ("generator", "discriminator", "opt_g", "opt_d"):
+        ta, tb = a[part], b[part]
+        flat_a = ta["state"] if part.startswith("opt") else ta
+        flat_b = tb["state"] if part.startswith("opt") else tb
+        for k, v in flat_a.items():
+            for name, x in (v.items() if isinstance(v, dict) else [("", v)]):
+                y = flat_b[k][name] if isinstance(v, dict) else flat_b[k]
+                assert torch.equal(x, y), f"{part}.{k}{name} differs after resume"
+    assert _logged_steps(tmp_path / "killed") == list(range(1, total + 1))  # every step logged once
     ga, gb = (load_checkpoint(tmp_path / r / "model.pt").generator.state_dict() for r in ("full", "killed"))
     assert all(torch.equal(v, gb[k]) for k, v in ga.items())
 
@@ -291,16 +299,16 @@ def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "ddp_first_step.py"), str(toy["train"]), str(toy["val"]), str(tmp_path)]
+           str(REPO / "tests" / "ddp_first_step.py"), str(toy["small"]), str(toy["val"]), str(tmp_path)]
     p = subprocess.run(cmd, env=env, capture_output=True, timeout=300, cwd=REPO)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     ddp_grads = torch.load(tmp_path / "grads.pt", weights_only=True)
 
     # one process, the two half-batches one after the other, gradients averaged by hand
-    cfg = tiny_cfg(toy, tmp_path / "single", batch=8)
+    cfg = tiny_cfg(toy, tmp_path / "single", batch=8, data=[str(toy["small"])])
     tr = Trainer(cfg)
     no_dropout(tr.g_raw, tr.d_raw)
-    parts, _ = split_rows(cfg.data, [30], None)
+    parts, _ = split_rows(cfg.data, [12], None)
     s, e = next(ShowerStream(parts, 8, cfg.seed, cell_scale=100.0, cell_threshold=1e-6).epoch(0))
     noise = torch.randn(8, 200, generator=torch.Generator().manual_seed(3))
     e_fake = torch.linspace(100.0, 400.0, 8, dtype=torch.float64)
@@ -316,8 +324,8 @@ def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_
         mean = (g0 + g1) / 2
         torch.testing.assert_close(ddp_grads[k], mean, rtol=1e-4, atol=1e-5 * float(mean.abs().max()) + 1e-12)
     state = load_run_state(tmp_path / "run" / "last.pt")
-    assert state["world"] == 2 and len(state["rng"]) == 2 and state["step"] == 30 // 8
-    assert load_checkpoint(tmp_path / "run" / "model.pt").provenance["steps"] == 30 // 8
+    assert state["world"] == 2 and len(state["rng"]) == 2 and state["step"] == 12 // 8
+    assert load_checkpoint(tmp_path / "run" / "model.pt").provenance["steps"] == 12 // 8
 
 
 # ---------------------------------------------------------------------------------------------

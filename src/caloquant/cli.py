@@ -495,7 +495,7 @@ def train_cmd(
     val_n: Annotated[int, typer.Option("--val-n", help="Held-out showers used per validation.")] = 2000,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too.")] = 500,
     shuffle_buffer: Annotated[int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")] = 2048,
-    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout for the convolutions.")] = False,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout of the convolutions (default: where measured faster: fp32, and gan3d in bf16).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Threads per process (default: cores / processes on the node).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package).")] = False,
 ) -> None:
