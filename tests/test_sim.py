@@ -335,3 +335,21 @@ def test_packed_reference_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s, s0)
     np.testing.assert_array_equal(e, e0)
     assert meta["engine"] == "gflash" and meta["sums"].shape == (3, 4) and info["showers"] == 3
+
+
+def test_bench_mc_engine_fills_speedups(random_checkpoint: Path, cli, tmp_path: Path) -> None:
+    """`bench --mc` times caloquant's own Monte Carlo in the same run (GFlash here: fast)."""
+    import json
+
+    res = cli("bench", "--model", random_checkpoint, "--threads", "1", "--streams", "1", "--batch", "2", "--duration", "0.2",
+              "--rounds", "1", "--no-profile", "--no-ceilings", "--mc", "gflash", "--mc-per-point", "1",
+              "--json", tmp_path / "b.json")
+    assert res.code == 0, res.err
+    rep = json.loads((tmp_path / "b.json").read_text())
+    eng = rep["monte_carlo"]["engine"]
+    assert eng["engine"] == "gflash" and set(eng["per_energy"]) == {"100", "200", "300", "400", "500"}
+    r = rep["results"][0]
+    assert r["speedup_vs_mc_engine"] == pytest.approx(eng["flat_mean_s_per_shower"] * r["showers_per_s"], rel=0.02)
+    assert set(r["speedup_vs_mc_engine_per_energy"]) == set(eng["per_energy"])
+    assert r["speedup_vs_geant4_literature"] > 0  # the quoted figure stays alongside
+    assert_one_line_error(cli("bench", "--model", random_checkpoint, "--mc", "fluka"), "--mc")

@@ -38,7 +38,7 @@ from caloquant.bench.machine import (
     rss_bytes,
     usable_cores,
 )
-from caloquant.bench.montecarlo import GEANT4_LITERATURE, engine_speedups, run_monte_carlo, time_mc_engine
+from caloquant.bench.montecarlo import GEANT4_LITERATURE, check_mc_engine, engine_speedups, run_monte_carlo, time_mc_engine
 from caloquant.bench.profile import CATEGORY_HELP, profile_variant
 from caloquant.bench.variants import (
     ModelRequest,
@@ -123,6 +123,8 @@ class BenchConfig:
             raise CaloquantError(f"min_calls must be at least 1, got {self.min_calls}")
         if (self.mc_command is None) != (self.mc_showers is None):
             raise CaloquantError("mc_command and mc_showers go together (the command simulates that many showers)")
+        if self.mc_engine is not None:
+            check_mc_engine(self.mc_engine)
         self.timing  # noqa: B018 - validates the derived timing settings
 
     @property

@@ -57,14 +57,25 @@ def run_monte_carlo(command: str, showers: int) -> dict[str, Any]:
             "showers": showers, "seconds": round(wall, 3), "seconds_per_shower": wall / showers}
 
 
+def check_mc_engine(engine: str) -> None:
+    """Fail before any timing when ``--mc`` names an unknown engine or Geant4 cannot run here."""
+    if engine not in ("geant4", "gflash"):
+        raise CaloquantError(f"--mc must be geant4 or gflash, got '{engine}'")
+    if engine == "geant4":
+        from caloquant.sim import helper_status
+
+        st = helper_status()
+        if not st["ready"]:
+            raise CaloquantError(f"--mc geant4: the Geant4 engine cannot run here ({st.get('reason')})")
+
+
 def time_mc_engine(engine: str, showers_per_point: int = 3, budget_s: float = 300.0,
                    energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0)) -> dict[str, Any]:
     """Time caloquant's own Monte Carlo engine (``caloquant.sim``) per energy point in this run,
     plus its mean over a flat 100-500 GeV spectrum (wall seconds per shower, one core)."""
     from caloquant.sim import flat_average, time_engine
 
-    if engine not in ("geant4", "gflash"):
-        raise CaloquantError(f"--mc must be geant4 or gflash, got '{engine}'")
+    check_mc_engine(engine)
     res = time_engine(engine, energies=energies, showers_per_point=showers_per_point, budget_s=budget_s)
     mean, err = flat_average(res["per_energy"], min(energies), max(energies))
     res["flat_mean_s_per_shower"], res["flat_mean_s_per_shower_err"] = mean, err
@@ -80,12 +91,16 @@ def engine_speedups(mc_engine: dict[str, Any] | None, showers_per_s: float) -> d
     flat spectrum, each with its statistical error (from the spread of the timed showers)."""
     if not mc_engine:
         return {}
+
+    def sig(x: float) -> float:  # 4 significant digits: speed-ups span 0.01 (GFlash) to 1e5
+        return float(f"{x:.4g}")
+
     per = {}
     for e, v in mc_engine["per_energy"].items():
         if v.get("n", 0) >= 1:
             s = v["wall_s_per_shower"]
-            per[e] = {"speedup": round(s["mean"] * showers_per_s, 1),
-                      "err": round((s["sem"] if s["sem"] == s["sem"] else 0.0) * showers_per_s, 1)}
-    return {"speedup_vs_mc_engine": round(mc_engine["flat_mean_s_per_shower"] * showers_per_s, 1),
-            "speedup_vs_mc_engine_err": round(mc_engine["flat_mean_s_per_shower_err"] * showers_per_s, 1),
+            sem = s["sem"] if s["sem"] == s["sem"] else 0.0  # NaN with one timed shower
+            per[e] = {"speedup": sig(s["mean"] * showers_per_s), "err": sig(sem * showers_per_s)}
+    return {"speedup_vs_mc_engine": sig(mc_engine["flat_mean_s_per_shower"] * showers_per_s),
+            "speedup_vs_mc_engine_err": sig(mc_engine["flat_mean_s_per_shower_err"] * showers_per_s),
             "speedup_vs_mc_engine_per_energy": per}
