@@ -137,3 +137,12 @@ def test_library_errors_name_parameters_not_flags() -> None:
     assert "built-in" in str(e.value) and "--" not in str(e.value)
     with pytest.raises(CaloquantError, match="unknown quantize option"):
         cq.quantize(cq.load(), precision="int8", no_such_option=1)
+
+
+def test_every_stage_joins_the_namespace() -> None:
+    import caloquant.distributed
+    import caloquant.sim
+    import caloquant.train
+
+    assert cq.simulate is caloquant.sim.simulate and cq.train.train is caloquant.train.train
+    assert cq.generate is caloquant.distributed.generate and callable(cq.bench)

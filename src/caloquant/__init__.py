@@ -22,7 +22,10 @@ except PackageNotFoundError:  # running from a source tree without installation
 from caloquant.errors import CaloquantError
 
 _API = ("Model", "Report", "bench", "load", "models", "quantize", "validate")
-__all__ = ["CaloquantError", "__version__", *_API]
+# the later stages join the namespace with their own public entry points (training is the
+# subpackage itself, `cq.train.train(TrainConfig(...))`: a function could not share its name)
+_STAGES = {"simulate": "caloquant.sim", "generate": "caloquant.distributed"}
+__all__ = ["CaloquantError", "__version__", *_API, *_STAGES]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from caloquant import api
 
         return getattr(api, name)
+    if name in _STAGES:
+        import importlib
+
+        return getattr(importlib.import_module(_STAGES[name]), name)
     raise AttributeError(f"module 'caloquant' has no attribute {name!r}")
