@@ -61,8 +61,8 @@ class TimingConfig:
 
 def time_streams(runners: Sequence[Runner], inputs: Sequence[np.ndarray], cfg: TimingConfig, warmup: bool = True,
                  monitors: Sequence[Any] = ()) -> dict[str, Any]:
-    """One window: every stream runs concurrently. ``warmup``: at least one call and
-    ``cfg.warmup_s`` before timing (else one untimed call only if calls are short).
+    """One window: every stream runs concurrently. Each stream first makes one untimed call;
+    ``warmup``: calls go on until ``cfg.warmup_s`` has passed before timing starts.
     ``monitors``: context managers entered around the timed part (memory, other load).
 
     Returns showers/s (sum over streams of batch / median call time), ms per shower, the

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import numpy as np
 
 from caloquant.errors import CaloquantError
 from caloquant.precision import EngineModel, prime_backend
+from caloquant.runtime import quiet_loggers
 from caloquant.timing import Runner
 CALIB_N = 256
 
@@ -84,19 +84,10 @@ def parse_model_arg(text: str) -> ModelRequest:
 @contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
     """Exporters and quantizers log warnings (torchvision missing, 'consider pre-processing')."""
-    root = logging.getLogger()
-    names = ["torch", "nncf", "onnxruntime"]
-    saved = [(lg, lg.level) for lg in [root, *map(logging.getLogger, names)]]
-    for lg, _ in saved:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        for lg, lvl in saved:
-            lg.setLevel(lvl)
+    with quiet_loggers("", "torch", "nncf", "onnxruntime"), warnings.catch_warnings():  # "": the root logger
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _dir_size(d: Path, files: list[str]) -> int:
