@@ -145,4 +145,4 @@ def test_every_stage_joins_the_namespace() -> None:
     import caloquant.train
 
     assert cq.simulate is caloquant.sim.simulate and cq.train.train is caloquant.train.train
-    assert cq.generate is caloquant.distributed.generate and callable(cq.bench)
+    assert cq.generate is caloquant.distributed.generate and cq.bench.run_bench is caloquant.bench.run_bench

@@ -21,11 +21,13 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 from caloquant.errors import CaloquantError
 
-_API = ("Model", "Report", "bench", "load", "models", "quantize", "validate")
-# the later stages join the namespace with their own public entry points (training is the
-# subpackage itself, `cq.train.train(TrainConfig(...))`: a function could not share its name)
+_API = ("Model", "Report", "load", "models", "quantize", "validate")
+# the later stages join the namespace with their own public entry points; benchmark and training
+# are the subpackages themselves (`cq.bench.run_bench`, `cq.train.train`): once imported, a
+# subpackage is an attribute of caloquant, so a function of the same name would be shadowed
 _STAGES = {"simulate": "caloquant.sim", "generate": "caloquant.distributed"}
-__all__ = ["CaloquantError", "__version__", *_API, *_STAGES]
+_PACKAGES = ("bench", "train")
+__all__ = ["CaloquantError", "__version__", *_API, *_STAGES, *_PACKAGES]
 
 
 def __getattr__(name: str) -> Any:
@@ -38,4 +40,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_STAGES[name]), name)
+    if name in _PACKAGES:
+        import importlib
+
+        return importlib.import_module(f"caloquant.{name}")
     raise AttributeError(f"module 'caloquant' has no attribute {name!r}")

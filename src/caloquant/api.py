@@ -159,20 +159,6 @@ def validate(ref: Any, cand: Any, **options: Any) -> Report:
     return Report(run_validate(ref, cand, **options).to_dict())
 
 
-def bench(models: Sequence[str] | str | None = None, **options: Any) -> dict[str, Any]:
-    """Inference benchmark (``caloquant bench``): models as on the command line (built-in names,
-    paths, ``PATH@BACKEND:PRECISION``); options are :class:`caloquant.bench.BenchConfig` fields."""
-    from caloquant.bench import BenchConfig, run_bench
-    from caloquant.models import DEFAULT_MODEL
-
-    names = [models] if isinstance(models, str) else list(models or [DEFAULT_MODEL])
-    try:
-        cfg = BenchConfig(**options)
-    except TypeError as exc:
-        raise CaloquantError(f"unknown bench option ({exc})") from None
-    return run_bench(names, cfg)
-
-
 def models() -> list[dict[str, str]]:
     """The built-in models: name, description, licence, source."""
     from caloquant.models import builtin_models

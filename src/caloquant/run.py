@@ -285,7 +285,7 @@ def _validate_step(name: str, ref: dict[str, Any], cand: dict[str, Any], paired:
 
 
 def _bench_step(entries: list[dict[str, Any]], cfg: dict[str, Any], run_dir: Path, steps: Steps) -> dict[str, Any]:
-    from caloquant.api import bench
+    from caloquant.bench import BenchConfig, run_bench
     from caloquant.report import bench_plots
     from caloquant.sim import helper_status
 
@@ -301,7 +301,7 @@ def _bench_step(entries: list[dict[str, Any]], cfg: dict[str, Any], run_dir: Pat
     inputs = {"models": [e["_key"] for e in entries], "options": opts}
 
     def make() -> dict[str, Any]:
-        rep = bench([e["bench_name"] for e in entries], **opts)
+        rep = run_bench([e["bench_name"] for e in entries], BenchConfig(**opts))
         rep["labels"] = {e["bench_name"]: e["label"] for e in entries}
         write_json(out, rep)
         pngs = [str(p) for p in bench_plots(rep, run_dir / "plots" / "bench")]
