@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
-MODEL ?= cern-3dgan
+MODEL ?=
 
 .PHONY: run test install clean
 
@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/caloquant study --model $(MODEL) --out $(OUT)
+	$(BIN)/caloquant run $(if $(MODEL),--model $(MODEL)) -o $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

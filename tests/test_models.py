@@ -237,5 +237,5 @@ def test_console_script_errors_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
-    for cmd in ("inspect", "import-keras", "sample", "study"):
+    for cmd in ("inspect", "import-keras", "sample", "run"):
         assert cmd in proc.stdout

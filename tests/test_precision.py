@@ -84,7 +84,7 @@ def tuned(tiny_ckpt, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 
     ck, _ = tiny_ckpt
     out = tmp_path_factory.mktemp("tuned") / "art"
     cfg = fast_cfg(tolerance=Tolerance(ecal_rel=0.03, moment_shift=0.05), batch=128, head_to_head=True,
-                   timing=TimingConfig(window_s=0.2, rounds=3, warmup_s=0.05))
+                   timing=TimingConfig(window_s=0.2, rounds=3, warmup_s=0.05), equalize_alphas=())
     return tune(ck, cfg, out), out
 
 
@@ -108,6 +108,22 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     log = json.loads((art / "tuning_log.json").read_text())
     assert any(t["name"].startswith("only conv_b") and not t["passes"] for t in log["trials"])
     assert all("physics" in t and "config" in t for t in log["trials"])
+
+
+def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> None:
+    """conv_b is hostile only through its input's channel ranges (channel 0 is 1000x the
+    others): the exact equalization undoes that, and the tuner's equalized graph admits
+    conv_b in int8 where the original graph could not (``tuned`` ran without equalization)."""
+    ck, _ = tiny_ckpt
+    res = quantize(ck, fast_cfg(tolerance=Tolerance(**tuned[0].manifest["tolerance"]), equalize_alphas=(1.0,)))
+    assert tuned[0].manifest["layer_precisions"]["conv_b"] != "int8"
+    assert res.ok and res.manifest["layer_precisions"]["conv_b"] == "int8", res.manifest["layer_precisions"]
+    rw = res.manifest["rewrite"]
+    assert rw["graph"] == "equalized alpha=1"
+    assert rw["equalization"]["conv_b"]["range_spread_before"] > 100 > rw["equalization"]["conv_b"]["range_spread_after"]
+    only_b = [t for t in res.trials if t.config.get("int8_units") and any("conv_b" in u for u in t.config["int8_units"])]
+    assert any(not t.passes and t.config["graph"] == "original" for t in only_b)
+    assert any(t.passes and t.config["graph"] == "equalized alpha=1" for t in only_b)
 
 
 def test_tuner_is_deterministic(tiny_ckpt, tmp_path: Path) -> None:

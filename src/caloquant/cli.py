@@ -348,6 +348,7 @@ def quantize(
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
     rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
+    equalize: Annotated[bool, typer.Option("--equalize/--no-equalize", help="Try exactly equalized graphs (input ranges moved into the weights) on the units int8 had to leave float (physics int8).")] = True,
     head_to_head: Annotated[bool, typer.Option("--head-to-head", help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.")] = False,
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
@@ -359,7 +360,8 @@ def quantize(
     set_threads(threads)
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
                          calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
-                         threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head)
+                         threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head,
+                         **({} if equalize else {"equalize_alphas": ()}))
     path = resolve_model(model)
     if path.is_dir():
         raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
@@ -378,21 +380,6 @@ def quantize(
             out.print(f"[bold white on red] WARNING: {msg} [/]")
         else:
             raise CaloquantError(f"tolerance not reachable; best found: {msg}")
-
-
-@app.command()
-def study(
-    model: Annotated[str, typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator weights (.hdf5).")] = "cern-3dgan",
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
-    n: Annotated[int, typer.Option("--n", help="Showers per sample.")] = 2000,
-    threads: Annotated[int, typer.Option("--threads")] = 2,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
-) -> None:
-    """The main job (`make run`): fp32 closure, naive int8, bf16, fp16 and physics-tuned int8, validated and timed."""
-    from caloquant.study import run_study
-
-    set_threads(threads)
-    run_study(model=model, out_dir=out_dir, n=n, threads=threads, seed=seed, console=out)
 
 
 @app.command("run")

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from caloquant.models import Checkpoint, ModelSpec, condition_latent
 from caloquant.precision.backends import EngineModel, load_model, make_backend
 from caloquant.precision.canary import make_canary, run_check, save_canary
 from caloquant.precision.config import QuantizeConfig
-from caloquant.precision.evaluation import EvalSet
+from caloquant.precision.evaluation import EvalSet, run_batched
 from caloquant.precision.tuner import Trial, Tuner
 from caloquant.runtime import torch_threads
 from caloquant.timing import interleaved
@@ -130,20 +131,36 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
 
     module, rewrite = _rewrite(gen, cfg, ev)
     backend = make_backend(cfg.backend, module, spec.latent_dim, cfg.threads)
-    tuner = Tuner(backend, ev, calib, cfg)
+    modules = {"original": module}
+    equalization: dict[str, Any] = {}
+
+    def graph(alpha: float) -> Callable[[], Any]:
+        def make() -> Any:
+            from caloquant.precision.equalize import equalize
+
+            eq, info = equalize(gen, lambda m: run_batched(lambda z: m(torch.from_numpy(z)).numpy(), calib, 100), alpha)
+            name = f"equalized alpha={alpha:g}"
+            modules[name], equalization[name] = (_rewrite(eq, cfg, ev)[0] if rewrite["convs"] else eq), info
+            return make_backend(cfg.backend, modules[name], spec.latent_dim, cfg.threads)
+
+        return make
+
+    graphs = ({f"equalized alpha={a:g}": graph(a) for a in cfg.equalize_alphas}
+              if cfg.recipe == "physics" and cfg.precision == "int8" else {})
+    tuner = Tuner(backend, ev, calib, cfg, graphs)
     head: list[Trial] = []
     missing: list[dict[str, str]] = []
     if cfg.recipe == "naive":
         chosen = tuner.naive()
     elif cfg.precision == "int8":
         chosen = tuner.physics_int8()
-        if cfg.head_to_head:
-            head, missing = tuner.head_to_head(module, spec.latent_dim)
+        if cfg.head_to_head:  # on the working graph
+            head, missing = tuner.head_to_head(modules[tuner.graph], spec.latent_dim)
     else:
         chosen = tuner.float(cfg.precision)
     # the reported speeds: baseline, the engine's fp32 of the same graph, the choice and every
     # comparison, timed in the same interleaved rounds
-    fns: dict[str, Any] = {"baseline": fp32, "engine_fp32": backend.float_model("fp32"), "chosen": chosen.model}
+    fns: dict[str, Any] = {"baseline": fp32, "engine_fp32": tuner.backend.float_model("fp32"), "chosen": chosen.model}
     fns |= {f"head{i}": t.model for i, t in enumerate(head) if t.speed is not None}
     x = ev.latents[: cfg.batch]
     log.info("speed: %d models timed in %d interleaved rounds (batch %d, %s threads)", len(fns), cfg.timing.rounds,
@@ -192,7 +209,8 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
                           "speedup_vs_torch_fp32": t.speed["showers_per_s"] / baseline["showers_per_s"] if t.speed else None,
                           "seconds": round(t.seconds, 1)} for t in head]
         + [{"name": m["name"], "error": m["error"]} for m in missing],
-        "rewrite": rewrite,
+        "rewrite": rewrite | {"graph": chosen.config.get("graph", "original"),
+                              "equalization": equalization.get(chosen.config.get("graph", ""))},
         "tuning_seconds": round(time.perf_counter() - t_start, 1),
     }
     return QuantizeResult(spec, chosen.model, manifest, chosen, tuner.trials, baseline, canary)

@@ -102,6 +102,8 @@ class QuantizeConfig:
     time_budget_s: float = 540.0
     head_to_head: bool = False  # also run other tools (engine's accuracy control, INC, LiteRT) at the same tolerance
     rewrite: bool = True  # exact sub-pixel rewrite of upsample + conv chains (physics recipe only)
+    # exact equalization of convolution inputs tried on rejected units (physics int8), one graph per alpha
+    equalize_alphas: tuple[float, ...] = (0.5, 1.0)
     # speed measurements: interleaved rounds for the reported speeds (the final race uses up to 3)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
@@ -111,6 +113,8 @@ class QuantizeConfig:
             raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
         if self.calibration not in CALIBRATIONS:
             raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
+        if any(not 0.0 <= a <= 1.0 for a in self.equalize_alphas):
+            raise CaloquantError(f"equalize_alphas must lie in [0, 1], got {self.equalize_alphas}")
         if self.calib_n < 8:
             raise CaloquantError(f"calib_n must be at least 8, got {self.calib_n}")
         if self.eval_n_per_point < 2:

@@ -8,10 +8,14 @@ Physics recipe (int8), for any generator and any backend:
 2. *Sensitivity*: each unit alone in int8, everything else float; physics on paired latents.
 3. *Greedy accumulation*: units from least to most sensitive are switched to int8 one by one;
    a unit stays int8 only if the whole configuration still meets the tolerance.
-4. *Calibration and float precision*: the accepted set is re-tried with every range estimator
-   (re-admitting rejected units where a better calibration allows it) and with bf16 or fp16
-   instead of fp32 for the float remainder (where the backend supports it).
-5. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
+4. *Calibration*: the accepted set is re-tried with every range estimator, re-admitting
+   rejected units where a better calibration allows it.
+5. *Equalized graphs* (:mod:`caloquant.precision.equalize`): the same function with the
+   ranges of the convolution inputs moved into the weights; rejected units are re-tried on
+   each such graph, and a graph that admits more int8 units becomes the working graph.
+6. *Float precision*: the accepted set with bf16 or fp16 instead of fp32 for the float
+   remainder (where the backend supports it).
+7. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
    (batch, threads as configured) and the fastest one wins.
 
 Every trial (configuration, physics numbers, speed, time) goes into the tuning log.
@@ -56,8 +60,13 @@ class Trial:
 
 
 class Tuner:
-    def __init__(self, backend: Backend, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig) -> None:
+    def __init__(self, backend: Backend, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig,
+                 graphs: dict[str, Callable[[], Backend]] | None = None) -> None:
+        """``graphs``: other graphs of the same function (same unit names), by name, each built
+        on demand as a backend; the physics recipe tries them on the units it had to reject."""
         self.backend, self.ev, self.calib, self.cfg = backend, evalset, calib, cfg
+        self.graph = "original"
+        self.graphs = graphs or {}
         self.caps = backend.capabilities
         self.trials: list[Trial] = []
         self.bench_batch = evalset.latents[: cfg.batch]
@@ -78,9 +87,13 @@ class Tuner:
                  name, score["worst_ecal_rel"], score["worst_moment_shift"], sp)
         return trial
 
-    def int8(self, name: str, units: list[str], calibration: str, float_precision: str, timed: bool = False) -> Trial:
-        cfg = {"precision": "int8", "int8_units": list(units), "calibration": calibration, "float_precision": float_precision}
-        return self.evaluate(name, lambda: self.backend.int8_model(self.calib, list(units), calibration, float_precision), cfg, timed)
+    def int8(self, name: str, units: list[str], calibration: str, float_precision: str, timed: bool = False,
+             graph: tuple[str, Backend] | None = None) -> Trial:
+        gname, be = graph or (self.graph, self.backend)
+        cfg = {"precision": "int8", "int8_units": list(units), "calibration": calibration, "float_precision": float_precision,
+               "graph": gname}
+        return self.evaluate(name if gname == "original" else f"[{gname}] {name}",
+                             lambda: be.int8_model(self.calib, list(units), calibration, float_precision), cfg, timed)
 
     def short(self, unit: str) -> str:
         return self.backend.unit_label(unit)
@@ -132,14 +145,41 @@ class Tuner:
                     acc.append(u)
             if len(acc) > len(accepted):
                 accepted, best_cal = acc, cal
+        accepted, best_cal = self._equalized(order, accepted, best_cal)
         if self.caps.float_remainders:
-            log.info("4. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
+            log.info("5. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
             for fprec in self.caps.float_remainders:
                 for cal in self.caps.calibrations:
                     if self.out_of_time():
                         break
                     self.int8(f"{cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
         return self.best()
+
+    def _equalized(self, order: list[str], accepted: list[str], cal: str) -> tuple[list[str], str]:
+        """Re-try the rejected units (least sensitive first) on each equalized graph with the
+        calibration found so far; the graph that admits most units becomes the working graph."""
+        rejected = [u for u in order if u not in accepted]
+        if not (self.graphs and rejected):
+            return accepted, cal
+        log.info("4. equalized graphs: re-trying %s", ", ".join(map(self.short, rejected)))
+        best: tuple[list[str], str, Backend] | None = None
+        for gname, make in self.graphs.items():
+            if self.out_of_time():
+                break
+            be = make()
+            acc = list(accepted)
+            for u in rejected:
+                if self.out_of_time():
+                    break
+                if self.int8(f"{cal}: +{self.short(u)}", acc + [u], cal, "fp32", graph=(gname, be)).passes:
+                    acc.append(u)
+            if len(acc) > len(best[0] if best else accepted):
+                best = (acc, gname, be)
+        if best is None:
+            return accepted, cal
+        acc, self.graph, self.backend = best
+        log.info("  working graph: %s (int8: %s)", self.graph, ", ".join(map(self.short, acc)))
+        return acc, cal
 
     def head_to_head(self, module: Any, latent_dim: int) -> tuple[list[Trial], list[dict[str, str]]]:
         """Other tools at the same tolerance, for comparison (never chosen), all on the same
