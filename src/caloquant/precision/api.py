@@ -80,7 +80,7 @@ class QuantizeResult(_EngineGenerator):
 
     @property
     def ok(self) -> bool:
-        return self.chosen.passes
+        return self.chosen.ok
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write the artifact directory atomically (a temporary sibling, renamed at the end);
@@ -147,7 +147,8 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
 
     graphs = ({f"equalized alpha={a:g}": graph(a) for a in cfg.equalize_alphas}
               if cfg.recipe == "physics" and cfg.precision == "int8" else {})
-    tuner = Tuner(backend, ev, calib, cfg, graphs)
+    tuner = Tuner(backend, ev, calib, cfg, graphs, confirm_set=None if cfg.recipe == "naive" else lambda: EvalSet.build(
+        spec, fp32, cfg.eval_n_per_point, cfg.seed, cfg.eval_energies_gev, stream=1))
     head: list[Trial] = []
     missing: list[dict[str, str]] = []
     if cfg.recipe == "naive":
@@ -158,6 +159,8 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
             head, missing = tuner.head_to_head(modules[tuner.graph], spec.latent_dim)
     else:
         chosen = tuner.float(cfg.precision)
+    if cfg.recipe != "naive" and chosen.passes and chosen.confirmation is None:
+        tuner.confirm(chosen)
     # the reported speeds: baseline, the engine's fp32 of the same graph, the choice and every
     # comparison, timed in the same interleaved rounds
     fns: dict[str, Any] = {"baseline": fp32, "engine_fp32": tuner.backend.float_model("fp32"), "chosen": chosen.model}
@@ -192,7 +195,8 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
         "calibration": {"method": chosen.config.get("calibration"), "n": cfg.calib_n, "seed": cfg.seed}
         if chosen.config.get("precision") == "int8" else None,
         "tolerance": cfg.tolerance.to_dict(),
-        "meets_tolerance": chosen.passes,
+        "meets_tolerance": chosen.ok,
+        "confirmation": chosen.confirmation,
         "physics": {k: v for k, v in chosen.score.items() if k != "points"} | {"points": chosen.score.get("points", [])},
         "speed": {"showers_per_s": chosen.speed["showers_per_s"], "baseline_torch_fp32_showers_per_s": baseline["showers_per_s"],
                   "speedup_vs_torch_fp32": per("baseline"),

@@ -47,12 +47,16 @@ class Tolerance:
     * ``ecal_rel``: max |Ecal_q / Ecal_fp32 - 1| in every energy point;
     * ``moment_shift``: max |shift| of the mean and sqrt(M2) moments along x, y, z (cells);
     * ``mse_factor``: projection MSE against a reference sample no worse than this factor
-      times the fp32 model's (checked only when a reference sample is given).
+      times the fp32 model's (checked only when a reference sample is given);
+    * ``margin_sigma``: a deviation counts with this many standard errors added
+      (|Ecal ratio - 1| + k * error <= ecal_rel, the same for each moment shift), so that a
+      candidate cannot pass by a fluctuation of the evaluation sample.
     """
 
     ecal_rel: float = 0.005
     moment_shift: float = 0.05
     mse_factor: float = 1.1
+    margin_sigma: float = 2.0
 
     @classmethod
     def load(cls, spec: str | Path) -> Tolerance:
