@@ -65,29 +65,41 @@ def short_name(full: str) -> str:
     return m.group(1) if m else full
 
 
-def compact_weights(model: Any, compact: dict[str, Any]) -> tuple[Any, list[str]]:
-    """A copy of ``model`` in which the float (not int8) convolutions made by the sub-pixel
-    rewrite take their kernel from the compact original kernel, stored in float16, through
-    Einsum + Reshape. The CPU plugin folds that subgraph into one constant when it compiles
-    the model, so the file holds the small kernel and inference runs the large one. Int8
-    convolutions are left alone (NNCF already stores their kernels as int8).
-    Returns the model and the names of the convolutions stored compactly."""
+def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    """A copy of ``model`` whose float (not int8) weights are stored in float16 and expanded to
+    float32 when the model is compiled (the CPU plugin folds the expansion into one constant),
+    so the file is small and inference is unchanged apart from the weights' float16 rounding:
+    - the convolutions made by the sub-pixel rewrite (``compact``: name -> UpsampledConv) take
+      their kernel from the compact original kernel through Einsum + Reshape (the file holds the
+      small kernel, inference runs the large one);
+    - float MatMul weights (e.g. a generator's first dense layer) become a float16 constant.
+    Int8 units are left alone (NNCF already stores their weights as int8); ``compact=None``
+    leaves the model as it is (the exact fp32 model).
+    Returns the model and the names of the layers stored compactly."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    if not compact:
+    if compact is None:
         return model, []
     m = model.clone()
     done: list[str] = []
     for op in m.get_ordered_ops():
-        if op.get_type_name() != "Convolution":
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "MatMul"):
+            continue
+        src = op.input_value(1).get_node()
+        if src.get_type_name() != "Constant" or src.get_element_type() != ov.Type.f32:
             continue
         name = op.get_friendly_name()
+        if kind == "MatMul":
+            w = src.get_data()
+            if w.size < 1024:  # not worth a node
+                continue
+            op.input(1).replace_source_output(ops.convert(ops.constant(w.astype(np.float16)), ov.Type.f32).output(0))
+            done.append(short_name(name))
+            continue
         for mod_name, mod in compact.items():
             if not name.startswith(f"__module.{mod_name}.conv/"):
-                continue
-            src = op.input_value(1).get_node()
-            if src.get_type_name() != "Constant" or src.get_element_type() != ov.Type.f32:
                 continue
             eq, operands, shape = mod.compact_weight_recipe()
             consts = [ops.constant(t.numpy().astype(np.float32)) for t in operands[:-1]]
@@ -108,7 +120,7 @@ class OpenVINOModel:
     def __init__(self, model: Any, hint: str, threads: int | None, layer_precisions: dict[str, str],
                  compact: dict[str, Any] | None = None, compacted: list[str] | None = None) -> None:
         if compacted is None:
-            model, compacted = compact_weights(model, compact or {})
+            model, compacted = compact_weights(model, compact)
         self.model, self.hint, self.threads, self.compacted = model, hint, threads, compacted
         self.layer_precisions = layer_precisions
         self._compiled = self._compile(threads, 1)
