@@ -3,7 +3,7 @@ equalization, on the original graph and on the sub-pixel rewrite, in a torch sim
 engine's scheme (per-tensor symmetric min-max activations from the calibration latents,
 per-output-channel symmetric weights) and in OpenVINO's real int8 (conv2 alone in int8).
 
-    .venv/bin/python benchmarks/int8_equalization_conv2.py [--out results/int8_equalization_conv2.json]
+    .venv/bin/python benchmarks/int8_equalization_conv2.py [--out benchmarks/results/int8_equalization_conv2.json]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def simulate(model: torch.nn.Module, conv: torch.nn.Module, calib: torch.Tensor,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100, help="paired showers per energy point")
-    ap.add_argument("--out", type=Path, default=Path("results/int8_equalization_conv2.json"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_equalization_conv2.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ck = cq.load().checkpoint
