@@ -257,6 +257,13 @@ def test_quantize_bad_input(tiny_ckpt, tmp_path: Path, cli) -> None:
     assert_one_line_error(cli("sample", "--model", tmp_path, "--n", 2, "--energy", 50, "-o", tmp_path / "x.h5"), "not a caloquant artifact")
 
 
+def test_config_and_tolerance_values_are_checked() -> None:
+    with pytest.raises(CaloquantError, match="equalize_alphas"):
+        QuantizeConfig(equalize_alphas=(1.5,))
+    with pytest.raises(CaloquantError, match="margin_sigma"):
+        Tolerance(margin_sigma=-1.0)
+
+
 def test_support_matrix_messages() -> None:
     with pytest.raises(CaloquantError, match="bfloat16"):
         check_supported("onnxruntime", "bf16")

@@ -71,10 +71,11 @@ class Trial:
 
 class Tuner:
     def __init__(self, backend: Backend, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig,
-                 graphs: dict[str, Callable[[], Backend]] | None = None,
+                 graphs: dict[str, Callable[[], Backend | None]] | None = None,
                  confirm_set: Callable[[], EvalSet] | None = None) -> None:
         """``graphs``: other graphs of the same function (same unit names), by name, each built
-        on demand as a backend; the physics recipe tries them on the units it had to reject.
+        on demand as a backend (or None when it cannot be built exactly); the physics recipe
+        tries them on the units it had to reject.
         ``confirm_set``: builds a second, independent evaluation set on which the choice must
         pass again before it is returned (built once, when first needed)."""
         self.backend, self.ev, self.calib, self.cfg = backend, evalset, calib, cfg
@@ -182,6 +183,8 @@ class Tuner:
             if self.out_of_time():
                 break
             be = make()
+            if be is None:  # the graph could not be built exactly
+                continue
             acc = list(accepted)
             for u in rejected:
                 if self.out_of_time():
