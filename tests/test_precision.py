@@ -150,6 +150,34 @@ def test_pass_decision_counts_the_statistical_error() -> None:
     assert not passes(score(0.001, float("nan")), tol)  # an undefined error vouches for nothing
 
 
+def test_evaluation_set_grows_where_the_error_decides() -> None:
+    """``extended``: the same latents first, then more paired showers at the chosen points from
+    an independent stream, with the fp32 showers for them; a deviation within the tolerance whose
+    error margin is not is what triggers it in the tuner."""
+    from caloquant.precision.evaluation import EvalSet, point_badness, within_without_margin
+
+    gen = Tiny3D().eval()
+
+    def fp32(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return gen(torch.from_numpy(z)).numpy()
+
+    ev = EvalSet.build(TINY_SPEC, fp32, 10, seed=4)
+    big = ev.extended((10.0, 100.0), 30)
+    assert len(big.latents) == len(ev.latents) + 60 and big.points == ev.points
+    np.testing.assert_array_equal(big.latents[: len(ev.latents)], ev.latents)
+    assert np.count_nonzero(big.energies == 10.0) == 40 and np.count_nonzero(big.energies == 55.0) == 10
+    np.testing.assert_allclose(big.reference[len(ev.latents):], fp32(big.latents[len(ev.latents):]), rtol=1e-6)
+    conf = EvalSet.build(TINY_SPEC, fp32, 10, seed=4, stream=1)
+    assert not np.allclose(conf.extended((10.0,), 30).latents[10:40], big.latents[len(ev.latents):][:30])
+    assert ev.extended((10.0, 100.0), 30) is big  # built once
+    tol = Tolerance()
+    pt = {"ecal_ratio": 1.004, "ecal_ratio_err": 0.001, "moment_shifts": {"mean_x": 0.0}, "moment_shift_errs": {"mean_x": 0.0}}
+    score = {"finite": True, "worst_ecal_rel": 0.004, "worst_moment_shift": 0.0, "points": [pt]}
+    assert point_badness(pt, tol) == pytest.approx(1.2) and within_without_margin(score, tol)
+    assert not within_without_margin(dict(score, worst_ecal_rel=0.006), tol)
+
+
 def test_tuner_is_deterministic(tiny_ckpt, tmp_path: Path) -> None:
     """The search is deterministic: the same trials with the same physics numbers (which of two
     equally fast candidates wins is decided by measured speed, reported in the log)."""

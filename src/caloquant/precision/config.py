@@ -108,6 +108,9 @@ class QuantizeConfig:
     rewrite: bool = True  # exact sub-pixel rewrite of upsample + conv chains (physics recipe only)
     # exact equalization of convolution inputs tried on rejected units (physics int8), one graph per alpha
     equalize_alphas: tuple[float, ...] = (0.5, 1.0)
+    # a candidate within the tolerance but not within it plus the error margin is evaluated again
+    # with this many times eval_n_per_point more showers at the points that decide (0: never)
+    extend_factor: int = 3
     # speed measurements: interleaved rounds for the reported speeds (the final race uses up to 3)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
@@ -117,6 +120,8 @@ class QuantizeConfig:
             raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
         if self.calibration not in CALIBRATIONS:
             raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
+        if self.extend_factor < 0:
+            raise CaloquantError(f"extend_factor must be >= 0, got {self.extend_factor}")
         if any(not 0.0 <= a <= 1.0 for a in self.equalize_alphas):
             raise CaloquantError(f"equalize_alphas must lie in [0, 1], got {self.equalize_alphas}")
         if self.calib_n < 8:

@@ -10,7 +10,7 @@ always agree.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,10 @@ class EvalSet:
     latents: np.ndarray
     reference: np.ndarray
     points: tuple[float, ...]
+    fp32: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    seed: int = 0
+    stream: int = 0
+    _more: dict[tuple[tuple[float, ...], int], EvalSet] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, spec: ModelSpec, fp32: Callable[[np.ndarray], np.ndarray], n_per_point: int, seed: int,
@@ -46,7 +50,23 @@ class EvalSet:
         e = np.repeat(np.asarray(pts, dtype=np.float64), n_per_point)
         lat = condition_latent(rng.standard_normal((e.size, spec.noise_dim), dtype=np.float32), e, spec)
         ref = run_batched(fp32, lat, batch)
-        return cls(spec, e, lat, ref, tuple(pts))
+        return cls(spec, e, lat, ref, tuple(pts), fp32, seed, stream)
+
+    def extended(self, points: tuple[float, ...], n_per_point: int) -> EvalSet:
+        """This set plus ``n_per_point`` more paired showers at each of ``points``, from another
+        independent latent stream (built once per request): where a deviation is within the
+        tolerance but its error is not, more showers decide. The first ``len(self.latents)``
+        latents are this set's own, so a candidate's showers for them can be reused."""
+        if self.fp32 is None:
+            raise ValueError("this evaluation set cannot grow: it was not built with an fp32 model")
+        key = (tuple(points), n_per_point)
+        if key not in self._more:
+            extra = EvalSet.build(self.spec, self.fp32, n_per_point, self.seed, points=tuple(points), stream=self.stream + 2)
+            self._more[key] = EvalSet(self.spec, np.concatenate([self.energies, extra.energies]),
+                                      np.concatenate([self.latents, extra.latents]),
+                                      np.concatenate([self.reference, extra.reference]), self.points, self.fp32,
+                                      self.seed, self.stream)
+        return self._more[key]
 
     def score(self, out: np.ndarray) -> dict[str, Any]:
         """Physics of candidate showers ``out`` (for ``self.latents``) against the fp32 showers."""
@@ -94,15 +114,22 @@ def badness(score: dict[str, Any], tol: Tolerance) -> float:
     per energy point)."""
     if not score["finite"]:
         return float("inf")
+    return max((point_badness(p, tol) for p in score["points"]), default=0.0)
+
+
+def point_badness(p: dict[str, Any], tol: Tolerance) -> float:
+    """:func:`badness` of one energy point."""
     tiny = 1e-12  # a zero tolerance is allowed (it is just unreachable)
     k = tol.margin_sigma
-    worst = 0.0
-    for p in score["points"]:
-        e = abs(p["ecal_ratio"] - 1.0) + k * _err(p["ecal_ratio_err"])
-        errs = p.get("moment_shift_errs", {})
-        m = max(abs(v) + k * _err(errs.get(name, 0.0)) for name, v in p["moment_shifts"].items())
-        worst = max(worst, e / max(tol.ecal_rel, tiny), m / max(tol.moment_shift, tiny))
-    return worst
+    e = abs(p["ecal_ratio"] - 1.0) + k * _err(p["ecal_ratio_err"])
+    errs = p.get("moment_shift_errs", {})
+    m = max(abs(v) + k * _err(errs.get(name, 0.0)) for name, v in p["moment_shifts"].items())
+    return max(e / max(tol.ecal_rel, tiny), m / max(tol.moment_shift, tiny))
+
+
+def within_without_margin(score: dict[str, Any], tol: Tolerance) -> bool:
+    """Every deviation itself is within the tolerance (only the error margin may be missing)."""
+    return bool(score["finite"] and score["worst_ecal_rel"] <= tol.ecal_rel and score["worst_moment_shift"] <= tol.moment_shift)
 
 
 def run_batched(fn: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, batch: int) -> np.ndarray:
