@@ -174,3 +174,29 @@ def test_bad_input_is_one_line_error(cli, tmp_path: Path, args: list[str], needl
 
     assert_one_line_error(cli("run", "-o", tmp_path / "r", *args), needle)
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_points_reference_comes_from_the_shipped_geant4_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-energy reference of the full run is the Geant4 set shipped in the package (the
+    first k showers at each point), written once into the per-user cache; more showers per
+    point than shipped, or another geometry, are not served from it."""
+    import numpy as np
+
+    from caloquant.data import read_showers
+    from caloquant.run import _packaged_points, _write_packaged
+    from caloquant.sim import SimConfig
+    from caloquant.sim.reference import load_packaged_reference
+
+    monkeypatch.setenv("CALOQUANT_DATA", str(tmp_path))
+    geometry = SimConfig().geometry.hash
+    energies = np.repeat([100.0, 300.0], 7)
+    packed = _packaged_points(energies, geometry)
+    assert packed is not None and "showers" not in packed  # nothing expanded before it is needed
+    res = _write_packaged(packed, energies, lambda msg: None)
+    assert res["engine"] == "geant4" and res["n"] == 14 and Path(res["path"]).parent == tmp_path / "run"
+    showers, e = read_showers(res["path"])
+    shipped, shipped_e, _ = load_packaged_reference()
+    np.testing.assert_array_equal(e, energies)
+    np.testing.assert_array_equal(showers[:7], shipped[shipped_e == 100.0][:7])
+    assert _packaged_points(np.repeat([100.0], 101), geometry) is None  # 100 shipped per point
+    assert _packaged_points(energies, "another-geometry") is None

@@ -209,32 +209,33 @@ def _packaged_points(energies: np.ndarray, geometry_hash: str) -> dict[str, Any]
     """The Geant4 showers shipped in the package (100 per point, default geometry), when they
     cover ``energies`` (fixed points, at most as many showers per point as shipped): the
     points reference is then real Geant4 on every machine and costs no simulation."""
-    from caloquant.sim.reference import load_packed, packaged_reference_path
+    from caloquant.sim.reference import packaged_reference_path, read_packed_header
 
     path = packaged_reference_path()
     if path is None:
         return None
-    s, e, meta = load_packed(path)
+    e, meta = read_packed_header(path)  # the showers are expanded only when the cached file is missing
     if meta.get("geometry_hash") != geometry_hash or meta.get("engine") != "geant4":
         return None
     pts, need = np.unique(energies, return_counts=True)
     have = dict(zip(*np.unique(e, return_counts=True)))
     if any(have.get(p, 0) < k for p, k in zip(pts, need)):
         return None
-    return {"path": path, "sha256": _file_hash(path), "showers": s, "energies": e, "meta": meta}
+    return {"path": path, "sha256": _file_hash(path), "energies": e, "meta": meta}
 
 
 def _write_packaged(packed: dict[str, Any], energies: np.ndarray, say: Callable[[str], None]) -> dict[str, Any]:
     from caloquant.data import write_showers
     from caloquant.sim import default_data_dir
+    from caloquant.sim.reference import load_packed
 
     # the first k showers shipped at each point, in the order of ``energies``
     take = np.concatenate([np.flatnonzero(packed["energies"] == p)[:k] for p, k in zip(*np.unique(energies, return_counts=True))])
     meta = packed["meta"]
-    attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
+    attrs = {k: v for k, v in meta.items() if isinstance(v, (str, int, float))}
     cache = default_data_dir() / "run" / f"points-packaged-{packed['sha256']}-{_hash(energies.tolist())}.h5"
     if not cache.exists():
-        write_showers(cache, packed["showers"][take], packed["energies"][take],
+        write_showers(cache, load_packed(packed["path"])[0][take], packed["energies"][take],
                       attrs=attrs | {"source": f"caloquant packaged Geant4 reference {packed['path'].name}"})
     say(f"reference points: {len(take)} Geant4 showers shipped with caloquant ({meta.get('physics_list')}, "
         f"Geant4 {meta.get('geant4_version')}) -> {cache}")

@@ -269,7 +269,7 @@ class Tuner:
         if len(field) < 2:
             return field
         rounds = min(RACE_ROUNDS, self.cfg.timing.rounds)
-        log.info("5. final race: %d passing candidates re-timed in %d interleaved rounds", len(field), rounds)
+        log.info("6. final race: %d passing candidates re-timed in %d interleaved rounds", len(field), rounds)
         res = interleaved({str(i): t.model for i, t in enumerate(field)}, self.bench_batch, self.cfg.timing, rounds)
         for i, t in enumerate(field):
             r = res[str(i)]
@@ -302,7 +302,7 @@ class Tuner:
         """The same physics check on the second latent set; the result goes into the trial."""
         if self._confirm_ev is None:
             self._confirm_ev = self.confirm_set()  # type: ignore[misc]
-            log.info("6. confirmation on %d independent paired showers", len(self._confirm_ev.latents))
+            log.info("7. confirmation on %d independent paired showers", len(self._confirm_ev.latents))
         score = self.score(trial.model, self._confirm_ev)
         ok = passes(score, self.cfg.tolerance)
         trial.confirmation = {"passes": ok, "badness": badness(score, self.cfg.tolerance),

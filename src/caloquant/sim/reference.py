@@ -151,9 +151,19 @@ def load_packed(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
         dense = np.zeros((n, int(np.prod(grid))), dtype=np.float32)
         rows = np.repeat(np.arange(n), counts)
         dense[rows, z["index"].astype(np.int64)] = z["value"]
-        meta = json.loads(str(z["attrs"]))
+        energies, meta = _packed_header(z)
         meta["sums"] = z["sums"]
-        return dense.reshape(n, *grid), z["energy"].astype(np.float64), meta
+        return dense.reshape(n, *grid), energies, meta
+
+
+def read_packed_header(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Energies (N,) GeV and metadata of a packed reference, without expanding its showers."""
+    with np.load(path, allow_pickle=False) as z:
+        return _packed_header(z)
+
+
+def _packed_header(z: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    return z["energy"].astype(np.float64), json.loads(str(z["attrs"]))
 
 
 def packaged_reference_path() -> Path | None:
