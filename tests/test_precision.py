@@ -25,7 +25,7 @@ class Tiny3D(nn.Module):
     function: channel 0 of its input is scaled up 1000x (and its weights down 1000x), so one
     per-tensor int8 scale for that input crushes the other channels."""
 
-    def __init__(self, hostile: bool = True) -> None:
+    def __init__(self, hostile: bool = True, factor: float = 1000.0) -> None:
         super().__init__()
         self.dense = nn.Linear(16, 4 * 6 * 6 * 6)
         self.conv_a = nn.Conv3d(4, 8, 3, padding=1)
@@ -38,9 +38,9 @@ class Tiny3D(nn.Module):
         with torch.no_grad():
             self.conv_c.bias.fill_(0.3)  # mostly positive output: energy in most cells
             if hostile:  # exact reparametrisation through the positively homogeneous LeakyReLU
-                self.conv_a.weight[0] *= 1000.0
-                self.conv_a.bias[0] *= 1000.0
-                self.conv_b.weight[:, 0] /= 1000.0
+                self.conv_a.weight[0] *= factor
+                self.conv_a.bias[0] *= factor
+                self.conv_b.weight[:, 0] /= factor
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.dense(z).view(-1, 4, 6, 6, 6)

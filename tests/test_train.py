@@ -34,13 +34,13 @@ POINTS = (110.0, 150.0, 190.0)
 TINY = ["--model", "conv2d", "--width", "0.1", "--batch", "4", "--threads", "1", "--val-n", "30"]
 
 
-def toy_file(path: Path, per_point: int, seed: int) -> Path:
+def toy_file(path: Path, per_point: int, seed: int, attrs: dict[str, object] | None = None) -> Path:
     """Toy showers at 110, 150 and 190 GeV, interleaved (so every file part has all three)."""
     parts = [toy_showers(per_point, seed + i, lo=p, hi=p) for i, p in enumerate(POINTS)]
     order = np.argsort(np.tile(np.arange(per_point), 3), kind="stable")
     s = np.concatenate([x[0] for x in parts])[order]
     e = np.concatenate([x[1] for x in parts])[order]
-    return write_showers(path, s, e)
+    return write_showers(path, s, e, attrs=attrs)
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def one_thread():
 def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("toy")
     return {"train": toy_file(d / "train.h5", 10, 0), "train2": toy_file(d / "train2.h5", 4, 10),
-            "small": toy_file(d / "small.h5", 4, 30), "val": toy_file(d / "val.h5", 4, 20)}
+            "small": toy_file(d / "small.h5", 4, 30, {"engine": "geant4", "geometry_hash": "c0ffee"}), "val": toy_file(d / "val.h5", 4, 20)}
 
 
 def tiny_cfg(toy: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
@@ -196,6 +196,9 @@ def test_run_writes_a_model_that_the_cli_accepts(toy: dict[str, Path], tmp_path:
     assert [int(r["step"]) for r in rows] == list(range(1, res.steps + 1)) and float(rows[-1]["showers_per_s"]) > 0
     ck = load_checkpoint(run / "model.pt")
     assert ck.spec.arch == "3dgan-conv2d" and ck.provenance["epoch"] == res.best_epoch and ck.discriminator is not None
+    # where the showers came from, from the files' own attributes (the toy train2 file has none)
+    assert ck.provenance["data_sources"] == {"train_rows_per_engine": {"unknown": 12, "geant4": 12},
+                                             "geometry_hashes": ["c0ffee"], "physics_lists": []}
     assert load_run_state(run / "last.pt")["step"] == res.steps
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     r = cli("sample", "--model", run / "model.pt", "--n", "12", "--energy", "150", "-o", tmp_path / "s.h5", "--threads", "1")

@@ -350,10 +350,11 @@ def quantize(
     rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
     equalize: Annotated[bool, typer.Option("--equalize/--no-equalize", help="Try exactly equalized graphs (input ranges moved into the weights) on the units int8 had to leave float (physics int8).")] = True,
     head_to_head: Annotated[bool, typer.Option("--head-to-head", help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.")] = False,
+    qat_minutes: Annotated[float, typer.Option("--qat-minutes", help="Quantization-aware fine-tuning of the units post-training int8 left float, at most this many minutes (0: off; resumed when interrupted).")] = 0.0,
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
     from caloquant.models import load_checkpoint, resolve_model
-    from caloquant.precision import QuantizeConfig, Tolerance
+    from caloquant.precision import QATConfig, QuantizeConfig, Tolerance
     from caloquant.precision import quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
 
@@ -361,7 +362,7 @@ def quantize(
     cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
                          calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
                          threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head,
-                         **({} if equalize else {"equalize_alphas": ()}))
+                         qat=QATConfig(minutes=qat_minutes), **({} if equalize else {"equalize_alphas": ()}))
     path = resolve_model(model)
     if path.is_dir():
         raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")

@@ -53,3 +53,11 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def cache_root() -> Path:
+    """caloquant's per-user cache: ``$CALOQUANT_CACHE``, else ``$XDG_CACHE_HOME/caloquant``,
+    else ``~/.cache/caloquant`` (Geant4 helper and data, reference sets, QAT states)."""
+    base = os.environ.get("CALOQUANT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caloquant")
+    return Path(base)

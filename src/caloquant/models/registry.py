@@ -35,6 +35,14 @@ BUILTIN: dict[str, BuiltinModel] = {
         licence="Apache-2.0 (see NOTICE)",
         source="github.com/svalleco/3Dgan, keras/energy_gan/maelin50_full/params_generator_epoch_049.hdf5",
     ),
+    "conv2d-g4": BuiltinModel(
+        name="conv2d-g4",
+        file="conv2d-g4.pt",
+        description="the reduced-precision paper's Conv2D generator (width 0.5), trained by caloquant on "
+                    "5,000 Geant4 + 5,000 GFlash-fitted-to-Geant4 electron showers, 100-500 GeV, caloquant geometry",
+        licence="Apache-2.0 (caloquant)",
+        source="benchmarks/train_conv2d_g4.py; records in benchmarks/results/train_conv2d_g4/",
+    ),
 }
 
 

@@ -151,8 +151,35 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
 
     graphs = ({f"equalized alpha={a:g}": graph(a) for a in cfg.equalize_alphas}
               if cfg.recipe == "physics" and cfg.precision == "int8" else {})
+    finetuned: dict[str, Any] = {}
+
+    def qat(base: str, name: str, units: list[str], cal: str, minutes: float) -> tuple[Any | None, dict[str, Any]]:
+        from dataclasses import replace
+
+        from caloquant.fileio import cache_root
+        from caloquant.precision.qat import finetune, state_key
+
+        left = max(cfg.time_budget_s - (time.perf_counter() - tuner.t0), 1.0) / 60  # what the tuning budget leaves
+        qcfg = replace(cfg.qat, minutes=min(minutes, left) if minutes > 0 else left)
+        module = modules[base]
+
+        def plan(m: torch.nn.Module) -> Any:
+            return make_backend(cfg.backend, m, spec.latent_dim, cfg.threads).fake_quant_plan(calib, units, cal)
+
+        state = Path(cfg.qat.state_dir or cache_root() / "qat") / f"{state_key(module, units, cal, cfg.qat, cfg.tolerance)}.pt"
+        log.info("  %s: up to %.1f min (state %s)", name, qcfg.minutes, state)
+        res = finetune(module, plan, lambda n, seed: calibration_latents(spec, n, seed), qcfg, cfg.tolerance, state)
+        log.info("  %d steps in %.0f s%s: loss %.3g -> %.3g", res.steps, res.seconds,
+                 f" (resumed at step {res.resumed_from_step})" if res.resumed_from_step else "", res.loss_first, res.loss_last)
+        info = res.info() | {"state": str(state), "units": units, "calibration": cal}
+        if res.module is None:
+            return None, info
+        modules[name], finetuned[name] = res.module, info
+        return make_backend(cfg.backend, res.module, spec.latent_dim, cfg.threads), info
+
     tuner = Tuner(backend, ev, calib, cfg, graphs, confirm_set=None if cfg.recipe == "naive" else lambda: EvalSet.build(
-        spec, fp32, cfg.eval_n_per_point, cfg.seed, cfg.eval_energies_gev, stream=1))
+        spec, fp32, cfg.eval_n_per_point, cfg.seed, cfg.eval_energies_gev, stream=1),
+        qat=qat if cfg.recipe == "physics" and cfg.precision == "int8" and cfg.qat.enabled else None)
     head: list[Trial] = []
     missing: list[dict[str, str]] = []
     if cfg.recipe == "naive":
@@ -218,7 +245,9 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
                           "seconds": round(t.seconds, 1)} for t in head]
         + [{"name": m["name"], "error": m["error"]} for m in missing],
         "rewrite": rewrite | {"graph": chosen.config.get("graph", "original"),
-                              "equalization": equalization.get(chosen.config.get("graph", ""))},
+                              "equalization": equalization.get(chosen.config.get("graph", "").split("+qat")[0]),
+                              "qat": finetuned.get(chosen.config.get("graph", ""))},
+        "qat": tuner.qat_info,
         "tuning_seconds": round(time.perf_counter() - t_start, 1),
     }
     return QuantizeResult(spec, chosen.model, manifest, chosen, tuner.trials, baseline, canary)

@@ -89,6 +89,44 @@ TOLERANCE_PRESETS: dict[str, Tolerance] = {
 
 
 @dataclass(frozen=True)
+class QATConfig:
+    """Quantization-aware fine-tuning (:mod:`caloquant.precision.qat`), tried by the physics
+    int8 recipe on the units post-training int8 could not take.
+
+    ``minutes``: wall-time box (0 = no QAT unless ``max_steps`` is given), always capped by what
+    is left of the tuning budget; ``max_steps``: a step limit (deterministic runs); ``refresh_every``: steps between
+    re-reading the engine's activation ranges; ``diverge_factor``: a loss above this many times
+    the first step's ends the run as diverged (the post-training result stands);
+    ``state_dir``: where interrupted runs are resumed from (None: the user cache)."""
+
+    minutes: float = 0.0  # off until it pays on the built-in models (docs/findings.md)
+    max_steps: int | None = None
+    batch: int = 32
+    lr: float = 1e-4
+    refresh_every: int = 50
+    checkpoint_every: int = 20
+    diverge_factor: float = 4.0
+    seed: int = 0
+    state_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = [(self.minutes >= 0, f"qat minutes must be >= 0, got {self.minutes}"),
+                  (self.max_steps is None or self.max_steps >= 1, f"qat max_steps must be >= 1, got {self.max_steps}"),
+                  (self.batch >= 2, f"qat batch must be >= 2, got {self.batch}"),
+                  (self.lr > 0, f"qat lr must be > 0, got {self.lr}"),
+                  (self.refresh_every >= 1, f"qat refresh_every must be >= 1, got {self.refresh_every}"),
+                  (self.checkpoint_every >= 1, f"qat checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+                  (self.diverge_factor > 1, f"qat diverge_factor must be > 1, got {self.diverge_factor}")]
+        for ok, msg in checks:
+            if not ok:
+                raise CaloquantError(msg)
+
+    @property
+    def enabled(self) -> bool:
+        return self.minutes > 0 or self.max_steps is not None
+
+
+@dataclass(frozen=True)
 class QuantizeConfig:
     """What `caloquant quantize` builds."""
 
@@ -111,6 +149,8 @@ class QuantizeConfig:
     # a candidate within the tolerance but not within it plus the error margin is evaluated again
     # with this many times eval_n_per_point more showers at the points that decide (0: never)
     extend_factor: int = 3
+    # quantization-aware fine-tuning of the units post-training int8 could not take (physics int8)
+    qat: QATConfig = field(default_factory=QATConfig)
     # speed measurements: interleaved rounds for the reported speeds (the final race uses up to 3)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
@@ -137,4 +177,5 @@ class QuantizeConfig:
         d = asdict(self)
         d["tolerance"] = self.tolerance.to_dict()
         d["timing"] = self.timing.to_dict()
+        d["qat"] = asdict(self.qat)
         return d

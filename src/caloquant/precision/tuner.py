@@ -13,11 +13,17 @@ Physics recipe (int8), for any generator and any backend:
 5. *Equalized graphs* (:mod:`caloquant.precision.equalize`): the same function with the
    ranges of the convolution inputs moved into the weights; rejected units are re-tried on
    each such graph, and a graph that admits more int8 units becomes the working graph.
-6. *Float precision*: the accepted set with bf16 or fp16 instead of fp32 for the float
+6. *Quantization-aware fine-tuning* (:mod:`caloquant.precision.qat`, where the backend states
+   its int8 scheme): for each rejected unit, least sensitive first, the working graph is
+   fine-tuned against the fp32 model with the accepted units and that one in int8; the unit is
+   accepted if the engine's real int8 model of the fine-tuned weights meets the tolerance, and
+   the fine-tuned graph becomes the working graph (weights trained for exactly the
+   configuration that is checked).
+7. *Float precision*: the accepted set with bf16 or fp16 instead of fp32 for the float
    remainder (where the backend supports it).
-7. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
+8. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
    (batch, threads as configured) and the fastest one wins.
-8. *Confirmation*: "meets the tolerance" means every deviation plus ``margin_sigma`` standard
+9. *Confirmation*: "meets the tolerance" means every deviation plus ``margin_sigma`` standard
    errors is within it (a 200-shower point's error is of the order of the tolerance), and the
    choice must pass again on a second, independent set of latents; where it does not, the next
    candidate in order of preference is confirmed instead.
@@ -72,13 +78,20 @@ class Trial:
 class Tuner:
     def __init__(self, backend: Backend, evalset: EvalSet, calib: np.ndarray, cfg: QuantizeConfig,
                  graphs: dict[str, Callable[[], Backend | None]] | None = None,
-                 confirm_set: Callable[[], EvalSet] | None = None) -> None:
+                 confirm_set: Callable[[], EvalSet] | None = None,
+                 qat: Callable[[str, str, list[str], str, float], tuple[Backend | None, dict[str, Any]]] | None = None) -> None:
         """``graphs``: other graphs of the same function (same unit names), by name, each built
         on demand as a backend (or None when it cannot be built exactly); the physics recipe
         tries them on the units it had to reject.
         ``confirm_set``: builds a second, independent evaluation set on which the choice must
-        pass again before it is returned (built once, when first needed)."""
+        pass again before it is returned (built once, when first needed).
+        ``qat``: (graph to start from, name of the new graph, int8 units, calibration, minutes
+        (0: the QAT settings decide)) -> the backend of the fine-tuned graph (None when the
+        fine-tuning diverged) and what the fine-tuning did."""
         self.backend, self.ev, self.calib, self.cfg = backend, evalset, calib, cfg
+        self.qat = qat
+        self.qat_info: list[dict[str, Any]] | None = None
+        self.bias_correction: dict[str, str] = {}  # graph -> the engine's bias correction, where not its default
         self.confirm_set = confirm_set
         self._confirm_ev: EvalSet | None = None
         self.graph = "original"
@@ -123,10 +136,11 @@ class Tuner:
     def int8(self, name: str, units: list[str], calibration: str, float_precision: str, timed: bool = False,
              graph: tuple[str, Backend] | None = None) -> Trial:
         gname, be = graph or (self.graph, self.backend)
+        bc = self.bias_correction.get(gname)
         cfg = {"precision": "int8", "int8_units": list(units), "calibration": calibration, "float_precision": float_precision,
-               "graph": gname}
+               "graph": gname} | ({"bias_correction": bc} if bc else {})
         return self.evaluate(name if gname == "original" else f"[{gname}] {name}",
-                             lambda: be.int8_model(self.calib, list(units), calibration, float_precision), cfg, timed)
+                             lambda: be.int8_model(self.calib, list(units), calibration, float_precision, bc), cfg, timed)
 
     def short(self, unit: str) -> str:
         return self.backend.unit_label(unit)
@@ -179,8 +193,9 @@ class Tuner:
             if len(acc) > len(accepted):
                 accepted, best_cal = acc, cal
         accepted, best_cal = self._equalized(order, accepted, best_cal)
+        accepted = self._finetuned(order, accepted, best_cal)
         if self.caps.float_remainders:
-            log.info("5. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
+            log.info("6. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
             for fprec in self.caps.float_remainders:
                 for cal in self.caps.calibrations:
                     if self.out_of_time():
@@ -215,6 +230,35 @@ class Tuner:
         acc, self.graph, self.backend = best
         log.info("  working graph: %s (int8: %s)", self.graph, ", ".join(map(self.short, acc)))
         return acc, cal
+
+    def _finetuned(self, order: list[str], accepted: list[str], cal: str) -> list[str]:
+        """QAT, one rejected unit at a time (least sensitive first): the working graph is
+        fine-tuned with the accepted units and that one in int8, and the unit stays int8 if the
+        engine's int8 model of the fine-tuned weights passes; the next unit starts from there.
+        Each unit gets an equal share of what is left of the QAT budget."""
+        rejected = [u for u in order if u not in accepted]
+        if not (self.qat and self.caps.qat and rejected) or self.out_of_time():
+            return accepted
+        log.info("5. quantization-aware fine-tuning of [%s], one rejected unit at a time", self.graph)
+        acc = list(accepted)
+        t0 = time.perf_counter()
+        budget = 60 * self.cfg.qat.minutes
+        self.qat_info = []
+        for i, u in enumerate(rejected):
+            if self.out_of_time() or (budget > 0 and time.perf_counter() - t0 >= budget):
+                break
+            share = (budget - (time.perf_counter() - t0)) / (len(rejected) - i) / 60 if budget > 0 else 0.0
+            gname = f"{self.graph}+qat:{self.short(u)}"
+            be, info = self.qat(self.graph, gname, acc + [u], cal, share)
+            self.qat_info.append(info | {"graph": gname, "unit": self.short(u)})
+            if be is None:
+                continue
+            self.bias_correction[gname] = "none"  # the fine-tuning learned its biases
+            if self.int8(f"{cal}: +{self.short(u)}", acc + [u], cal, "fp32", graph=(gname, be)).passes:
+                acc.append(u)
+                self.graph, self.backend = gname, be
+                log.info("  working graph: %s (int8: %s)", gname, ", ".join(map(self.short, acc)))
+        return acc
 
     def head_to_head(self, module: Any, latent_dim: int) -> tuple[list[Trial], list[dict[str, str]]]:
         """Other tools at the same tolerance, for comparison (never chosen), all on the same
@@ -269,7 +313,7 @@ class Tuner:
         if len(field) < 2:
             return field
         rounds = min(RACE_ROUNDS, self.cfg.timing.rounds)
-        log.info("6. final race: %d passing candidates re-timed in %d interleaved rounds", len(field), rounds)
+        log.info("7. final race: %d passing candidates re-timed in %d interleaved rounds", len(field), rounds)
         res = interleaved({str(i): t.model for i, t in enumerate(field)}, self.bench_batch, self.cfg.timing, rounds)
         for i, t in enumerate(field):
             r = res[str(i)]
@@ -302,7 +346,7 @@ class Tuner:
         """The same physics check on the second latent set; the result goes into the trial."""
         if self._confirm_ev is None:
             self._confirm_ev = self.confirm_set()  # type: ignore[misc]
-            log.info("7. confirmation on %d independent paired showers", len(self._confirm_ev.latents))
+            log.info("8. confirmation on %d independent paired showers", len(self._confirm_ev.latents))
         score = self.score(trial.model, self._confirm_ev)
         ok = passes(score, self.cfg.tolerance)
         trial.confirmation = {"passes": ok, "badness": badness(score, self.cfg.tolerance),

@@ -24,15 +24,10 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from caloquant.errors import CaloquantError
+from caloquant.fileio import cache_root  # noqa: F401 - re-exported: the simulation's caches live under it
 
 SOURCES = ("cq_g4helper.cc",)
 REPO = Path(__file__).resolve().parents[3]
-
-
-def cache_root() -> Path:
-    base = os.environ.get("CALOQUANT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caloquant")
-    return Path(base)
 
 
 def pybind_version() -> str | None:

@@ -33,6 +33,7 @@ class SetSpec:
     energy_range: tuple[float, float] | None = None
     points: tuple[float, ...] | None = None
     doc: str = ""
+    engine: str = "geant4"
 
     def energies(self, shard: int) -> np.ndarray:
         from caloquant.sim.run import draw_energies
@@ -48,6 +49,9 @@ SETS: dict[str, SetSpec] = {
     "train": SetSpec(50, 100, 10_000, energy_range=(100.0, 500.0), doc="5,000 showers flat in 100-500 GeV for training"),
     "heldout": SetSpec(10, 100, 20_000, energy_range=(100.0, 500.0), doc="1,000 held-out showers flat in 100-500 GeV"),
     "flat2000": SetSpec(20, 100, 30_000, energy_range=(100.0, 500.0), doc="2,000 showers flat in 100-500 GeV for tuning and study"),
+    "train-gflash": SetSpec(50, 100, 40_000, energy_range=(100.0, 500.0), engine="gflash",
+                            doc="5,000 showers flat in 100-500 GeV from GFlash fitted to Geant4 (the shipped fit): "
+                                "the training top-up to 10,000"),
 }
 
 
@@ -58,13 +62,16 @@ def _shard_energies(spec: SetSpec, shard: int) -> np.ndarray:
 
 
 def produce_set(name: str, out_dir: str | Path, workers: int = 1, max_shards: int | None = None,
-                log: Callable[[str], None] | None = None, engine: str = "geant4", folder: str | None = None) -> dict[str, Any]:
-    """Make the missing shards of set ``name`` under ``out_dir/(folder or name)`` and write its manifest."""
+                log: Callable[[str], None] | None = None, engine: str | None = None, folder: str | None = None) -> dict[str, Any]:
+    """Make the missing shards of set ``name`` under ``out_dir/(folder or name)`` and write its manifest.
+
+    ``engine`` overrides the set's own engine (the GFlash fallback of a Geant4 set)."""
     from caloquant.sim.run import SimConfig, simulate
 
     if name not in SETS:
         raise CaloquantError(f"unknown reference set '{name}' (choose from {', '.join(SETS)})")
     spec = SETS[name]
+    engine = engine or spec.engine
     d = Path(out_dir) / (folder or name)
     d.mkdir(parents=True, exist_ok=True)
     made = 0
@@ -208,8 +215,8 @@ def reference_set(name: str = "heldout", data_dir: str | Path | None = None, pro
         path = d / "package" / "shard_0000.h5"
         write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged reference"})
         return {"name": name, "files": [path], "engine": "geant4", "fallback": False, "complete": True}
-    engine, folder = "geant4", name
-    st = helper_status()
+    engine, folder = (SETS[name].engine if name in SETS else "geant4"), name
+    st = helper_status() if engine == "geant4" else {"ready": True}
     if not st["ready"]:
         engine, folder = "gflash", f"{name}-gflash"
         say(f"Geant4 engine unavailable ({st.get('reason')}): reference set '{name}' made with the GFlash engine "

@@ -177,3 +177,23 @@ class ShowerStream:
 def describe_files(parts: list[FileRows]) -> list[dict[str, object]]:
     """What the run was trained on (recorded in the run directory, checked on resume)."""
     return [{"path": p.path, "n": p.n_total, "train_rows": [p.start, p.stop]} for p in parts]
+
+
+def data_sources(parts: list[FileRows]) -> dict[str, object]:
+    """Where the training showers came from, from the files' own attributes: training rows per
+    engine (``geant4``, ``gflash``, or ``unknown`` for files without caloquant provenance) and
+    the geometry hashes and physics lists met. Shipped models record it (a model trained on
+    another geometry is another model)."""
+    per_engine: dict[str, int] = {}
+    geometries: set[str] = set()
+    physics: set[str] = set()
+    for p in parts:
+        with open_showers(p.path) as r:
+            a = r.attrs
+        engine = str(a.get("engine", "unknown"))
+        per_engine[engine] = per_engine.get(engine, 0) + (p.stop - p.start)
+        if "geometry_hash" in a:
+            geometries.add(str(a["geometry_hash"]))
+        if "physics_list" in a:
+            physics.add(str(a["physics_list"]))
+    return {"train_rows_per_engine": per_engine, "geometry_hashes": sorted(geometries), "physics_lists": sorted(physics)}

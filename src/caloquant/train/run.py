@@ -34,7 +34,8 @@ from caloquant.fileio import atomic_path, write_json
 from caloquant.models import Checkpoint, save_checkpoint
 from caloquant.train import ddp
 from caloquant.train.config import TrainConfig
-from caloquant.train.data import FileRows, ShowerStream, describe_files, held_out_energies, load_rows, scan_files, split_rows
+from caloquant.train.data import (FileRows, ShowerStream, data_sources, describe_files, held_out_energies, load_rows, scan_files,
+                                  split_rows)
 from caloquant.train.logs import CsvLog, TensorBoardLog
 from caloquant.train.recipes import get_recipe
 from caloquant.train.selection import in_windows, metric_points, validate_epoch
@@ -140,7 +141,8 @@ class _Run:
         g, disc = trainer.export()
         prov = {"trained_by": "caloquant train", "recipe": trainer.recipe.name, "epoch": record["epoch"],
                 "optimisation_metric": record["metric"], "steps": trainer.step_count, "precision": self.cfg.precision,
-                "seed": self.cfg.seed, "data": [p.path for p in self.train_parts], "run_dir": str(self.dir.resolve())}
+                "seed": self.cfg.seed, "data": [p.path for p in self.train_parts], "run_dir": str(self.dir.resolve()),
+                "data_sources": data_sources(self.train_parts)}
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
 
     def elapsed(self) -> float:
@@ -167,6 +169,7 @@ class _Run:
             if saved is None:
                 write_json(self.dir / "config.json", {**cfg.to_dict(), "recipe": asdict(r), "spec": trainer.spec.to_dict(),
                                                       "world": d.world, "files": describe_files(self.train_parts),
+                                                      "data_sources": data_sources(self.train_parts),
                                                       "validation": {"files": describe_files(self.val_parts),
                                                                      "n": len(val[1]), "points_gev": self.points}})  # type: ignore[index]
             resume_step = trainer.step_count if saved is not None else None

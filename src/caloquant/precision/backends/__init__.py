@@ -32,12 +32,36 @@ class Capabilities:
     """What a backend offers: ``precisions`` it builds, int8 range ``calibrations``,
     ``float_remainders``: reduced precisions the float part of an int8 model may run at, and
     ``accuracy_control``: the name of the engine's own accuracy-aware int8 search (for the head
-    to head; empty where there is none)."""
+    to head; empty where there is none); ``qat``: the backend describes its int8 scheme as a
+    :class:`FakeQuant` plan, so quantization-aware fine-tuning can train against it;
+    ``bias_corrections``: the engine's post-quantization bias corrections (first = default)."""
 
     precisions: tuple[str, ...]
     calibrations: tuple[str, ...]
     float_remainders: tuple[str, ...] = ()
     accuracy_control: str = ""
+    qat: bool = False
+    bias_corrections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FakeQuant:
+    """How the engine's int8 model computes one unit, stated on the torch module it was built
+    from, so that a torch copy can be trained against exactly that arithmetic.
+
+    The input of module ``module`` passes through a per-tensor FakeQuantize (the engine's own
+    formula: clamp to [low, high], ``levels`` evenly spaced values); its weight is quantized
+    per output channel c: scale_c = max|w_c| / ``weight_ratio[c]``, integers clamped to
+    +-``weight_bound[c]`` (127 and 127 for plain int8; the engine may use fewer levels, e.g. 7
+    bits for a first layer with its overflow fix). Empty tuples: the weight stays float."""
+
+    unit: str
+    module: str
+    low: float
+    high: float
+    levels: int
+    weight_ratio: tuple[float, ...] = ()
+    weight_bound: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -87,11 +111,18 @@ class Backend(Protocol):
         ...
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str,
-                   float_precision: str = "fp32") -> EngineModel: ...
+                   float_precision: str = "fp32", bias_correction: str | None = None) -> EngineModel:
+        """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's default)."""
+        ...
 
     def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Callable[[np.ndarray], float],
                          max_drop: float) -> EngineModel:
         """Only where ``capabilities.accuracy_control``."""
+        ...
+
+    def fake_quant_plan(self, calib: np.ndarray, int8_units: Sequence[str], calibration: str) -> list[FakeQuant]:
+        """Only where ``capabilities.qat``: the int8 arithmetic ``int8_model`` (without bias
+        correction) would use for these units, on the torch module the backend was built from."""
         ...
 
 

@@ -163,7 +163,8 @@ class ONNXRuntimeBackend:
     def units(self, calib: np.ndarray) -> list[str]:
         return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
 
-    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32") -> ORTModel:
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
+                   bias_correction: str | None = None) -> ORTModel:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

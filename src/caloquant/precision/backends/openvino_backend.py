@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends import Capabilities, FakeQuant, Runner
 from caloquant.precision.backends.opprofile import categorize, summary
 from caloquant.runtime import quiet_loggers
 
@@ -108,6 +108,34 @@ def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, li
             op.input(1).replace_source_output(kernel.output(0))
             done.append(mod_name)
     return m, done
+
+
+# ops between an activation quantizer and the layer it serves that do not change values
+_VALUE_PRESERVING = {"Reshape", "Pad", "Interpolate", "Transpose", "Squeeze", "Unsqueeze", "Broadcast"}
+_MODULE = re.compile(r"__module\.(.+?)/aten::(_convolution|linear)/")
+
+
+def _compute_op(node: Any) -> Any:
+    """The Convolution/MatMul an int8 input reaches through value-preserving ops."""
+    while node.get_type_name() in _VALUE_PRESERVING:
+        targets = list(node.output(0).get_target_inputs())
+        if len(targets) != 1:
+            break
+        node = targets[0].get_node()
+    return node
+
+
+def _weight_grid(w_node: Any, w_max: np.ndarray) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Per output channel: (max|w_c| / scale_c, largest |integer|) of NNCF's compressed weight
+    ``Multiply(Convert(int8), scale)``; empty where the weight is float."""
+    if w_node.get_type_name() != "Multiply":
+        return (), ()
+    ints, scale = w_node.input_value(0).get_node(), np.asarray(w_node.input_value(1).get_node().get_data(), dtype=np.float64)
+    while ints.get_type_name() != "Constant":
+        ints = ints.input_value(0).get_node()
+    q = np.abs(np.asarray(ints.get_data(), dtype=np.int64)).reshape(len(w_max), -1).max(axis=1)
+    ratio = np.where(w_max > 0, w_max / np.maximum(scale.reshape(-1), 1e-300), 127.0)
+    return tuple(float(r) for r in ratio), tuple(int(b) for b in np.maximum(q, 1))
 
 
 class OpenVINOModel:
@@ -226,7 +254,8 @@ class OpenVINOModel:
 class OpenVINOBackend:
     name = "openvino"
     capabilities = Capabilities(precisions=("fp32", "bf16", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram"),
-                                float_remainders=("bf16", "fp16"), accuracy_control="NNCF quantize_with_accuracy_control")
+                                float_remainders=("bf16", "fp16"), accuracy_control="NNCF quantize_with_accuracy_control",
+                                qat=True, bias_corrections=("fast", "full", "none"))
 
     @staticmethod
     def prime() -> None:
@@ -309,6 +338,41 @@ class OpenVINOBackend:
     def unit_label(self, unit: str) -> str:
         return short_name(unit)
 
+    def fake_quant_plan(self, calib: np.ndarray, int8_units: Sequence[str], calibration: str) -> list[FakeQuant]:
+        """Read NNCF's int8 arithmetic for these units off the quantized model: each unit's input
+        FakeQuantize (range and levels) and the compressed weights (int8 values times a
+        per-channel scale) of the convolution or MatMul it feeds, found by following ops that do
+        not change values (reshape, pad, nearest upsampling); the torch module is named in the
+        op's name (``__module.conv2.conv/aten::_convolution``). Bias correction off: QAT learns
+        its own biases."""
+        units = self.units(calib)
+        chosen = [u for u in units if u in set(int8_units)]
+        q = self._quantize(calib, [u for u in units if u not in chosen], calibration, "none")
+        fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
+        plan: list[FakeQuant] = []
+        for op in q.get_ordered_ops():
+            if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_type_name() == "Constant":
+                continue
+            consumers = [t.get_node() for t in op.output(0).get_target_inputs()]
+            unit = next((c.get_friendly_name() for c in consumers if c.get_friendly_name() in chosen), None)
+            if unit is None:
+                continue
+            low, high = (np.asarray(op.input_value(i).get_node().get_data()) for i in (1, 2))
+            if low.size != 1:
+                raise CaloquantError(f"{short_name(unit)}: per-channel activation quantizer; QAT supports per-tensor ones")
+            levels = int(op.get_attributes()["levels"])
+            for c in consumers:
+                target = _compute_op(c)
+                name = target.get_friendly_name()
+                m = _MODULE.match(name)
+                if m is None:
+                    raise CaloquantError(f"{short_name(unit)}: int8 input of {name}, which is not a torch module's convolution or linear layer")
+                w = np.abs(np.asarray(fp_ops[name].input_value(1).get_node().get_data(), dtype=np.float64))
+                ratio, bound = _weight_grid(target.input_value(1).get_node(), w.reshape(w.shape[0], -1).max(axis=1))
+                plan.append(FakeQuant(short_name(unit), m.group(1), float(low.reshape(-1)[0]), float(high.reshape(-1)[0]),
+                                      levels, ratio, bound))
+        return plan
+
     def units(self, calib: np.ndarray) -> list[str]:
         """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
         if self._units is None:
@@ -324,10 +388,10 @@ class OpenVINOBackend:
         return self._units
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str = "fast") -> OpenVINOModel:
+                   bias_correction: str | None = None) -> OpenVINOModel:
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
         ignored = [u for u in units if u not in chosen]
-        q = self._quantize(calib, ignored, calibration, bias_correction)
+        q = self._quantize(calib, ignored, calibration, bias_correction or "fast")
         lp = {short_name(u): ("int8" if u in chosen else float_precision) for u in units}
         return OpenVINOModel(q, HINTS[float_precision], self.threads, lp, self.compact)

@@ -187,7 +187,8 @@ class TorchBackend:
     def units(self, calib: np.ndarray) -> list[str]:
         return self._layers()
 
-    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32") -> TorchModel:
+    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
+                   bias_correction: str | None = None) -> TorchModel:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,

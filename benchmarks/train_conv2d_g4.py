@@ -1,0 +1,149 @@
+"""Train, and ship, caloquant's built-in model ``conv2d-g4``: the paper's Conv2D generator
+(width 0.5) trained here on 5,000 Geant4 showers plus 5,000 GFlash showers (GFlash fitted to
+Geant4), 100-500 GeV, with the authors' recipe in bf16 autocast on 2 CPU processes.
+
+The exact commands, in order (the data stay out of git; their checksums are in
+benchmarks/results/reference_sets/):
+
+    # 1. data: 5,000 Geant4 showers (~2 CPU s each, resumable by shard) and the GFlash top-up
+    .venv/bin/python benchmarks/make_reference_sets.py train --out /work/data/g4 --workers 2
+    .venv/bin/python benchmarks/make_reference_sets.py train-gflash --out /work/data/g4
+    # 2. training in time-boxed chunks (each resumes the run; at most one checkpoint interval,
+    #    50 steps, is lost at the end of a chunk); the CPU time of every chunk is recorded
+    .venv/bin/python benchmarks/train_conv2d_g4.py train --data-dir /work/data/g4 --run /work/data/runs/conv2d-g4 --minutes 80
+    # 3. ship the selected epoch into the package, with its log, validation and budget
+    .venv/bin/python benchmarks/train_conv2d_g4.py ship --run /work/data/runs/conv2d-g4
+
+Epoch selection uses the per-epoch validation on the Geant4 set shipped in caloquant (100
+showers at each of 100-500 GeV, seeds 1000-1004); the held-out set of the report is another
+Geant4 set (the flat 1,000-shower reference of ``caloquant run``, seed 1), used for nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "train_conv2d_g4"
+BUILTIN = REPO / "src" / "caloquant" / "models" / "builtin" / "conv2d-g4.pt"
+
+# the training settings of the shipped model (every one of them is recorded in the run directory)
+SETTINGS = ["--model", "conv2d", "--width", "0.5", "--batch", "64", "--precision", "bf16", "--seed", "1",
+            "--epochs", "30", "--checkpoint-every", "50"]
+SETS = ("train", "train-gflash")
+
+
+def _check_sets(data_dir: Path) -> list[str]:
+    from caloquant.sim.reference import SETS as SPECS
+
+    patterns = []
+    for name in SETS:
+        man = data_dir / name / "manifest.json"
+        done = json.loads(man.read_text()) if man.exists() else {"complete": False, "showers": 0}
+        if not done["complete"]:
+            sys.exit(f"error: set '{name}' in {data_dir} is incomplete ({done['showers']}/"
+                     f"{SPECS[name].shards * SPECS[name].per_shard} showers): run benchmarks/make_reference_sets.py {name}")
+        patterns.append(str(data_dir / name / "shard_*.h5"))
+    return patterns
+
+
+def _validation_file(data_dir: Path) -> Path:
+    """The Geant4 set shipped in caloquant, as one file (the same showers on every machine)."""
+    from caloquant.data import write_showers
+    from caloquant.sim.reference import load_packaged_reference
+
+    path = data_dir / "package-val.h5"
+    if not path.exists():
+        s, e, meta = load_packaged_reference()
+        attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
+        write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged Geant4 reference"})
+    return path
+
+
+def train(args: argparse.Namespace) -> None:
+    run: Path = args.run
+    patterns = _check_sets(args.data_dir)
+    val = _validation_file(args.data_dir)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "caloquant.cli", "train"]
+    for p in patterns:
+        cmd += ["--data", p]
+    cmd += SETTINGS + ["--val-data", str(val), "-o", str(run)]
+    if (run / "last.pt").exists():
+        cmd.append("--resume")
+    run.mkdir(parents=True, exist_ok=True)
+    chunks_path = run / "chunks.json"
+    chunks = json.loads(chunks_path.read_text()) if chunks_path.exists() else []
+    log = run / f"chunk_{len(chunks):02d}.log"
+    print(" ".join(cmd), flush=True)
+    t0, started = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        try:
+            rc = proc.wait(timeout=args.minutes * 60)
+            stopped = "finished" if rc == 0 else f"failed (exit {rc}, see {log.name})"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers; the last checkpoint stays
+            proc.wait()
+            stopped = f"time box of {args.minutes} min"
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    chunks.append({"started_utc": started, "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1),
+                   "stopped": stopped, "command": cmd, "host_cpus": os.cpu_count()})
+    chunks_path.write_text(json.dumps(chunks, indent=1))
+    total = sum(c["cpu_s"] for c in chunks)
+    print(f"chunk {len(chunks)}: {stopped}; {cpu / 3600:.2f} CPU h; all chunks {total / 3600:.2f} CPU h "
+          f"= {total / 7200:.2f} h of 2 cores", flush=True)
+
+
+def ship(args: argparse.Namespace) -> None:
+
+    from caloquant.fileio import atomic_path
+    from caloquant.models import load_checkpoint, save_checkpoint
+
+    run: Path = args.run
+    ck = load_checkpoint(run / "model.pt")
+    chunks = json.loads((run / "chunks.json").read_text())
+    ck.provenance = {**ck.provenance, "run_dir": "(training machine)",
+                     "data": [str(Path(p).relative_to(Path(p).parents[1])) for p in ck.provenance["data"]],
+                     "training_cpu_s": sum(c["cpu_s"] for c in chunks), "training_chunks": len(chunks),
+                     "commands": "benchmarks/train_conv2d_g4.py (docstring)", "settings": " ".join(SETTINGS),
+                     "shipped_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    save_checkpoint(BUILTIN, ck)
+    size = BUILTIN.stat().st_size
+    if size > 10e6:
+        sys.exit(f"error: {BUILTIN} is {size / 1e6:.1f} MB, over the 10 MB budget")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "validation.json", "summary.json", "log.csv", "chunks.json"):
+        with atomic_path(RESULTS / name) as tmp:
+            shutil.copy(run / name, tmp)
+    print(f"shipped epoch {ck.provenance['epoch']} -> {BUILTIN} ({size / 1e6:.2f} MB); run records -> {RESULTS}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--data-dir", type=Path, default=Path("/work/data/g4"))
+    t.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4"))
+    t.add_argument("--minutes", type=float, default=60.0, help="wall-time box of this chunk")
+    s = sub.add_parser("ship")
+    s.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4"))
+    args = ap.parse_args()
+    train(args) if args.what == "train" else ship(args)
+
+
+if __name__ == "__main__":
+    main()
