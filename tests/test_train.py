@@ -116,6 +116,29 @@ def test_recipes_carry_the_authors_numbers() -> None:
     assert c2.lr_factor(79) == 1.0 and c2.lr_factor(90) == pytest.approx(np.exp(-0.12))
 
 
+def test_the_recipe_follows_the_training_data() -> None:
+    """On data of 100-500 GeV the Conv2D recipe generates showers only there (not 2-500), the
+    model's valid range says so, and the ECAL target is the authors' form fitted to the data:
+    a known Ecal/Ep curve is recovered from noisy showers."""
+    from caloquant.train.recipes import fit_ecal
+
+    c2 = RECIPES["conv2d"].for_data((100.0, 500.0), None)
+    assert c2.energy_range(1) == (100.0, 400.0) and c2.energy_range(2) == (100.0, 500.0)
+    assert c2.ecal_fit == RECIPES["conv2d"].ecal_fit
+    rng = np.random.default_rng(0)
+    e = rng.uniform(100, 500, 5000)
+    true = (0.01, -0.05, 2.5)  # 100 Ecal/Ep = 0.01 u^2 - 0.05 u + 2.5
+    ecal = np.polyval(true, e / 100) * e / 100 * rng.normal(1, 0.02, e.size)
+    fit = fit_ecal(ecal, e, degree=2)
+    np.testing.assert_allclose(fit, true, rtol=0.05, atol=0.01)
+    fitted = RECIPES["conv2d"].for_data((100.0, 500.0), fit)
+    np.testing.assert_allclose(fitted.ecal_target(np.array([300.0])), [np.polyval(fit, 3.0) * 3.0 * 100.0])
+    tr = Trainer(TrainConfig(data=["unused.h5"], out="unused", model="conv2d", width=0.1), recipe=c2)
+    assert tr.spec.energy_range_gev == (100.0, 500.0)
+    with pytest.raises(CaloquantError, match="does not overlap"):
+        RECIPES["conv2d"].for_data((600.0, 700.0), None)
+
+
 def test_init_from_the_cern_3dgan(cern_checkpoint: Path, toy: dict[str, Path], tmp_path: Path) -> None:
     """--init with the imported Keras weights: training starts from them, and the export at
     step 0 is the CERN generator itself; one update of the authors' recipe stays finite."""

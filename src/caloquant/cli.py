@@ -490,6 +490,7 @@ def train_cmd(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout of the convolutions (default: where measured faster: fp32, and gan3d in bf16).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Threads per process (default: cores / processes on the node).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package).")] = False,
+    ecal_fit: Annotated[str, typer.Option("--ecal-fit", help="ECAL-sum target of generated showers: data (the authors' form fitted to the training data) or recipe (their published constants).")] = "data",
 ) -> None:
     """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data parallelism."""
     from caloquant.train import TrainConfig, train
@@ -498,7 +499,7 @@ def train_cmd(
                       batch=batch, precision=precision, resume=resume, seed=seed,  # type: ignore[arg-type]
                       val_data=str(val_data) if val_data else None, val_fraction=val_fraction, val_n=val_n,
                       checkpoint_every=checkpoint_every, shuffle_buffer=shuffle_buffer, channels_last=channels_last,
-                      threads=threads, tensorboard=tensorboard)
+                      threads=threads, tensorboard=tensorboard, ecal_fit=ecal_fit)
     with progress() as bar:
         task = bar.add_task("training", total=None)
 

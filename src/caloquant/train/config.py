@@ -16,7 +16,7 @@ Precision = Literal["fp32", "bf16"]
 # Settings that define the trajectory of a run: a resume must keep them. Everything else
 # (epochs, checkpoint interval, threads, logging) may change when a run is continued.
 TRAJECTORY_KEYS = ("model", "width", "init", "batch", "precision", "channels_last", "seed", "data",
-                   "val_data", "val_fraction", "val_n", "shuffle_buffer")
+                   "val_data", "val_fraction", "val_n", "shuffle_buffer", "ecal_fit")
 
 
 @dataclass
@@ -33,6 +33,9 @@ class TrainConfig:
     precision: Precision = "fp32"
     channels_last: bool | None = None  # None: where measured faster (see default_channels_last)
     seed: int = 0
+    # ECAL-sum target of generated showers: "data" fits the authors' form to the training data
+    # (their fit describes their detector), "recipe" keeps the published constants
+    ecal_fit: str = "data"
     resume: bool = False
     val_data: str | None = None
     val_fraction: float = 0.1  # without val_data: the last 10 % of every training file
@@ -56,6 +59,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch >= 2, f"batch must be >= 2 (BatchNorm needs statistics), got {self.batch}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got '{self.precision}'"),
+            (self.ecal_fit in ("data", "recipe"), f"ecal_fit must be data or recipe, got '{self.ecal_fit}'"),
             (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.val_n >= 2, f"val_n must be >= 2, got {self.val_n}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),

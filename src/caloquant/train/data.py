@@ -197,3 +197,16 @@ def data_sources(parts: list[FileRows]) -> dict[str, object]:
         if "physics_list" in a:
             physics.add(str(a["physics_list"]))
     return {"train_rows_per_engine": per_engine, "geometry_hashes": sorted(geometries), "physics_lists": sorted(physics)}
+
+
+def ecal_and_energy(parts: list[FileRows], threshold_gev: float, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Every training shower's ECAL sum (GeV, cells below ``threshold_gev`` dropped, as the
+    loader does) and incident energy, read in bounded chunks (two floats per shower are kept)."""
+    ecal, energies = [], []
+    for p in parts:
+        with open_showers(p.path) as r:
+            for lo in range(p.start, p.stop, chunk):
+                s, e = r.read(lo, min(lo + chunk, p.stop))
+                ecal.append(np.where(s < threshold_gev, 0.0, s).reshape(len(s), -1).sum(axis=1, dtype=np.float64))
+                energies.append(e)
+    return np.concatenate(ecal), np.concatenate(energies)

@@ -13,7 +13,7 @@ ECAL sum): binary cross-entropy, and the mean absolute percentage error
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,18 @@ class Recipe:
             if epoch >= first:
                 lo, hi = a, b
         return lo, hi
+
+    def for_data(self, energy_range: tuple[float, float], ecal_fit: tuple[float, ...] | None) -> Recipe:
+        """This recipe applied to other training data: generated showers only at energies the
+        data covers (the schedule clipped to ``energy_range``; the authors' data covered their
+        whole schedule), and, given ``ecal_fit``, the ECAL target fitted to the data as the
+        authors fitted theirs (their fit describes their detector's Ecal/Ep, not another's)."""
+        lo, hi = energy_range
+        sched = tuple((first, max(a, lo), min(b, hi)) for first, a, b in self.energy_schedule)
+        if any(a >= b for _, a, b in sched):
+            raise CaloquantError(f"the training data ({lo:g}-{hi:g} GeV) does not overlap the recipe's energies "
+                                 f"{[(a, b) for _, a, b in self.energy_schedule]}")
+        return replace(self, energy_schedule=sched, ecal_fit=ecal_fit if ecal_fit is not None else self.ecal_fit)
 
     def ecal_target(self, energies_gev: np.ndarray) -> np.ndarray:
         """ECAL sum a generated shower should have, in training units (cells x cell_scale)."""
@@ -97,6 +109,16 @@ RECIPES: dict[str, Recipe] = {
         cell_scale=100.0, cell_threshold_gev=1e-6, mape_eps=2e-7, leaky_output_epochs=2, default_epochs=30,
     ),
 }
+
+
+def fit_ecal(ecal_gev: np.ndarray, energies_gev: np.ndarray, degree: int = 4) -> tuple[float, ...]:
+    """The authors' form of the ECAL target, fitted to data: 100 Ecal/Ep as a polynomial in
+    u = Ep/100 (so that ``ecal_target`` = polyval(fit, u) * u, in GeV before the cell scale).
+    Least squares on the per-shower ratios; the degree drops where the energies are too few."""
+    u = np.asarray(energies_gev, dtype=np.float64) / 100.0
+    ratio = 100.0 * np.asarray(ecal_gev, dtype=np.float64) / np.asarray(energies_gev, dtype=np.float64)
+    deg = int(min(degree, max(len(np.unique(np.round(u, 3))) - 1, 0)))
+    return tuple(float(c) for c in np.polyfit(u, ratio, deg))
 
 
 def get_recipe(model: str) -> Recipe:

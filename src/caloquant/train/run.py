@@ -34,10 +34,10 @@ from caloquant.fileio import atomic_path, write_json
 from caloquant.models import Checkpoint, save_checkpoint
 from caloquant.train import ddp
 from caloquant.train.config import TrainConfig
-from caloquant.train.data import (FileRows, ShowerStream, data_sources, describe_files, held_out_energies, load_rows, scan_files,
-                                  split_rows)
+from caloquant.train.data import (FileRows, ShowerStream, data_sources, describe_files, ecal_and_energy, held_out_energies,
+                                  load_rows, scan_files, split_rows)
 from caloquant.train.logs import CsvLog, TensorBoardLog
-from caloquant.train.recipes import get_recipe
+from caloquant.train.recipes import Recipe, fit_ecal, get_recipe
 from caloquant.train.selection import in_windows, metric_points, validate_epoch
 from caloquant.train.trainer import LOSS_NAMES, Trainer, rng_state, set_rng_state
 
@@ -154,8 +154,11 @@ class _Run:
         r = get_recipe(cfg.model)
         self._data(r.spec(cfg.width).grid, r.cell_scale, r.cell_threshold_gev)
         saved = self._saved_state()
+        r = self._recipe_for_data(r)
         val = self._validation_set() if d.main else None  # only rank 0 validates
-        trainer = Trainer(cfg, d)
+        trainer = Trainer(cfg, d, r)  # checks --init before anything is said
+        if d.main and self.fit_note:
+            self.log(self.fit_note)
         self.history: list[dict[str, Any]] = []
         self.elapsed0, self.t0 = 0.0, time.perf_counter()
         if saved is not None:
@@ -182,6 +185,21 @@ class _Run:
                 if lg is not None:
                     lg.close()
         return self._finish(trainer)
+
+    def _recipe_for_data(self, r: Recipe) -> Recipe:
+        """The recipe on this data: generated energies within the data's, and with
+        ``ecal_fit="data"`` the ECAL target fitted to the training showers (every rank computes
+        the same from the same files)."""
+        ecal, e = ecal_and_energy(self.train_parts, r.cell_threshold_gev)
+        fit = fit_ecal(ecal, e) if self.cfg.ecal_fit == "data" else None
+        out = r.for_data((float(e.min()), float(e.max())), fit)
+        self.fit_note = ""
+        if fit is not None:
+            resid = ecal / (np.polyval(fit, e / 100.0) * e / 100.0) - 1
+            self.fit_note = (f"ECAL target fitted to {len(e)} training showers ({e.min():.0f}-{e.max():.0f} GeV): "
+                     f"100 Ecal/Ep = polyval({', '.join(f'{c:.4g}' for c in fit)}; Ep/100), per-shower spread "
+                     f"{np.std(resid):.3f}")
+        return out
 
     def _validation_set(self) -> tuple[np.ndarray, np.ndarray]:
         """Held-out showers inside the metric's energy windows (at most ``val_n``), in GeV."""

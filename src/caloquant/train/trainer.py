@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from caloquant.models import build, condition_latent, load_checkpoint
 from caloquant.models.gan3d import KERAS_LEAKY_SLOPE
 from caloquant.train.config import TrainConfig
 from caloquant.train.ddp import Dist
-from caloquant.train.recipes import get_recipe
+from caloquant.train.recipes import Recipe, get_recipe
 from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
 
 LOSS_NAMES = ("d_loss", "d_bce", "d_aux", "d_ecal", "g_loss", "g_bce", "g_aux", "g_ecal")
@@ -81,10 +81,15 @@ def set_rng_state(st: dict[str, Any]) -> None:
 class Trainer:
     """Generator, discriminator, their optimizers and the update rule; one :meth:`step` per batch."""
 
-    def __init__(self, cfg: TrainConfig, dist: Dist = Dist()) -> None:
+    def __init__(self, cfg: TrainConfig, dist: Dist = Dist(), recipe: Recipe | None = None) -> None:
+        """``recipe``: the model's recipe as applied to the training data (``Recipe.for_data``);
+        None: the authors' recipe as published. The model's valid energy range is that of the
+        generated showers of its last schedule entry (what it was trained to produce)."""
         self.cfg, self.dist = cfg, dist
-        self.recipe = r = get_recipe(cfg.model)
-        self.spec = r.spec(cfg.width)
+        self.recipe = r = recipe or get_recipe(cfg.model)
+        spec = r.spec(cfg.width)
+        lo, hi = r.energy_schedule[-1][1:]
+        self.spec = replace(spec, energy_range_gev=(max(spec.energy_range_gev[0], lo), min(spec.energy_range_gev[1], hi)))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         g, d = build(self.spec)
         assert d is not None, f"{self.spec.arch} has no discriminator"
