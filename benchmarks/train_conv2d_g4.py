@@ -127,6 +127,8 @@ def ship(args: argparse.Namespace) -> None:
         sys.exit(f"error: {BUILTIN} is {size / 1e6:.1f} MB, over the 10 MB budget")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "validation.json", "summary.json", "log.csv", "chunks.json"):
+        if not (run / name).exists():  # summary.json: only when the run reached its last epoch
+            continue
         with atomic_path(RESULTS / name) as tmp:
             shutil.copy(run / name, tmp)
     print(f"shipped epoch {ck.provenance['epoch']} -> {BUILTIN} ({size / 1e6:.2f} MB); run records -> {RESULTS}")
