@@ -121,24 +121,27 @@ def test_qat_resumes_after_a_kill(tmp_path: Path) -> None:
 
 def test_the_tuner_admits_the_hostile_unit_after_qat(tmp_path: Path) -> None:
     """The physics recipe without equalization keeps conv_b float (post-training int8 moves
-    Ecal by ~20 % on this milder model); with QAT the engine's int8 model of the fine-tuned
-    graph passes the tolerance with conv_b in int8, and the choice is confirmed on
-    independent latents."""
+    Ecal by ~67 % on this milder model); with QAT the engine's int8 model of the fine-tuned
+    graph passes the tolerance with conv_b in int8."""
     # a tolerance post-training int8 of conv_b misses by far (measured: Ecal 0.67, moments 0.46
     # off) and 400 QAT steps reach (measured: 0.053, 0.076 with the error margin's extra showers)
     tol = Tolerance(ecal_rel=0.1, moment_shift=0.1)
     cfg = fast_cfg(tolerance=tol, equalize_alphas=(), eval_n_per_point=60,
                    qat=QATConfig(max_steps=400, lr=3e-3, state_dir=str(tmp_path)))
     res = quantize(_ckpt(), cfg)
-    lp = res.manifest["layer_precisions"]
-    assert res.ok and lp["conv_b"] == "int8", (lp, res.manifest["physics"])
-    assert res.manifest["rewrite"]["graph"] == "original+qat:conv_b"
+    assert res.ok
     (run,) = res.manifest["qat"]  # one rejected unit, one fine-tuning
     assert run["steps"] == 400 and not run["diverged"] and run["unit"] == "conv_b"
     ptq = [t for t in res.trials if t.config.get("graph") == "original" and t.name.startswith("only conv_b")]
     assert ptq and not ptq[0].passes
-    trials = [t for t in res.trials if t.config.get("graph") == "original+qat:conv_b"]
-    assert trials and all(t.config["bias_correction"] == "none" for t in trials)
+    qat = [t for t in res.trials if t.config.get("graph") == "original+qat:conv_b"]
+    assert qat and all(t.config["bias_correction"] == "none" for t in qat)
+    admitted = [t for t in qat if t.passes and any("conv_b" in u for u in t.config["int8_units"])]
+    assert admitted, [(t.name, t.score["worst_ecal_rel"], t.score["worst_moment_shift"]) for t in qat]
+    # which passing candidate ships is decided by measured speed (int8 buys nothing on a model this
+    # small); when it is the fine-tuned one, the manifest says so
+    if res.manifest["layer_precisions"]["conv_b"] == "int8":
+        assert res.manifest["rewrite"]["graph"] == "original+qat:conv_b" and res.manifest["rewrite"]["qat"]["steps"] == 400
 
 
 def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
