@@ -59,15 +59,10 @@ def _check_sets(data_dir: Path) -> list[str]:
 
 def _validation_file(data_dir: Path) -> Path:
     """The Geant4 set shipped in caloquant, as one file (the same showers on every machine)."""
-    from caloquant.data import write_showers
-    from caloquant.sim.reference import load_packaged_reference
+    from caloquant.sim.reference import write_packaged_reference
 
     path = data_dir / "package-val.h5"
-    if not path.exists():
-        s, e, meta = load_packaged_reference()
-        attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
-        write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged Geant4 reference"})
-    return path
+    return path if path.exists() else write_packaged_reference(path)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -109,7 +104,6 @@ def train(args: argparse.Namespace) -> None:
 
 
 def ship(args: argparse.Namespace) -> None:
-
     from caloquant.fileio import atomic_path
     from caloquant.models import load_checkpoint, save_checkpoint
 

@@ -17,11 +17,8 @@ em-analytic, caloquant geometry; independent of the training seeds 10,000-10,049
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,10 +68,9 @@ def main() -> None:
         print(f"{name}: done", flush=True)
     write_json(REPO / "benchmarks" / "results" / f"{args.out}.json", results)
     names = list(results["models"])
-    rows = [("sampling fraction ratio, all", "sampling_fraction_ratio_all")]
     print("| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
-    for label, key in rows:
-        print(f"| {label} | " + " | ".join(f"{results['models'][n][key]:.3f}" for n in names) + " |")
+    print("| sampling fraction ratio, all | " + " | ".join(f"{results['models'][n]['sampling_fraction_ratio_all']:.3f}"
+                                                     for n in names) + " |")
     for b in results["models"][names[0]]["sampling_fraction_ratio_per_bin"]:
         print(f"| SF ratio {b} GeV | " + " | ".join(f"{results['models'][n]['sampling_fraction_ratio_per_bin'][b]:.3f}" for n in names) + " |")
     for key in ("z_mean_shift_cells", "z_std_rel", "y_mean_shift_cells", "y_std_rel", "x_std_rel", "projection_mse", "classifier_auc", "fpd"):

@@ -55,6 +55,7 @@ from torch.nn.utils import parametrize
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path
+from caloquant.physics import AUTHORS_HIT_THRESHOLD_GEV as HIT_THRESHOLD_GEV  # the authors' hits (ROOTutils.get_hits)
 from caloquant.precision.backends import FakeQuant
 from caloquant.precision.config import QATConfig, Tolerance
 from caloquant.precision.rewrite import UpsampledConv, rewritten_convs
@@ -62,7 +63,6 @@ from caloquant.precision.rewrite import UpsampledConv, rewritten_convs
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
 SMOOTH = 10  # steps averaged for the divergence check (and for the starting level)
-HIT_THRESHOLD_GEV = 2e-4  # the hit definition of caloquant.physics (ROOTutils.get_hits)
 
 
 # -- the engine's arithmetic, in torch ----------------------------------------------------
@@ -259,7 +259,7 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
     plan = plan_fn(teacher)
     if not plan:
         raise CaloquantError("QAT: the engine's plan quantizes nothing for these units")
-    student = _Student(teacher, plan)
+    student = _Student(teacher, plan)  # weight grids from the starting weights, on a resume too
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     step, elapsed0, history = 0, 0.0, []
     loss_ref: float | None = None

@@ -24,7 +24,7 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import cache_root  # noqa: F401 - re-exported: the simulation's caches live under it
+from caloquant.fileio import cache_root
 
 SOURCES = ("cq_g4helper.cc",)
 REPO = Path(__file__).resolve().parents[3]

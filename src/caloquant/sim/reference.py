@@ -189,9 +189,18 @@ def load_packaged_reference() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def default_data_dir() -> Path:
     import os
 
-    from caloquant.sim.helper import cache_root
+    from caloquant.fileio import cache_root
 
     return Path(os.environ["CALOQUANT_DATA"]) if os.environ.get("CALOQUANT_DATA") else cache_root() / "reference"
+
+
+def write_packaged_reference(path: str | Path) -> Path:
+    """The Geant4 reference shipped with caloquant as one shower file (atomically), with its provenance."""
+    from caloquant.data import write_showers
+
+    s, e, meta = load_packaged_reference()
+    attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
+    return write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged reference"})
 
 
 def reference_set(name: str = "heldout", data_dir: str | Path | None = None, produce: bool = True, workers: int = 1,
@@ -208,12 +217,7 @@ def reference_set(name: str = "heldout", data_dir: str | Path | None = None, pro
     d = Path(data_dir) if data_dir is not None else default_data_dir()
     say = log or (lambda m: None)
     if name == "package" and packaged_reference_path() is not None and not set_files("package", d):
-        from caloquant.data import write_showers
-
-        s, e, meta = load_packaged_reference()
-        attrs = {k: v for k, v in meta.items() if k != "sums" and isinstance(v, (str, int, float))}
-        path = d / "package" / "shard_0000.h5"
-        write_showers(path, s, e, attrs=attrs | {"source": "caloquant packaged reference"})
+        path = write_packaged_reference(d / "package" / "shard_0000.h5")
         return {"name": name, "files": [path], "engine": "geant4", "fallback": False, "complete": True}
     engine, folder = (SETS[name].engine if name in SETS else "geant4"), name
     st = helper_status() if engine == "geant4" else {"ready": True}
