@@ -47,6 +47,9 @@ class Recipe:
     mape_eps: float
     leaky_output_epochs: int  # first epochs trained with a LeakyReLU output (Conv2D only)
     default_epochs: int
+    # the discriminator sees real and generated showers in one batch (see caloquant.train.trainer:
+    # needed where BatchNorm sits right before the discriminator's heads)
+    mixed_batches: bool = False
 
     def energy_range(self, epoch: int) -> tuple[float, float]:
         lo, hi = self.energy_schedule[0][1:]
@@ -101,12 +104,15 @@ RECIPES: dict[str, Recipe] = {
     # 100-400 GeV for 2 epochs then 2-500 GeV, the ROOT fit of Ecal/Ep, cells x 100. The number
     # of LeakyReLU-output epochs is not published; we use the 2 warm-up epochs. Two generator
     # updates per discriminator update come from the authors' loop that this recipe extends.
+    # Mixed real/generated batches: the one departure, without which this discriminator (BatchNorm
+    # right before its heads) cannot learn real from generated at all (trainer docstring).
     "conv2d": Recipe(
         name="conv2d", description="Conv2D generator of the reduced-precision paper (Rehm et al.)",
         loss_weights=(6.0, 0.2, 0.1), real_label=0.9, fake_label=0.1, flip_prob=0.05, g_steps=2,
         optimizer="adam", lr_g=5e-4, lr_d=1e-4, optimizer_eps=1e-7, lr_decay=(80, 0.012),
         energy_schedule=((0, 100.0, 400.0), (2, 2.0, 500.0)), ecal_fit=(0.0018, -0.023, 0.11, -0.28, 2.21),
         cell_scale=100.0, cell_threshold_gev=1e-6, mape_eps=2e-7, leaky_output_epochs=2, default_epochs=30,
+        mixed_batches=True,
     ),
 }
 

@@ -9,6 +9,20 @@ Per batch of B real showers (training units: cells x cell_scale; energies Ep in 
 3. ``g_steps`` generator updates through the frozen discriminator (training mode), targets 1
    (the authors' "trick" labels), Ep/100 and the ECAL fit.
 
+With ``recipe.mixed_batches`` steps 1 and 2 are one update on the 2B real and generated showers
+in one forward pass, and each generator update passes its B generated showers through the
+discriminator together with the B real ones (its loss counts the generated ones only). Why:
+a discriminator whose last layer before its heads is BatchNorm in training mode (the Conv2D
+one: Dense -> LeakyReLU -> BatchNorm -> Dense heads) normalises every batch to the mean beta,
+so the batch mean of the real/fake logit is w . beta + b for *any* batch; fed a batch of only
+real and a batch of only generated showers it cannot tell them apart on average, its
+real/fake loss stays at ln 2 and the generator learns the energy terms alone (measured:
+d_bce 0.69-0.70 for 9 epochs, showers of the right energy with no shower shape). In a mixed
+batch the batch statistics are shared, and the difference between real and generated
+showers survives normalisation. (The Conv3D discriminator reads BatchNorm'ed feature maps
+through spatially varying head weights, which are not invariant: its recipe keeps the
+authors' separate batches.)
+
 Each update minimises ``w0 * BCE + w1 * MAPE(aux, Ep/100) + w2 * MAPE(Ecal, target)``. With
 precision bf16 the forward passes run under CPU autocast (weights, gradients and optimizer
 state stay float32); losses are always computed in float32, and the ECAL sum is taken in
@@ -37,7 +51,8 @@ from caloquant.train.ddp import Dist
 from caloquant.train.recipes import Recipe, get_recipe
 from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
 
-LOSS_NAMES = ("d_loss", "d_bce", "d_aux", "d_ecal", "g_loss", "g_bce", "g_aux", "g_ecal")
+LOSS_NAMES = ("d_loss", "d_bce", "d_aux", "d_ecal", "g_loss", "g_bce", "g_aux", "g_ecal",
+              "d_p_real", "d_p_fake")  # the last two: the discriminator's mean p(real) on real / generated
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Losses:
     bce: torch.Tensor
     aux: torch.Tensor
     ecal: torch.Tensor
+    p_real: torch.Tensor  # the discriminator's p(real) per shower (detached)
 
 
 def mape(pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
@@ -151,8 +167,10 @@ class Trainer:
         energies = torch.rand(n, dtype=torch.float64) * (hi - lo) + lo
         return noise, energies
 
-    def labels(self, n: int, value: float) -> torch.Tensor:
-        t = torch.full((n,), value)
+    def labels(self, is_real: torch.Tensor) -> torch.Tensor:
+        """The recipe's real/fake targets for each shower, a fraction flip_prob flipped."""
+        n = len(is_real)
+        t = torch.where(is_real, self.recipe.real_label, self.recipe.fake_label).float()
         flip = torch.rand(n) < self.recipe.flip_prob
         t[flip] = 1.0 - t[flip]
         return t
@@ -165,68 +183,94 @@ class Trainer:
         return module(torch.from_numpy(latent))
 
     def losses(self, disc: nn.Module, showers: torch.Tensor, target: torch.Tensor, energies: torch.Tensor,
-               ecal_target: torch.Tensor) -> Losses:
-        """The weighted three-term loss of the discriminator's outputs on ``showers``."""
+               ecal_target: torch.Tensor, context: torch.Tensor | None = None) -> Losses:
+        """The weighted three-term loss of the discriminator's outputs on ``showers``. ``context``:
+        further showers in the same forward pass (they shape BatchNorm's batch statistics; their
+        outputs are not part of the loss)."""
         w, eps = self.recipe.loss_weights, self.recipe.mape_eps
+        n = len(showers)
         with self.autocast():
-            p, aux, _ = disc(showers)
+            p, aux, _ = disc(showers if context is None else torch.cat([showers, context.to(showers.dtype)]))
+        p, aux = p[:n], aux[:n]
         bce = F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), target)  # Keras clips to 1e-7
         aux_l = mape(aux, (energies / 100.0).float(), eps)
         ecal_l = mape(showers.float().flatten(1).sum(1), ecal_target, eps)
-        return Losses(w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l)
+        return Losses(w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l, p.detach().float())
 
-    def discriminator_backward(self, showers: torch.Tensor, energies: torch.Tensor, real: bool,
+    def discriminator_backward(self, showers: torch.Tensor, energies: torch.Tensor, real: bool | torch.Tensor,
                                target: torch.Tensor | None = None) -> Losses:
         """Discriminator loss on real or generated showers and its gradients (averaged over ranks).
-        ``target``: the real/fake targets; by default the recipe's labels with random flips."""
-        r = self.recipe
+        ``real``: True, False, or one bool per shower (a mixed batch). ``target``: the real/fake
+        targets; by default the recipe's labels with random flips."""
+        is_real = torch.as_tensor(real, dtype=torch.bool).expand(len(energies))
         if target is None:
-            target = self.labels(len(energies), r.real_label if real else r.fake_label)
-        ecal_t = showers.float().flatten(1).sum(1) if real else self.ecal_target(energies)
+            target = self.labels(is_real)
+        # a real shower's ECAL target is its own sum (the term is zero), a generated one's the fit
+        ecal_t = torch.where(is_real, showers.float().flatten(1).sum(1), self.ecal_target(energies))
         self.opt_d.zero_grad(set_to_none=True)
         losses = self.losses(self.d, showers, target, energies, ecal_t)
         losses.total.backward()
         return losses
 
-    def generator_backward(self, noise: torch.Tensor, energies: torch.Tensor) -> Losses:
-        """Generator loss through the frozen discriminator and the generator's gradients."""
+    def generator_backward(self, noise: torch.Tensor, energies: torch.Tensor, context: torch.Tensor | None = None) -> Losses:
+        """Generator loss through the frozen discriminator and the generator's gradients;
+        ``context``: real showers that share the discriminator's forward pass (mixed batches)."""
         self.opt_g.zero_grad(set_to_none=True)
         # frozen: no discriminator gradients (and no DDP gradient hooks fire for its parameters)
         self.d_raw.requires_grad_(False)
         try:
             with self.autocast():
                 fake = self.generate(self.g, noise, energies)
-            losses = self.losses(self.d_raw, fake, torch.ones(len(energies)), energies, self.ecal_target(energies))
+            losses = self.losses(self.d_raw, fake, torch.ones(len(energies)), energies, self.ecal_target(energies), context)
             losses.total.backward()
         finally:
             self.d_raw.requires_grad_(True)
         return losses
+
+    def predict(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n generated showers for the discriminator (Keras ``generator.predict``: inference mode)."""
+        noise, energies = self.draw(n)
+        with torch.no_grad(), self.autocast():
+            self.g_raw.eval()
+            fake = self.generate(self.g_raw, noise, energies).float()
+            self.g_raw.train()
+        return fake, energies
 
     # -- one batch ------------------------------------------------------------------------
     def step(self, showers: np.ndarray, energies: np.ndarray) -> dict[str, float]:
         """One batch of this rank's real showers (training units) -> loss values."""
         x, e = torch.from_numpy(showers), torch.from_numpy(energies)
         n = len(e)
-        d_real = self.discriminator_backward(x, e, real=True)
-        self.opt_d.step()
-        noise, e_fake = self.draw(n)
-        with torch.no_grad(), self.autocast():
-            self.g_raw.eval()  # Keras generator.predict: inference mode
-            fake = self.generate(self.g_raw, noise, e_fake).float()
-            self.g_raw.train()
-        d_fake = self.discriminator_backward(fake, e_fake, real=False)
-        self.opt_d.step()
+        if self.recipe.mixed_batches:
+            fake, e_fake = self.predict(n)
+            is_real = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
+            d_both = self.discriminator_backward(torch.cat([x, fake]), torch.cat([e, e_fake]), is_real)
+            self.opt_d.step()
+            d_terms = {"d_loss": d_both.total.item(), "d_bce": d_both.bce.item(), "d_aux": d_both.aux.item(),
+                       # generated showers vs the ECAL fit: the real half's term is 0 by construction
+                       "d_ecal": 2.0 * d_both.ecal.item(), "d_p_real": d_both.p_real[:n].mean().item(),
+                       "d_p_fake": d_both.p_real[n:].mean().item()}
+            context: torch.Tensor | None = x
+        else:
+            d_real = self.discriminator_backward(x, e, real=True)
+            self.opt_d.step()
+            fake, e_fake = self.predict(n)
+            d_fake = self.discriminator_backward(fake, e_fake, real=False)
+            self.opt_d.step()
+            d_terms = {"d_loss": (d_real.total.item() + d_fake.total.item()) / 2,
+                       "d_bce": (d_real.bce.item() + d_fake.bce.item()) / 2,
+                       "d_aux": (d_real.aux.item() + d_fake.aux.item()) / 2,
+                       "d_ecal": d_fake.ecal.item(),  # generated showers vs the ECAL fit (the real term is 0)
+                       "d_p_real": d_real.p_real.mean().item(), "d_p_fake": d_fake.p_real.mean().item()}
+            context = None
         g_losses = []
         for _ in range(self.recipe.g_steps):
-            g_losses.append(self.generator_backward(*self.draw(n)))
+            g_losses.append(self.generator_backward(*self.draw(n), context=context))
             self.opt_g.step()
         self.step_count += 1
         self.next_batch += 1
         out = {
-            "d_loss": (d_real.total.item() + d_fake.total.item()) / 2,
-            "d_bce": (d_real.bce.item() + d_fake.bce.item()) / 2,
-            "d_aux": (d_real.aux.item() + d_fake.aux.item()) / 2,
-            "d_ecal": d_fake.ecal.item(),  # generated showers vs the ECAL fit (the real term is 0)
+            **d_terms,
             "g_loss": float(np.mean([lg.total.item() for lg in g_losses])),
             "g_bce": float(np.mean([lg.bce.item() for lg in g_losses])),
             "g_aux": float(np.mean([lg.aux.item() for lg in g_losses])),
