@@ -107,6 +107,28 @@ def test_every_builtin_model_is_installed_and_the_trained_one_says_what_it_was_t
     assert arr.shape == (8, 25, 25, 25) and np.all(np.isfinite(arr)) and arr.min() >= 0 and arr.sum() > 0
 
 
+@pytest.mark.slow
+def test_the_physics_recipe_holds_on_the_model_trained_here() -> None:
+    """Issue 12: the default int8 command on a 3DGAN-family checkpoint other than the CERN
+    epoch 49: conv2d-g4 (the Conv2D generator trained here). Evaluation reduced and time-boxed
+    as in the README test; the tolerance is checked on the engine's int8 model and the choice
+    confirmed on a second, independent latent set; fresh latents stay within it too."""
+    from caloquant.timing import TimingConfig
+
+    m = cq.load("conv2d-g4", threads=2)
+    q = cq.quantize(m, precision="int8", eval_n_per_point=24, calib_n=64, time_budget_s=60,
+                    timing=TimingConfig(window_s=0.3, rounds=2))
+    man = q.manifest
+    assert man["meets_tolerance"] and man["confirmation"]["passes"], man["physics"]
+    lp = man["layer_precisions"]
+    assert len(lp) >= 20 and "int8" in lp.values(), lp  # the Conv2D generator's units, some of them int8
+    assert {"speedup_vs_torch_fp32", "speedup_vs_openvino_fp32_same_graph"} <= set(man["speed"])
+    # fresh latents (not the tuner's): mean Ecal at 300 GeV within 2 % of fp32 (100 showers)
+    ref, _ = m.sample(100, energy=300, seed=77)
+    got, _ = q.sample(100, energy=300, seed=77)
+    assert abs(got.sum() / ref.sum() - 1) < 0.02
+
+
 def test_cli_without_shared_folder(tmp_path: Path) -> None:
     """`caloquant sample` on the default model needs nothing outside the package: run it in
     an empty folder, with the shared folder hidden."""

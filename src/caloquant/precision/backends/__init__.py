@@ -34,7 +34,9 @@ class Capabilities:
     ``accuracy_control``: the name of the engine's own accuracy-aware int8 search (for the head
     to head; empty where there is none); ``qat``: the backend describes its int8 scheme as a
     :class:`FakeQuant` plan, so quantization-aware fine-tuning can train against it;
-    ``bias_corrections``: the engine's post-quantization bias corrections (first = default)."""
+    ``bias_corrections``: the engine's post-quantization bias corrections (first = default);
+    ``smooth_quant``: the engine's own SmoothQuant for convolutions can be asked per int8 model
+    (``int8_model(..., smooth_quant=alpha)``; a comparison for caloquant's exact equalization)."""
 
     precisions: tuple[str, ...]
     calibrations: tuple[str, ...]
@@ -42,6 +44,7 @@ class Capabilities:
     accuracy_control: str = ""
     qat: bool = False
     bias_corrections: tuple[str, ...] = ()
+    smooth_quant: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,10 @@ class Backend(Protocol):
         ...
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str,
-                   float_precision: str = "fp32", bias_correction: str | None = None) -> EngineModel:
-        """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's default)."""
+                   float_precision: str = "fp32", bias_correction: str | None = None,
+                   smooth_quant: float | None = None) -> EngineModel:
+        """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's default);
+        ``smooth_quant``: the SmoothQuant alpha for convolutions, only where ``capabilities.smooth_quant``."""
         ...
 
     def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Callable[[np.ndarray], float],

@@ -164,7 +164,9 @@ class ONNXRuntimeBackend:
         return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None) -> ORTModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None) -> ORTModel:
+        if smooth_quant is not None:
+            raise CaloquantError("ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)")
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

@@ -255,7 +255,7 @@ class OpenVINOBackend:
     name = "openvino"
     capabilities = Capabilities(precisions=("fp32", "bf16", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram"),
                                 float_remainders=("bf16", "fp16"), accuracy_control="NNCF quantize_with_accuracy_control",
-                                qat=True, bias_corrections=("fast", "full", "none"))
+                                qat=True, bias_corrections=("fast", "full", "none"), smooth_quant=True)
 
     @staticmethod
     def prime() -> None:
@@ -287,9 +287,13 @@ class OpenVINOBackend:
         # fp32 stays exact; bf16/fp16 kernels may as well be stored in float16
         return OpenVINOModel(self.fp_model, hint, self.threads, lp, None if precision == "fp32" else self.compact)
 
-    def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast") -> Any:
+    def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast",
+                  smooth_quant: float | None = None) -> Any:
+        """NNCF post-training int8. ``smooth_quant``: NNCF's SmoothQuant with this alpha for
+        convolutions (off by default in NNCF; it runs only with ``model_type=TRANSFORMER``, which
+        is therefore set, with SmoothQuant for MatMul off)."""
         nncf = _nncf()
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         ranges = {"minmax": RangeEstimatorParametersSet.MINMAX, "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
@@ -302,8 +306,11 @@ class OpenVINOBackend:
                     preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric int8 activations, per-channel weights
                     fast_bias_correction=(bias_correction == "fast"),
                     ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+                    model_type=None if smooth_quant is None else nncf.ModelType.TRANSFORMER,
                     advanced_parameters=AdvancedQuantizationParameters(
-                        activations_range_estimator_params=ranges, disable_bias_correction=(bias_correction == "none")),
+                        activations_range_estimator_params=ranges, disable_bias_correction=(bias_correction == "none"),
+                        smooth_quant_alphas=AdvancedSmoothQuantParameters(
+                            convolution=-1 if smooth_quant is None else smooth_quant, matmul=-1)),
                 )
         except Exception as exc:  # noqa: BLE001 - NNCF raises many types
             raise CaloquantError(f"NNCF quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
@@ -388,10 +395,10 @@ class OpenVINOBackend:
         return self._units
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None) -> OpenVINOModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None) -> OpenVINOModel:
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
         ignored = [u for u in units if u not in chosen]
-        q = self._quantize(calib, ignored, calibration, bias_correction or "fast")
+        q = self._quantize(calib, ignored, calibration, bias_correction or "fast", smooth_quant)
         lp = {short_name(u): ("int8" if u in chosen else float_precision) for u in units}
         return OpenVINOModel(q, HINTS[float_precision], self.threads, lp, self.compact)

@@ -188,7 +188,9 @@ class TorchBackend:
         return self._layers()
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None) -> TorchModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None) -> TorchModel:
+        if smooth_quant is not None:
+            raise CaloquantError("the torch int8 backend has no SmoothQuant for convolutions (capabilities.smooth_quant)")
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
