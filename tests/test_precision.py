@@ -384,6 +384,25 @@ def test_artifact_self_check_passes_and_records_the_cpu(tuned) -> None:
     for k, v in m["self_check"]["tuned_deviation"].items():
         assert g.self_check["deviation"][k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
     assert set(m["sha256"]) == {*m["files"], "canary.npz"}
+    assert m["self_check"]["tuned_on"]["cpu_class"] == cpu_identity()["cpu_class"] and g.self_check["same_cpu_class"]
+
+
+def test_artifact_from_another_cpu_class_says_so(tuned, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The CPU class decides which precision mix is fastest (AMX or not, bf16 or fp16 units): an
+    artifact tuned on another class loads when its canary passes, and says where it was tuned."""
+    from caloquant.runtime import cpu_class
+
+    assert cpu_class({"avx2", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16"}) == "x86-amx+fp16"
+    assert cpu_class(["avx2", "avx512_vnni", "avx512_bf16"]) == "x86-avx512-bf16"
+    assert cpu_class(["avx2"]) == "x86-avx2"
+    a = _copy(tuned[1], tmp_path / "a")
+    m = json.loads((a / "manifest.json").read_text())
+    m["self_check"]["tuned_on"]["cpu_class"] = "x86-other-class"
+    (a / "manifest.json").write_text(json.dumps(m))
+    with caplog.at_level("WARNING", logger="caloquant"):
+        g = load_artifact(a)
+    assert g.self_check["passed"] is True and g.self_check["same_cpu_class"] is False
+    assert "tuned on a x86-other-class CPU" in caplog.text
 
 
 def test_damaged_artifact_is_refused(tuned, tmp_path: Path, cli) -> None:

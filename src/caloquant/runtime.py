@@ -75,4 +75,21 @@ def cpu_identity() -> dict[str, object]:
     ci = cpuinfo()
     flags = set(ci.get("flags", "").split())
     return {"cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
-            "cpu_vendor": ci.get("vendor_id"), "flags": [f for f in RELEVANT_FLAGS if f in flags]}
+            "cpu_vendor": ci.get("vendor_id"), "flags": [f for f in RELEVANT_FLAGS if f in flags],
+            "cpu_class": cpu_class(flags)}
+
+
+def cpu_class(flags: set[str] | list[str]) -> str:
+    """The class of CPU that decides which reduced-precision kernels exist (and so which mix of
+    int8, bf16 and fp32 is fastest, and whether bf16 is even computed the same way): AMX tiles;
+    AVX-512 with bf16 dot products but no AMX (and no fp16 arithmetic unless avx512_fp16);
+    AVX-512 VNNI int8 only; AVX2."""
+    f = set(flags)
+    fp16 = "+fp16" if "avx512_fp16" in f else ""
+    if {"amx_bf16", "amx_int8"} <= f:
+        return "x86-amx" + fp16
+    if "avx512_bf16" in f:
+        return "x86-avx512-bf16" + fp16
+    if "avx512_vnni" in f or "avx_vnni" in f:
+        return "x86-vnni"
+    return "x86-avx2" if "avx2" in f else "other"

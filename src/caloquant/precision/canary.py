@@ -27,6 +27,7 @@ compiles on its first call, which sampling would do anyway).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 from caloquant.errors import CaloquantError
 from caloquant.models import ModelSpec, condition_latent
 
+log = logging.getLogger(__name__)
 CANARY_N = 32
 CANARY_FILE = "canary.npz"
 MOMENTS = ("mean_x", "mean_y", "mean_z", "std_x", "std_y", "std_z")
@@ -124,4 +126,8 @@ def run_check(out_dir: str | os.PathLike[str], block: dict[str, Any], model: Cal
         what = ", ".join(f"{k} {dev[k]:.4g} > {thr[k]:.4g}" for k in bad)
         raise CaloquantError(f"{out_dir}: self-check failed {where}: {what} (tuned on {tuned_on}); the engine computes "
                              "this artifact differently here; use skip_self_check / --skip-self-check to load anyway")
-    return {"passed": True, "deviation": dev, "threshold": thr, "cpu": cpu}
+    tuned_class = (block.get("tuned_on") or {}).get("cpu_class")
+    if tuned_class and tuned_class != cpu["cpu_class"]:  # the physics passed; the speed ranking may not carry over
+        log.warning("%s: tuned on a %s CPU, running on a %s one: the self-check passed, but the fastest precision mix "
+                    "may differ here (re-run quantize on this CPU)", out_dir, tuned_class, cpu["cpu_class"])
+    return {"passed": True, "deviation": dev, "threshold": thr, "cpu": cpu, "same_cpu_class": tuned_class == cpu["cpu_class"]}
