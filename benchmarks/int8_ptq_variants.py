@@ -39,9 +39,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="paired showers per energy point")
     ap.add_argument("--units", nargs="+", default=["conv2", "conv3", "conv4"])
+    ap.add_argument("--threads", type=int, default=2, help="physics only: the thread count changes the time, not the numbers")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "int8_ptq_variants.json")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     ck = cq.load().checkpoint
     gen, spec = ck.generator.eval(), ck.spec
 
@@ -52,7 +53,7 @@ def main() -> None:
     ev = EvalSet.build(spec, fp32, args.n, seed=0)
     calib = calibration_latents(spec, 512, 0)
     graph = fuse_upsample_conv(gen)[0]
-    be = make_backend("openvino", graph, spec.latent_dim, 2)
+    be = make_backend("openvino", graph, spec.latent_dim, args.threads)
     units = be.units(calib)
     label = {u: be.unit_label(u) for u in units}
     base = [u for u in units if label[u] in ACCEPTED]
