@@ -7,7 +7,8 @@ recipe admits today (dense, conv1 input), on the graph the tuner uses (exact sub
 * range estimator per unit: min-max, percentile (NNCF MEAN_QUANTILE), histogram;
 * bias correction: NNCF FastBiasCorrection (default), full BiasCorrection, none;
 * NNCF SmoothQuant for convolutions (off by default in NNCF; needs ``model_type=TRANSFORMER``),
-  alpha 0.5 and 0.95, against caloquant's exact equalization (findings section 7).
+  alpha 0.5 and 0.95, and that model type without smoothing (-1, the control), against
+  caloquant's exact equalization (findings section 7).
 
 Each variant is scored as the tuner scores it: paired showers against fp32 at 5 energy points
 (worst Ecal deviation, worst moment shift, and ``badness`` = largest deviation plus two standard
@@ -39,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="paired showers per energy point")
     ap.add_argument("--units", nargs="+", default=["conv2", "conv3", "conv4"])
+    ap.add_argument("--variants", choices=["all", "smoothquant"], default="all")
     ap.add_argument("--threads", type=int, default=2, help="physics only: the thread count changes the time, not the numbers")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "int8_ptq_variants.json")
     args = ap.parse_args()
@@ -59,7 +61,9 @@ def main() -> None:
     base = [u for u in units if label[u] in ACCEPTED]
     tol = Tolerance.load("default")
     variants = [(cal, bc, None) for cal in ("minmax", "percentile", "histogram") for bc in ("fast", "full", "none")]
-    variants += [("minmax", "fast", a) for a in (0.5, 0.95)]
+    variants += [("minmax", "fast", a) for a in (-1.0, 0.5, 0.95)]  # -1: NNCF's TRANSFORMER model type, no smoothing
+    if args.variants == "smoothquant":
+        variants = [v for v in variants if v[2] is not None]
     rows = []
     for name in args.units:
         unit = [u for u in units if label[u].startswith(name)]

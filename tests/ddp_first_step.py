@@ -1,7 +1,8 @@
 """Run by tests/test_train.py under torchrun with 2 processes (not a test module itself).
 
 Each rank computes the first discriminator and generator gradients on its half of a global
-batch of 8 (dropout off) through DistributedDataParallel; rank 0 saves the averaged gradients.
+batch of 8 (dropout off) through DistributedDataParallel, with separate and with mixed
+real/generated discriminator batches; rank 0 saves the averaged gradients.
 Then both ranks run a short real training run (`caloquant.train.train`) into OUT/run.
 Usage: torchrun --nproc_per_node 2 tests/ddp_first_step.py TRAIN.h5 VAL.h5 OUT
 """
@@ -16,6 +17,8 @@ import torch
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train import ddp
 from caloquant.train.data import ShowerStream, split_rows
+
+MIXED_FAKE_SCALE = 0.5  # stand-in "generated" showers of the mixed-batch check: the real ones, flipped and halved
 
 
 def main() -> None:
@@ -38,6 +41,16 @@ def main() -> None:
     tr.discriminator_backward(torch.from_numpy(s), torch.from_numpy(e), True, torch.full((4,), 0.9))
     tr.generator_backward(noise[half], e_fake[half])
     grads = {f"{name}.{k}": p.grad.clone() for name, mod in (("d", tr.d_raw), ("g", tr.g_raw)) for k, p in mod.named_parameters()}
+    # the mixed-batch path (conv2d's recipe): real and "generated" showers in one discriminator
+    # batch, and the generator's showers next to the real ones
+    real = torch.from_numpy(s)
+    fake = MIXED_FAKE_SCALE * real.flip(0)
+    is_real = torch.cat([torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)])
+    tr.discriminator_backward(torch.cat([real, fake]), torch.cat([torch.from_numpy(e), e_fake[half]]), is_real,
+                              torch.where(is_real, 0.9, 0.1))
+    tr.generator_backward(noise[half], e_fake[half], context=real)
+    grads |= {f"mixed.{name}.{k}": p.grad.clone() for name, mod in (("d", tr.d_raw), ("g", tr.g_raw))
+              for k, p in mod.named_parameters()}
     if d.main:
         torch.save(grads, out / "grads.pt")
     train(cfg)

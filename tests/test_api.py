@@ -119,7 +119,7 @@ def test_the_physics_recipe_holds_on_the_model_trained_here() -> None:
     q = cq.quantize(m, precision="int8", eval_n_per_point=24, calib_n=64, time_budget_s=60,
                     timing=TimingConfig(window_s=0.3, rounds=2))
     man = q.manifest
-    assert man["meets_tolerance"] and man["confirmation"]["passes"], man["physics"]
+    assert man["meets_tolerance"] and (man["confirmation"] or {}).get("passes"), man["physics"]
     lp = man["layer_precisions"]
     assert len(lp) >= 20 and "int8" in lp.values(), lp  # the Conv2D generator's units, some of them int8
     assert {"speedup_vs_torch_fp32", "speedup_vs_openvino_fp32_same_graph"} <= set(man["speed"])

@@ -82,14 +82,19 @@ def cpu_identity() -> dict[str, object]:
 def cpu_class(flags: set[str] | list[str]) -> str:
     """The class of CPU that decides which reduced-precision kernels exist (and so which mix of
     int8, bf16 and fp32 is fastest, and whether bf16 is even computed the same way): AMX tiles;
-    AVX-512 with bf16 dot products but no AMX (and no fp16 arithmetic unless avx512_fp16);
-    AVX-512 VNNI int8 only; AVX2."""
+    AVX-512 with bf16 dot products but no AMX; AVX-512 with VNNI int8 only; AVX-512 without
+    VNNI; AVX2 with (256-bit) VNNI; plain AVX2. ``+fp16``: fp16 arithmetic (avx512_fp16, or
+    AMX fp16 tiles)."""
     f = set(flags)
-    fp16 = "+fp16" if "avx512_fp16" in f else ""
+    fp16 = "+fp16" if f & {"avx512_fp16", "amx_fp16"} else ""
     if {"amx_bf16", "amx_int8"} <= f:
         return "x86-amx" + fp16
     if "avx512_bf16" in f:
         return "x86-avx512-bf16" + fp16
-    if "avx512_vnni" in f or "avx_vnni" in f:
-        return "x86-vnni"
+    if "avx512_vnni" in f:
+        return "x86-avx512-vnni" + fp16
+    if "avx512f" in f:
+        return "x86-avx512" + fp16
+    if "avx_vnni" in f:
+        return "x86-avx2-vnni"
     return "x86-avx2" if "avx2" in f else "other"

@@ -103,7 +103,7 @@ def save_canary(out_dir: Path, arrays: dict[str, np.ndarray]) -> str:
 def run_check(out_dir: str | os.PathLike[str], block: dict[str, Any], model: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
     """Run the canary of the artifact in ``out_dir`` with ``model`` on this CPU; a one-line
     error naming the deviation and the CPU when it is outside the threshold."""
-    from caloquant.runtime import cpu_identity
+    from caloquant.runtime import cpu_class, cpu_identity
 
     p = Path(out_dir) / block.get("file", CANARY_FILE)
     try:
@@ -126,8 +126,11 @@ def run_check(out_dir: str | os.PathLike[str], block: dict[str, Any], model: Cal
         what = ", ".join(f"{k} {dev[k]:.4g} > {thr[k]:.4g}" for k in bad)
         raise CaloquantError(f"{out_dir}: self-check failed {where}: {what} (tuned on {tuned_on}); the engine computes "
                              "this artifact differently here; use skip_self_check / --skip-self-check to load anyway")
-    tuned_class = (block.get("tuned_on") or {}).get("cpu_class")
+    tuned = block.get("tuned_on") or {}
+    # artifacts from before the class was recorded: derived from the flags they recorded
+    tuned_class = tuned.get("cpu_class") or (cpu_class(tuned["flags"]) if "flags" in tuned else None)
     if tuned_class and tuned_class != cpu["cpu_class"]:  # the physics passed; the speed ranking may not carry over
         log.warning("%s: tuned on a %s CPU, running on a %s one: the self-check passed, but the fastest precision mix "
                     "may differ here (re-run quantize on this CPU)", out_dir, tuned_class, cpu["cpu_class"])
-    return {"passed": True, "deviation": dev, "threshold": thr, "cpu": cpu, "same_cpu_class": tuned_class == cpu["cpu_class"]}
+    return {"passed": True, "deviation": dev, "threshold": thr, "cpu": cpu,
+            "same_cpu_class": None if tuned_class is None else tuned_class == cpu["cpu_class"]}

@@ -155,6 +155,8 @@ class _Run:
         self._data(r.spec(cfg.width).grid, r.cell_scale, r.cell_threshold_gev)
         saved = self._saved_state()
         r = self._recipe_for_data(r)
+        if saved is not None:
+            self._check_recipe(r)
         val = self._validation_set() if d.main else None  # only rank 0 validates
         trainer = Trainer(cfg, d, r)  # checks --init before anything is said
         if d.main and self.fit_note:
@@ -185,6 +187,19 @@ class _Run:
                 if lg is not None:
                     lg.close()
         return self._finish(trainer)
+
+    def _check_recipe(self, r: Recipe) -> None:
+        """A resumed run continues with the recipe it started with (``config.json``): a caloquant
+        whose recipe differs (say, another update rule) must not switch it mid-run."""
+        path = self.dir / "config.json"
+        if not path.exists():
+            return
+        started = json.loads(path.read_text()).get("recipe")
+        now = json.loads(json.dumps(asdict(r)))
+        if started is not None and started != now:
+            diff = sorted(k for k in now if started.get(k) != now[k])
+            raise CaloquantError(f"{self.dir} was started with another recipe ({', '.join(diff)} differ); finish it with "
+                                 "the caloquant version that started it, or start a new run directory")
 
     def _recipe_for_data(self, r: Recipe) -> Recipe:
         """The recipe on this data: generated energies within the data's, and with

@@ -289,9 +289,13 @@ class OpenVINOBackend:
 
     def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast",
                   smooth_quant: float | None = None) -> Any:
-        """NNCF post-training int8. ``smooth_quant``: NNCF's SmoothQuant with this alpha for
+        """NNCF post-training int8. ``smooth_quant``: NNCF's SmoothQuant with this alpha (0-1) for
         convolutions (off by default in NNCF; it runs only with ``model_type=TRANSFORMER``, which
-        is therefore set, with SmoothQuant for MatMul off)."""
+        is therefore set, with SmoothQuant for MatMul off; NNCF smooths every convolution, float
+        ones included). -1: that model type with SmoothQuant off, the control that separates
+        SmoothQuant from the model type's other quantization patterns."""
+        if smooth_quant is not None and not (smooth_quant == -1 or 0.0 <= smooth_quant <= 1.0):
+            raise CaloquantError(f"SmoothQuant alpha must be within 0-1 (or -1: the control), got {smooth_quant}")
         nncf = _nncf()
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
