@@ -279,6 +279,38 @@ def test_nncf_smoothquant_for_convolutions_is_there_to_compare_with(tiny_ckpt) -
         make_backend("torch", ck.generator, 16, 2).int8_model(calib, None, "minmax", smooth_quant=0.5)
 
 
+def test_range_estimator_per_unit(benign_ckpt) -> None:
+    """NNCF takes one range estimator per call; the OpenVINO backend gives a unit its own by
+    copying that unit's input quantizer from the other estimator's model: "minmax;conv_b=
+    percentile" computes exactly what "percentile" with min-max for every other unit does (and
+    neither is all-min-max or all-percentile), and QAT's plan reads the same ranges. Engines
+    without it say so."""
+    from caloquant.precision.backends import capabilities
+    from caloquant.precision.config import parse_calibration, per_unit_calibration
+
+    spec = per_unit_calibration("minmax", {"conv_b": "percentile", "dense": "minmax"})
+    assert spec == "minmax;conv_b=percentile" and parse_calibration(spec) == ("minmax", {"conv_b": "percentile"})
+    with pytest.raises(CaloquantError, match="unknown calibration 'mse'"):
+        parse_calibration("minmax;conv_b=mse")
+    ck, _ = benign_ckpt
+    assert capabilities("openvino").per_unit_calibration and not capabilities("onnxruntime").per_unit_calibration
+    be = make_backend("openvino", ck.generator, 16, 2)
+    rng = np.random.default_rng(0)
+    calib, x = rng.standard_normal((2, 64, 16)).astype(np.float32)
+    unit = [u for u in be.units(calib) if be.unit_label(u) == "conv_b"]
+    assert unit
+    # the other way round: percentile by default, min-max for every other unit
+    mirror = per_unit_calibration("percentile", {be.unit_label(u): "minmax" for u in be.units(calib) if u not in unit})
+    out = {c: be.int8_model(calib, unit, c, "fp32", "none")(x) for c in ("minmax", "percentile", spec, mirror)}
+    np.testing.assert_array_equal(out[spec], out[mirror])
+    assert np.abs(out[spec] - out["minmax"]).max() > 1e-3 and np.abs(out[spec] - out["percentile"]).max() > 1e-3
+    highs = {c: {p.unit: p.high for p in be.fake_quant_plan(calib, be.units(calib), c)} for c in ("minmax", "percentile", spec)}
+    assert highs[spec]["conv_b"] == highs["percentile"]["conv_b"] != highs["minmax"]["conv_b"]
+    assert highs[spec]["view"] == highs["minmax"]["view"] != highs["percentile"]["view"]
+    with pytest.raises(CaloquantError, match="one range estimator"):
+        make_backend("onnxruntime", ck.generator, 16, 2).int8_model(calib, None, spec)
+
+
 def test_unreachable_tolerance_reports_best_and_fails(tiny_ckpt, tmp_path: Path, cli) -> None:
     _, path = tiny_ckpt
     tol = tmp_path / "tol.json"

@@ -23,6 +23,22 @@ BACKENDS: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
 CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "histogram")
 
+
+def per_unit_calibration(default: str, overrides: dict[str, str]) -> str:
+    """One calibration string for a default range estimator plus per-unit ones (units by their
+    short label): ``"minmax;conv2.conv=percentile"``. Plain ``"minmax"`` when there are none."""
+    return ";".join([default, *(f"{u}={e}" for u, e in sorted(overrides.items()) if e != default)])
+
+
+def parse_calibration(spec: str) -> tuple[str, dict[str, str]]:
+    """``"minmax;conv2.conv=percentile"`` -> ("minmax", {"conv2.conv": "percentile"})."""
+    default, *rest = spec.split(";")
+    overrides = dict(r.split("=", 1) for r in rest)
+    bad = [e for e in (default, *overrides.values()) if e not in CALIBRATIONS]
+    if bad:
+        raise CaloquantError(f"unknown calibration '{bad[0]}' in '{spec}' (choose from {', '.join(CALIBRATIONS)})")
+    return default, overrides
+
 # (backend, precision) -> None if supported on this CPU class, else the reason it is not.
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("onnxruntime", "bf16"): "ONNX Runtime's CPU execution provider has no bfloat16 convolution kernels; use --backend openvino or torch for bf16",

@@ -36,7 +36,9 @@ class Capabilities:
     :class:`FakeQuant` plan, so quantization-aware fine-tuning can train against it;
     ``bias_corrections``: the engine's post-quantization bias corrections (first = default);
     ``smooth_quant``: the engine's own SmoothQuant for convolutions can be asked per int8 model
-    (``int8_model(..., smooth_quant=alpha)``; a comparison for caloquant's exact equalization)."""
+    (``int8_model(..., smooth_quant=alpha)``; a comparison for caloquant's exact equalization);
+    ``per_unit_calibration``: ``int8_model``'s calibration may name a range estimator per unit
+    (``"minmax;conv2.conv=percentile"``, :func:`caloquant.precision.config.per_unit_calibration`)."""
 
     precisions: tuple[str, ...]
     calibrations: tuple[str, ...]
@@ -45,6 +47,7 @@ class Capabilities:
     qat: bool = False
     bias_corrections: tuple[str, ...] = ()
     smooth_quant: bool = False
+    per_unit_calibration: bool = False
 
 
 @dataclass(frozen=True)

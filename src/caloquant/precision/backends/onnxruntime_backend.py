@@ -167,6 +167,8 @@ class ONNXRuntimeBackend:
                    bias_correction: str | None = None, smooth_quant: float | None = None) -> ORTModel:
         if smooth_quant is not None:
             raise CaloquantError("ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)")
+        if ";" in calibration:
+            raise CaloquantError(f"ONNX Runtime takes one range estimator for all units, not '{calibration}'")
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

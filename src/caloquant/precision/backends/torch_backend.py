@@ -191,6 +191,8 @@ class TorchBackend:
                    bias_correction: str | None = None, smooth_quant: float | None = None) -> TorchModel:
         if smooth_quant is not None:
             raise CaloquantError("the torch int8 backend has no SmoothQuant for convolutions (capabilities.smooth_quant)")
+        if ";" in calibration:
+            raise CaloquantError(f"the torch int8 backend takes one range estimator for all units, not '{calibration}'")
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
