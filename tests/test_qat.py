@@ -145,12 +145,14 @@ def test_the_tuner_admits_the_hostile_unit_after_qat(tmp_path: Path) -> None:
 
 
 def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
-    """A learning rate that blows the loss up: the run stops as diverged and the artifact is
-    the post-training choice (conv_b float, original graph)."""
+    """A learning rate that blows the loss up: the run stops as diverged, is tried once more
+    with a 10x smaller one (which blows up too), and the artifact is the post-training choice
+    (conv_b float, original graph)."""
     cfg = fast_cfg(tolerance=Tolerance(ecal_rel=0.1, moment_shift=0.1), equalize_alphas=(), eval_n_per_point=60,
-                   qat=QATConfig(max_steps=100, lr=50.0, state_dir=str(tmp_path)))
+                   qat=QATConfig(max_steps=100, lr=500.0, state_dir=str(tmp_path)))
     res = quantize(_ckpt(), cfg)
     assert [r["diverged"] for r in res.manifest["qat"]] == [True]
+    assert res.manifest["qat"][0]["diverged_first"]["lr"] == 500.0 and res.manifest["qat"][0]["lr"] == 50.0
     assert res.ok and res.manifest["layer_precisions"]["conv_b"] != "int8"
     assert res.manifest["rewrite"]["graph"] == "original"
 

@@ -166,12 +166,25 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
         def plan(m: torch.nn.Module) -> Any:
             return make_backend(cfg.backend, m, spec.latent_dim, cfg.threads).fake_quant_plan(calib, units, cal)
 
-        state = Path(cfg.qat.state_dir or cache_root() / "qat") / f"{state_key(module, units, cal, cfg.qat, cfg.tolerance)}.pt"
-        log.info("  %s: up to %.1f min (state %s)", name, qcfg.minutes, state)
-        res = finetune(module, plan, lambda n, seed: calibration_latents(spec, n, seed), qcfg, cfg.tolerance, state)
-        log.info("  %d steps in %.0f s%s: loss %.3g -> %.3g", res.steps, res.seconds,
-                 f" (resumed at step {res.resumed_from_step})" if res.resumed_from_step else "", res.loss_first, res.loss_last)
-        info = res.info() | {"state": str(state), "units": units, "calibration": cal}
+        def run(q: Any) -> tuple[Any, Path]:
+            state = Path(cfg.qat.state_dir or cache_root() / "qat") / f"{state_key(module, units, cal, q, cfg.tolerance)}.pt"
+            log.info("  %s: up to %.1f min, lr %.2g (state %s)", name, q.minutes, q.lr, state)
+            r = finetune(module, plan, lambda n, seed: calibration_latents(spec, n, seed), q, cfg.tolerance, state)
+            log.info("  %d steps in %.0f s%s: loss %.3g -> %.3g", r.steps, r.seconds,
+                     f" (resumed at step {r.resumed_from_step})" if r.resumed_from_step else "", r.loss_first, r.loss_last)
+            return r, state
+
+        res, state = run(qcfg)
+        first = None
+        if res.diverged and qcfg.minutes - res.seconds / 60 > 0.05:
+            # once more from the same start with a 10x smaller step (CERN conv4 diverged within
+            # 30 steps at 1e-4), within what is left of this unit's share
+            first = res.info() | {"lr": qcfg.lr}
+            res, state = run(replace(qcfg, lr=qcfg.lr / 10, minutes=qcfg.minutes - res.seconds / 60))
+        info = res.info() | {"state": str(state), "units": units, "calibration": cal,
+                             "lr": qcfg.lr if first is None else qcfg.lr / 10}
+        if first is not None:
+            info["diverged_first"] = first
         if res.module is None:
             return None, info
         modules[name], finetuned[name] = res.module, info
