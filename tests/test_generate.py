@@ -207,7 +207,7 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(cluster, random_checkpoi
     """Ctrl-C on `caloquant generate` (its own local cluster, 1 worker) leaves only complete
     shards; --resume on another cluster (2 workers) finishes it; every shard is then byte-for-byte
     the shard of an uninterrupted 2-worker run."""
-    n, size = 60, 6
+    n, size = 120, 6  # 20 shards: the interrupt must land while most are still to do (10 were once all done first)
     ref = tmp_path / "ref"
     run(ref, random_checkpoint, cluster, n, size, seed=3)
 
@@ -236,7 +236,7 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(cluster, random_checkpoi
     assert proc.returncode == 130, err
     assert "interrupted" in err and "resume" in err
     m = read_manifest(out)
-    assert not m["complete"] and 0 < len(m["shards"]) < 10
+    assert not m["complete"] and 0 < len(m["shards"]) < n // size
     assert all(verify_shards(out, m["shards"]))
     planned = {s.path: s.n for s in plan_shards(n, size)}
     for f in out.iterdir():  # only complete shards (listed or not), no temporary files
@@ -246,7 +246,7 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(cluster, random_checkpoi
                 assert r.n == planned[f.name]
 
     res = run(out, random_checkpoint, cluster, n, size, seed=3, resume=True)
-    assert res.shards_reused == len(m["shards"]) and res.shards_made == 10 - len(m["shards"])
+    assert res.shards_reused == len(m["shards"]) and res.shards_made == n // size - len(m["shards"])
     assert shard_shas(out) == shard_shas(ref)  # 1 worker + 2 workers, interrupted = 2 workers, uninterrupted
 
 
