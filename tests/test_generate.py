@@ -216,7 +216,10 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(cluster, random_checkpoi
     env.pop("CALOQUANT_PROGRESS", None)
     cmd = [sys.executable, "-m", "caloquant.cli", "generate", "--model", str(random_checkpoint), "--n", str(n),
            "--shard-size", str(size), "--energy-range", "100:500", "--seed", "3", "--workers", "1", "--threads", "1", "-o", str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # as from a terminal: SIGINT at its default (an ignored SIGINT is inherited, and this test
+    # process may have inherited or set one; caloquant's own Dask workers ignore it on purpose)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
