@@ -292,7 +292,7 @@ def test_tls_cluster_needs_the_right_certificates(random_checkpoint: Path, tmp_p
     sec = distributed.Security(tls_ca_file=str(good["ca"]), require_encryption=True,
                                **{f"tls_{role}_{k}": str(good[k]) for role in ("scheduler", "worker", "client") for k in ("cert", "key")})
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tls",
-                                  security=sec, dashboard_address=None, silence_logs=logging.CRITICAL) as c:
+                                  security=sec, dashboard_address=":0", silence_logs=logging.CRITICAL) as c:
         addr = c.scheduler_address
         assert addr.startswith("tls://127.0.0.1:")
         base = ["generate", "--model", random_checkpoint, "--energy-range", "100:500", "--n", 20, "--shard-size", 10,
