@@ -174,15 +174,16 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
                      f" (resumed at step {r.resumed_from_step})" if r.resumed_from_step else "", r.loss_first, r.loss_last)
             return r, state
 
-        res, state = run(qcfg)
+        q = qcfg
+        res, state = run(q)
         first = None
-        if res.diverged and qcfg.minutes - res.seconds / 60 > 0.05:
+        if res.diverged and q.minutes - res.seconds / 60 > 0.05:
             # once more from the same start with a 10x smaller step (CERN conv4 diverged within
             # 30 steps at 1e-4), within what is left of this unit's share
-            first = res.info() | {"lr": qcfg.lr}
-            res, state = run(replace(qcfg, lr=qcfg.lr / 10, minutes=qcfg.minutes - res.seconds / 60))
-        info = res.info() | {"state": str(state), "units": units, "calibration": cal,
-                             "lr": qcfg.lr if first is None else qcfg.lr / 10}
+            first = res.info() | {"lr": q.lr}
+            q = replace(q, lr=q.lr / 10, minutes=q.minutes - res.seconds / 60)
+            res, state = run(q)
+        info = res.info() | {"state": str(state), "units": units, "calibration": cal, "lr": q.lr}
         if first is not None:
             info["diverged_first"] = first
         if res.module is None:

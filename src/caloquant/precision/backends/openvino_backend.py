@@ -405,9 +405,7 @@ class OpenVINOBackend:
         q = self._quantize(calib, [u for u in units if u not in chosen], calibration, "none")
         fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
         plan: list[FakeQuant] = []
-        for op in q.get_ordered_ops():
-            if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_type_name() == "Constant":
-                continue
+        for op, _ in _input_quantizers(q).values():
             consumers = [t.get_node() for t in op.output(0).get_target_inputs()]
             unit = next((c.get_friendly_name() for c in consumers if c.get_friendly_name() in chosen), None)
             if unit is None:
