@@ -1,7 +1,8 @@
 """Training speed of `caloquant train`: real showers per second of the authors' update rule.
 
-What is timed: `Trainer.step` on one global batch (discriminator on the real batch and on a
-generated batch, two generator updates; forward, backward and optimizer), for the Conv2D
+What is timed: `Trainer.step` on one global batch (the discriminator update: on the real
+batch and on a generated batch, or for the Conv2D recipe on both in one mixed batch; then two
+generator updates; forward, backward and optimizer), for the Conv2D
 model at widths 0.5 and 1.0 (plus the Conv3D 3DGAN), fp32 and bf16 autocast, with and without
 channels-last, in 1 process (1 thread; the Conv2D also with 2 threads) and in 2 processes
 under torchrun (1 thread each, gloo all-reduce), the latter interleaved with the same

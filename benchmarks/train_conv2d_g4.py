@@ -86,13 +86,16 @@ def train(args: argparse.Namespace) -> None:
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        # a chunk may end early (Ctrl-C or SIGTERM to this script): it is recorded like a time box
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             rc = proc.wait(timeout=args.minutes * 60)
             stopped = "finished" if rc == 0 else f"failed (exit {rc}, see {log.name})"
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
             os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers; the last checkpoint stays
             proc.wait()
-            stopped = f"time box of {args.minutes} min"
+            stopped = (f"time box of {args.minutes} min" if isinstance(e, subprocess.TimeoutExpired)
+                       else f"stopped by a signal after {(time.time() - t0) / 60:.1f} min")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     chunks.append({"started_utc": started, "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1),

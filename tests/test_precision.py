@@ -113,6 +113,22 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     assert all("physics" in t and "config" in t for t in log["trials"])
 
 
+def test_units_that_pass_alone_are_tried_together_first(tiny_ckpt, tuned) -> None:
+    """Step 2 starts with one trial of every unit that passed alone; only the units it leaves
+    out (here the hostile conv_b) go through the one-by-one accumulation."""
+    res, _ = tuned
+    names = [t.name for t in res.trials]
+    alone = [t for t in res.trials if t.name.startswith("only ") and t.passes]
+    together = [t for t in res.trials if t.name.startswith("all ") and "passed alone" in t.name]
+    assert len(alone) >= 2 and len(together) == 1, names
+    assert set(together[0].config["int8_units"]) == {u for t in alone for u in t.config["int8_units"]}
+    greedy = [n for n in names if n.startswith("+")]
+    if together[0].passes:  # then the one-by-one step tries only what failed alone
+        assert greedy and all("conv_b" in n.split(" -> ")[0] for n in greedy), greedy
+    else:
+        assert len(greedy) == len(res.manifest["layer_precisions"]), greedy
+
+
 def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> None:
     """conv_b is hostile only through its input's channel ranges (channel 0 is 1000x the
     others): the exact equalization undoes that, and the tuner's equalized graph admits
@@ -204,6 +220,20 @@ def test_physics_recipe_on_conv2d_generator(tmp_path: Path) -> None:
     g = load_artifact(tmp_path / "c2d")
     out = g.generate(calibration_latents(spec, 4, 1))
     assert out.shape == (4, 25, 25, 25) and np.isfinite(out).all()
+
+
+def test_every_unit_has_its_own_label() -> None:
+    """The Conv2D generator has two permutes feeding int8 units: one label for both would make
+    layer_precisions miss a unit and a per-unit setting hit both."""
+    spec = spec_conv2d(width=0.1)
+    torch.manual_seed(0)
+    gen, _ = build(spec)
+    be = make_backend("openvino", gen.eval(), spec.latent_dim, 1)
+    calib = calibration_latents(spec, 32, 0)
+    units = be.units(calib)
+    labels = [be.unit_label(u) for u in units]
+    assert sum(lab.startswith("permute") for lab in labels) == 2 and len(set(labels)) == len(units), labels
+    assert len(be.int8_model(calib, None, "minmax").layer_precisions) >= len(units)
 
 
 @pytest.mark.parametrize("backend,precision", [("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32"), ("torch", "bf16")])

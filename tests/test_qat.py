@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from caloquant.precision import QATConfig, Tolerance, calibration_latents, make_backend, quantize
-from caloquant.precision.qat import _Student, finetune
+from caloquant.precision.qat import _Student, finetune, qat_loss
 from tests.test_precision import TINY_SPEC, Tiny3D, fast_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,3 +170,25 @@ def test_qat_config_is_checked() -> None:
         with pytest.raises(CaloquantError):
             QATConfig(**bad)
     assert not QATConfig().enabled and QATConfig(minutes=2).enabled and QATConfig(max_steps=5).enabled
+
+
+def test_group_means_in_the_loss_see_a_bias_that_per_shower_terms_cannot_tell_from_noise() -> None:
+    """Two students with the same per-shower Ecal deviations (0.5 % of every shower): one all
+    high (a bias the tolerance fails), one alternating in energy order (noise that averages out).
+    The per-shower loss cannot tell them apart; the group-mean term weighs the bias with the
+    group size and leaves the noise alone."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.rand(32, 6, 6, 6, generator=g) * torch.linspace(0.5, 5.0, 32)[:, None, None, None]
+    tol = Tolerance(ecal_rel=0.005, moment_shift=0.05)
+    order = torch.argsort(teacher.sum((1, 2, 3)))
+    sign = torch.empty(32)
+    sign[order] = torch.tensor([1.0, -1.0] * 16)
+    biased, noisy = teacher * 1.005, teacher * (1 + 0.005 * sign[:, None, None, None])
+    flat = [qat_loss(s, teacher, tol, groups=0)[0] for s in (biased, noisy)]
+    assert float(flat[0]) == pytest.approx(float(flat[1]), rel=1e-4)
+    (lb, pb), (ln, pn) = (qat_loss(s, teacher, tol, groups=4) for s in (biased, noisy))
+    # 7 deviations per shower (Ecal and 6 moments; a scale moves no moment): the biased one adds
+    # group size 8 x (1 tolerance unit)^2 / 7 terms
+    assert float(lb - flat[0]) == pytest.approx(8 / 7, rel=1e-3)
+    assert float(ln - flat[1]) == pytest.approx(0.0, abs=1e-6)
+    assert pb["bias_max"] == pytest.approx(1.0, rel=1e-3) and pn["bias_max"] < 1e-4

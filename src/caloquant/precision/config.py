@@ -113,7 +113,10 @@ class QATConfig:
     is left of the tuning budget; ``max_steps``: a step limit (deterministic runs); ``refresh_every``: steps between
     re-reading the engine's activation ranges; ``diverge_factor``: a loss above this many times
     the first step's ends the run as diverged (the post-training result stands);
-    ``state_dir``: where interrupted runs are resumed from (None: the user cache)."""
+    ``bias_groups``: the batch is split into this many groups of similar energy, and each
+    group's *mean* deviation (what the tolerance measures) enters the loss weighted by the
+    group's size (0: per-shower terms only); ``state_dir``: where interrupted runs are
+    resumed from (None: the user cache)."""
 
     minutes: float = 0.0  # off until it pays on the built-in models (docs/findings.md)
     max_steps: int | None = None
@@ -122,6 +125,7 @@ class QATConfig:
     refresh_every: int = 50
     checkpoint_every: int = 20
     diverge_factor: float = 4.0
+    bias_groups: int = 0  # off until measured to pay (docs/findings.md 8c)
     seed: int = 0
     state_dir: str | None = None
 
@@ -132,7 +136,9 @@ class QATConfig:
                   (self.lr > 0, f"qat lr must be > 0, got {self.lr}"),
                   (self.refresh_every >= 1, f"qat refresh_every must be >= 1, got {self.refresh_every}"),
                   (self.checkpoint_every >= 1, f"qat checkpoint_every must be >= 1, got {self.checkpoint_every}"),
-                  (self.diverge_factor > 1, f"qat diverge_factor must be > 1, got {self.diverge_factor}")]
+                  (self.diverge_factor > 1, f"qat diverge_factor must be > 1, got {self.diverge_factor}"),
+                  (0 <= self.bias_groups <= self.batch // 2,
+                   f"qat bias_groups must be between 0 and batch/2 ({self.batch // 2}), got {self.bias_groups}")]
         for ok, msg in checks:
             if not ok:
                 raise CaloquantError(msg)

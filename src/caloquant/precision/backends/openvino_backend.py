@@ -58,12 +58,14 @@ def _nncf() -> Any:
 
 
 def short_name(full: str) -> str:
-    """'__module.conv2/aten::_convolution/Convolution' -> 'conv2'; 'aten::view/Reshape' -> 'view'."""
+    """'__module.conv2/aten::_convolution/Convolution' -> 'conv2'; 'aten::view/Reshape' -> 'view';
+    'aten::permute/Transpose_3' -> 'permute_3' (OpenVINO numbers repeated ops of one kind: two
+    permutes of the Conv2D generator must not share a label, or a per-unit setting hits both)."""
     m = re.match(r"__module\.([^/]+)/", full)
     if m:
         return m.group(1)
-    m = re.match(r"aten::([^/]+)/", full)
-    return m.group(1) if m else full
+    m = re.match(r"aten::([^/]+)/[A-Za-z]+(_\d+)?(?:/|$)", full)
+    return m.group(1) + (m.group(2) or "") if m else full
 
 
 def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, list[str]]:
