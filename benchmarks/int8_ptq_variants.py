@@ -4,7 +4,8 @@
 For each heavy unit (conv2, conv3, conv4 inputs and weights) added to the units the physics
 recipe admits today (dense, conv1 input), on the graph the tuner uses (exact sub-pixel rewrite):
 
-* range estimator per unit: min-max, percentile (NNCF MEAN_QUANTILE), histogram;
+* range estimator per unit: min-max, percentile (NNCF MEAN_QUANTILE), histogram, each also
+  with asymmetric activation ranges (``-asym``: NNCF's MIXED preset; ``--variants asym``);
 * bias correction: NNCF FastBiasCorrection (default), full BiasCorrection, none;
 * NNCF SmoothQuant for convolutions (off by default in NNCF; needs ``model_type=TRANSFORMER``),
   alpha 0.5 and 0.95, and that model type without smoothing (-1, the control), against
@@ -15,6 +16,7 @@ Each variant is scored as the tuner scores it: paired showers against fp32 at 5 
 errors over its tolerance; <= 1 passes the default tolerance).
 
     .venv/bin/python benchmarks/int8_ptq_variants.py [--n 200] [--units conv2 conv3 conv4]
+        [--variants all|smoothquant|asym] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="paired showers per energy point")
     ap.add_argument("--units", nargs="+", default=["conv2", "conv3", "conv4"])
-    ap.add_argument("--variants", choices=["all", "smoothquant"], default="all")
+    ap.add_argument("--variants", choices=["all", "smoothquant", "asym"], default="all")
     ap.add_argument("--threads", type=int, default=2, help="physics only: the thread count changes the time, not the numbers")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "int8_ptq_variants.json")
     args = ap.parse_args()
@@ -64,6 +66,8 @@ def main() -> None:
     variants += [("minmax", "fast", a) for a in (-1.0, 0.5, 0.95)]  # -1: NNCF's TRANSFORMER model type, no smoothing
     if args.variants == "smoothquant":
         variants = [v for v in variants if v[2] is not None]
+    if args.variants == "asym":  # symmetric against asymmetric activation ranges, default bias correction
+        variants = [(f"{cal}{scheme}", "fast", None) for cal in ("minmax", "percentile", "histogram") for scheme in ("", "-asym")]
     rows = []
     for name in args.units:
         unit = [u for u in units if label[u].startswith(name)]

@@ -341,7 +341,7 @@ def quantize(
     backend: Annotated[str, typer.Option("--backend", help="openvino | onnxruntime | torch.")] = "openvino",
     recipe: Annotated[str, typer.Option("--recipe", help="physics (tolerance-driven search) | naive (backend defaults).")] = "physics",
     tolerance: Annotated[str, typer.Option("--tolerance", help="Preset (default, strict, loose) or a JSON file.")] = "default",
-    calibration: Annotated[str, typer.Option("--calibration", help="First range estimator: minmax | percentile | histogram.")] = "minmax",
+    calibration: Annotated[str, typer.Option("--calibration", help="First range estimator: minmax | percentile | histogram, each also with asymmetric activations (-asym, OpenVINO).")] = "minmax",
     calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = 512,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")] = 200,
     seed: Annotated[int, typer.Option("--seed")] = 0,

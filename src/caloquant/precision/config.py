@@ -17,11 +17,12 @@ from caloquant.timing import TimingConfig
 Backend = Literal["openvino", "onnxruntime", "torch"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Recipe = Literal["physics", "naive"]
-Calibration = Literal["minmax", "percentile", "histogram"]
+# a range estimator; "-asym": with asymmetric activation ranges (where the engine's int8 scheme has them)
+Calibration = Literal["minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym"]
 
 BACKENDS: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
-CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "histogram")
+CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym")
 
 
 def per_unit_calibration(default: str, overrides: dict[str, str]) -> str:

@@ -216,12 +216,11 @@ class Tuner:
         accepted, best_cal = self._equalized(order, accepted, best_cal)
         accepted, best_cal = self._finetuned(order, accepted, best_cal)
         if self.caps.float_remainders:
-            log.info("6. float remainder in reduced precision (%s), each calibration", ", ".join(self.caps.float_remainders))
-            for fprec in self.caps.float_remainders:
-                for cal in dict.fromkeys([best_cal, *self.caps.calibrations]):
-                    if self.out_of_time():
-                        break
-                    self.int8(f"{cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, cal, fprec)
+            log.info("6. float remainder in reduced precision (%s)", ", ".join(self.caps.float_remainders))
+            for fprec in self.caps.float_remainders:  # with the range estimators chosen for the int8 part
+                if self.out_of_time():
+                    break
+                self.int8(f"{best_cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, best_cal, fprec)
         return self.best()
 
     def _per_unit_calibration(self, order: list[str], accepted: list[str], cal: str) -> tuple[list[str], str]:

@@ -169,6 +169,9 @@ class ONNXRuntimeBackend:
             raise CaloquantError("ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)")
         if ";" in calibration:
             raise CaloquantError(f"ONNX Runtime takes one range estimator for all units, not '{calibration}'")
+        if calibration not in self.capabilities.calibrations:
+            raise CaloquantError(f"ONNX Runtime int8 here has symmetric activations only: calibration '{calibration}' "
+                                 f"is not one of {', '.join(self.capabilities.calibrations)}")
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
