@@ -128,6 +128,28 @@ def _compute_op(node: Any) -> Any:
     return node
 
 
+_COMPUTE = {"Convolution", "ConvolutionBackpropData", "GroupConvolution", "MatMul"}
+
+
+def _compute_ops(node: Any) -> list[Any]:
+    """Every Convolution/MatMul whose input comes from ``node`` through value-preserving ops
+    and concatenations (all branches: a reshape can feed three convolutions, a concatenation
+    joins three branches into one)."""
+    out, todo, seen = [], [node], set()
+    while todo:
+        n = todo.pop()
+        for t in n.output(0).get_target_inputs():
+            c = t.get_node()
+            if c.get_friendly_name() in seen:
+                continue
+            seen.add(c.get_friendly_name())
+            if c.get_type_name() in _COMPUTE:
+                out.append(c)
+            elif c.get_type_name() in _VALUE_PRESERVING or c.get_type_name() == "Concat":
+                todo.append(c)
+    return out
+
+
 def _input_quantizers(model: Any) -> dict[str, tuple[Any, set[str]]]:
     """Every activation FakeQuantize by its name, with the unit labels it quantizes for: the ops
     it feeds, and the op whose output it sits on (NNCF moves a unit's quantizer past a reshape
@@ -139,6 +161,24 @@ def _input_quantizers(model: Any) -> dict[str, tuple[Any, set[str]]]:
         labels = {short_name(t.get_node().get_friendly_name()) for t in op.output(0).get_target_inputs()}
         out[op.get_friendly_name()] = (op, labels | {short_name(op.get_friendly_name())})
     return out
+
+
+def _drop_stray_quantizers(model: Any, chosen: set[str]) -> list[str]:
+    """Bypass every activation FakeQuantize that serves none of the ``chosen`` unit labels.
+
+    Why by hand: with a unit in NNCF's ignored scope, NNCF can still leave a quantizer on the
+    output of the op before it (the Conv2D generator: on ``view`` and ``cat`` with *every* unit
+    ignored); that model is then int8 where nothing was asked, and what the tuner measures as
+    "unit X alone" is X plus those (conv2d-g4 epoch 17: 7-9 % of Ecal from them alone). After this,
+    what runs is what was asked. Returns the bypassed quantizers' names."""
+    dropped = []
+    for name, (fq, labels) in _input_quantizers(model).items():
+        if labels & chosen:
+            continue
+        for target in list(fq.output(0).get_target_inputs()):
+            target.replace_source_output(fq.input_value(0))
+        dropped.append(name)
+    return dropped
 
 
 def _constant(value: np.ndarray) -> Any:
@@ -321,7 +361,17 @@ class OpenVINOBackend:
         model's bias correction (computed for the default ranges; bias correction moves these
         models by 0.1-0.2 points of per cent at most, docs/findings.md 10)."""
         default, overrides = parse_calibration(calibration)
+        # a unit left float takes the layers it feeds with it: a unit can be a value-preserving op
+        # (the Conv2D generator's view feeds three convolutions that are not units themselves,
+        # its cat and permutes feed the last one), and NNCF would otherwise quantize those layers
+        # from quantizers it places elsewhere
+        fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
+        behind = [c.get_friendly_name() for u in ignored if u in fp_ops and fp_ops[u].get_type_name() not in _COMPUTE
+                  for c in _compute_ops(fp_ops[u])]
+        ignored = list(dict.fromkeys([*ignored, *behind]))
         q = self._nncf_quantize(calib, ignored, default, bias_correction, smooth_quant)
+        chosen = {short_name(u) for u in self.units(calib) if u not in set(ignored)}
+        _drop_stray_quantizers(q, chosen)  # none left after the above (tested); kept as a guard
         for est in sorted(set(overrides.values())):
             wanted = {u for u, e in overrides.items() if e == est}
             donor = _input_quantizers(self._nncf_quantize(calib, ignored, est, bias_correction, smooth_quant))
@@ -330,8 +380,7 @@ class OpenVINOBackend:
                     for i in (1, 2, 3, 4):  # input low/high, output low/high
                         src = donor[name][0].input_value(i).get_node()
                         fq.input(i).replace_source_output(_constant(np.asarray(src.get_data()).copy()).output(0))
-        if overrides:
-            q.validate_nodes_and_infer_types()
+        q.validate_nodes_and_infer_types()
         return q
 
     def _nncf_quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast",
