@@ -111,6 +111,13 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     log = json.loads((art / "tuning_log.json").read_text())
     assert any(t["name"].startswith("only conv_b") and not t["passes"] for t in log["trials"])
     assert all("physics" in t and "config" in t for t in log["trials"])
+    # the frontier, technique by technique: every own trial counted once, in the tuner's order
+    fr = res.manifest["frontier"]
+    own = [t for t in log["trials"] if not t["config"].get("external")]
+    assert fr[0]["technique"] == "sensitivity" and sum(r["trials"] for r in fr) == len(own), fr
+    assert fr[0]["closest_failing"]["name"] == "only conv_b" and fr[0]["passing"] == len(lp) - 1, fr[0]
+    best = max((r["fastest_passing"] for r in fr if "fastest_passing" in r), key=lambda f: f["showers_per_s"])
+    assert best["speedup_vs_torch_fp32"] > 0 and best["worst_ecal_rel"] <= tol.ecal_rel
 
 
 def test_units_that_pass_alone_are_tried_together_first(tiny_ckpt, tuned) -> None:

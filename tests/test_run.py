@@ -200,3 +200,24 @@ def test_points_reference_comes_from_the_shipped_geant4_set(tmp_path: Path, monk
     np.testing.assert_array_equal(showers[:7], shipped[shipped_e == 100.0][:7])
     assert _packaged_points(np.repeat([100.0], 101), geometry) is None  # 100 shipped per point
     assert _packaged_points(energies, "another-geometry") is None
+
+
+def test_a_float_variant_that_runs_as_another_is_not_repeated(quick_run: Path) -> None:
+    """fp16 on a CPU without fp16 arithmetic runs as bf16: with the same paired physics it is the
+    same computation, so the study neither samples, validates nor times it again and says so;
+    on a CPU with fp16 arithmetic it is a variant of its own."""
+    from caloquant.run import QUICK_VARIANTS, RunConfig, Variant, run
+
+    cfg = RunConfig(quick=True, n_flat=120, tune_budget_s=20, bench_duration_s=0.3, mc_budget_s=8, threads=2,
+                    variants=(*QUICK_VARIANTS[:2], Variant("fp16", "fp16", "openvino"), *QUICK_VARIANTS[2:]))
+    rep = run(cfg, quick_run)
+    bf, fp = (json.loads((quick_run / "models" / "cern-3dgan" / v / "manifest.json").read_text()) for v in ("bf16", "fp16"))
+    same = bf["executed_precision"] == fp["executed_precision"] and bf["physics"]["worst_ecal_rel"] == fp["physics"]["worst_ecal_rel"]
+    ran = {s["step"] for s in rep["steps"] if not s["reused"]}
+    sampled = any("sample fp16" in s for s in ran)
+    variants = {r["variant"] for r in rep["variants"]}
+    if same:
+        assert "cern-3dgan fp16" in rep["skipped_variants"] and not sampled and "fp16" not in variants
+        assert "benchmark" not in ran  # the same models as before: the benchmark step is reused
+    else:
+        assert sampled and "fp16" in variants

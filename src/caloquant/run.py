@@ -342,7 +342,7 @@ def _bench_step(entries: list[dict[str, Any]], cfg: dict[str, Any], run_dir: Pat
     mc = "geant4" if helper_status()["ready"] else "gflash"
     opts: dict[str, Any] = {
         "threads": (1, 2) if cfg["threads"] >= 2 else (1,), "streams": (1,) if q else (1, 2),
-        "batches": (1, 32) if q else (1, 8, 32, 128), "duration_s": cfg["bench_duration_s"], "rounds": 2 if q else 4,
+        "batches": (1, 32) if q else (1, 32, 128), "duration_s": cfg["bench_duration_s"], "rounds": 2 if q else 4,
         "ceilings": not q, "mc_engine": mc, "mc_showers_per_point": 2 if q else 3, "mc_budget_s": cfg["mc_budget_s"],
         "seed": cfg["seed"],
     }
@@ -395,8 +395,20 @@ def run(config: RunConfig, run_dir: str | Path, console: Console | None = None) 
         fp32 = next((v for v in variants if v.is_fp32), Variant("fp32"))
         # the head to head (other tools at the same tolerance, ~5 minutes a model) runs on the first
         # model only: with the Conv2D model trained here the whole study would pass its 30 minutes
+        same: dict[tuple[Any, ...], str] = {}  # what a float variant runs as -> the first variant that runs so
         for v in (variants if i == 0 else [replace(v, head_to_head=False) for v in variants]):
             src = model if v.is_fp32 else _quantize_step(model, v, cfg, out, steps)
+            if not v.is_fp32 and v.precision != "int8":
+                # fp16 on a CPU without fp16 arithmetic runs as bf16: the same computation (same
+                # engine, executed precision and paired physics) is not sampled, validated or timed twice
+                man = src["manifest"]
+                key = (v.backend, man["executed_precision"], man["physics"]["worst_ecal_rel"], man["physics"]["worst_moment_shift"])
+                if key in same:
+                    entry.setdefault("skipped", {})[v.name] = (f"runs as {man['executed_precision']} on this CPU, the same "
+                                                               f"computation as {same[key]} (identical paired physics)")
+                    say(f"[dim]{model['slug']} {v.name}: {entry['skipped'][v.name]}; not sampled, validated or timed again[/]")
+                    continue
+                same[key] = v.name
             samples = {w: _sample_step(model, v, src, r, w, cfg["seed"], cfg, out, steps) for w, r in refs.items()}
             entry["variants"][v.name] = {"variant": asdict(v), "source": src, "samples": samples}
             bench_entries.append({"bench_name": src.get("artifact") or src["checkpoint"], "_key": src["_key"],
@@ -525,6 +537,9 @@ def _build_report(cfg: dict[str, Any], refs: dict[str, Any], per_model: list[dic
     bench_note = (f"One benchmark run with every variant; load average before the run "
                   f"{(bench['machine'].get('load_before') or {}).get('loadavg_1_5_15', ['?'])[0]} on "
                   f"{bench['machine']['usable_cores']} usable cores (other processes share this machine: compare within the run).")
+    skipped = {f"{e['model']['slug']} {n}": why for e in per_model for n, why in (e.get("skipped") or {}).items()}
+    if skipped:
+        bench_note += " Not repeated: " + "; ".join(f"{k} ({why})" for k, why in skipped.items()) + "."
     if eng := bench["monte_carlo"].get("engine"):
         lo_e, hi_e = eng["flat_range_gev"]
         bench_note += (f" The Monte Carlo time is {eng['engine']} ({eng.get('physics')}) on caloquant's calorimeter, timed in this "
@@ -571,6 +586,7 @@ def _build_report(cfg: dict[str, Any], refs: dict[str, Any], per_model: list[dic
                         + (f" and {refs['points']['n']} at fixed energies" if "points" in refs else "")
                         + f"; {'quick' if cfg['quick'] else 'full'} study; this invocation {wall_s:.0f} s (finished steps reused)",
             "config": cfg, "tolerance": tol, "mc_label": mc_label, "recommendation": recommendation, "variants": rows,
+            "skipped_variants": skipped,
             "references": {w: {k2: v for k2, v in r.items() if not k2.startswith("_")} for w, r in refs.items()},
             "steps": log, "wall_s": round(wall_s, 1), "machine": bench["machine"], "bench_json": bench_res["json"]}
     return report_dict("caloquant study report", sections, meta), rows

@@ -236,6 +236,7 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
         "recipe": cfg.recipe,
         "backend_options": chosen.model.options(),
         "float_precision": chosen.config.get("float_precision", cfg.precision if cfg.precision != "int8" else "fp32"),
+        "f32_from": chosen.config.get("f32_from"),  # a split float part: fp32 from this unit on
         "layer_precisions": chosen.model.layer_precisions,
         "calibration": {"method": chosen.config.get("calibration"), "n": cfg.calib_n, "seed": cfg.seed}
         if chosen.config.get("precision") == "int8" else None,
@@ -262,6 +263,8 @@ def _quantize(ckpt: Checkpoint, cfg: QuantizeConfig, source: str) -> QuantizeRes
                               "equalization": equalization.get(chosen.config.get("graph", "").split("+qat")[0]),
                               "qat": finetuned.get(chosen.config.get("graph", ""))},
         "qat": tuner.qat_info,
+        # speed against worst deviation, technique by technique (the tuner's steps)
+        "frontier": tuner.frontier(baseline["showers_per_s"]) if cfg.recipe == "physics" and cfg.precision == "int8" else None,
         "tuning_seconds": round(time.perf_counter() - t_start, 1),
     }
     return QuantizeResult(spec, chosen.model, manifest, chosen, tuner.trials, baseline, canary)

@@ -24,7 +24,14 @@ Physics recipe (int8), for any generator and any backend:
    the fine-tuned graph becomes the working graph (weights trained for exactly the
    configuration that is checked).
 7. *Float precision*: the accepted set with bf16 or fp16 instead of fp32 for the float
-   remainder (where the backend supports it).
+   remainder (where the backend supports it). Where that fails and the engine can split its
+   float part (``float_split``), the reduced precision runs up to a cut and fp32 from there:
+   cut points from the last to the first (most reduced precision first), at each the accepted
+   int8 units with the split float part, then the split float part alone (no int8: on the
+   CERN 3DGAN int8 on the dense layer and bf16 add up to a failure, while bf16 up to conv4
+   passes, and is the faster of the two, docs/findings.md 11); the first cut that passes
+   ends the search for that precision. The physics check decides per CPU (bf16 Conv3D is
+   wrong on the Intel AMX class, findings 1), so the split found is the tuning CPU's.
 8. *Speed is measured*, never assumed: every configuration that meets the tolerance is timed
    (batch, threads as configured) and the fastest one wins.
 9. *Confirmation*: "meets the tolerance" means every deviation plus ``margin_sigma`` standard
@@ -67,6 +74,7 @@ class Trial:
     seconds: float = 0.0
     model: Any = field(default=None, repr=False)
     confirmation: dict[str, Any] | None = None  # the same check on a second, independent latent set
+    step: str = ""  # the tuner step (technique) that made this trial
 
     @property
     def ok(self) -> bool:
@@ -76,7 +84,7 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "passes": self.passes, "badness": self.badness,
                 "physics": {k: v for k, v in self.score.items() if k != "points"}, "points": self.score.get("points", []),
-                "speed": self.speed, "seconds": round(self.seconds, 2), "confirmation": self.confirmation}
+                "speed": self.speed, "seconds": round(self.seconds, 2), "confirmation": self.confirmation, "step": self.step}
 
 
 class Tuner:
@@ -102,6 +110,7 @@ class Tuner:
         self.graphs = graphs or {}
         self.caps = backend.capabilities
         self.trials: list[Trial] = []
+        self.step = ""  # the technique being tried (recorded on every trial)
         self.bench_batch = evalset.latents[: cfg.batch]
         self.t0 = time.perf_counter()
 
@@ -110,7 +119,8 @@ class Tuner:
         t = time.perf_counter()
         model = build()
         score = self.score(model, self.ev)
-        trial = Trial(name, config, score, passes(score, self.cfg.tolerance), badness(score, self.cfg.tolerance), model=model)
+        trial = Trial(name, config, score, passes(score, self.cfg.tolerance), badness(score, self.cfg.tolerance), model=model,
+                      step=self.step)
         if timed or trial.passes:
             trial.speed = throughput(model, self.bench_batch, self.cfg.timing)
         trial.seconds = time.perf_counter() - t
@@ -138,19 +148,51 @@ class Tuner:
         return score
 
     def int8(self, name: str, units: list[str], calibration: str, float_precision: str, timed: bool = False,
-             graph: tuple[str, Backend] | None = None) -> Trial:
+             graph: tuple[str, Backend] | None = None, f32_from: str | None = None) -> Trial:
         gname, be = graph or (self.graph, self.backend)
         bc = self.bias_correction.get(gname)
         cfg = {"precision": "int8", "int8_units": list(units), "calibration": calibration, "float_precision": float_precision,
-               "graph": gname} | ({"bias_correction": bc} if bc else {})
+               "graph": gname} | ({"bias_correction": bc} if bc else {}) | ({"f32_from": self.short(f32_from)} if f32_from else {})
         return self.evaluate(name if gname == "original" else f"[{gname}] {name}",
-                             lambda: be.int8_model(self.calib, list(units), calibration, float_precision, bc), cfg, timed)
+                             lambda: be.int8_model(self.calib, list(units), calibration, float_precision, bc,
+                                                   f32_from=f32_from), cfg, timed)
 
     def short(self, unit: str) -> str:
         return self.backend.unit_label(unit)
 
     def out_of_time(self) -> bool:
         return time.perf_counter() - self.t0 > self.cfg.time_budget_s
+
+    def _step(self, technique: str, msg: str, *args: Any) -> None:
+        self.step = technique
+        log.info(msg, *args)
+
+    def frontier(self, baseline_showers_per_s: float) -> list[dict[str, Any]]:
+        """Speed against worst deviation, technique by technique (the tuner's steps in order):
+        per step, how many trials passed, the most int8 units a passing trial reached, the
+        fastest passing trial (its speed also against ``baseline_showers_per_s``, PyTorch fp32;
+        single timings or the final race's medians) and the failing trial closest to passing."""
+        out: list[dict[str, Any]] = []
+        own = [t for t in self.trials if t.step and not t.config.get("external")]
+        for step in dict.fromkeys(t.step for t in own):
+            ts = [t for t in own if t.step == step]
+            ok = [t for t in ts if t.passes and t.speed]
+            row: dict[str, Any] = {"technique": step, "trials": len(ts), "passing": sum(t.passes for t in ts),
+                                   "most_int8_units_passing": max((len(t.config.get("int8_units", [])) for t in ts if t.passes),
+                                                                  default=None)}
+            if ok:
+                f = max(ok, key=lambda t: t.speed["showers_per_s"])  # type: ignore[index]
+                row["fastest_passing"] = {"name": f.name, "showers_per_s": f.speed["showers_per_s"],  # type: ignore[index]
+                                          "speedup_vs_torch_fp32": f.speed["showers_per_s"] / baseline_showers_per_s,  # type: ignore[index]
+                                          "worst_ecal_rel": f.score["worst_ecal_rel"], "worst_moment_shift": f.score["worst_moment_shift"],
+                                          "int8_units": len(f.config.get("int8_units", []))}
+            bad = [t for t in ts if not t.passes]
+            if bad:
+                c = min(bad, key=lambda t: t.badness)
+                row["closest_failing"] = {"name": c.name, "badness": c.badness, "worst_ecal_rel": c.score["worst_ecal_rel"],
+                                          "worst_moment_shift": c.score["worst_moment_shift"]}
+            out.append(row)
+        return out
 
     # -- recipes ---------------------------------------------------------------------------
     def naive(self) -> Trial:
@@ -166,7 +208,7 @@ class Tuner:
         units = self.backend.units(self.calib)
         cal0 = self.cfg.calibration
         log.info("units: %d places where int8 can be switched: %s", len(units), ", ".join(map(self.short, units)))
-        log.info("1. sensitivity: one unit in int8 at a time")
+        self._step("sensitivity", "1. sensitivity: one unit in int8 at a time")
         sens: dict[str, float] = {}
         passed_alone: set[str] = set()
         for u in units:  # units not reached within the time budget count as most sensitive
@@ -184,10 +226,10 @@ class Tuner:
         if len(alone) > 1 and not self.out_of_time():
             # one trial instead of one per unit when the units do not add up to a failure (the
             # Conv2D model trained here: all 29 units pass alone and together, 29 trials saved)
-            log.info("2. every unit that passed alone, at once (%d units)", len(alone))
+            self._step("greedy accumulation", "2. every unit that passed alone, at once (%d units)", len(alone))
             if self.int8(f"all {len(alone)} units that passed alone", alone, cal0, "fp32").passes:
                 accepted = list(alone)
-        log.info("2. greedy accumulation, least sensitive first%s", " (the rest)" if accepted else "")
+        self._step("greedy accumulation", "2. greedy accumulation, least sensitive first%s", " (the rest)" if accepted else "")
         for u in order:
             if u in accepted:
                 continue
@@ -196,7 +238,7 @@ class Tuner:
             t = self.int8(f"+{self.short(u)} -> {{{', '.join(self.short(x) for x in accepted + [u])}}}", accepted + [u], cal0, "fp32")
             if t.passes:
                 accepted.append(u)
-        log.info("3. calibration: other range estimators, re-admitting rejected units")
+        self._step("range estimators", "3. calibration: other range estimators, re-admitting rejected units")
         for cal in self.caps.calibrations:
             if cal == cal0 or self.out_of_time():
                 continue
@@ -216,12 +258,46 @@ class Tuner:
         accepted, best_cal = self._equalized(order, accepted, best_cal)
         accepted, best_cal = self._finetuned(order, accepted, best_cal)
         if self.caps.float_remainders:
-            log.info("6. float remainder in reduced precision (%s)", ", ".join(self.caps.float_remainders))
+            self._step("reduced float remainder", "6. float remainder in reduced precision (%s)", ", ".join(self.caps.float_remainders))
+            failed = []
             for fprec in self.caps.float_remainders:  # with the range estimators chosen for the int8 part
                 if self.out_of_time():
                     break
-                self.int8(f"{best_cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, best_cal, fprec)
+                if not self.int8(f"{best_cal}: {{{', '.join(map(self.short, accepted))}}} + {fprec} rest", accepted, best_cal, fprec).passes:
+                    failed.append(fprec)
+            self._float_split(failed, accepted, best_cal)
         return self.best()
+
+    def _float_split(self, precisions: list[str], accepted: list[str], cal: str) -> None:
+        """Step 6b (see the module docstring): the reduced float ``precisions`` that failed as
+        the whole float remainder, run up to a cut and in fp32 from there. A precision the CPU
+        executes as another one already tried (fp16 runs as bf16 without fp16 arithmetic) is
+        skipped."""
+        if not (self.caps.float_split and precisions) or self.out_of_time():
+            return
+        points = self.backend.split_points(self.calib)
+        if not points:
+            return
+        self._step("split float part", "6b. reduced float precision up to a cut, fp32 from there (cuts: %s)",
+                   ", ".join(map(self.short, points)))
+        executed: set[str] = set()
+        for fprec in precisions:
+            ex = self.backend.float_model(fprec).executed_precision()
+            if ex in executed:
+                log.info("  %s: runs as %s here, already tried", fprec, ex)
+                continue
+            executed.add(ex)
+            for cut in reversed(points):
+                if self.out_of_time():
+                    return
+                where = f"{fprec} up to {self.short(cut)}, fp32 from there"
+                if accepted and self.int8(f"{cal}: {{{', '.join(map(self.short, accepted))}}} + {where}", accepted, cal,
+                                          fprec, f32_from=cut).passes:
+                    break
+                if self.evaluate(f"{where} (no int8)", lambda: self.backend.float_model(fprec, f32_from=cut),
+                                 {"precision": fprec, "float_precision": fprec, "f32_from": self.short(cut),
+                                  "graph": self.graph}).passes:
+                    break
 
     def _per_unit_calibration(self, order: list[str], accepted: list[str], cal: str) -> tuple[list[str], str]:
         """Re-try each rejected unit with a range estimator of its own, the accepted units
@@ -231,7 +307,7 @@ class Tuner:
         rejected = [u for u in order if u not in accepted]
         if not (self.caps.per_unit_calibration and rejected) or self.out_of_time():
             return accepted, cal
-        log.info("3b. a range estimator per unit: re-trying %s", ", ".join(map(self.short, rejected)))
+        self._step("range estimator per unit", "3b. a range estimator per unit: re-trying %s", ", ".join(map(self.short, rejected)))
         default, over = parse_calibration(cal)
         acc = list(accepted)
         for u in rejected:
@@ -251,7 +327,7 @@ class Tuner:
         rejected = [u for u in order if u not in accepted]
         if not (self.graphs and rejected):
             return accepted, cal
-        log.info("4. equalized graphs: re-trying %s", ", ".join(map(self.short, rejected)))
+        self._step("exact equalization", "4. equalized graphs: re-trying %s", ", ".join(map(self.short, rejected)))
         best: tuple[list[str], str, Backend] | None = None
         for gname, make in self.graphs.items():
             if self.out_of_time():
@@ -285,7 +361,7 @@ class Tuner:
         rejected = [u for u in order if u not in accepted]
         if not (self.qat and self.caps.qat and rejected) or self.out_of_time():
             return accepted, cal
-        log.info("5. quantization-aware fine-tuning of [%s], one rejected unit at a time", self.graph)
+        self._step("quantization-aware fine-tuning", "5. quantization-aware fine-tuning of [%s], one rejected unit at a time", self.graph)
         acc = list(accepted)
         t0 = time.perf_counter()
         budget = 60 * self.cfg.qat.minutes
@@ -329,7 +405,7 @@ class Tuner:
         def metric(showers: np.ndarray) -> float:
             return 1.0 - min(badness(self.ev.score(showers), tol), 1e6)
 
-        log.info("head to head: other tools at the same tolerance")
+        self._step("head to head", "head to head: other tools at the same tolerance")
         out = [self.evaluate(f"{self.backend.name} fp32 (reference speed)", lambda: self.backend.float_model("fp32"),
                              {"precision": "fp32", "external": True}, timed=True)]
         tools: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []

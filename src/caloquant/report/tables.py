@@ -145,7 +145,9 @@ def validation_tables(report: dict[str, Any]) -> list[Table]:
 def quantize_summary(m: dict[str, Any]) -> Table:
     """The chosen configuration of a `quantize` run: physics per energy point, speed, size."""
     ok = m["meets_tolerance"]
-    t = Table(title=f"{m['backend']} {m['precision']} ({m['recipe']} recipe): "
+    ex = m.get("executed_precision")
+    runs = f", runs {ex}" if ex and ex != m["precision"] else ""  # e.g. int8 asked, a bf16 + fp32 split was fastest
+    t = Table(title=f"{m['backend']} {m['precision']} ({m['recipe']} recipe{runs}): "
                     + ("[green]physics within tolerance[/]" if ok else "[bold red]PHYSICS OUTSIDE TOLERANCE[/]"))
     t.add_column("Ep [GeV]", justify="right")
     t.add_column("Ecal_q / Ecal_fp32", justify="right")

@@ -38,7 +38,10 @@ class Capabilities:
     ``smooth_quant``: the engine's own SmoothQuant for convolutions can be asked per int8 model
     (``int8_model(..., smooth_quant=alpha)``; a comparison for caloquant's exact equalization);
     ``per_unit_calibration``: ``int8_model``'s calibration may name a range estimator per unit
-    (``"minmax;conv2.conv=percentile"``, :func:`caloquant.precision.config.per_unit_calibration`)."""
+    (``"minmax;conv2.conv=percentile"``, :func:`caloquant.precision.config.per_unit_calibration`);
+    ``float_split``: the float part can run at a reduced precision up to a unit and in fp32 from
+    there (``f32_from`` of ``float_model`` and ``int8_model``; cut points from ``split_points``),
+    for engines without a per-layer precision switch."""
 
     precisions: tuple[str, ...]
     calibrations: tuple[str, ...]
@@ -48,6 +51,7 @@ class Capabilities:
     bias_corrections: tuple[str, ...] = ()
     smooth_quant: bool = False
     per_unit_calibration: bool = False
+    float_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,14 @@ class Backend(Protocol):
         """Import and initialise the engine library."""
         ...
 
-    def float_model(self, precision: str) -> EngineModel: ...
+    def float_model(self, precision: str, f32_from: str | None = None) -> EngineModel:
+        """``f32_from``: a unit from ``split_points`` (only where ``capabilities.float_split``)."""
+        ...
+
+    def split_points(self, calib: np.ndarray) -> list[str]:
+        """Only where ``capabilities.float_split``: the units, in graph order, where the float
+        part can turn to fp32."""
+        ...
 
     def units(self, calib: np.ndarray) -> list[str]: ...
 
@@ -118,9 +129,10 @@ class Backend(Protocol):
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str,
                    float_precision: str = "fp32", bias_correction: str | None = None,
-                   smooth_quant: float | None = None) -> EngineModel:
+                   smooth_quant: float | None = None, f32_from: str | None = None) -> EngineModel:
         """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's default);
-        ``smooth_quant``: the SmoothQuant alpha for convolutions, only where ``capabilities.smooth_quant``."""
+        ``smooth_quant``: the SmoothQuant alpha for convolutions, only where ``capabilities.smooth_quant``;
+        ``f32_from``: the float part runs in fp32 from this unit on (only where ``capabilities.float_split``)."""
         ...
 
     def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Callable[[np.ndarray], float],
@@ -132,6 +144,12 @@ class Backend(Protocol):
         """Only where ``capabilities.qat``: the int8 arithmetic ``int8_model`` (without bias
         correction) would use for these units, on the torch module the backend was built from."""
         ...
+
+
+def no_split(f32_from: str | None) -> None:
+    """For backends without ``capabilities.float_split``."""
+    if f32_from is not None:
+        raise CaloquantError("this backend has no split float part (capabilities.float_split)")
 
 
 # name -> (module, backend class, engine-model class); imported on first use (each engine is heavy)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends import Capabilities, Runner, no_split
 from caloquant.precision.backends.opprofile import categorize, summary, timed_calls
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
@@ -148,7 +148,8 @@ class ONNXRuntimeBackend:
         onnx.checker.check_model(self.fp_proto)
         self.labels = {n.name: _node_label(n) for n in self.fp_proto.graph.node}
 
-    def float_model(self, precision: str) -> ORTModel:
+    def float_model(self, precision: str, f32_from: str | None = None) -> ORTModel:
+        no_split(f32_from)
         proto = self.fp_proto
         if precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -164,7 +165,9 @@ class ONNXRuntimeBackend:
         return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None, smooth_quant: float | None = None) -> ORTModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None,
+                   f32_from: str | None = None) -> ORTModel:
+        no_split(f32_from)
         if smooth_quant is not None:
             raise CaloquantError("ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)")
         if ";" in calibration:

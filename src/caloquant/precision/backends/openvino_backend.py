@@ -200,71 +200,161 @@ def _weight_grid(w_node: Any, w_max: np.ndarray) -> tuple[tuple[float, ...], tup
     return tuple(float(r) for r in ratio), tuple(int(b) for b in np.maximum(q, 1))
 
 
+def split_at(model: Any, unit: str) -> tuple[Any, Any] | None:
+    """The model cut in two at the input of the op named ``unit`` (before its int8 quantizer,
+    if it has one): the head, from the model's inputs to that tensor, and the tail, from a new
+    Parameter holding that tensor to the model's outputs. None where that tensor does not
+    separate the graph (the tail would need another tensor of the head, e.g. a skip connection)
+    or where the head would be empty.
+
+    Written by hand: OpenVINO's Python API has no sub-graph extraction, and the CPU plugin has
+    no per-node precision switch reachable from Python (the runtime attribute
+    ``disable_fp16_compression`` is C++ only, docs/findings.md 11); two compiled parts with
+    their own ``INFERENCE_PRECISION_HINT`` are what remains."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def source(m: Any) -> Any | None:
+        op = next((o for o in m.get_ordered_ops() if o.get_friendly_name() == unit), None)
+        if op is None or op.get_input_size() == 0:
+            return None
+        src = op.input_value(0)
+        while src.get_node().get_type_name() == "FakeQuantize":
+            src = src.get_node().input_value(0)
+        return None if src.get_node().get_type_name() in ("Parameter", "Constant") else src
+
+    head_model, tail_model = model.clone(), model.clone()
+    head_src, tail_src = source(head_model), source(tail_model)
+    if head_src is None or tail_src is None:
+        return None
+    cut = ops.parameter(tail_src.get_partial_shape(), tail_src.get_element_type(), "cut")
+    for target in list(tail_src.get_target_inputs()):
+        target.replace_source_output(cut.output(0))
+    # the tail must be computable from the cut alone
+    todo, seen = [r for r in tail_model.get_results()], set()
+    while todo:
+        n = todo.pop()
+        if n.get_type_name() == "Parameter" and n is not cut and n.get_friendly_name() != "cut":
+            return None
+        for i in range(n.get_input_size()):
+            up = n.input_value(i).get_node()
+            if up.get_friendly_name() not in seen:
+                seen.add(up.get_friendly_name())
+                todo.append(up)
+    head = ov.Model([ops.result(head_src)], head_model.get_parameters(), "head")
+    tail = ov.Model(tail_model.get_results(), [cut], "tail")
+    return head, tail
+
+
 class OpenVINOModel:
     """A compiled OpenVINO model: callable on latents, saveable as IR.
 
+    ``parts``: consecutive OpenVINO models with the inference-precision hint each is compiled
+    with; the output of one is the input of the next (one part: an ordinary model; two: a
+    float part split by :func:`split_at`, e.g. bf16 up to a layer and f32 from there).
     ``compact``: sub-pixel-rewritten convolutions (name -> UpsampledConv) whose float kernels
     are stored compactly; the model is then compiled from that same compact form, so what
-    is evaluated is exactly what is saved."""
+    is evaluated is exactly what is saved. ``f32_from``: the unit where a split model turns to f32."""
 
-    def __init__(self, model: Any, hint: str, threads: int | None, layer_precisions: dict[str, str],
-                 compact: dict[str, Any] | None = None, compacted: list[str] | None = None) -> None:
+    def __init__(self, parts: list[tuple[Any, str]], threads: int | None, layer_precisions: dict[str, str],
+                 compact: dict[str, Any] | None = None, compacted: list[str] | None = None, f32_from: str | None = None) -> None:
         if compacted is None:
-            model, compacted = compact_weights(model, compact)
-        self.model, self.hint, self.threads, self.compacted = model, hint, threads, compacted
+            made = [compact_weights(m, compact) for m, _ in parts]
+            parts = [(m, h) for (m, _), (_, h) in zip(made, parts)]
+            compacted = list(dict.fromkeys(n for _, names in made for n in names))  # graph order
+        self.parts, self.threads, self.compacted, self.f32_from = parts, threads, compacted, f32_from
+        self.hint = parts[0][1]
         self.layer_precisions = layer_precisions
         self._compiled = self._compile(threads, 1)
-        self._request = self._compiled.create_infer_request()
+        self._requests = [c.create_infer_request() for c in self._compiled]
 
-    def _compile(self, threads: int | None, streams: int, perf_count: bool = False) -> Any:
+    @property
+    def model(self) -> Any:
+        """The ``ov.Model`` of an engine model in one part (a split one has ``parts``)."""
+        if len(self.parts) != 1:
+            raise CaloquantError(f"this OpenVINO model runs in {len(self.parts)} parts; use .parts")
+        return self.parts[0][0]
+
+    def _compile(self, threads: int | None, streams: int, perf_count: bool = False) -> list[Any]:
         import openvino as ov
 
-        cfg: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": self.hint,  # always explicit: the CPU plugin picks bf16 by itself on AMX/AVX512-BF16
-            "NUM_STREAMS": streams,
-        }
-        if threads is not None:
-            cfg["INFERENCE_NUM_THREADS"] = threads * streams
-        if streams == 1:
-            cfg["PERFORMANCE_HINT"] = "LATENCY"
-        if perf_count:
-            cfg["PERF_COUNT"] = True
-        return ov.Core().compile_model(self.model, "CPU", cfg)
+        core = ov.Core()
+        out = []
+        for model, hint in self.parts:
+            cfg: dict[str, Any] = {
+                "INFERENCE_PRECISION_HINT": hint,  # always explicit: the CPU plugin picks bf16 by itself on AMX/AVX512-BF16
+                "NUM_STREAMS": streams,
+            }
+            if threads is not None:
+                cfg["INFERENCE_NUM_THREADS"] = threads * streams
+            if streams == 1:
+                cfg["PERFORMANCE_HINT"] = "LATENCY"
+            if perf_count:
+                cfg["PERF_COUNT"] = True
+            out.append(core.compile_model(model, "CPU", cfg))
+        return out
+
+    @staticmethod
+    def _chain(requests: list[Any]) -> Runner:
+        """Run the parts one after the other; a part's output tensor is the next one's input
+        (no copy); the last output is copied out, as the next call overwrites it."""
+        import openvino as ov
+
+        if len(requests) == 1:
+            req = requests[0]
+            return lambda x: np.asarray(req.infer({0: np.ascontiguousarray(x, dtype=np.float32)})[0])
+
+        def run(x: np.ndarray) -> np.ndarray:
+            t: Any = ov.Tensor(np.ascontiguousarray(x, dtype=np.float32))
+            for req in requests:
+                req.set_input_tensor(t)
+                req.infer()
+                t = req.get_output_tensor()
+            return np.array(t.data)
+
+        return run
 
     def __call__(self, latent: np.ndarray) -> np.ndarray:
-        res = self._request.infer({0: np.ascontiguousarray(latent, dtype=np.float32)})
-        return np.asarray(res[self._compiled.output(0)])
+        return self._chain(self._requests)(latent)
 
     def options(self) -> dict[str, Any]:
         # compact_kernels: float kernels stored small (float16), expanded at compile time
-        return {"inference_precision_hint": self.hint, "compact_kernels": list(self.compacted)}
+        opts: dict[str, Any] = {"inference_precision_hint": self.hint, "compact_kernels": list(self.compacted)}
+        if len(self.parts) > 1:
+            opts["parts"] = [{"file": f, "inference_precision_hint": h} for f, (_, h) in zip(self._files(), self.parts)]
+            opts["f32_from"] = self.f32_from
+        return opts
+
+    def _files(self) -> list[str]:
+        return ["model.xml"] + [f"model_part{i}.xml" for i in range(1, len(self.parts))]
 
     def executed_precision(self) -> str:
-        """The plugin's own answer: on a CPU without fp16 arithmetic an f16 hint runs as bf16."""
-        prop = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
-        name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-        executed = EXECUTED.get(name, name)
-        return ("int8+" if "int8" in self.layer_precisions.values() else "") + executed
+        """The plugin's own answer, part by part: on a CPU without fp16 arithmetic an f16 hint
+        runs as bf16; 'int8+bf16+fp32' for an int8 model whose float part is split."""
+        names: list[str] = []
+        for c in self._compiled:
+            prop = c.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
+            name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+            if EXECUTED.get(name, name) not in names:
+                names.append(EXECUTED.get(name, name))
+        return "+".join((["int8"] if "int8" in self.layer_precisions.values() else []) + names)
 
     def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
-        """One compiled model with the plugin's own stream executor (it pins stream threads to
-        cores and caps the total at the core count) and one infer request per stream."""
+        """One compiled model per part with the plugin's own stream executor (it pins stream
+        threads to cores and caps the total at the core count) and one chain of infer requests
+        per stream."""
         compiled = self._compile(threads, streams)
-        out = compiled.output(0)
-
-        def runner(req: Any) -> Runner:
-            return lambda x: req.infer({0: x})[out]
-
-        eff = {"streams": int(compiled.get_property("NUM_STREAMS")),
-               "threads_total": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
-        return [runner(compiled.create_infer_request()) for _ in range(streams)], eff
+        eff = {"streams": int(compiled[0].get_property("NUM_STREAMS")),
+               "threads_total": int(compiled[0].get_property("INFERENCE_NUM_THREADS"))}
+        return [self._chain([c.create_infer_request() for c in compiled]) for _ in range(streams)], eff
 
     def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
-        """Performance counters (``PERF_COUNT``) of the executed graph; ops the plugin fused into
-        a convolution cost nothing on their own and are counted in ``fused_ops``."""
+        """Performance counters (``PERF_COUNT``) of the executed graph (every part); ops the
+        plugin fused into a convolution cost nothing on their own and are counted in ``fused_ops``."""
         compiled = self._compile(threads, 1, perf_count=True)
-        req = compiled.create_infer_request()
-        req.infer({0: latent})  # warm-up
+        reqs = [c.create_infer_request() for c in compiled]
+        run = self._chain(reqs)
+        run(latent)  # warm-up
         times: dict[str, float] = defaultdict(float)
         per_op: dict[str, float] = defaultdict(float)
         fused: dict[str, int] = defaultdict(int)
@@ -272,10 +362,10 @@ class OpenVINOModel:
         start = time.perf_counter()
         while n < min_calls or time.perf_counter() - start < budget_s:
             t0 = time.perf_counter()
-            req.infer({0: latent})
+            run(latent)
             wall += 1000 * (time.perf_counter() - t0)
             n += 1
-            for p in req.get_profiling_info():
+            for p in (p for req in reqs for p in req.get_profiling_info()):
                 ms = p.real_time.total_seconds() * 1000
                 if p.status != p.Status.EXECUTED:
                     if p.node_type not in ("Parameter", "Result", "Constant") and n == 1:
@@ -294,23 +384,31 @@ class OpenVINOModel:
     def save(self, out_dir: Path) -> list[str]:
         import openvino as ov
 
-        ov.save_model(self.model, out_dir / "model.xml", compress_to_fp16=False)
-        return ["model.xml", "model.bin"]
+        files = []
+        for f, (model, _) in zip(self._files(), self.parts):
+            ov.save_model(model, out_dir / f, compress_to_fp16=False)
+            files += [f, f[:-4] + ".bin"]
+        return files
 
     @classmethod
     def load(cls, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> OpenVINOModel:
         import openvino as ov
 
-        xml = out_dir / "model.xml"
-        if not xml.exists() or not (out_dir / "model.bin").exists():
-            raise CaloquantError(f"{out_dir}: OpenVINO artifact lacks model.xml / model.bin")
-        try:
-            model = ov.Core().read_model(xml)
-        except RuntimeError as exc:
-            raise CaloquantError(f"{xml}: unreadable OpenVINO model ({str(exc).splitlines()[0][:120]})") from None
         opts = manifest.get("backend_options", {})
-        return cls(model, opts["inference_precision_hint"], threads, manifest.get("layer_precisions", {}),
-                   compacted=list(opts.get("compact_kernels", [])))
+        listed = opts.get("parts") or [{"file": "model.xml", "inference_precision_hint": opts.get("inference_precision_hint")}]
+        parts = []
+        for part in listed:
+            xml = out_dir / str(part.get("file"))
+            if not xml.exists() or not xml.with_suffix(".bin").exists():
+                raise CaloquantError(f"{out_dir}: OpenVINO artifact lacks {xml.name} / {xml.with_suffix('.bin').name}")
+            if part.get("inference_precision_hint") not in EXECUTED:
+                raise CaloquantError(f"{out_dir}: manifest gives {xml.name} no valid inference precision hint")
+            try:
+                parts.append((ov.Core().read_model(xml), str(part["inference_precision_hint"])))
+            except RuntimeError as exc:
+                raise CaloquantError(f"{xml}: unreadable OpenVINO model ({str(exc).splitlines()[0][:120]})") from None
+        return cls(parts, threads, manifest.get("layer_precisions", {}), compacted=list(opts.get("compact_kernels", [])),
+                   f32_from=opts.get("f32_from"))
 
 
 class OpenVINOBackend:
@@ -319,7 +417,7 @@ class OpenVINOBackend:
                                 calibrations=("minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym"),
                                 float_remainders=("bf16", "fp16"), accuracy_control="NNCF quantize_with_accuracy_control",
                                 qat=True, bias_corrections=("fast", "full", "none"), smooth_quant=True,
-                                per_unit_calibration=True)
+                                per_unit_calibration=True, float_split=True)
 
     @staticmethod
     def prime() -> None:
@@ -344,12 +442,34 @@ class OpenVINOBackend:
 
         self.compact = rewritten_convs(module)
 
-    def float_model(self, precision: str) -> OpenVINOModel:
+    def float_model(self, precision: str, f32_from: str | None = None) -> OpenVINOModel:
         hint = HINTS[precision]
         lp = {short_name(op.get_friendly_name()): precision for op in self.fp_model.get_ordered_ops()
               if op.get_type_name() in ("Convolution", "MatMul")}
+        parts, lp = self._split(self.fp_model, hint, f32_from, lp)
         # fp32 stays exact; bf16/fp16 kernels may as well be stored in float16
-        return OpenVINOModel(self.fp_model, hint, self.threads, lp, None if precision == "fp32" else self.compact)
+        return OpenVINOModel(parts, self.threads, lp, None if precision == "fp32" else self.compact,
+                             f32_from=None if f32_from is None else short_name(f32_from))
+
+    def split_points(self, calib: np.ndarray) -> list[str]:
+        """The units (in graph order) at whose input the graph can be cut in two, so that the
+        float part runs at a reduced precision before the cut and in f32 from there
+        (``f32_from`` of :meth:`float_model` and :meth:`int8_model`)."""
+        return [u for u in self.units(calib) if split_at(self.fp_model, u) is not None]
+
+    @staticmethod
+    def _split(model: Any, hint: str, f32_from: str | None, lp: dict[str, str]) -> tuple[list[tuple[Any, str]], dict[str, str]]:
+        """The parts to compile for a float part at ``hint`` that turns to f32 at the unit
+        ``f32_from`` (None, or an f32 hint: one part), and the layer precisions after the cut."""
+        if f32_from is None or hint == "f32":
+            return [(model, hint)], lp
+        cut = split_at(model, f32_from)
+        if cut is None:
+            raise CaloquantError(f"the graph cannot be cut at the input of {short_name(f32_from)} (not a single tensor "
+                                 f"between the two parts); choose another split point")
+        head, tail = cut
+        in_tail = {short_name(o.get_friendly_name()) for o in tail.get_ordered_ops()}
+        return [(head, hint), (tail, "f32")], {k: ("fp32" if k in in_tail and v != "int8" else v) for k, v in lp.items()}
 
     def _quantize(self, calib: np.ndarray, ignored: list[str], calibration: str, bias_correction: str = "fast",
                   smooth_quant: float | None = None) -> Any:
@@ -446,7 +566,7 @@ class OpenVINOBackend:
                 for t in op.output(0).get_target_inputs():
                     kept_int8.add(t.get_node().get_friendly_name())
         lp = {short_name(u): ("int8" if u in kept_int8 else "fp32") for u in self.units(calib)}
-        return OpenVINOModel(q, "f32", self.threads, lp, self.compact)
+        return OpenVINOModel([(q, "f32")], self.threads, lp, self.compact)
 
     def unit_label(self, unit: str) -> str:
         return short_name(unit)
@@ -499,7 +619,8 @@ class OpenVINOBackend:
         return self._units
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None, smooth_quant: float | None = None) -> OpenVINOModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None,
+                   f32_from: str | None = None) -> OpenVINOModel:
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
         ignored = [u for u in units if u not in chosen]
@@ -508,4 +629,5 @@ class OpenVINOBackend:
         # the next unit is ignored (moved past a reshape) or drop one it finds useless
         fed = set().union(*(labels for _, labels in _input_quantizers(q).values()))
         lp = {short_name(u): ("int8" if short_name(u) in fed else float_precision) for u in units}
-        return OpenVINOModel(q, HINTS[float_precision], self.threads, lp, self.compact)
+        parts, lp = self._split(q, HINTS[float_precision], f32_from, lp)
+        return OpenVINOModel(parts, self.threads, lp, self.compact, f32_from=None if f32_from is None else short_name(f32_from))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Capabilities, Runner
+from caloquant.precision.backends import Capabilities, Runner, no_split
 from caloquant.precision.backends.opprofile import categorize, quiet_stderr_fd, summary, timed_calls
 from caloquant.runtime import quiet_loggers, torch_threads
 
@@ -178,7 +178,8 @@ class TorchBackend:
     def _layers(self) -> list[str]:
         return weight_layers(self.module)
 
-    def float_model(self, precision: str) -> TorchModel:
+    def float_model(self, precision: str, f32_from: str | None = None) -> TorchModel:
+        no_split(f32_from)
         return TorchModel(self.module, precision, self.threads, {n: precision for n in self._layers()})
 
     def unit_label(self, unit: str) -> str:
@@ -188,7 +189,9 @@ class TorchBackend:
         return self._layers()
 
     def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None, smooth_quant: float | None = None) -> TorchModel:
+                   bias_correction: str | None = None, smooth_quant: float | None = None,
+                   f32_from: str | None = None) -> TorchModel:
+        no_split(f32_from)
         if smooth_quant is not None:
             raise CaloquantError("the torch int8 backend has no SmoothQuant for convolutions (capabilities.smooth_quant)")
         if ";" in calibration:
