@@ -236,3 +236,21 @@ def test_quantize_artifact_is_benchmarked(tmp_path: Path) -> None:
     assert (info["kind"], info["backend"], info["precision"], info["recipe"]) == ("artifact", "openvino", "int8", "physics")
     assert info["flops_per_shower"] < 0.7 * info["flops_per_shower_architecture"]
     assert row["showers_per_s"] > 0 and row["model_bytes"] == info["model_bytes"] > 0
+
+
+def test_oversubscribed_points_can_be_left_out(pair: tuple[Path, Path]) -> None:
+    """``oversubscribe=False`` times only the points whose threads x streams fit the usable
+    cores (the study's grid); a grid with no such point is a one-line error before any timing."""
+    from caloquant.bench import run_bench
+    from caloquant.bench.machine import usable_cores
+
+    cheap, _ = pair
+    cores = usable_cores()
+    cfg = BenchConfig(threads=(1, cores), streams=(1, 2), batches=(2,), duration_s=0.05, rounds=1, profile=False,
+                      ceilings=False, oversubscribe=False)
+    rep = run_bench([str(cheap)], cfg)
+    points = {(r["threads"], r["streams"]) for r in rep["results"]}
+    assert points == {(t, s) for t in (1, cores) for s in (1, 2) if t * s <= cores}, points
+    assert not any(r["oversubscribed"] for r in rep["results"])
+    with pytest.raises(CaloquantError, match="usable cores"):
+        run_bench([str(cheap)], BenchConfig(threads=(cores + 1,), streams=(1,), batches=(2,), oversubscribe=False))

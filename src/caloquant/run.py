@@ -344,7 +344,7 @@ def _bench_step(entries: list[dict[str, Any]], cfg: dict[str, Any], run_dir: Pat
         "threads": (1, 2) if cfg["threads"] >= 2 else (1,), "streams": (1,) if q else (1, 2),
         "batches": (1, 32) if q else (1, 32, 128), "duration_s": cfg["bench_duration_s"], "rounds": 2 if q else 4,
         "ceilings": not q, "mc_engine": mc, "mc_showers_per_point": 2 if q else 3, "mc_budget_s": cfg["mc_budget_s"],
-        "seed": cfg["seed"],
+        "seed": cfg["seed"], "oversubscribe": False,  # threads x streams above the core count: the engines cap it anyway
     }
     out = run_dir / "bench.json"
     inputs = {"models": [e["_key"] for e in entries], "options": opts}

@@ -107,6 +107,7 @@ class BenchConfig:
     mc_engine: str | None = None  # caloquant.sim engine timed in this run (--mc geant4)
     mc_showers_per_point: int = 3
     mc_budget_s: float = 300.0
+    oversubscribe: bool = True  # also time grid points whose threads x streams exceed the usable cores
 
     def __post_init__(self) -> None:
         for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
@@ -313,7 +314,10 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
     say = log.info
     t_start = time.perf_counter()
     cores = usable_cores()
-    grid = [(t, s, b) for t in cfg.threads for s in cfg.streams for b in cfg.batches]
+    grid = [(t, s, b) for t in cfg.threads for s in cfg.streams for b in cfg.batches if cfg.oversubscribe or t * s <= cores]
+    if not grid:
+        raise CaloquantError(f"every grid point has more threads x streams than the {cores} usable cores; "
+                             "choose fewer threads or streams, or allow oversubscription")
     total = len(requests) * (len(grid) * cfg.rounds + 1 + int(cfg.profile)) + 2 * int(cfg.ceilings)
     done = 0
 
