@@ -227,14 +227,15 @@ def split_at(model: Any, unit: str) -> tuple[Any, Any] | None:
     head_src, tail_src = source(head_model), source(tail_model)
     if head_src is None or tail_src is None:
         return None
+    inputs = {p.get_friendly_name() for p in tail_model.get_parameters()}
     cut = ops.parameter(tail_src.get_partial_shape(), tail_src.get_element_type(), "cut")
     for target in list(tail_src.get_target_inputs()):
         target.replace_source_output(cut.output(0))
-    # the tail must be computable from the cut alone
+    # the tail must be computable from the cut alone: it may reach none of the model's inputs
     todo, seen = [r for r in tail_model.get_results()], set()
     while todo:
         n = todo.pop()
-        if n.get_type_name() == "Parameter" and n is not cut and n.get_friendly_name() != "cut":
+        if n.get_type_name() == "Parameter" and n.get_friendly_name() in inputs:
             return None
         for i in range(n.get_input_size()):
             up = n.input_value(i).get_node()
@@ -437,6 +438,7 @@ class OpenVINOBackend:
             # saved: the IR then got garbage biases (inf showers on reload). Copies are small here.
             self.fp_model = ov.convert_model(module.eval(), example_input=example, share_weights=False)
         self.fp_model.reshape([-1, latent_dim])
+        self._fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
         self._units: list[str] | None = None
         from caloquant.precision.rewrite import rewritten_convs
 
@@ -485,7 +487,7 @@ class OpenVINOBackend:
         # (the Conv2D generator's view feeds three convolutions that are not units themselves,
         # its cat and permutes feed the last one), and NNCF would otherwise quantize those layers
         # from quantizers it places elsewhere
-        fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
+        fp_ops = self._fp_ops
         behind = [c.get_friendly_name() for u in ignored if u in fp_ops and fp_ops[u].get_type_name() not in _COMPUTE
                   for c in _compute_ops(fp_ops[u])]
         ignored = list(dict.fromkeys([*ignored, *behind]))
@@ -581,7 +583,6 @@ class OpenVINOBackend:
         units = self.units(calib)
         chosen = [u for u in units if u in set(int8_units)]
         q = self._quantize(calib, [u for u in units if u not in chosen], calibration, "none")
-        fp_ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
         plan: list[FakeQuant] = []
         for op, _ in _input_quantizers(q).values():
             consumers = [t.get_node() for t in op.output(0).get_target_inputs()]
@@ -598,7 +599,7 @@ class OpenVINOBackend:
                 m = _MODULE.match(name)
                 if m is None:
                     raise CaloquantError(f"{short_name(unit)}: int8 input of {name}, which is not a torch module's convolution or linear layer")
-                w = np.abs(np.asarray(fp_ops[name].input_value(1).get_node().get_data(), dtype=np.float64))
+                w = np.abs(np.asarray(self._fp_ops[name].input_value(1).get_node().get_data(), dtype=np.float64))
                 ratio, bound = _weight_grid(target.input_value(1).get_node(), w.reshape(w.shape[0], -1).max(axis=1))
                 plan.append(FakeQuant(short_name(unit), m.group(1), float(low.reshape(-1)[0]), float(high.reshape(-1)[0]),
                                       levels, ratio, bound))
