@@ -54,6 +54,15 @@ TINY_SPEC = ModelSpec(arch="test-tiny3d", noise_dim=16, latent_dim=16, grid=(6, 
                       conditioning={"rule": "scale", "energy_unit_gev": 100.0}, hparams={})
 
 
+# The tuning tolerance of the hostile model. Measured per unit alone in int8 (|Ecal ratio - 1|
+# at the worst point): dense 0.011-0.014, view 0.013, conv_c 0.006 on the AVX-512 VNNI and AMX
+# classes, where dense's int8 FullyConnected runs on VNNI; on the AVX2 class (no VNNI, emulated
+# here with ONEDNN_MAX_CPU_ISA=AVX2, tests/cpu_class/README.md) dense's per-shower spread doubles
+# and it failed a 3 % tolerance. conv_b alone: 0.97 on every class. 10 % keeps every benign
+# unit well inside on every class and conv_b ~10x outside.
+TOL = Tolerance(ecal_rel=0.10, moment_shift=0.05)
+
+
 def fast_cfg(**kw) -> QuantizeConfig:
     base = dict(backend="openvino", precision="int8", calib_n=64, eval_n_per_point=40, batch=16, seed=0, timing=FAST_TIMING,
                 head_to_head=False, threads=2)
@@ -78,12 +87,12 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Pat
 @pytest.fixture(scope="module")
 def tuned(tiny_ckpt, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (QuantizeResult, artifact dir)
     """The one physics tuning of this module, shared by the tests that read its result: the
-    int8-hostile model, a tolerance its benign layers meet in int8 (they move Ecal by ~1 %;
-    conv_b alone moves it by ~100 %), with the head to head. Speeds of a tiny model are close:
-    a larger batch and 3 interleaved rounds keep timing noise below the 10 % tie."""
+    int8-hostile model, a tolerance its benign layers meet in int8 on every CPU class and
+    conv_b misses by an order of magnitude (TOL), with the head to head. Speeds of a tiny model
+    are close: a larger batch and 3 interleaved rounds keep timing noise below the 10 % tie."""
     ck, _ = tiny_ckpt
     out = tmp_path_factory.mktemp("tuned") / "art"
-    cfg = fast_cfg(tolerance=Tolerance(ecal_rel=0.03, moment_shift=0.05), batch=128, head_to_head=True,
+    cfg = fast_cfg(tolerance=TOL, batch=128, head_to_head=True,
                    timing=TimingConfig(window_s=0.2, rounds=3, warmup_s=0.05), equalize_alphas=())
     return tune(ck, cfg, out), out
 
@@ -95,6 +104,10 @@ def benign_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, P
 
 
 def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_path: Path) -> None:
+    """The contract, checked against what the tuner measured in the same run (so it holds on
+    every CPU class): the units the artifact keeps float are exactly those whose last trial in
+    int8 (alone, then in the accumulation) failed; conv_b fails alone by an order of magnitude
+    and the benign units pass alone with margin on every class (TOL), so that is conv_b alone."""
     ck, _ = tiny_ckpt
     res, art = tuned
     tol = Tolerance(**res.manifest["tolerance"])
@@ -103,37 +116,49 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     conf = res.manifest["confirmation"]  # the choice passed again on a second, independent latent set
     assert conf["passes"] and len(conf["points"]) == len(res.manifest["physics"]["points"])
     assert conf["physics"]["worst_ecal_rel"] != res.manifest["physics"]["worst_ecal_rel"]  # other latents, other numbers
-    assert lp["conv_b"] in ("fp32", "bf16", "fp16"), lp  # higher precision than int8
-    assert all(v == "int8" for k, v in lp.items() if k != "conv_b"), lp
+    log = json.loads((art / "tuning_log.json").read_text())
+    own = [t for t in log["trials"] if not t["config"].get("external")]
+    alone = {t["name"].removeprefix("only "): t for t in own if t["step"] == "sensitivity"}
+    assert set(alone) == set(lp), (set(alone), lp)  # every unit measured alone
+    assert not alone["conv_b"]["passes"] and alone["conv_b"]["badness"] > 5, alone["conv_b"]  # hostile on every class
+    assert all(alone[k]["passes"] for k in lp if k != "conv_b"), {k: t["physics"]["worst_ecal_rel"] for k, t in alone.items()}
+    for k, prec in lp.items():
+        tried = [t for t in own if t["name"] == f"only {k}" or t["name"].startswith(f"+{k} ->")
+                 or (t["name"].startswith("all ") and "passed alone" in t["name"] and alone[k]["passes"])]
+        assert (prec == "int8") == tried[-1]["passes"], (k, prec, [(t["name"], t["passes"]) for t in tried])
+    assert lp["conv_b"] in ("fp32", "bf16", "fp16") and all(v == "int8" for k, v in lp.items() if k != "conv_b"), lp
     # the naive recipe (everything int8) must fail on the same model: the layer really is sensitive
     naive = quantize(ck, fast_cfg(recipe="naive", tolerance=tol))
-    assert not naive.ok and naive.manifest["physics"]["worst_ecal_rel"] > 10 * res.manifest["physics"]["worst_ecal_rel"]
-    log = json.loads((art / "tuning_log.json").read_text())
-    assert any(t["name"].startswith("only conv_b") and not t["passes"] for t in log["trials"])
+    assert not naive.ok and naive.manifest["physics"]["worst_ecal_rel"] > 5 * tol.ecal_rel
     assert all("physics" in t and "config" in t for t in log["trials"])
-    # the frontier, technique by technique: every own trial counted once, in the tuner's order
+    # the frontier, technique by technique: every own trial counted once, in the tuner's order;
+    # its sensitivity row is the measured trials'
     fr = res.manifest["frontier"]
-    own = [t for t in log["trials"] if not t["config"].get("external")]
     assert fr[0]["technique"] == "sensitivity" and sum(r["trials"] for r in fr) == len(own), fr
-    assert fr[0]["closest_failing"]["name"] == "only conv_b" and fr[0]["passing"] == len(lp) - 1, fr[0]
+    closest = min((t for t in alone.values() if not t["passes"]), key=lambda t: t["badness"])
+    assert fr[0]["closest_failing"]["name"] == closest["name"] == "only conv_b", fr[0]
+    assert fr[0]["passing"] == sum(t["passes"] for t in alone.values()) == len(lp) - 1, fr[0]
     best = max((r["fastest_passing"] for r in fr if "fastest_passing" in r), key=lambda f: f["showers_per_s"])
     assert best["speedup_vs_torch_fp32"] > 0 and best["worst_ecal_rel"] <= tol.ecal_rel
 
 
 def test_units_that_pass_alone_are_tried_together_first(tiny_ckpt, tuned) -> None:
-    """Step 2 starts with one trial of every unit that passed alone; only the units it leaves
-    out (here the hostile conv_b) go through the one-by-one accumulation."""
+    """Step 2 starts with one trial of every unit that passed alone; the one-by-one
+    accumulation then adds exactly the units that trial did not take (those that failed alone
+    where it passed, every unit where it failed), one each, least sensitive first."""
     res, _ = tuned
     names = [t.name for t in res.trials]
-    alone = [t for t in res.trials if t.name.startswith("only ") and t.passes]
+    alone = [t for t in res.trials if t.step == "sensitivity"]
+    passed = {t.config["int8_units"][0] for t in alone if t.passes}
     together = [t for t in res.trials if t.name.startswith("all ") and "passed alone" in t.name]
-    assert len(alone) >= 2 and len(together) == 1, names
-    assert set(together[0].config["int8_units"]) == {u for t in alone for u in t.config["int8_units"]}
-    greedy = [n for n in names if n.startswith("+")]
-    if together[0].passes:  # then the one-by-one step tries only what failed alone
-        assert greedy and all("conv_b" in n.split(" -> ")[0] for n in greedy), greedy
-    else:
-        assert len(greedy) == len(res.manifest["layer_precisions"]), greedy
+    assert len(passed) >= 2 and len(together) == 1, names
+    assert set(together[0].config["int8_units"]) == passed
+    greedy = [t for t in res.trials if t.name.startswith("+")]
+    added = [t.config["int8_units"][-1] for t in greedy]  # each accumulation trial: accepted + [unit]
+    every = {t.config["int8_units"][0] for t in alone}
+    assert sorted(added) == sorted(every - passed if together[0].passes else every), names
+    sens = {t.config["int8_units"][0]: t.badness for t in alone}
+    assert [sens[u] for u in added] == sorted(sens[u] for u in added), names
 
 
 def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> None:
@@ -145,14 +170,14 @@ def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> No
     res = quantize(ck, fast_cfg(tolerance=Tolerance(**tuned[0].manifest["tolerance"]), equalize_alphas=(1.0,),
                                 eval_n_per_point=150))
     assert tuned[0].manifest["layer_precisions"]["conv_b"] != "int8"
+    only_b = [t for t in res.trials if t.config.get("int8_units") and any("conv_b" in u for u in t.config["int8_units"])]
+    orig = min(t.badness for t in only_b if t.config["graph"] == "original")
+    eq = min(t.badness for t in only_b if t.config["graph"] == "equalized alpha=1")
+    assert orig > 1.0 >= eq and orig > 10 * eq, (orig, eq)  # about 10 -> 0.2 when measured (AMX, AVX2)
     assert res.ok and res.manifest["layer_precisions"]["conv_b"] == "int8", res.manifest["layer_precisions"]
     rw = res.manifest["rewrite"]
     assert rw["graph"] == "equalized alpha=1"
     assert rw["equalization"]["conv_b"]["range_spread_before"] > 100 > rw["equalization"]["conv_b"]["range_spread_after"]
-    only_b = [t for t in res.trials if t.config.get("int8_units") and any("conv_b" in u for u in t.config["int8_units"])]
-    orig = min(t.badness for t in only_b if t.config["graph"] == "original")
-    eq = min(t.badness for t in only_b if t.config["graph"] == "equalized alpha=1")
-    assert orig > 1.0 >= eq and orig > 10 * eq, (orig, eq)  # about 34 -> 0.8 when measured
 
 
 def test_pass_decision_counts_the_statistical_error() -> None:

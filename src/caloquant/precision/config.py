@@ -112,8 +112,10 @@ class QATConfig:
 
     ``minutes``: wall-time box (0 = no QAT unless ``max_steps`` is given), always capped by what
     is left of the tuning budget; ``max_steps``: a step limit (deterministic runs); ``refresh_every``: steps between
-    re-reading the engine's activation ranges; ``diverge_factor``: a loss above this many times
-    the first step's ends the run as diverged (the post-training result stands);
+    re-reading the engine's activation ranges; ``diverge_factor``: a loss (mean of the last
+    ten steps) above this many times the starting level (the mean of the first ten steps; before
+    those, the square of the factor times the first step's loss) ends the run as diverged (the
+    post-training result stands);
     ``bias_groups``: the batch is split into this many groups of similar energy, and each
     group's *mean* deviation (what the tolerance measures) enters the loss weighted by the
     group's size (0: per-shower terms only); ``state_dir``: where interrupted runs are

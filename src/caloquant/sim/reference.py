@@ -46,8 +46,10 @@ class SetSpec:
 SETS: dict[str, SetSpec] = {
     "package": SetSpec(5, 100, 1000, points=(100.0, 200.0, 300.0, 400.0, 500.0),
                        doc="100 showers at each of 100-500 GeV (one shard per 100 showers), shipped sparse in the package"),
-    "train": SetSpec(50, 100, 10_000, energy_range=(100.0, 500.0), doc="5,000 showers flat in 100-500 GeV for training"),
-    "heldout": SetSpec(10, 100, 20_000, energy_range=(100.0, 500.0), doc="1,000 held-out showers flat in 100-500 GeV"),
+    # train and heldout grew from 50 and 10 shards (issue 23): the first shards keep their seeds
+    "train": SetSpec(150, 100, 10_000, energy_range=(100.0, 500.0), doc="15,000 showers flat in 100-500 GeV for training"),
+    "heldout": SetSpec(20, 100, 20_000, energy_range=(100.0, 500.0),
+                       doc="2,000 held-out showers flat in 100-500 GeV, never used for training or epoch selection"),
     "flat2000": SetSpec(20, 100, 30_000, energy_range=(100.0, 500.0), doc="2,000 showers flat in 100-500 GeV for tuning and study"),
     "train-gflash": SetSpec(50, 100, 40_000, energy_range=(100.0, 500.0), engine="gflash",
                             doc="5,000 showers flat in 100-500 GeV from GFlash fitted to Geant4 (the shipped fit): "
