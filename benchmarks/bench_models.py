@@ -16,7 +16,8 @@ precision, with `caloquant bench`; regenerates `benchmarks/results/bench_*.json`
    ``bench_default_agreement.json`` (wall time of each run, per-point relative differences of
    showers/s and of the within-run speed ratio to PyTorch fp32, host probe of both runs).
 
-Plots go to ``--workdir``/plots_*. About 25 minutes on 2 cores (plus the tuning, once). Each run waits until other
+Plots go to ``--workdir``/plots_*. About 25 minutes on 2 cores (plus the tuning, once). Each run
+waits until other
 processes use less than 10 % of the CPUs; every grid point records the other load it saw and
 is re-measured once when it exceeded 25 %.
 """
@@ -32,7 +33,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-VARIANTS = ["", "@torch:bf16", "@openvino:fp32", "@openvino:bf16", "@openvino:int8", "@onnxruntime:fp32", "@onnxruntime:int8"]
+VARIANTS = [
+    "",
+    "@torch:bf16",
+    "@openvino:fp32",
+    "@openvino:bf16",
+    "@openvino:int8",
+    "@onnxruntime:fp32",
+    "@onnxruntime:int8",
+]
 
 
 def caloquant(*args: str) -> None:
@@ -63,8 +72,14 @@ def prepare(shared: Path, work: Path) -> tuple[Path, Path, Path]:
     c2d = work / "conv2d.pt"
     if not c2d.exists():
         torch.manual_seed(0)
-        save_checkpoint(c2d, Checkpoint(spec_conv2d(1.0), Conv2DGenerator(1.0).eval(),
-                                        provenance={"note": "seeded random weights (torch.manual_seed(0)); for speed only"}))
+        save_checkpoint(
+            c2d,
+            Checkpoint(
+                spec_conv2d(1.0),
+                Conv2DGenerator(1.0).eval(),
+                provenance={"note": "seeded random weights (torch.manual_seed(0)); for speed only"},
+            ),
+        )
     tuned = work / "3dgan_int8_physics"
     if not (tuned / "manifest.json").exists():
         caloquant("quantize", "--model", gan, "--precision", "int8", "-o", tuned)
@@ -72,7 +87,9 @@ def prepare(shared: Path, work: Path) -> tuple[Path, Path, Path]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--workdir", type=Path, default=REPO / "out" / "bench_models")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -89,25 +106,54 @@ def main() -> None:
             models = [x for v in VARIANTS for x in ("--model", f"{ckpt}{v}")]
             if name == "3dgan":
                 models += ["--model", str(tuned)]
-            caloquant("bench", *models, "--threads", "1,2", "--streams", "1,2", "--batch", "1,32", "--duration", dur,
-                      "--json", args.out / f"bench_{name}.json", "--plots", args.workdir / f"plots_{name}")
+            caloquant(
+                "bench",
+                *models,
+                "--threads",
+                "1,2",
+                "--streams",
+                "1,2",
+                "--batch",
+                "1,32",
+                "--duration",
+                dur,
+                "--json",
+                args.out / f"bench_{name}.json",
+                "--plots",
+                args.workdir / f"plots_{name}",
+            )
 
     if not args.skip_default:
         from caloquant.bench import compare_runs
         from caloquant.fileio import write_json
 
-        models = [x for m in (gan, f"{gan}@openvino:fp32", f"{gan}@openvino:int8", tuned, c2d) for x in ("--model", str(m))]
+        models = [
+            x
+            for m in (gan, f"{gan}@openvino:fp32", f"{gan}@openvino:int8", tuned, c2d)
+            for x in ("--model", str(m))
+        ]
         walls = []
         for i in (1, 2):
             t0 = time.perf_counter()
-            caloquant("bench", *models, "--duration", dur, "--json", args.out / f"bench_default_run{i}.json",
-                      "--plots", args.workdir / f"plots_default_run{i}")
+            caloquant(
+                "bench",
+                *models,
+                "--duration",
+                dur,
+                "--json",
+                args.out / f"bench_default_run{i}.json",
+                "--plots",
+                args.workdir / f"plots_default_run{i}",
+            )
             walls.append(round(time.perf_counter() - t0, 1))
         runs = [json.loads((args.out / f"bench_default_run{i}.json").read_text()) for i in (1, 2)]
         cmp = compare_runs(*runs)
         summary = {
-            "what": "the default grid of `caloquant bench` run twice on the same models, back to back",
-            "command": "caloquant bench " + " ".join(f"--model {m}" for m in models[1::2]) + f" --duration {dur}",
+            "what": "the default grid of `caloquant bench` run twice on the same models, "
+            "back to back",
+            "command": "caloquant bench "
+            + " ".join(f"--model {m}" for m in models[1::2])
+            + f" --duration {dur}",
             "process_wall_s": walls,
             "grid_wall_s": [r["wall_s"] for r in runs],
             "budget_s": 600,
@@ -118,11 +164,15 @@ def main() -> None:
         }
         write_json(args.out / "bench_default_agreement.json", summary)
         rat = cmp["ratio_to_reference"]
-        print(f"default grid: {walls[0]:.0f} s and {walls[1]:.0f} s per run; showers/s agree within "
-              f"{100 * cmp['max_rel_diff']:.1f} % (median {100 * cmp['median_rel_diff']:.1f} %), "
-              f"{cmp['within_10pct']}/{cmp['points']} points within 10 %; speed ratios to {rat['reference_model']} "
-              f"within {100 * rat['max_rel_diff']:.1f} % (median {100 * rat['median_rel_diff']:.1f} %), "
-              f"{rat['within_10pct']}/{rat['points']} within 10 %; host probe {cmp.get('host_probe')}")
+        print(
+            f"default grid: {walls[0]:.0f} s and {walls[1]:.0f} s per run; showers/s agree within "
+            f"{100 * cmp['max_rel_diff']:.1f} % (median {100 * cmp['median_rel_diff']:.1f} %), "
+            f"{cmp['within_10pct']}/{cmp['points']} points within 10 %; "
+            f"speed ratios to {rat['reference_model']} "
+            f"within {100 * rat['max_rel_diff']:.1f} % "
+            f"(median {100 * rat['median_rel_diff']:.1f} %), "
+            f"{rat['within_10pct']}/{rat['points']} within 10 %; host probe {cmp.get('host_probe')}"
+        )
 
 
 if __name__ == "__main__":

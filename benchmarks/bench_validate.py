@@ -21,10 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import toy_showers  # noqa: E402
-
 from caloquant.data import ShowerWriter  # noqa: E402
 from caloquant.fileio import write_json  # noqa: E402
+from tests.helpers import toy_showers  # noqa: E402
 
 
 def make_file(path: Path, n: int, seed: int) -> None:
@@ -37,7 +36,8 @@ def make_file(path: Path, n: int, seed: int) -> None:
 
 # Runs a command and prints its own peak RSS (KiB), so each measurement is of one child only.
 RUN_AND_REPORT_RSS = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 )
 
@@ -65,9 +65,24 @@ def main() -> None:
     exe = Path(sys.executable).with_name("caloquant")
 
     def run(extra: list[str], label: str) -> tuple[float, float]:
-        cmd = [str(exe), "validate", str(ref), str(cand), "--json", str(args.workdir / "v.json"), "--threads", "2", *extra]
+        cmd = [
+            str(exe),
+            "validate",
+            str(ref),
+            str(cand),
+            "--json",
+            str(args.workdir / "v.json"),
+            "--threads",
+            "2",
+            *extra,
+        ]
         t = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/env", "python3", "-c", RUN_AND_REPORT_RSS, *cmd], check=True, capture_output=True, text=True)
+        proc = subprocess.run(
+            ["/usr/bin/env", "python3", "-c", RUN_AND_REPORT_RSS, *cmd],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t
         rss_mb = float(proc.stdout.strip().splitlines()[-1]) / 1024
         print(f"{label}: {wall:.1f} s, peak RSS {rss_mb:.0f} MB")
@@ -77,9 +92,14 @@ def main() -> None:
     times = [w for w, _ in runs]
     clf_wall, clf_rss = run(["--classifier"], "metrics + classifier (10k + 10k)")
     result = {
-        "benchmark": "validate", "n_ref": args.n, "n_cand": args.n,
-        "wall_s_median": statistics.median(times), "wall_s_all": times, "peak_rss_mb": max(r for _, r in runs),
-        "classifier_extra_s": clf_wall - statistics.median(times), "classifier_peak_rss_mb": clf_rss,
+        "benchmark": "validate",
+        "n_ref": args.n,
+        "n_cand": args.n,
+        "wall_s_median": statistics.median(times),
+        "wall_s_all": times,
+        "peak_rss_mb": max(r for _, r in runs),
+        "classifier_extra_s": clf_wall - statistics.median(times),
+        "classifier_peak_rss_mb": clf_rss,
         "budget": {"wall_s": 60, "rss_mb": 2048, "classifier_s": 120},
         "machine": {"cpu": cpu_model(), "python": platform.python_version(), "cores_used": 2},
     }

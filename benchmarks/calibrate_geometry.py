@@ -24,8 +24,13 @@ from caloquant.sim.compare import PAPER_G4, paper_comparison, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 TOML = REPO / "src" / "caloquant" / "sim" / "data" / "default_geometry.toml"
-LABELS = {"sf": "Ecal / Ep", "z_mean": "z mean (layer)", "z_std": "z std (layers)", "y_mean": "y mean (cell)",
-          "y_std": "y std (cells)"}
+LABELS = {
+    "sf": "Ecal / Ep",
+    "z_mean": "z mean (layer)",
+    "z_std": "z std (layers)",
+    "y_mean": "y mean (cell)",
+    "y_std": "y std (cells)",
+}
 
 
 def load_ref(d: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +57,13 @@ def plot(summary: dict, path: Path) -> None:
         v = np.array([pts[p][k] for p in pts])
         err = np.array([pts[p][k + "_err"] for p in pts])
         ax.errorbar(e, v, err, fmt="o", color="black", label="Geant4 engine (default geometry)")
-        ax.axhspan(PAPER_G4[k] * 0.9, PAPER_G4[k] * 1.1, color="tab:blue", alpha=0.15, label="3DGAN data +-10 %")
+        ax.axhspan(
+            PAPER_G4[k] * 0.9,
+            PAPER_G4[k] * 1.1,
+            color="tab:blue",
+            alpha=0.15,
+            label="3DGAN data +-10 %",
+        )
         ax.axhline(PAPER_G4[k], color="tab:blue", label="3DGAN data (100-500 GeV)")
         ax.axhline(summary["all"][k], color="black", ls="--", label="this, 100-500 GeV")
         ax.set_xlabel("Ep (GeV)")
@@ -68,18 +79,26 @@ def plot(summary: dict, path: Path) -> None:
 def write_calibration(rows: list[dict], n: int) -> None:
     text = TOML.read_text()
     text = re.split(r"\n\[calibration\]", text)[0].rstrip() + "\n"
-    lines = ["", "[calibration]",
-             f'reached_utc = "{dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}"',
-             f'sample = "Geant4 engine, em-analytic, cut 0.7 mm: {n} electrons, 100 at each of 100-500 GeV"',
-             'target = "3DGAN data, 100-500 GeV (paper Table 3; physics.md)"']
+    lines = [
+        "",
+        "[calibration]",
+        f'reached_utc = "{dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}"',
+        f'sample = "Geant4 engine, em-analytic, cut 0.7 mm: {n} electrons, '
+        '100 at each of 100-500 GeV"',
+        'target = "3DGAN data, 100-500 GeV (paper Table 3; physics.md)"',
+    ]
     for r in rows:
-        lines.append(f'{r["observable"]} = {{ target = {r["paper_geant4"]:.4g}, reached = {r["this"]:.4g}, '
-                     f'stat_err = {r["err"]:.2g}, rel_diff = {r["rel_diff"]:+.3f} }}')
+        lines.append(
+            f"{r['observable']} = {{ target = {r['paper_geant4']:.4g}, reached = {r['this']:.4g}, "
+            f"stat_err = {r['err']:.2g}, rel_diff = {r['rel_diff']:+.3f} }}"
+        )
     TOML.write_text(text + "\n".join(lines) + "\n")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ref", type=Path, default=Path("/work/data/g4/package"))
     args = ap.parse_args()
     s, e = load_ref(args.ref)
@@ -87,14 +106,27 @@ def main() -> None:
     summary = summarize(s, e, points)
     rows = paper_comparison(summary["all"])
     geom = load_geometry()
-    write_json(REPO / "benchmarks" / "results" / "geometry_calibration.json",
-               {"geometry": geom.to_dict(), "n": int(len(e)), "points_gev": points, "comparison": rows,
-                "per_point": {p: {k: v for k, v in row.items() if k != "profile_z"} for p, row in summary["points"].items()}})
+    write_json(
+        REPO / "benchmarks" / "results" / "geometry_calibration.json",
+        {
+            "geometry": geom.to_dict(),
+            "n": int(len(e)),
+            "points_gev": points,
+            "comparison": rows,
+            "per_point": {
+                p: {k: v for k, v in row.items() if k != "profile_z"}
+                for p, row in summary["points"].items()
+            },
+        },
+    )
     write_calibration(rows, len(e))
     plot(summary, REPO / "docs" / "img" / "sim_calibration.png")
     print(f"{'observable':10s} {'3DGAN':>8s} {'this':>8s} {'+-':>7s} {'diff':>7s}")
     for r in rows:
-        print(f"{r['observable']:10s} {r['paper_geant4']:8.4g} {r['this']:8.4g} {r['err']:7.2g} {100 * r['rel_diff']:+6.1f}%")
+        print(
+            f"{r['observable']:10s} {r['paper_geant4']:8.4g} {r['this']:8.4g} {r['err']:7.2g} "
+            f"{100 * r['rel_diff']:+6.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def load_ref(d: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def plot(geom, g4: np.ndarray, e: np.ndarray, points: tuple[float, ...], constants: dict, path: Path) -> None:
+def plot(
+    geom, g4: np.ndarray, e: np.ndarray, points: tuple[float, ...], constants: dict, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,11 +49,20 @@ def plot(geom, g4: np.ndarray, e: np.ndarray, points: tuple[float, ...], constan
         cells, _ = gf.simulate(np.full(2000, p), np.random.default_rng([5, j]))
         for row, (axis, name) in enumerate((((1, 2), "z (layer)"), ((1, 3), "y (cell)"))):
             ax = axs[row, j]
-            for arr, style in ((ref, {"color": "black", "label": f"Geant4 ({len(ref)})"}),
-                               (cells, {"color": "tab:red", "label": "GFlash fitted (2000)"})):
+            for arr, style in (
+                (ref, {"color": "black", "label": f"Geant4 ({len(ref)})"}),
+                (cells, {"color": "tab:red", "label": "GFlash fitted (2000)"}),
+            ):
                 prof = arr.sum(axis=axis) / arr.sum(axis=(1, 2, 3))[:, None]
                 mean, err = prof.mean(axis=0), prof.std(axis=0) / np.sqrt(len(arr))
-                ax.errorbar(np.arange(len(mean)), mean, err, fmt="o" if style["color"] == "black" else "-", ms=3, **style)
+                ax.errorbar(
+                    np.arange(len(mean)),
+                    mean,
+                    err,
+                    fmt="o" if style["color"] == "black" else "-",
+                    ms=3,
+                    **style,
+                )
             ax.set_yscale("log")
             ax.set_xlabel(name)
             ax.set_title(f"{p:g} GeV", fontsize=12)
@@ -66,7 +77,9 @@ def plot(geom, g4: np.ndarray, e: np.ndarray, points: tuple[float, ...], constan
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ref", type=Path, default=Path("/work/data/g4/package"))
     ap.add_argument("--n-model", type=int, default=200)
     args = ap.parse_args()
@@ -80,10 +93,17 @@ def main() -> None:
     write_json(REPO / "benchmarks" / "results" / "gflash_fit.json", {"fit": fit, "comparison": cmp})
     plot(geom, s, e, points, fit["constants"], REPO / "docs" / "img" / "sim_gflash_vs_geant4.png")
     print({k: round(v, 4) for k, v in fit["constants"].items()})
-    print(f"{'E':>5s} {'SF rel':>7s} {'dz mean':>8s} {'dz std':>7s} {'dy std':>7s} {'res g4':>7s} {'res gf':>7s} {'occ g4':>7s} {'occ gf':>7s}")
+    print(
+        f"{'E':>5s} {'SF rel':>7s} {'dz mean':>8s} {'dz std':>7s} {'dy std':>7s} "
+        f"{'res g4':>7s} {'res gf':>7s} {'occ g4':>7s} {'occ gf':>7s}"
+    )
     for r in cmp["rows"]:
-        print(f"{r['energy_gev']:5g} {100 * r['sf_rel']:+6.2f}% {r['dz_mean']:+8.3f} {r['dz_std']:+7.3f} {r['dy_std']:+7.3f} "
-              f"{r['res_g4']:7.4f} {r['res_gflash']:7.4f} {r['occupancy_g4']:7.4f} {r['occupancy_gflash']:7.4f}")
+        print(
+            f"{r['energy_gev']:5g} {100 * r['sf_rel']:+6.2f}% {r['dz_mean']:+8.3f} "
+            f"{r['dz_std']:+7.3f} {r['dy_std']:+7.3f} "
+            f"{r['res_g4']:7.4f} {r['res_gflash']:7.4f} "
+            f"{r['occupancy_g4']:7.4f} {r['occupancy_gflash']:7.4f}"
+        )
     print("within requirements (SF 5 %, z 0.5 layer, y std 0.15 cell):", cmp["ok"])
 
 

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 
-def check(cin: int, cout: int, kernel: tuple[int, int, int], spatial: tuple[int, int, int], n: int = 8) -> float:
+def check(
+    cin: int, cout: int, kernel: tuple[int, int, int], spatial: tuple[int, int, int], n: int = 8
+) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, cin, *spatial, generator=g).bfloat16()
     w = (torch.randn(cout, cin, *kernel, generator=g) * 0.05).bfloat16()

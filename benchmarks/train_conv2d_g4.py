@@ -10,7 +10,8 @@ benchmarks/results/reference_sets/):
     .venv/bin/python benchmarks/make_reference_sets.py train-gflash --out /work/data/g4
     # 2. training in time-boxed chunks (each resumes the run; at most one checkpoint interval,
     #    50 steps, is lost at the end of a chunk); the CPU time of every chunk is recorded
-    .venv/bin/python benchmarks/train_conv2d_g4.py train --data-dir /work/data/g4 --run /work/data/runs/conv2d-g4 --minutes 80
+    .venv/bin/python benchmarks/train_conv2d_g4.py train --data-dir /work/data/g4
+        --run /work/data/runs/conv2d-g4 --minutes 80
     # 3. ship the selected epoch into the package, with its log, validation and budget
     .venv/bin/python benchmarks/train_conv2d_g4.py ship --run /work/data/runs/conv2d-g4
 
@@ -38,8 +39,22 @@ RESULTS = REPO / "benchmarks" / "results" / "train_conv2d_g4"
 BUILTIN = REPO / "src" / "caloquant" / "models" / "builtin" / "conv2d-g4.pt"
 
 # the training settings of the shipped model (every one of them is recorded in the run directory)
-SETTINGS = ["--model", "conv2d", "--width", "0.5", "--batch", "64", "--precision", "bf16", "--seed", "1",
-            "--epochs", "30", "--checkpoint-every", "50"]
+SETTINGS = [
+    "--model",
+    "conv2d",
+    "--width",
+    "0.5",
+    "--batch",
+    "64",
+    "--precision",
+    "bf16",
+    "--seed",
+    "1",
+    "--epochs",
+    "30",
+    "--checkpoint-every",
+    "50",
+]
 SETS = ("train", "train-gflash")
 
 
@@ -51,8 +66,11 @@ def _check_sets(data_dir: Path) -> list[str]:
         man = data_dir / name / "manifest.json"
         done = json.loads(man.read_text()) if man.exists() else {"complete": False, "showers": 0}
         if not done["complete"]:
-            sys.exit(f"error: set '{name}' in {data_dir} is incomplete ({done['showers']}/"
-                     f"{SPECS[name].shards * SPECS[name].per_shard} showers): run benchmarks/make_reference_sets.py {name}")
+            sys.exit(
+                f"error: set '{name}' in {data_dir} is incomplete ({done['showers']}/"
+                f"{SPECS[name].shards * SPECS[name].per_shard} showers): "
+                f"run benchmarks/make_reference_sets.py {name}"
+            )
         patterns.append(str(data_dir / name / "shard_*.h5"))
     return patterns
 
@@ -69,8 +87,17 @@ def train(args: argparse.Namespace) -> None:
     run: Path = args.run
     patterns = _check_sets(args.data_dir)
     val = _validation_file(args.data_dir)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "caloquant.cli", "train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "caloquant.cli",
+        "train",
+    ]
     for p in patterns:
         cmd += ["--data", p]
     cmd += SETTINGS + ["--val-data", str(val), "-o", str(run)]
@@ -84,26 +111,48 @@ def train(args: argparse.Namespace) -> None:
     t0, started = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
         # a chunk may end early (Ctrl-C or SIGTERM to this script): it is recorded like a time box
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             rc = proc.wait(timeout=args.minutes * 60)
             stopped = "finished" if rc == 0 else f"failed (exit {rc}, see {log.name})"
         except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
-            os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers; the last checkpoint stays
+            os.killpg(
+                proc.pid, signal.SIGTERM
+            )  # torchrun stops its workers; the last checkpoint stays
             proc.wait()
-            stopped = (f"time box of {args.minutes} min" if isinstance(e, subprocess.TimeoutExpired)
-                       else f"stopped by a signal after {(time.time() - t0) / 60:.1f} min")
+            stopped = (
+                f"time box of {args.minutes} min"
+                if isinstance(e, subprocess.TimeoutExpired)
+                else f"stopped by a signal after {(time.time() - t0) / 60:.1f} min"
+            )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    chunks.append({"started_utc": started, "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1),
-                   "stopped": stopped, "command": cmd, "host_cpus": os.cpu_count()})
+    chunks.append(
+        {
+            "started_utc": started,
+            "wall_s": round(time.time() - t0, 1),
+            "cpu_s": round(cpu, 1),
+            "stopped": stopped,
+            "command": cmd,
+            "host_cpus": os.cpu_count(),
+        }
+    )
     chunks_path.write_text(json.dumps(chunks, indent=1))
     total = sum(c["cpu_s"] for c in chunks)
-    print(f"chunk {len(chunks)}: {stopped}; {cpu / 3600:.2f} CPU h; all chunks {total / 3600:.2f} CPU h "
-          f"= {total / 7200:.2f} h of 2 cores", flush=True)
+    print(
+        f"chunk {len(chunks)}: {stopped}; {cpu / 3600:.2f} CPU h; "
+        f"all chunks {total / 3600:.2f} CPU h "
+        f"= {total / 7200:.2f} h of 2 cores",
+        flush=True,
+    )
 
 
 def ship(args: argparse.Namespace) -> None:
@@ -113,11 +162,16 @@ def ship(args: argparse.Namespace) -> None:
     run: Path = args.run
     ck = load_checkpoint(run / "model.pt")
     chunks = json.loads((run / "chunks.json").read_text())
-    ck.provenance = {**ck.provenance, "run_dir": "(training machine)",
-                     "data": [str(Path(p).relative_to(Path(p).parents[1])) for p in ck.provenance["data"]],
-                     "training_cpu_s": sum(c["cpu_s"] for c in chunks), "training_chunks": len(chunks),
-                     "commands": "benchmarks/train_conv2d_g4.py (docstring)", "settings": " ".join(SETTINGS),
-                     "shipped_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    ck.provenance = {
+        **ck.provenance,
+        "run_dir": "(training machine)",
+        "data": [str(Path(p).relative_to(Path(p).parents[1])) for p in ck.provenance["data"]],
+        "training_cpu_s": sum(c["cpu_s"] for c in chunks),
+        "training_chunks": len(chunks),
+        "commands": "benchmarks/train_conv2d_g4.py (docstring)",
+        "settings": " ".join(SETTINGS),
+        "shipped_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     save_checkpoint(BUILTIN, ck)
     size = BUILTIN.stat().st_size
     if size > 10e6:
@@ -128,11 +182,16 @@ def ship(args: argparse.Namespace) -> None:
             continue
         with atomic_path(RESULTS / name) as tmp:
             shutil.copy(run / name, tmp)
-    print(f"shipped epoch {ck.provenance['epoch']} -> {BUILTIN} ({size / 1e6:.2f} MB); run records -> {RESULTS}")
+    print(
+        f"shipped epoch {ck.provenance['epoch']} -> {BUILTIN} ({size / 1e6:.2f} MB); "
+        f"run records -> {RESULTS}"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")
     t.add_argument("--data-dir", type=Path, default=Path("/work/data/g4"))

@@ -28,8 +28,13 @@ def summarize(rep: dict[str, Any]) -> dict[str, Any]:
     mom = allb["moments"]
     out = {
         "sampling_fraction_ratio_all": allb["sampling_fraction"]["ratio"],
-        "sampling_fraction_ratio_per_bin": {f"{b['lo_gev']:.0f}-{b['hi_gev']:.0f}": b["sampling_fraction"]["ratio"] for b in bins},
-        "sampling_fraction_ratio_err_per_bin": {f"{b['lo_gev']:.0f}-{b['hi_gev']:.0f}": b["sampling_fraction"]["ratio_err"] for b in bins},
+        "sampling_fraction_ratio_per_bin": {
+            f"{b['lo_gev']:.0f}-{b['hi_gev']:.0f}": b["sampling_fraction"]["ratio"] for b in bins
+        },
+        "sampling_fraction_ratio_err_per_bin": {
+            f"{b['lo_gev']:.0f}-{b['hi_gev']:.0f}": b["sampling_fraction"]["ratio_err"]
+            for b in bins
+        },
         "projection_mse": allb.get("projection_mse"),
     }
     for ax in ("z", "y", "x"):
@@ -45,7 +50,9 @@ def summarize(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ref", type=Path, required=True)
     ap.add_argument("--models", nargs="+", default=["conv2d-g4", "cern-3dgan"])
     ap.add_argument("--threads", type=int, default=2)
@@ -58,22 +65,48 @@ def main() -> None:
     from caloquant.physics import validate
 
     g4, e = read_showers(args.ref)
-    results: dict[str, Any] = {"reference": {"file": args.ref.name, "n": int(len(e)), "energy_range_gev": [float(e.min()), float(e.max())]},
-                               "models": {}}
+    results: dict[str, Any] = {
+        "reference": {
+            "file": args.ref.name,
+            "n": int(len(e)),
+            "energy_range_gev": [float(e.min()), float(e.max())],
+        },
+        "models": {},
+    }
     for name in args.models:
         m = cq.load(name, threads=args.threads)
         showers, _ = m.sample(energies=e, seed=12345)
-        rep = validate((g4, e), (showers, e), bins="width:50", classifier=True, distances=True, detail=False).to_dict()
+        rep = validate(
+            (g4, e), (showers, e), bins="width:50", classifier=True, distances=True, detail=False
+        ).to_dict()
         results["models"][name] = summarize(rep)
         print(f"{name}: done", flush=True)
     write_json(REPO / "benchmarks" / "results" / f"{args.out}.json", results)
     names = list(results["models"])
     print("| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
-    print("| sampling fraction ratio, all | " + " | ".join(f"{results['models'][n]['sampling_fraction_ratio_all']:.3f}"
-                                                     for n in names) + " |")
+    print(
+        "| sampling fraction ratio, all | "
+        + " | ".join(f"{results['models'][n]['sampling_fraction_ratio_all']:.3f}" for n in names)
+        + " |"
+    )
     for b in results["models"][names[0]]["sampling_fraction_ratio_per_bin"]:
-        print(f"| SF ratio {b} GeV | " + " | ".join(f"{results['models'][n]['sampling_fraction_ratio_per_bin'][b]:.3f}" for n in names) + " |")
-    for key in ("z_mean_shift_cells", "z_std_rel", "y_mean_shift_cells", "y_std_rel", "x_std_rel", "projection_mse", "classifier_auc", "fpd"):
+        print(
+            f"| SF ratio {b} GeV | "
+            + " | ".join(
+                f"{results['models'][n]['sampling_fraction_ratio_per_bin'][b]:.3f}" for n in names
+            )
+            + " |"
+        )
+    for key in (
+        "z_mean_shift_cells",
+        "z_std_rel",
+        "y_mean_shift_cells",
+        "y_std_rel",
+        "x_std_rel",
+        "projection_mse",
+        "classifier_auc",
+        "fpd",
+    ):
         vals = [results["models"][n].get(key) for n in names]
         print(f"| {key} | " + " | ".join("n/a" if v is None else f"{v:.3g}" for v in vals) + " |")
 

@@ -4,7 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,12 +18,16 @@ KERAS_DISC = SHARED / "3dgan" / "params_discriminator_epoch_049.hdf5"
 @pytest.fixture(scope="session")
 def keras_files() -> tuple[Path, Path]:
     if not KERAS_GEN.exists() or not KERAS_DISC.exists():
-        pytest.skip(f"CERN 3DGAN Keras weights not found under {SHARED / '3dgan'} (set CALOQUANT_SHARED)")
+        pytest.skip(
+            f"CERN 3DGAN Keras weights not found under {SHARED / '3dgan'} (set CALOQUANT_SHARED)"
+        )
     return KERAS_GEN, KERAS_DISC
 
 
 @pytest.fixture(scope="session")
-def cern_checkpoint(keras_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cern_checkpoint(
+    keras_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The real CERN 3DGAN, imported once per session."""
     from caloquant.models import import_keras_3dgan, save_checkpoint
 

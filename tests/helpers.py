@@ -31,7 +31,9 @@ def write_h5(path: Path, **datasets: np.ndarray) -> Path:
     return path
 
 
-def toy_showers(n: int, seed: int, lo: float = 100.0, hi: float = 500.0, grid: int = 25) -> tuple[np.ndarray, np.ndarray]:
+def toy_showers(
+    n: int, seed: int, lo: float = 100.0, hi: float = 500.0, grid: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
     """Cheap random EM-like showers (not physics-accurate; for metric tests only): gamma
     longitudinal profile, Gaussian transverse spread centred on the middle cell, 2 %
     sampling fraction with 15 %/sqrt(E) resolution, gamma-distributed cell fluctuations.
@@ -85,6 +87,15 @@ class UpGen(nn.Module):
         return nn.functional.relu(self.out(x)).squeeze(1)
 
 
-register_architecture("test-upgen", ArchInfo(UpGen, None, "test model with an upsample + conv chain"))
-UP_SPEC = ModelSpec(arch="test-upgen", noise_dim=16, latent_dim=16, grid=(8, 8, 8), energy_range_gev=(10.0, 100.0),
-                    conditioning={"rule": "scale", "energy_unit_gev": 100.0}, hparams={})
+register_architecture(
+    "test-upgen", ArchInfo(UpGen, None, "test model with an upsample + conv chain")
+)
+UP_SPEC = ModelSpec(
+    arch="test-upgen",
+    noise_dim=16,
+    latent_dim=16,
+    grid=(8, 8, 8),
+    energy_range_gev=(10.0, 100.0),
+    conditioning={"rule": "scale", "energy_unit_gev": 100.0},
+    hparams={},
+)

@@ -45,7 +45,9 @@ def lrelu(x: np.ndarray) -> np.ndarray:
 
 
 def bn(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
-    return (x - w[f"{name}/moving_mean"]) / np.sqrt(w[f"{name}/moving_variance"] + 1e-3) * w[f"{name}/gamma"] + w[f"{name}/beta"]
+    return (x - w[f"{name}/moving_mean"]) / np.sqrt(w[f"{name}/moving_variance"] + 1e-3) * w[
+        f"{name}/gamma"
+    ] + w[f"{name}/beta"]
 
 
 def up(x: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
@@ -57,9 +59,19 @@ def up(x: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
 def generator(w: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """One latent (200,) -> shower (25, 25, 25)."""
     h = (z @ w["dense_1/kernel"] + w["dense_1/bias"]).reshape(7, 7, 8, 8)
-    h = up(bn(lrelu(same(h, w["conv3d_1/kernel"], w["conv3d_1/bias"])), w, "batch_normalization_1"), (2, 2, 2))
+    h = up(
+        bn(lrelu(same(h, w["conv3d_1/kernel"], w["conv3d_1/bias"])), w, "batch_normalization_1"),
+        (2, 2, 2),
+    )
     h = pad(h, (2, 2, 0), (2, 2, 0))
-    h = up(bn(lrelu(conv_valid(h, w["conv3d_2/kernel"], w["conv3d_2/bias"])), w, "batch_normalization_2"), (2, 2, 3))
+    h = up(
+        bn(
+            lrelu(conv_valid(h, w["conv3d_2/kernel"], w["conv3d_2/bias"])),
+            w,
+            "batch_normalization_2",
+        ),
+        (2, 2, 3),
+    )
     h = pad(h, (1, 0, 3), (1, 0, 3))
     h = lrelu(conv_valid(h, w["conv3d_3/kernel"], w["conv3d_3/bias"]))
     h = np.maximum(conv_valid(h, w["conv3d_4/kernel"], None), 0.0)
@@ -69,10 +81,22 @@ def generator(w: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
 def discriminator(w: dict[str, np.ndarray], x: np.ndarray) -> tuple[float, float, float]:
     """One shower (25, 25, 25) -> (p_real, aux, ecal), inference mode (no dropout)."""
     h = lrelu(same(x[..., None], w["conv3d_5/kernel"], w["conv3d_5/bias"]))
-    for conv, norm, p in (("conv3d_6", "batch_normalization_3", 2), ("conv3d_7", "batch_normalization_4", 2), ("conv3d_8", "batch_normalization_5", 1)):
-        h = bn(lrelu(conv_valid(pad(h, (p, p, p), (p, p, p)), w[f"{conv}/kernel"], w[f"{conv}/bias"])), w, norm)
+    for conv, norm, p in (
+        ("conv3d_6", "batch_normalization_3", 2),
+        ("conv3d_7", "batch_normalization_4", 2),
+        ("conv3d_8", "batch_normalization_5", 1),
+    ):
+        h = bn(
+            lrelu(conv_valid(pad(h, (p, p, p), (p, p, p)), w[f"{conv}/kernel"], w[f"{conv}/bias"])),
+            w,
+            norm,
+        )
     X, Y, Z, C = h.shape
-    h = h[: X // 2 * 2, : Y // 2 * 2, : Z // 2 * 2].reshape(X // 2, 2, Y // 2, 2, Z // 2, 2, C).mean(axis=(1, 3, 5))
+    h = (
+        h[: X // 2 * 2, : Y // 2 * 2, : Z // 2 * 2]
+        .reshape(X // 2, 2, Y // 2, 2, Z // 2, 2, C)
+        .mean(axis=(1, 3, 5))
+    )
     f = h.reshape(-1)
     p = 1.0 / (1.0 + np.exp(-(f @ w["generation/kernel"] + w["generation/bias"])[0]))
     aux = (f @ w["auxiliary/kernel"] + w["auxiliary/bias"])[0]

@@ -30,7 +30,9 @@ def readme_example() -> str:
 
 
 @pytest.mark.slow
-def test_readme_example_runs_on_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_readme_example_runs_on_the_embedded_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     """The README example, as written, with small N: 100 showers instead of 1000, and the
     tuner's evaluation and time budget reduced (the physics recipe itself is unchanged)."""
     code = readme_example()
@@ -38,24 +40,33 @@ def test_readme_example_runs_on_the_embedded_default(tmp_path: Path, monkeypatch
     small = code.replace("1000", "100").replace(
         'cq.quantize(model, precision="int8")',
         'cq.quantize(model, precision="int8", eval_n_per_point=24, calib_n=64, time_budget_s=45, '
-        'timing=cq_timing.TimingConfig(window_s=0.3, rounds=2))')
+        "timing=cq_timing.TimingConfig(window_s=0.3, rounds=2))",
+    )
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile("import caloquant.timing as cq_timing\n" + small, "README.md", "exec"), ns)  # noqa: S102 - our own README
     printed = capsys.readouterr().out
-    assert "Validation:" in printed and "Shower moments" in printed  # the terminal summary, as `caloquant validate` prints it
+    assert (
+        "Validation:" in printed and "Shower moments" in printed
+    )  # the terminal summary, as `caloquant validate` prints it
     showers, energies, ref = ns["showers"], ns["energies"], ns["ref"]
     assert showers.shape == ref.shape == (100, 25, 25, 25) and energies.shape == (100,)
     assert ((energies >= 100) & (energies <= 500)).all()
     rep = ns["report"].to_dict()
     assert "pixelwise" in rep["bins"][0]  # paired: the pixel-wise comparison is there
-    # the quantized model stays close to fp32 on the same latents: mean Ecal within 2 % (100 showers)
+    # the quantized model stays close to fp32 on the same latents: mean Ecal within 2 %
+    # (100 showers)
     assert abs(showers.sum() / ref.sum() - 1) < 0.02
     art = tmp_path / "int8_artifact"
     assert (art / "manifest.json").exists() and (art / "canary.npz").exists()
     again = cq.load(art)  # runs the self-check on this CPU
     assert again.self_check["passed"] is True and again.precision == "int8"
-    np.testing.assert_allclose(again.sample(8, energy=300, seed=3)[0], ns["q"].sample(8, energy=300, seed=3)[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        again.sample(8, energy=300, seed=3)[0],
+        ns["q"].sample(8, energy=300, seed=3)[0],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_same_seed_same_energies_and_latents() -> None:
@@ -99,12 +110,20 @@ def test_every_builtin_model_is_installed_and_the_trained_one_says_what_it_was_t
     assert path.stat().st_size <= 10 * 2**20
     prov = load_checkpoint(path).provenance
     src = prov["data_sources"]
-    assert src["train_rows_per_engine"]["geant4"] >= 5000 and sum(src["train_rows_per_engine"].values()) >= 10_000
+    assert (
+        src["train_rows_per_engine"]["geant4"] >= 5000
+        and sum(src["train_rows_per_engine"].values()) >= 10_000
+    )
     assert src["geometry_hashes"] == [load_geometry().hash]
     assert prov["trained_by"] == "caloquant train" and prov["training_cpu_s"] <= 3 * 3600 * 2
     arr, e = cq.load("conv2d-g4", threads=1).sample(8, energy=250, seed=1)
     assert np.all(e == 250)
-    assert arr.shape == (8, 25, 25, 25) and np.all(np.isfinite(arr)) and arr.min() >= 0 and arr.sum() > 0
+    assert (
+        arr.shape == (8, 25, 25, 25)
+        and np.all(np.isfinite(arr))
+        and arr.min() >= 0
+        and arr.sum() > 0
+    )
 
 
 @pytest.mark.slow
@@ -116,12 +135,20 @@ def test_the_physics_recipe_holds_on_the_model_trained_here() -> None:
     from caloquant.timing import TimingConfig
 
     m = cq.load("conv2d-g4", threads=2)
-    q = cq.quantize(m, precision="int8", eval_n_per_point=24, calib_n=64, time_budget_s=60,
-                    timing=TimingConfig(window_s=0.3, rounds=2))
+    q = cq.quantize(
+        m,
+        precision="int8",
+        eval_n_per_point=24,
+        calib_n=64,
+        time_budget_s=60,
+        timing=TimingConfig(window_s=0.3, rounds=2),
+    )
     man = q.manifest
     assert man["meets_tolerance"] and (man["confirmation"] or {}).get("passes"), man["physics"]
     lp = man["layer_precisions"]
-    assert len(lp) >= 20 and "int8" in lp.values(), lp  # the Conv2D generator's units, some of them int8
+    assert len(lp) >= 20 and "int8" in lp.values(), (
+        lp
+    )  # the Conv2D generator's units, some of them int8
     assert {"speedup_vs_torch_fp32", "speedup_vs_openvino_fp32_same_graph"} <= set(man["speed"])
     # fresh latents (not the tuner's): mean Ecal at 300 GeV within 2 % of fp32 (100 showers)
     ref, _ = m.sample(100, energy=300, seed=77)
@@ -134,8 +161,14 @@ def test_cli_without_shared_folder(tmp_path: Path) -> None:
     an empty folder, with the shared folder hidden."""
     env = dict(os.environ, CALOQUANT_SHARED=str(tmp_path / "nothing"))
     exe = Path(sys.executable).with_name("caloquant")
-    res = subprocess.run([str(exe), "sample", "--n", "20", "--energy", "200", "-o", "x.h5"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(exe), "sample", "--n", "20", "--energy", "200", "-o", "x.h5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     from caloquant.data import open_showers
 
@@ -161,8 +194,16 @@ def test_no_lasting_side_effects(tmp_path: Path) -> None:
         assert torch.get_num_threads() == 1
         path = save_checkpoint(tmp_path / "up.pt", Checkpoint(UP_SPEC, UpGen().eval()))
         for backend in ("openvino", "torch"):
-            q = cq.quantize(str(path), backend=backend, threads=2, tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0),
-                            calib_n=16, eval_n_per_point=6, batch=4, timing=TimingConfig(window_s=0.1, rounds=1))
+            q = cq.quantize(
+                str(path),
+                backend=backend,
+                threads=2,
+                tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0),
+                calib_n=16,
+                eval_n_per_point=6,
+                batch=4,
+                timing=TimingConfig(window_s=0.1, rounds=1),
+            )
             q.sample(3, energy=50)
             assert torch.get_num_threads() == 1, backend
             assert logging.getLogger("nncf").level == nncf_level
@@ -187,4 +228,7 @@ def test_every_stage_joins_the_namespace() -> None:
     import caloquant.train
 
     assert cq.simulate is caloquant.sim.simulate and cq.train.train is caloquant.train.train
-    assert cq.generate is caloquant.distributed.generate and cq.bench.run_bench is caloquant.bench.run_bench
+    assert (
+        cq.generate is caloquant.distributed.generate
+        and cq.bench.run_bench is caloquant.bench.run_bench
+    )

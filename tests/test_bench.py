@@ -13,8 +13,8 @@ import torch
 
 from caloquant.bench import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, parse_model_arg
 from caloquant.errors import CaloquantError
-from caloquant.timing import TimingConfig, time_streams
 from caloquant.models import Checkpoint, Conv2DGenerator, save_checkpoint, spec_conv2d
+from caloquant.timing import TimingConfig, time_streams
 from tests.helpers import assert_one_line_error
 
 # FLOPs per shower grow about as width^2: 0.167 vs 1.659 GFLOP, a ratio of 9.9
@@ -41,9 +41,30 @@ def report(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
     out = tmp_path_factory.mktemp("bench_out")
     cheap, dear = pair
-    argv = ["caloquant", "bench", "--model", str(cheap), "--model", str(dear), "--model", f"{cheap}@openvino:fp32",
-            "--threads", "1", "--streams", "1,2", "--batch", "1,16", "--duration", "0.4", "--rounds", "2",
-            "--json", str(out / "bench.json"), "--plots", str(out / "plots")]
+    argv = [
+        "caloquant",
+        "bench",
+        "--model",
+        str(cheap),
+        "--model",
+        str(dear),
+        "--model",
+        f"{cheap}@openvino:fp32",
+        "--threads",
+        "1",
+        "--streams",
+        "1,2",
+        "--batch",
+        "1,16",
+        "--duration",
+        "0.4",
+        "--rounds",
+        "2",
+        "--json",
+        str(out / "bench.json"),
+        "--plots",
+        str(out / "plots"),
+    ]
     old = sys.argv
     sys.argv = argv
     try:
@@ -67,27 +88,48 @@ def test_json_structure(report: tuple[dict, Path]) -> None:
     for r in rep["results"]:
         for k in RESULT_KEYS:
             assert k in r, k
-        assert r["showers_per_s"] > 0 and r["ms_per_shower"] == pytest.approx(1000 / r["showers_per_s"], rel=1e-3)
+        assert r["showers_per_s"] > 0 and r["ms_per_shower"] == pytest.approx(
+            1000 / r["showers_per_s"], rel=1e-3
+        )
         assert r["peak_rss_mb"] > 0 and r["model_bytes"] > 0
         assert (r["latency_ms_p50"] is not None) == (r["batch"] == 1)
         assert r["roofline_fraction"] > 0 and r["achieved_gflops"] > 0
         assert r["speedup_vs_geant4_literature"] > 0
-        assert "other_load_pct" in r and r["retries"] in (0, 1, 2) and len(r["showers_per_s_windows"]) == 2
-        assert min(r["showers_per_s_windows"]) - 0.01 <= r["showers_per_s"] <= r["showers_per_s_best"] + 0.01
-        assert r["process_peak_rss_mb"] >= r["peak_rss_mb"] - 50  # the process holds every model of the run
+        assert (
+            "other_load_pct" in r
+            and r["retries"] in (0, 1, 2)
+            and len(r["showers_per_s_windows"]) == 2
+        )
+        assert (
+            min(r["showers_per_s_windows"]) - 0.01
+            <= r["showers_per_s"]
+            <= r["showers_per_s_best"] + 0.01
+        )
+        assert (
+            r["process_peak_rss_mb"] >= r["peak_rss_mb"] - 50
+        )  # the process holds every model of the run
     assert {r["backend"] for r in rep["results"]} == {"torch", "openvino"}
     # the host's own speed, probed every round (2 rounds + the end)
     probe = rep["host_probe"]
     assert len(probe["rounds"]) == 3 and all(p["fp32"] > 0 for p in probe["rounds"])
     fp32 = [p["fp32"] for p in probe["rounds"]]
-    assert probe["fp32_spread"] == pytest.approx((max(fp32) - min(fp32)) / float(np.median(fp32)), abs=1e-3)
+    assert probe["fp32_spread"] == pytest.approx(
+        (max(fp32) - min(fp32)) / float(np.median(fp32)), abs=1e-3
+    )
     # ceilings measured in the same run, for every precision class
     row = rep["ceilings"]["gflops"]["1"]
     assert row["fp32"] and row["fp32"] > 0 and set(row) == {"fp32", "bf16", "fp16", "int8"}
     # per-op profile: shares of the known categories add up to 100 %
     for mi in rep["models"]:
         shares = mi["profile"]["shares_pct"]
-        assert set(shares) == {"convolution", "normalization", "activation", "quantize/dequantize", "layout", "other"}
+        assert set(shares) == {
+            "convolution",
+            "normalization",
+            "activation",
+            "quantize/dequantize",
+            "layout",
+            "other",
+        }
         assert sum(shares.values()) == pytest.approx(100, abs=0.5)
         assert shares["convolution"] > 30, mi["profile"]
         assert mi["model_rss_mb"] is not None and mi["flops_per_shower"] > 0
@@ -95,22 +137,32 @@ def test_json_structure(report: tuple[dict, Path]) -> None:
     assert g4["measured_here"] is False and g4["source"] and g4["hardware"]
     assert rep["monte_carlo"]["measured"] is None
     names = {p.name for p in (out / "plots").iterdir()}
-    assert {"throughput_threads_streams.png", "speedup_vs_monte_carlo.png", "profile_pies.png"} <= names
+    assert {
+        "throughput_threads_streams.png",
+        "speedup_vs_monte_carlo.png",
+        "profile_pies.png",
+    } <= names
 
 
-def test_ten_times_more_expensive_model_is_at_least_three_times_slower(report: tuple[dict, Path]) -> None:
+def test_ten_times_more_expensive_model_is_at_least_three_times_slower(
+    report: tuple[dict, Path],
+) -> None:
     rep, _ = report
     flops = {m["model"]: m["flops_per_shower"] for m in rep["models"]}
     assert flops["dear.pt"] / flops["cheap.pt"] == pytest.approx(10, rel=0.15)
     # at batch 16 the convolutions dominate (at batch 1 fixed per-call costs narrow the gap)
     for streams in (1, 2):
-        sps = {r["model"]: r["showers_per_s"] for r in rep["results"]
-               if r["batch"] == 16 and r["streams"] == streams and r["backend"] == "torch"}
+        sps = {
+            r["model"]: r["showers_per_s"]
+            for r in rep["results"]
+            if r["batch"] == 16 and r["streams"] == streams and r["backend"] == "torch"
+        }
         assert sps["cheap.pt"] / sps["dear.pt"] >= 3, (streams, sps)
 
 
 def test_streams_run_concurrently() -> None:
     """Two streams of a GIL-releasing 20 ms call give about twice the throughput of one."""
+
     def fake(x: np.ndarray) -> np.ndarray:
         time.sleep(0.02)
         return x
@@ -138,15 +190,27 @@ def test_a_pathologically_slow_model_is_timed_by_one_call() -> None:
         return x
 
     x = np.zeros((2, 3), dtype=np.float32)
-    r = time_streams([slow], [x], TimingConfig(window_s=5.0, warmup_s=5.0, min_calls=3, first_call_budget_s=0.1))
+    r = time_streams(
+        [slow], [x], TimingConfig(window_s=5.0, warmup_s=5.0, min_calls=3, first_call_budget_s=0.1)
+    )
     assert r["time_boxed"] and len(calls) == 1 and r["calls"] == 1
     assert r["showers_per_s"] == pytest.approx(2 / 0.3, rel=0.3)
 
 
 def test_compare_runs() -> None:
     base = {"model": "m", "backend": "torch", "precision": "fp32", "threads": 1, "streams": 1}
-    a = {"results": [base | {"batch": 1, "showers_per_s": 100.0}, base | {"batch": 8, "showers_per_s": 200.0}]}
-    b = {"results": [base | {"batch": 1, "showers_per_s": 105.0}, base | {"batch": 8, "showers_per_s": 260.0}]}
+    a = {
+        "results": [
+            base | {"batch": 1, "showers_per_s": 100.0},
+            base | {"batch": 8, "showers_per_s": 200.0},
+        ]
+    }
+    b = {
+        "results": [
+            base | {"batch": 1, "showers_per_s": 105.0},
+            base | {"batch": 8, "showers_per_s": 260.0},
+        ]
+    }
     c = compare_runs(a, b)
     assert c["points"] == 2 and c["within_10pct"] == 1
     assert c["max_rel_diff"] == pytest.approx(60 / 230)
@@ -167,7 +231,12 @@ def test_parsers(pair: tuple[Path, Path]) -> None:
     cheap, _ = pair
     assert parse_int_list("1, 2,2,4", "--threads") == (1, 2, 4)
     r = parse_model_arg(f"{cheap}@OpenVINO:BF16")
-    assert (r.path, r.backend, r.precision, r.short) == (cheap, "openvino", "bf16", "cheap.pt@openvino:bf16")
+    assert (r.path, r.backend, r.precision, r.short) == (
+        cheap,
+        "openvino",
+        "bf16",
+        "cheap.pt@openvino:bf16",
+    )
     assert parse_model_arg(f"{cheap}@onnxruntime").precision == "fp32"
     assert parse_model_arg(str(cheap)).backend is None
     with pytest.raises(CaloquantError):
@@ -179,42 +248,76 @@ def test_parsers(pair: tuple[Path, Path]) -> None:
 def test_monte_carlo_slot(pair: tuple[Path, Path], cli, tmp_path: Path) -> None:
     """A Monte Carlo command timed in the same run fills the 'measured' slot."""
     cheap, _ = pair
-    res = cli("bench", "--model", cheap, "--threads", "1", "--streams", "1", "--batch", "2", "--duration", "0.1",
-              "--no-profile", "--no-ceilings", "--mc-command", "sleep 0.2", "--mc-showers", "4", "--json", tmp_path / "b.json")
+    res = cli(
+        "bench",
+        "--model",
+        cheap,
+        "--threads",
+        "1",
+        "--streams",
+        "1",
+        "--batch",
+        "2",
+        "--duration",
+        "0.1",
+        "--no-profile",
+        "--no-ceilings",
+        "--mc-command",
+        "sleep 0.2",
+        "--mc-showers",
+        "4",
+        "--json",
+        tmp_path / "b.json",
+    )
     assert res.code == 0, res.err
     rep = json.loads((tmp_path / "b.json").read_text())
     mc = rep["monte_carlo"]["measured"]
     # 'sleep 0.2' cannot take less than 0.2 s for its 4 showers (upper bound loose: a loaded host)
     assert mc["measured_here"] is True and 0.05 <= mc["seconds_per_shower"] < 0.5
     r = rep["results"][0]
-    assert r["speedup_vs_mc_measured"] == pytest.approx(mc["seconds_per_shower"] * r["showers_per_s"], rel=0.01)
+    assert r["speedup_vs_mc_measured"] == pytest.approx(
+        mc["seconds_per_shower"] * r["showers_per_s"], rel=0.01
+    )
     assert rep["ceilings"] is None and "profile" not in rep["models"][0]
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (["--model", "/nonexistent/model.pt"], ["model not found"]),
-    (["--model", "{cheap}", "--threads", "1,x"], ["--threads", "1,x"]),
-    (["--model", "{cheap}", "--streams", "0"], ["--streams"]),
-    (["--model", "{cheap}", "--batch", ""], ["--batch"]),
-    (["--model", "{cheap}@tensorflow"], ["unknown backend", "tensorflow"]),
-    (["--model", "{cheap}@onnxruntime:bf16"], ["not supported"]),
-    (["--model", "{cheap}@openvino:int4"], ["unknown precision"]),
-    (["--model", "{cheap}", "--duration", "0"], ["duration"]),
-    (["--model", "{cheap}", "--mc-command", "true"], ["mc_showers"]),
-    (["--model", "{cheap}", "--mc-command", "false", "--mc-showers", "3"], ["mc_command", "exited"]),
-    (["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"], ["mc_command"]),
-    (["--model", "not-a-builtin-model"], ["model not found", "built-in"]),
-    (["--model", "{tmp}"], ["not a caloquant artifact"]),
-    (["--model", "{corrupt}"], ["corrupt or unreadable checkpoint"]),
-])
-def test_bad_input_is_one_line_error(pair: tuple[Path, Path], cli, tmp_path: Path, args: list[str], needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--model", "/nonexistent/model.pt"], ["model not found"]),
+        (["--model", "{cheap}", "--threads", "1,x"], ["--threads", "1,x"]),
+        (["--model", "{cheap}", "--streams", "0"], ["--streams"]),
+        (["--model", "{cheap}", "--batch", ""], ["--batch"]),
+        (["--model", "{cheap}@tensorflow"], ["unknown backend", "tensorflow"]),
+        (["--model", "{cheap}@onnxruntime:bf16"], ["not supported"]),
+        (["--model", "{cheap}@openvino:int4"], ["unknown precision"]),
+        (["--model", "{cheap}", "--duration", "0"], ["duration"]),
+        (["--model", "{cheap}", "--mc-command", "true"], ["mc_showers"]),
+        (
+            ["--model", "{cheap}", "--mc-command", "false", "--mc-showers", "3"],
+            ["mc_command", "exited"],
+        ),
+        (
+            ["--model", "{cheap}", "--mc-command", "/nonexistent/g4sim", "--mc-showers", "3"],
+            ["mc_command"],
+        ),
+        (["--model", "not-a-builtin-model"], ["model not found", "built-in"]),
+        (["--model", "{tmp}"], ["not a caloquant artifact"]),
+        (["--model", "{corrupt}"], ["corrupt or unreadable checkpoint"]),
+    ],
+)
+def test_bad_input_is_one_line_error(
+    pair: tuple[Path, Path], cli, tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
     cheap, _ = pair
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint" * 100)
     args = [a.format(cheap=cheap, tmp=tmp_path, corrupt=corrupt) for a in args]
     if "--duration" not in args:
         args += ["--duration", "0.1"]
-    res = cli("bench", *args, "--no-profile")  # ceilings on: bad input must fail before any measurement
+    res = cli(
+        "bench", *args, "--no-profile"
+    )  # ceilings on: bad input must fail before any measurement
     assert_one_line_error(res, *needles)
 
 
@@ -227,13 +330,36 @@ def test_quantize_artifact_is_benchmarked(tmp_path: Path) -> None:
     from caloquant.precision import QuantizeConfig, Tolerance, quantize
     from tests.helpers import UP_SPEC, UpGen
 
-    cfg = QuantizeConfig(backend="openvino", precision="int8", calib_n=32, eval_n_per_point=20, batch=8, seed=0,
-                         tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0), timing=TimingConfig(window_s=0.2, rounds=1))
+    cfg = QuantizeConfig(
+        backend="openvino",
+        precision="int8",
+        calib_n=32,
+        eval_n_per_point=20,
+        batch=8,
+        seed=0,
+        tolerance=Tolerance(ecal_rel=1.0, moment_shift=10.0),
+        timing=TimingConfig(window_s=0.2, rounds=1),
+    )
     quantize(Checkpoint(UP_SPEC, UpGen().eval()), cfg).save(tmp_path / "art")
-    rep = run_bench([str(tmp_path / "art")], BenchConfig(threads=(1,), streams=(1,), batches=(4,), duration_s=0.2,
-                                                        rounds=1, profile=False, ceilings=False))
+    rep = run_bench(
+        [str(tmp_path / "art")],
+        BenchConfig(
+            threads=(1,),
+            streams=(1,),
+            batches=(4,),
+            duration_s=0.2,
+            rounds=1,
+            profile=False,
+            ceilings=False,
+        ),
+    )
     info, row = rep["models"][0], rep["results"][0]
-    assert (info["kind"], info["backend"], info["precision"], info["recipe"]) == ("artifact", "openvino", "int8", "physics")
+    assert (info["kind"], info["backend"], info["precision"], info["recipe"]) == (
+        "artifact",
+        "openvino",
+        "int8",
+        "physics",
+    )
     assert info["flops_per_shower"] < 0.7 * info["flops_per_shower_architecture"]
     assert row["showers_per_s"] > 0 and row["model_bytes"] == info["model_bytes"] > 0
 
@@ -242,15 +368,26 @@ def test_oversubscribed_points_can_be_left_out(pair: tuple[Path, Path]) -> None:
     """``oversubscribe=False`` times only the points whose threads x streams fit the usable
     cores (the study's grid); a grid with no such point is a one-line error before any timing."""
     from caloquant.bench import run_bench
-    from caloquant.bench.machine import usable_cores
+    from caloquant.runtime import usable_cores
 
     cheap, _ = pair
     cores = usable_cores()
-    cfg = BenchConfig(threads=(1, cores), streams=(1, 2), batches=(2,), duration_s=0.05, rounds=1, profile=False,
-                      ceilings=False, oversubscribe=False)
+    cfg = BenchConfig(
+        threads=(1, cores),
+        streams=(1, 2),
+        batches=(2,),
+        duration_s=0.05,
+        rounds=1,
+        profile=False,
+        ceilings=False,
+        oversubscribe=False,
+    )
     rep = run_bench([str(cheap)], cfg)
     points = {(r["threads"], r["streams"]) for r in rep["results"]}
     assert points == {(t, s) for t in (1, cores) for s in (1, 2) if t * s <= cores}, points
     assert not any(r["oversubscribed"] for r in rep["results"])
     with pytest.raises(CaloquantError, match="usable cores"):
-        run_bench([str(cheap)], BenchConfig(threads=(cores + 1,), streams=(1,), batches=(2,), oversubscribe=False))
+        run_bench(
+            [str(cheap)],
+            BenchConfig(threads=(cores + 1,), streams=(1,), batches=(2,), oversubscribe=False),
+        )

@@ -9,12 +9,22 @@ import h5py
 import numpy as np
 import pytest
 
-from caloquant.data import MEV_PER_GEV, ShowerWriter, open_showers, provenance, read_showers, summarize, write_showers
+from caloquant.data import (
+    MEV_PER_GEV,
+    ShowerWriter,
+    open_showers,
+    provenance,
+    read_showers,
+    summarize,
+    write_showers,
+)
 from caloquant.errors import CaloquantError
 from tests.helpers import assert_one_line_error, write_h5
 
 
-def fake_showers(n: int, grid: tuple[int, ...] = (25, 25, 25), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fake_showers(
+    n: int, grid: tuple[int, ...] = (25, 25, 25), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     e = rng.uniform(100, 500, n)
     s = rng.exponential(0.01, (n, *grid)).astype(np.float32)
@@ -25,10 +35,16 @@ def fake_showers(n: int, grid: tuple[int, ...] = (25, 25, 25), seed: int = 0) ->
 @pytest.mark.parametrize("fmt", ["3dgan", "calochallenge"])
 def test_round_trip(tmp_path: Path, fmt: str) -> None:
     s, e = fake_showers(37)
-    path = write_showers(tmp_path / "a.h5", s, e, fmt=fmt, attrs=provenance(model="m", precision="int8", seed=3))
+    path = write_showers(
+        tmp_path / "a.h5", s, e, fmt=fmt, attrs=provenance(model="m", precision="int8", seed=3)
+    )
     with open_showers(path) as r:
         assert r.format == fmt and r.n == 37 and r.grid == (25, 25, 25)
-        assert r.attrs["precision"] == "int8" and r.attrs["seed"] == 3 and "caloquant_version" in r.attrs
+        assert (
+            r.attrs["precision"] == "int8"
+            and r.attrs["seed"] == 3
+            and "caloquant_version" in r.attrs
+        )
         s2, e2 = r.read()
     np.testing.assert_allclose(s2, s, rtol=1e-6)
     np.testing.assert_allclose(e2, e, rtol=1e-6)
@@ -49,11 +65,19 @@ def test_calochallenge_units_are_mev_on_disk(tmp_path: Path) -> None:
 
 def test_calochallenge_foreign_file_cube_and_non_cube(tmp_path: Path) -> None:
     s, e = fake_showers(4, grid=(5, 5, 5))
-    p = write_h5(tmp_path / "c.h5", showers=s.reshape(4, -1) * 1000, incident_energies=(e * 1000).reshape(-1, 1))
+    p = write_h5(
+        tmp_path / "c.h5",
+        showers=s.reshape(4, -1) * 1000,
+        incident_energies=(e * 1000).reshape(-1, 1),
+    )
     with open_showers(p) as r:
         assert r.grid == (5, 5, 5)
         np.testing.assert_allclose(r.energies(), e)
-    p2 = write_h5(tmp_path / "d.h5", showers=np.zeros((4, 6480), np.float32), incident_energies=(e * 1000).reshape(-1, 1))
+    p2 = write_h5(
+        tmp_path / "d.h5",
+        showers=np.zeros((4, 6480), np.float32),
+        incident_energies=(e * 1000).reshape(-1, 1),
+    )
     with pytest.raises(CaloquantError, match="cannot infer the voxel grid"):
         open_showers(p2)
     with open_showers(p2, grid=(45, 16, 9)) as r:
@@ -155,11 +179,25 @@ def _bad_files(tmp: Path) -> list[tuple[str, Path, str]]:
         ("truncated", truncated, "HDF5"),
         ("no keys", write_h5(tmp / "nokeys.h5", foo=np.zeros(3)), "unknown shower format"),
         ("misnamed energy", write_h5(tmp / "misnamed.h5", ECAL=s, Energy=e), "'energy'"),
-        ("missing showers", write_h5(tmp / "cc_missing.h5", incident_energies=e.reshape(-1, 1)), "'showers'"),
+        (
+            "missing showers",
+            write_h5(tmp / "cc_missing.h5", incident_energies=e.reshape(-1, 1)),
+            "'showers'",
+        ),
         ("ECAL 3-d", write_h5(tmp / "shape.h5", ECAL=s[:, 0], energy=e), "shape"),
         ("energy count", write_h5(tmp / "count.h5", ECAL=s, energy=e[:3]), "shape"),
-        ("cc energies shape", write_h5(tmp / "ccshape.h5", showers=s.reshape(4, -1), incident_energies=np.ones((4, 2))), "shape"),
-        ("string dtype", write_h5(tmp / "dtype.h5", ECAL=s, energy=np.array([b"a", b"b", b"c", b"d"])), "dtype"),
+        (
+            "cc energies shape",
+            write_h5(
+                tmp / "ccshape.h5", showers=s.reshape(4, -1), incident_energies=np.ones((4, 2))
+            ),
+            "shape",
+        ),
+        (
+            "string dtype",
+            write_h5(tmp / "dtype.h5", ECAL=s, energy=np.array([b"a", b"b", b"c", b"d"])),
+            "dtype",
+        ),
         ("NaN cell", write_h5(tmp / "nan.h5", ECAL=nan_s, energy=e), "NaN"),
         ("Inf energy", write_h5(tmp / "inf.h5", ECAL=s, energy=inf_e), "Inf"),
         ("negative energy", write_h5(tmp / "negE.h5", ECAL=s, energy=-e), "negative"),
@@ -178,7 +216,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, cli) -> None:
 @pytest.mark.parametrize("compression", ["gzip:1", "lz4", "zstd", "none", 4])
 def test_compressions_round_trip_with_event_ids(tmp_path: Path, compression) -> None:
     s, e = fake_showers(37, grid=(6, 6, 6))
-    with ShowerWriter(tmp_path / "c.h5", (6, 6, 6), compression=compression, first_event_id=1000) as w:
+    with ShowerWriter(
+        tmp_path / "c.h5", (6, 6, 6), compression=compression, first_event_id=1000
+    ) as w:
         w.append(s[:20], e[:20])
         w.append(s[20:], e[20:])
     with open_showers(tmp_path / "c.h5") as r:
@@ -221,9 +261,35 @@ def test_sample_cli_compression(tmp_path: Path, cli) -> None:
     torch.manual_seed(1)
     gen, _ = build(SPEC_3DGAN)
     save_checkpoint(tmp_path / "m.pt", Checkpoint(SPEC_3DGAN, gen.eval()))
-    res = cli("sample", "--model", tmp_path / "m.pt", "--n", 6, "--energy", 200, "--compression", "lz4", "-o", tmp_path / "s.h5")
+    res = cli(
+        "sample",
+        "--model",
+        tmp_path / "m.pt",
+        "--n",
+        6,
+        "--energy",
+        200,
+        "--compression",
+        "lz4",
+        "-o",
+        tmp_path / "s.h5",
+    )
     assert res.code == 0, res.err
     with h5py.File(tmp_path / "s.h5") as h5:
         assert h5["ECAL"].shape == (6, 25, 25, 25) and h5["ECAL"].compression != "gzip"
-    assert_one_line_error(cli("sample", "--model", tmp_path / "m.pt", "--n", 6, "--energy", 200, "--compression", "gzip:12",
-                              "-o", tmp_path / "t.h5"), "gzip level")
+    assert_one_line_error(
+        cli(
+            "sample",
+            "--model",
+            tmp_path / "m.pt",
+            "--n",
+            6,
+            "--energy",
+            200,
+            "--compression",
+            "gzip:12",
+            "-o",
+            tmp_path / "t.h5",
+        ),
+        "gzip level",
+    )

@@ -23,8 +23,8 @@ def _bn(cls: type[nn.Module], c: int, g: torch.Generator) -> nn.Module:
 
 
 class Stack(nn.Module):
-    """conv -> LeakyReLU -> BN -> upsample -> zero pad -> conv -> LeakyReLU (functional) -> conv -> ReLU,
-    with channel ranges spread over three decades (2D or 3D)."""
+    """conv -> LeakyReLU -> BN -> upsample -> zero pad -> conv -> LeakyReLU (functional) -> conv
+    -> ReLU, with channel ranges spread over three decades (2D or 3D)."""
 
     def __init__(self, nd: int, seed: int) -> None:
         super().__init__()
@@ -40,7 +40,11 @@ class Stack(nn.Module):
         self.conv3 = conv(c2, c3, 2)
         with torch.no_grad():
             for m in (self.conv1, self.conv2, self.conv3):
-                m.weight.mul_(torch.logspace(-1.5, 1.5, m.weight.shape[0]).view(-1, *([1] * (m.weight.dim() - 1))))
+                m.weight.mul_(
+                    torch.logspace(-1.5, 1.5, m.weight.shape[0]).view(
+                        -1, *([1] * (m.weight.dim() - 1))
+                    )
+                )
             # small-range input channels carry large weights: every channel matters in the output
             self.conv2.weight.div_(torch.logspace(-2, 1, c1).view(1, -1, *([1] * nd)))
 
@@ -77,7 +81,11 @@ def test_chains_through_a_bias_or_a_batchnorm_after_the_producer_are_refused() -
     class Renorm(nn.Module):  # conv -> BN -> conv: the producer of conv2 is the BN, never conv1
         def __init__(self) -> None:
             super().__init__()
-            self.conv1, self.bn, self.conv2 = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3)
+            self.conv1, self.bn, self.conv2 = (
+                nn.Conv2d(1, 4, 3),
+                nn.BatchNorm2d(4),
+                nn.Conv2d(4, 2, 3),
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv2(torch.sigmoid(self.bn(self.conv1(x))))
@@ -93,9 +101,20 @@ def test_equalization_is_exact_on_the_cern_3dgan_and_commutes_with_the_rewrite()
     ck = cq.load().checkpoint
     gen = ck.generator.eval()
     e = torch.tensor([100.0, 250.0, 500.0]).repeat_interleave(4)
-    z = torch.from_numpy(condition_latent(torch.randn(len(e), ck.spec.noise_dim,
-                                                      generator=torch.Generator().manual_seed(3)).numpy(), e.numpy(), ck.spec))
-    assert {(p.producer, p.consumer) for p in find_pairs(gen)} == {("bn1", "conv2"), ("bn2", "conv3"), ("conv3", "conv4")}
+    z = torch.from_numpy(
+        condition_latent(
+            torch.randn(
+                len(e), ck.spec.noise_dim, generator=torch.Generator().manual_seed(3)
+            ).numpy(),
+            e.numpy(),
+            ck.spec,
+        )
+    )
+    assert {(p.producer, p.consumer) for p in find_pairs(gen)} == {
+        ("bn1", "conv2"),
+        ("bn2", "conv3"),
+        ("conv3", "conv4"),
+    }
     eq, info = equalize(gen, lambda m: m(z), alpha=1.0, consumers=["conv2", "conv3"])
     assert set(info) == {"conv2", "conv3"} and info["conv2"]["range_spread_before"] > 5
     rewritten, convs = fuse_upsample_conv(eq)

@@ -18,9 +18,9 @@ from caloquant.models import (
     TorchGenerator,
     build,
     energies_for,
-    generate,
     import_keras_3dgan,
     load_checkpoint,
+    sample_showers,
     save_checkpoint,
 )
 from tests import keras_numpy_reference as ref
@@ -32,6 +32,7 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --- equivalence with Keras, via an independent numpy implementation --------------------
+
 
 def test_generator_matches_independent_keras_reference(keras_files: tuple[Path, Path]) -> None:
     ckpt = import_keras_3dgan(keras_files[0])
@@ -54,7 +55,9 @@ def test_discriminator_matches_independent_keras_reference(keras_files: tuple[Pa
     rng = np.random.default_rng(7)
     # realistic inputs: showers of the generator itself (random cells would saturate the sigmoid)
     with torch.no_grad():
-        showers = ckpt.generator(torch.from_numpy(rng.standard_normal((3, 200)).astype(np.float32) * 3)).numpy()
+        showers = ckpt.generator(
+            torch.from_numpy(rng.standard_normal((3, 200)).astype(np.float32) * 3)
+        ).numpy()
     for x in showers:
         with torch.no_grad():
             p, aux, ecal = (t.item() for t in ckpt.discriminator(torch.from_numpy(x[None])))
@@ -66,12 +69,15 @@ def test_discriminator_matches_independent_keras_reference(keras_files: tuple[Pa
 
 # --- the imported model makes physical showers -------------------------------------------
 
+
 def test_import_and_sample_cern_3dgan(keras_files: tuple[Path, Path], tmp_path: Path, cli) -> None:
     model = tmp_path / "m.pt"
     res = cli("import-keras", keras_files[0], "--discriminator", keras_files[1], "-o", model)
     assert res.code == 0, res.err
     out = tmp_path / "s.h5"
-    res = cli("sample", "--model", model, "--n", 400, "--energy-range", "100:500", "--seed", 5, "-o", out)
+    res = cli(
+        "sample", "--model", model, "--n", 400, "--energy-range", "100:500", "--seed", 5, "-o", out
+    )
     assert res.code == 0, res.err
     s, e = read_showers(out)
     assert s.shape == (400, 25, 25, 25) and 100 <= e.min() and e.max() <= 500
@@ -82,7 +88,8 @@ def test_import_and_sample_cern_3dgan(keras_files: tuple[Path, Path], tmp_path: 
     # centred on the middle transverse cell (index 12); statistical error of the mean << 0.1
     assert abs(mx.mean() - 12) < 0.2 and abs(my.mean() - 12) < 0.2
     sf = ecal / e
-    # sampling fraction about 2 % (training target 0.02; this epoch gives ~0.017 +- 0.009 per shower)
+    # sampling fraction about 2 % (training target 0.02; this epoch gives ~0.017 +- 0.009 per
+    # shower)
     assert 0.014 < sf.mean() < 0.024, sf.mean()
     # the hottest cell of the average shower is the central column
     avg = s.mean(0).sum(axis=2)
@@ -90,6 +97,7 @@ def test_import_and_sample_cern_3dgan(keras_files: tuple[Path, Path], tmp_path: 
 
 
 # --- checkpoints ----------------------------------------------------------------------------
+
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(1)
@@ -134,7 +142,9 @@ def test_corrupt_checkpoints(tmp_path: Path, random_checkpoint: Path, cli) -> No
         assert not out.exists()
 
 
-def test_keras_file_of_another_architecture(keras_files: tuple[Path, Path], tmp_path: Path, cli) -> None:
+def test_keras_file_of_another_architecture(
+    keras_files: tuple[Path, Path], tmp_path: Path, cli
+) -> None:
     # the discriminator file is a valid Keras file, but not a generator
     res = cli("import-keras", keras_files[1], "-o", tmp_path / "x.pt")
     assert_one_line_error(res, "not a 3DGAN Conv3D generator")
@@ -146,7 +156,9 @@ def test_keras_file_of_another_architecture(keras_files: tuple[Path, Path], tmp_
         src.copy("input_1", dst)
         src.copy("sequential_1", dst)
         del dst["sequential_1/conv3d_1/kernel:0"]
-        dst["sequential_1/conv3d_1"].create_dataset("kernel:0", data=np.zeros((5, 5, 5, 8, 64), np.float32))
+        dst["sequential_1/conv3d_1"].create_dataset(
+            "kernel:0", data=np.zeros((5, 5, 5, 8, 64), np.float32)
+        )
     res = cli("import-keras", fake, "-o", tmp_path / "y.pt")
     assert_one_line_error(res, "conv1.weight", "shape")
     plain = write_h5(tmp_path / "plain.h5", ECAL=np.zeros((1, 2, 2, 2)))
@@ -157,14 +169,16 @@ def test_keras_file_of_another_architecture(keras_files: tuple[Path, Path], tmp_
 
 # --- sampling ---------------------------------------------------------------------------------
 
+
 def test_same_seed_same_output_independent_of_batch(random_checkpoint: Path) -> None:
     ck = load_checkpoint(random_checkpoint)
     g = TorchGenerator(ck.spec, ck.generator, 2)
     e = energies_for(10, 3, energy_range=(100, 500))
-    a = generate(g, e, seed=3, batch=10)
-    b = generate(g, e, seed=3, batch=3)
-    c = generate(g, e, seed=4, batch=10)
-    # identical latents; the float results differ only by the kernels' batch-dependent summation order
+    a = sample_showers(g, e, seed=3, batch=10)
+    b = sample_showers(g, e, seed=3, batch=3)
+    c = sample_showers(g, e, seed=4, batch=10)
+    # identical latents; the float results differ only by the kernels' batch-dependent summation
+    # order
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * a.max())
     assert not np.allclose(a, c, atol=1e-3 * a.max())
     s1 = NoiseStream(10, 200, 3)
@@ -175,7 +189,22 @@ def test_same_seed_same_output_independent_of_batch(random_checkpoint: Path) -> 
 def test_sample_cli_seed_noise_energies(random_checkpoint: Path, tmp_path: Path, cli) -> None:
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     for p in (a, b):
-        assert cli("sample", "--model", random_checkpoint, "--n", 6, "--energy-range", "100:500", "--seed", 9, "-o", p).code == 0
+        assert (
+            cli(
+                "sample",
+                "--model",
+                random_checkpoint,
+                "--n",
+                6,
+                "--energy-range",
+                "100:500",
+                "--seed",
+                9,
+                "-o",
+                p,
+            ).code
+            == 0
+        )
     sa, ea = read_showers(a)
     sb, eb = read_showers(b)
     np.testing.assert_array_equal(sa, sb)
@@ -189,11 +218,27 @@ def test_sample_cli_seed_noise_energies(random_checkpoint: Path, tmp_path: Path,
     np.save(tmp_path / "n.npy", noise)
     np.save(tmp_path / "e.npy", energies)
     out = tmp_path / "c.h5"
-    res = cli("sample", "--model", random_checkpoint, "--n", 4, "--energies", tmp_path / "e.npy", "--noise", tmp_path / "n.npy", "--format", "calochallenge", "-o", out)
+    res = cli(
+        "sample",
+        "--model",
+        random_checkpoint,
+        "--n",
+        4,
+        "--energies",
+        tmp_path / "e.npy",
+        "--noise",
+        tmp_path / "n.npy",
+        "--format",
+        "calochallenge",
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     ck = load_checkpoint(random_checkpoint)
     with torch.no_grad():
-        want = ck.generator(torch.from_numpy(noise * (energies[:, None] / 100).astype(np.float32))).numpy()
+        want = ck.generator(
+            torch.from_numpy(noise * (energies[:, None] / 100).astype(np.float32))
+        ).numpy()
     got, e = read_showers(out)
     np.testing.assert_allclose(e, energies, rtol=1e-6)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -233,9 +278,40 @@ def test_console_script_errors_without_traceback(tmp_path: Path) -> None:
     import sys
 
     exe = Path(sys.executable).with_name("caloquant")
-    proc = subprocess.run([str(exe), "inspect", str(tmp_path / "missing.h5")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "inspect", str(tmp_path / "missing.h5")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip().count("\n") == 0
+        and "not found" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     for cmd in ("inspect", "import-keras", "sample", "run"):
         assert cmd in proc.stdout
+
+
+def test_one_resolver_for_every_model_reference(keras_files, tmp_path: Path) -> None:
+    """`model_ref` decides what a reference is for the CLI, the API, the study, the benchmark
+    and the workers: a built-in name, a checkpoint, a Keras file (converted on load, as `cq.load`
+    always did and `caloquant quantize` now does too) or an artifact folder (no float weights)."""
+    from caloquant.models import DEFAULT_MODEL, model_ref
+
+    d = model_ref(None)
+    assert d.name == DEFAULT_MODEL and d.kind == "checkpoint" and d.path.is_file()
+    k = model_ref(keras_files[0])
+    assert k.kind == "keras" and k.is_float
+    ck = k.float_checkpoint()
+    assert ck.spec.arch == d.float_checkpoint().spec.arch
+    art = tmp_path / "art"
+    art.mkdir()
+    a = model_ref(art)
+    assert a.kind == "artifact" and not a.is_float
+    with pytest.raises(CaloquantError, match="float32 model"):
+        a.float_checkpoint()
+    with pytest.raises(CaloquantError, match="model not found"):
+        model_ref(tmp_path / "nothing.pt")

@@ -58,7 +58,9 @@ def test_metrics_detect_a_real_difference(two_samples) -> None:
     a, _ = two_samples
     s, e = a
     # broaden: mix each shower with copies shifted by one cell along x and y
-    broad = 0.6 * s + 0.1 * (np.roll(s, 1, 1) + np.roll(s, -1, 1) + np.roll(s, 1, 2) + np.roll(s, -1, 2))
+    broad = 0.6 * s + 0.1 * (
+        np.roll(s, 1, 1) + np.roll(s, -1, 1) + np.roll(s, 1, 2) + np.roll(s, -1, 2)
+    )
     other = toy_showers(1500, seed=13)
     r = validate(other, (broad * 1.04, e), classifier=True, seed=1).to_dict()
     allb = r["bins"][0]
@@ -84,7 +86,9 @@ def test_shift_by_one_cell_along_z_moves_z_mean_by_one(two_samples) -> None:
 
 def test_scale_by_one_percent_moves_sampling_fraction_ratio(two_samples) -> None:
     s, e = two_samples[0]
-    r = validate((s, e), (s * np.float32(1.01), e), paired=True, distances=False, detail=False).to_dict()
+    r = validate(
+        (s, e), (s * np.float32(1.01), e), paired=True, distances=False, detail=False
+    ).to_dict()
     for row in r["bins"]:
         sf = row["sampling_fraction"]
         assert sf["ratio"] == pytest.approx(1.01, abs=1e-5), row["label"]
@@ -94,7 +98,10 @@ def test_scale_by_one_percent_moves_sampling_fraction_ratio(two_samples) -> None
     # unpaired, the same comparison carries the full statistical error
     r2 = validate((s, e), (s * np.float32(1.01), e), distances=False, detail=False).to_dict()
     assert r2["bins"][0]["sampling_fraction"]["ratio"] == pytest.approx(1.01, abs=1e-5)
-    assert r2["bins"][0]["sampling_fraction"]["ratio_err"] > 10 * r["bins"][0]["sampling_fraction"]["ratio_err"]
+    assert (
+        r2["bins"][0]["sampling_fraction"]["ratio_err"]
+        > 10 * r["bins"][0]["sampling_fraction"]["ratio_err"]
+    )
 
 
 def test_paired_identical_samples_give_zero(two_samples) -> None:
@@ -141,20 +148,42 @@ def test_validate_cli_json_and_plots(two_samples, tmp_path: Path, cli) -> None:
     a, b = two_samples
     fa = write_showers(tmp_path / "a.h5", a[0][:400], a[1][:400])
     fb = write_showers(tmp_path / "b.h5", b[0][:400], b[1][:400], fmt="calochallenge")
-    res = cli("validate", fa, fb, "--classifier", "--json", tmp_path / "v.json", "--plots", tmp_path / "plots", "--bins", "edges:100,300,500")
+    res = cli(
+        "validate",
+        fa,
+        fb,
+        "--classifier",
+        "--json",
+        tmp_path / "v.json",
+        "--plots",
+        tmp_path / "plots",
+        "--bins",
+        "edges:100,300,500",
+    )
     assert res.code == 0, res.err
     d = json.loads((tmp_path / "v.json").read_text())
-    assert abs(d["classifier_auc"] - 0.5) < 0.15  # two samples of one source: no better than chance (400 showers each)
+    assert (
+        abs(d["classifier_auc"] - 0.5) < 0.15
+    )  # two samples of one source: no better than chance (400 showers each)
     for row in d["bins"]:
         for k in ("label", "lo_gev", "hi_gev", "n_ref", "n_cand", "projection_mse"):
             assert k in row
         assert set(row["sampling_fraction"]) >= {"ref", "cand"}
         for ax in AX:
-            assert set(row["moments"][ax]["mean"]) >= {"ref", "cand"} and set(row["moments"][ax]["std"]) >= {"ref", "cand"}
+            assert set(row["moments"][ax]["mean"]) >= {"ref", "cand"} and set(
+                row["moments"][ax]["std"]
+            ) >= {"ref", "cand"}
     assert [r["label"] for r in d["bins"]] == ["all", "100-300", "300-500"]
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    for name in ("shape_z_log.png", "shape_y_linear.png", "sampling_fraction.png", "energy_resolution.png", "projections.png",
-                 "classifier_roc.png", "cell_spectrum.png"):
+    for name in (
+        "shape_z_log.png",
+        "shape_y_linear.png",
+        "sampling_fraction.png",
+        "energy_resolution.png",
+        "projections.png",
+        "classifier_roc.png",
+        "cell_spectrum.png",
+    ):
         assert name in pngs
     assert all((tmp_path / "plots" / p).stat().st_size > 10_000 for p in pngs)
     res = cli("validate", fa, fb)
@@ -170,7 +199,9 @@ def test_validate_bad_inputs(two_samples, tmp_path: Path, cli) -> None:
     assert_one_line_error(cli("validate", fa, small), "grids differ")
     assert_one_line_error(cli("validate", fa, fb, "--paired"), "equal counts")
     assert_one_line_error(cli("validate", fa, shuffled, "--paired"), "differ in energy")
-    assert_one_line_error(cli("validate", fa, fb, "--bins", "points:1000"), "bin 1000+-5", "holds 0")
+    assert_one_line_error(
+        cli("validate", fa, fb, "--bins", "points:1000"), "bin 1000+-5", "holds 0"
+    )
     assert_one_line_error(cli("validate", fa, tmp_path / "missing.h5"), "not found")
     assert_one_line_error(cli("validate", fa, fb, "--bins", "edges:300"), "bin edges")
     out = tmp_path / "v.json"

@@ -13,7 +13,11 @@ import pytest
 from caloquant.data import write_showers
 from caloquant.errors import CaloquantError
 from caloquant.physics import fit_resolution, optimisation_metric, resolution_model, validate
-from caloquant.physics.stats import profile_moment_pseudo, relative_spread_pseudo, sqrt_of_mean_pseudo
+from caloquant.physics.stats import (
+    profile_moment_pseudo,
+    relative_spread_pseudo,
+    sqrt_of_mean_pseudo,
+)
 from tests.helpers import assert_one_line_error, toy_showers
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +38,9 @@ def test_every_command_help_exits_cleanly(cli) -> None:
     from caloquant.cli import app
 
     paths = _command_paths(typer.main.get_command(app))
-    assert ("validate",) in paths and len(paths) > 3  # the registered commands, found by walking the app
+    assert ("validate",) in paths and len(
+        paths
+    ) > 3  # the registered commands, found by walking the app
     for path in paths:
         res = cli(*path, "--help")
         assert res.code == 0, f"caloquant {' '.join(path)} --help exited {res.code}: {res.err}"
@@ -58,7 +64,9 @@ def test_width_conventions_on_a_hand_made_sample() -> None:
     a = _two_hand_showers()
     y = validate(a, a, distances=False).to_dict()["bins"][0]["moments"]["y"]
     assert y["mean"]["ref"] == pytest.approx(13.5)  # (12 + 15) / 2
-    assert y["std"]["ref"] == pytest.approx(1.5) and y["mean_sqrt_m2"]["ref"] == pytest.approx(1.5)  # (2 + 1) / 2
+    assert y["std"]["ref"] == pytest.approx(1.5) and y["mean_sqrt_m2"]["ref"] == pytest.approx(
+        1.5
+    )  # (2 + 1) / 2
     assert y["mean_m2"]["ref"] == pytest.approx(2.5)  # (4 + 1) / 2
     assert y["sqrt_mean_m2"]["ref"] == pytest.approx(np.sqrt(2.5))
     # summed profile: 1 GeV at 10, 4 GeV at 14, 3 GeV at 16 -> mean 114/8, variance 27.5/8
@@ -77,10 +85,16 @@ def test_delta_method_errors_match_the_spread_of_replicas() -> None:
     err: dict[str, list[float]] = {k: [] for k in est}
     for _ in range(reps):
         centre = rng.normal(4.0, 0.8, n)
-        prof = rng.gamma(2.0, 1.0, (n, 1)) * np.exp(-0.5 * ((np.arange(12)[None, :] - centre[:, None]) / 1.5) ** 2)
+        prof = rng.gamma(2.0, 1.0, (n, 1)) * np.exp(
+            -0.5 * ((np.arange(12)[None, :] - centre[:, None]) / 1.5) ** 2
+        )
         sf = rng.normal(0.02, 0.002, n)
-        for k, pv in (("sqrt", sqrt_of_mean_pseudo(rng.gamma(3.0, 1.0, n))), ("pmean", profile_moment_pseudo(prof)[0]),
-                      ("pstd", profile_moment_pseudo(prof)[1]), ("spread", relative_spread_pseudo(sf))):
+        for k, pv in (
+            ("sqrt", sqrt_of_mean_pseudo(rng.gamma(3.0, 1.0, n))),
+            ("pmean", profile_moment_pseudo(prof)[0]),
+            ("pstd", profile_moment_pseudo(prof)[1]),
+            ("spread", relative_spread_pseudo(sf)),
+        ):
             est[k].append(pv.mean())
             err[k].append(pv.std(ddof=1) / np.sqrt(n))
     for k in est:
@@ -103,19 +117,27 @@ def _cells(values_on_diagonal: list[float], n: int = 2) -> np.ndarray:
 
 def test_optimisation_metric_hand_computed() -> None:
     e = np.repeat([110.0, 150.0, 190.0], 2)
-    # ref: profile 1,2,1 along every axis (M1 1, M2 0.5, Ecal 4); cand: 1.5,1.5,3 (M1 1.25, M2 0.6875, Ecal 6)
+    # ref: profile 1,2,1 along every axis (M1 1, M2 0.5, Ecal 4);
+    # cand: 1.5,1.5,3 (M1 1.25, M2 0.6875, Ecal 6)
     ref, cand = (_cells([1.0, 2.0, 1.0], 6), e), (_cells([1.5, 1.5, 3.0], 6), e)
     m = optimisation_metric(ref, cand)
-    assert m["position"] == pytest.approx((0.25 + 0.375) / 2)  # |1 - 1.25| / 1 and |0.5 - 0.6875| / 0.5
+    assert m["position"] == pytest.approx(
+        (0.25 + 0.375) / 2
+    )  # |1 - 1.25| / 1 and |0.5 - 0.6875| / 0.5
     assert m["profile"] == pytest.approx((0.5 + 0.25 + 2.0) / 3)  # |1-1.5|/1, |2-1.5|/2, |1-3|/1
     assert m["sampling_fraction"] == pytest.approx(0.5)  # |4 - 6| / 4 per shower
     assert m["total"] == pytest.approx(0.3125 + 2.75 / 3 + 0.5)
     assert [p["energy_gev"] for p in m["per_point"]] == [110.0, 150.0, 190.0]
-    assert m["per_point"][0]["moment_rel_err"]["z"] == {"m1": pytest.approx(-0.25), "m2": pytest.approx(-0.375)}
+    assert m["per_point"][0]["moment_rel_err"]["z"] == {
+        "m1": pytest.approx(-0.25),
+        "m2": pytest.approx(-0.375),
+    }
     assert optimisation_metric(ref, ref)["total"] == 0.0
     # a shower outside every window changes nothing; an empty window is an error naming it
     s2 = np.concatenate([ref[0], _cells([9.0, 9.0, 9.0], 1)])
-    assert optimisation_metric((s2, np.append(e, 300.0)), cand)["total"] == pytest.approx(m["total"])
+    assert optimisation_metric((s2, np.append(e, 300.0)), cand)["total"] == pytest.approx(
+        m["total"]
+    )
     with pytest.raises(CaloquantError, match="window 400"):
         optimisation_metric(ref, cand, points=(110.0, 400.0))
 
@@ -132,12 +154,21 @@ def test_optimisation_metric_with_an_empty_profile_slice() -> None:
     assert m["sampling_fraction"] == pytest.approx(0.5)  # |2 - 3| / 2
     p = m["per_point"][1]
     assert p["empty_slices"] == {"x": 1, "y": 1, "z": 1}
-    assert p["cand_gev_in_empty_slices"] == {"x": pytest.approx(0.5), "y": pytest.approx(0.5), "z": pytest.approx(0.5)}
+    assert p["cand_gev_in_empty_slices"] == {
+        "x": pytest.approx(0.5),
+        "y": pytest.approx(0.5),
+        "z": pytest.approx(0.5),
+    }
 
 
-def _authors_metric_transcribed(a: tuple[np.ndarray, np.ndarray], g: tuple[np.ndarray, np.ndarray],
-                                energies: tuple[float, ...] = (110.0, 150.0, 190.0), tol: float = 5.0) -> float:
-    """The authors' TestingObjective.metric step by step (position block once), loops as they wrote them."""
+def _authors_metric_transcribed(
+    a: tuple[np.ndarray, np.ndarray],
+    g: tuple[np.ndarray, np.ndarray],
+    energies: tuple[float, ...] = (110.0, 150.0, 190.0),
+    tol: float = 5.0,
+) -> float:
+    """The authors' TestingObjective.metric step by step (position block once), loops as they
+    wrote them."""
     m = 2
 
     def moments(sums: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -153,15 +184,35 @@ def _authors_metric_transcribed(a: tuple[np.ndarray, np.ndarray], g: tuple[np.nd
 
     mp = me = ms = 0.0
     for energy in energies:
-        sel = [(x[0][(x[1] > energy - tol) & (x[1] < energy + tol)].astype(np.float64),
-                x[1][(x[1] > energy - tol) & (x[1] < energy + tol)]) for x in (a, g)]
+        sel = [
+            (
+                x[0][(x[1] > energy - tol) & (x[1] < energy + tol)].astype(np.float64),
+                x[1][(x[1] > energy - tol) & (x[1] < energy + tol)],
+            )
+            for x in (a, g)
+        ]
         sums = [(s.sum(axis=(2, 3)), s.sum(axis=(1, 3)), s.sum(axis=(1, 2))) for s, _ in sel]
         ecal = [s.sum(axis=(1, 2, 3)) for s, _ in sel]
         mom = [[moments(sums[k][ax], ecal[k]) for ax in range(3)] for k in range(2)]
-        pos = sum(np.abs((mom[0][ax].mean(axis=0) - mom[1][ax].mean(axis=0)) / mom[0][ax].mean(axis=0)) for ax in range(3)) / 3
+        pos = (
+            sum(
+                np.abs(
+                    (mom[0][ax].mean(axis=0) - mom[1][ax].mean(axis=0)) / mom[0][ax].mean(axis=0)
+                )
+                for ax in range(3)
+            )
+            / 3
+        )
         mp += np.sum(pos) / m
-        prof = [np.sum(np.abs((sums[0][ax].mean(axis=0) - sums[1][ax].mean(axis=0)) / sums[0][ax].mean(axis=0))) / sums[0][ax].shape[1]
-                for ax in range(3)]
+        prof = [
+            np.sum(
+                np.abs(
+                    (sums[0][ax].mean(axis=0) - sums[1][ax].mean(axis=0)) / sums[0][ax].mean(axis=0)
+                )
+            )
+            / sums[0][ax].shape[1]
+            for ax in range(3)
+        ]
         me += sum(prof) / 3
         sf = [ecal[k] / sel[k][1] for k in range(2)]
         ms += np.mean(np.abs((sf[0] - sf[1]) / sf[0]))
@@ -170,7 +221,10 @@ def _authors_metric_transcribed(a: tuple[np.ndarray, np.ndarray], g: tuple[np.nd
 
 def test_optimisation_metric_matches_the_authors_formula_on_toy_showers() -> None:
     e = np.repeat([110.0, 150.0, 190.0], 30)
-    ref = (toy_showers(90, seed=21)[0] + np.float32(1e-5), e)  # a floor: no empty slice, so theirs is finite
+    ref = (
+        toy_showers(90, seed=21)[0] + np.float32(1e-5),
+        e,
+    )  # a floor: no empty slice, so theirs is finite
     cand = (toy_showers(90, seed=22)[0] * np.float32(1.03) + np.float32(1e-5), e)
     ours = optimisation_metric(ref, cand)
     assert ours["total"] == pytest.approx(_authors_metric_transcribed(ref, cand), rel=1e-9)
@@ -188,7 +242,9 @@ def test_thresholds_change_what_they_should_and_are_recorded() -> None:
     s[:, 0, 0, :] = 5e-5  # a faint column in every shower: 25 cells of 50 keV
     base = validate((s, e), (s, e), distances=False, detail=False).to_dict()
     zeroed = validate((s, e), (s, e), distances=False, detail=False, zero_threshold=1e-4).to_dict()
-    authors_hits = validate((s, e), (s, e), distances=False, detail=False, hit_threshold=2e-4).to_dict()
+    authors_hits = validate(
+        (s, e), (s, e), distances=False, detail=False, hit_threshold=2e-4
+    ).to_dict()
     assert base["thresholds"] == {"zero_below_gev": 0.0, "hit_above_gev": 1e-6}
     assert zeroed["thresholds"] == {"zero_below_gev": 1e-4, "hit_above_gev": 1e-6}
     assert authors_hits["thresholds"]["hit_above_gev"] == 2e-4
@@ -208,18 +264,37 @@ def test_validate_cli_thresholds_and_new_outputs(tmp_path: Path, cli) -> None:
     fa = write_showers(tmp_path / "a.h5", s[:60], e[:60])
     fb = write_showers(tmp_path / "b.h5", s[60:], e[60:])
     out = tmp_path / "v.json"
-    res = cli("validate", fa, fb, "--hit-threshold", "2e-4", "--zero-threshold", "1e-6", "--bins", "edges:100,150,200",
-              "--metric-points", "125,175/25", "--json", out)
+    res = cli(
+        "validate",
+        fa,
+        fb,
+        "--hit-threshold",
+        "2e-4",
+        "--zero-threshold",
+        "1e-6",
+        "--bins",
+        "edges:100,150,200",
+        "--metric-points",
+        "125,175/25",
+        "--json",
+        out,
+    )
     assert res.code == 0, res.err
     d = json.loads(out.read_text())
     assert d["thresholds"] == {"zero_below_gev": 1e-6, "hit_above_gev": 2e-4}
-    assert d["optimisation_metric"]["points_gev"] == [125.0, 175.0] and d["optimisation_metric"]["half_width_gev"] == 25.0
+    assert (
+        d["optimisation_metric"]["points_gev"] == [125.0, 175.0]
+        and d["optimisation_metric"]["half_width_gev"] == 25.0
+    )
     assert np.isfinite(d["optimisation_metric"]["total"])
     assert set(d["resolution_fit"]) == {"model", "ref", "cand"}
     for table in ("Shower moments", "Energy response and resolution", "optimisation metric"):
         assert table in res.out
-    # the default windows (110, 150, 190 +- 5 GeV) hold too few showers here: skipped, with the reason
-    r = validate((s[:60], e[:60]), (s[60:], e[60:]), bins="edges:100,150,200", distances=False, detail=False).to_dict()
+    # the default windows (110, 150, 190 +- 5 GeV) hold too few showers here: skipped, with the
+    # reason
+    r = validate(
+        (s[:60], e[:60]), (s[60:], e[60:]), bins="edges:100,150,200", distances=False, detail=False
+    ).to_dict()
     assert "need at least 2" in r["optimisation_metric"]["skipped"]
     assert_one_line_error(cli("validate", fa, fb, "--hit-threshold", "-1"), "hit_threshold", ">= 0")
     assert_one_line_error(cli("validate", fa, fb, "--metric-points", "110,x"), "--metric-points")
@@ -229,7 +304,9 @@ def test_validate_cli_thresholds_and_new_outputs(tmp_path: Path, cli) -> None:
 # 5. energy response and resolution
 
 
-def _resolution_sample(a: float, b: float, seed: int, n_per_point: int = 1500) -> tuple[np.ndarray, np.ndarray]:
+def _resolution_sample(
+    a: float, b: float, seed: int, n_per_point: int = 1500
+) -> tuple[np.ndarray, np.ndarray]:
     """Showers on a 4x4x4 grid whose Ecal/Ep is Gaussian with sigma/mean = a/sqrt(E) (+) b."""
     rng = np.random.default_rng(seed)
     e = np.repeat([10.0, 25.0, 50.0, 100.0, 200.0, 400.0], n_per_point)
@@ -251,7 +328,9 @@ def test_resolution_fit_recovers_known_terms() -> None:
     for who, (a, b) in (("ref", (0.15, 0.010)), ("cand", (0.25, 0.020))):
         f = r["resolution_fit"][who]
         assert f["ndof"] == 4 and f["chi2"] < 18.5  # chi2(4) 99.9 % quantile
-        assert f["a_err"] < 0.05 * a and f["b_err"] < 0.3 * b  # the test has the power to see a wrong answer
+        assert (
+            f["a_err"] < 0.05 * a and f["b_err"] < 0.3 * b
+        )  # the test has the power to see a wrong answer
         assert abs(f["a"] - a) < 4 * f["a_err"], (who, f)
         assert abs(f["b"] - b) < 4 * f["b_err"], (who, f)
     # the candidate's worse resolution is flagged bin by bin
@@ -260,6 +339,13 @@ def test_resolution_fit_recovers_known_terms() -> None:
 
 def test_fit_resolution_needs_two_points() -> None:
     assert "skipped" in fit_resolution(np.array([100.0]), np.array([0.02]), np.array([0.001]))
-    f = fit_resolution(np.array([25.0, 100.0, 400.0]), resolution_model(np.array([25.0, 100.0, 400.0]), 0.2, 0.01),
-                       np.full(3, 1e-4))
-    assert f["a"] == pytest.approx(0.2, rel=1e-5) and f["b"] == pytest.approx(0.01, rel=1e-4) and f["chi2"] < 1e-6
+    f = fit_resolution(
+        np.array([25.0, 100.0, 400.0]),
+        resolution_model(np.array([25.0, 100.0, 400.0]), 0.2, 0.01),
+        np.full(3, 1e-4),
+    )
+    assert (
+        f["a"] == pytest.approx(0.2, rel=1e-5)
+        and f["b"] == pytest.approx(0.01, rel=1e-4)
+        and f["chi2"] < 1e-6
+    )

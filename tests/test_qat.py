@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from caloquant.precision import QATConfig, Tolerance, calibration_latents, make_backend, quantize
-from caloquant.precision.qat import _Student, finetune, qat_loss
+from caloquant.precision.qat import Student, finetune, qat_loss
 from tests.test_precision import TINY_SPEC, Tiny3D, fast_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +38,15 @@ def hostile() -> dict:
     z = calibration_latents(TINY_SPEC, 400, 9)
     with torch.no_grad():
         fp32 = gen(torch.from_numpy(z)).numpy()
-    return {"gen": gen, "be": be, "calib": calib, "units": units, "conv_b": [u for u in units if "conv_b" in u], "z": z,
-            "fp32": fp32}
+    return {
+        "gen": gen,
+        "be": be,
+        "calib": calib,
+        "units": units,
+        "conv_b": [u for u in units if "conv_b" in u],
+        "z": z,
+        "fp32": fp32,
+    }
 
 
 def _ratio(model, h: dict) -> float:
@@ -48,7 +55,9 @@ def _ratio(model, h: dict) -> float:
 
 
 def _plan_fn(h: dict, units: list[str]):
-    return lambda m: make_backend("openvino", m, TINY_SPEC.latent_dim, 1).fake_quant_plan(h["calib"], units, "minmax")
+    return lambda m: make_backend("openvino", m, TINY_SPEC.latent_dim, 1).fake_quant_plan(
+        h["calib"], units, "minmax"
+    )
 
 
 def test_the_torch_simulation_is_the_engines_int8_arithmetic(hostile: dict) -> None:
@@ -58,9 +67,12 @@ def test_the_torch_simulation_is_the_engines_int8_arithmetic(hostile: dict) -> N
     h = hostile
     plan = h["be"].fake_quant_plan(h["calib"], h["units"], "minmax")
     assert {p.unit for p in plan} == {h["be"].unit_label(u) for u in h["units"]}
-    assert all(p.levels == 256 and p.low < 0 < p.high and len(p.weight_ratio) == len(p.weight_bound) > 0 for p in plan)
+    assert all(
+        p.levels == 256 and p.low < 0 < p.high and len(p.weight_ratio) == len(p.weight_bound) > 0
+        for p in plan
+    )
     engine = _ratio(h["be"].int8_model(h["calib"], h["units"], "minmax", "fp32", "none"), h)
-    student = _Student(h["gen"], plan).module
+    student = Student(h["gen"], plan).module
     with torch.no_grad():
         sim = float(student(torch.from_numpy(h["z"])).sum() / h["fp32"].sum())
     assert engine < 0.5  # the test can fail: int8 is far from fp32 here
@@ -73,8 +85,14 @@ def test_qat_repairs_the_hostile_unit_on_the_engine(hostile: dict) -> None:
     own int8 model of the fine-tuned weights is within 10 %."""
     h = hostile
     ptq = _ratio(h["be"].int8_model(h["calib"], h["conv_b"], "minmax", "fp32"), h)
-    res = finetune(h["gen"], _plan_fn(h, h["conv_b"]), lambda n, s: calibration_latents(TINY_SPEC, n, s),
-                   QATConfig(max_steps=150, lr=1e-3), TOL, None)
+    res = finetune(
+        h["gen"],
+        _plan_fn(h, h["conv_b"]),
+        lambda n, s: calibration_latents(TINY_SPEC, n, s),
+        QATConfig(max_steps=150, lr=1e-3),
+        TOL,
+        None,
+    )
     assert not res.diverged and res.module is not None and res.loss_last < 0.2 * res.loss_first
     be = make_backend("openvino", res.module, TINY_SPEC.latent_dim, 1)
     qat = _ratio(be.int8_model(h["calib"], h["conv_b"], "minmax", "fp32", "none"), h)
@@ -100,23 +118,39 @@ def run_small(state: str | None, on_step=None):  # noqa: ANN201 - QATResult
     units = [u for u in be.units(calib) if "conv_b" in u]
     plan = _plan_fn({"calib": calib}, units)
     cfg = QATConfig(max_steps=8, lr=1e-3, checkpoint_every=2, refresh_every=3)
-    return finetune(gen, plan, lambda n, s: calibration_latents(TINY_SPEC, n, s), cfg, TOL, Path(state) if state else None, on_step)
+    return finetune(
+        gen,
+        plan,
+        lambda n, s: calibration_latents(TINY_SPEC, n, s),
+        cfg,
+        TOL,
+        Path(state) if state else None,
+        on_step,
+    )
 
 
 def test_qat_resumes_after_a_kill(tmp_path: Path) -> None:
     """SIGKILL at step 5: the state of step 4 survives, the same call resumes there, and the
     result equals an uninterrupted run's bit for bit (one thread, fixed seeds)."""
     state = tmp_path / "qat" / "state.pt"
-    p = subprocess.run([sys.executable, "-c", KILLED.format(repo=str(REPO), state=str(state))], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", KILLED.format(repo=str(REPO), state=str(state))],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == -9, p.stderr[-2000:]
     assert state.exists() and not list(state.parent.glob("*.tmp*"))
     resumed = run_small(str(state))
     straight = run_small(None)
     assert resumed.resumed_from_step == 4 and resumed.steps == straight.steps == 8
-    for (k, a), (_, b) in zip(resumed.module.state_dict().items(), straight.module.state_dict().items()):
+    for (k, a), (_, b) in zip(
+        resumed.module.state_dict().items(), straight.module.state_dict().items()
+    ):
         assert torch.equal(a, b), k
     again = run_small(str(state))  # a finished run is reused, not trained again
-    assert again.resumed_from_step == 8 and torch.equal(next(iter(again.module.parameters())), next(iter(resumed.module.parameters())))
+    assert again.resumed_from_step == 8 and torch.equal(
+        next(iter(again.module.parameters())), next(iter(resumed.module.parameters()))
+    )
 
 
 def test_the_tuner_admits_the_hostile_unit_after_qat(tmp_path: Path) -> None:
@@ -128,22 +162,35 @@ def test_the_tuner_admits_the_hostile_unit_after_qat(tmp_path: Path) -> None:
     # (Ecal 0.091 on AMX, moments 0.1005 on AVX2, error margin included), 800 steps reach a
     # badness of 0.74 (AMX: Ecal 0.058, moments 0.039)
     tol = Tolerance(ecal_rel=0.1, moment_shift=0.1)
-    cfg = fast_cfg(tolerance=tol, equalize_alphas=(), eval_n_per_point=60,
-                   qat=QATConfig(max_steps=800, lr=3e-3, state_dir=str(tmp_path)))
+    cfg = fast_cfg(
+        tolerance=tol,
+        equalize_alphas=(),
+        eval_n_per_point=60,
+        qat=QATConfig(max_steps=800, lr=3e-3, state_dir=str(tmp_path)),
+    )
     res = quantize(_ckpt(), cfg)
     assert res.ok
     (run,) = res.manifest["qat"]  # one rejected unit, one fine-tuning
     assert run["steps"] == 800 and not run["diverged"] and run["unit"] == "conv_b"
-    ptq = [t for t in res.trials if t.config.get("graph") == "original" and t.name.startswith("only conv_b")]
+    ptq = [
+        t
+        for t in res.trials
+        if t.config.get("graph") == "original" and t.name.startswith("only conv_b")
+    ]
     assert ptq and not ptq[0].passes
     qat = [t for t in res.trials if t.config.get("graph") == "original+qat:conv_b"]
     assert qat and all(t.config["bias_correction"] == "none" for t in qat)
     admitted = [t for t in qat if t.passes and any("conv_b" in u for u in t.config["int8_units"])]
-    assert admitted, [(t.name, t.score["worst_ecal_rel"], t.score["worst_moment_shift"]) for t in qat]
+    assert admitted, [
+        (t.name, t.score["worst_ecal_rel"], t.score["worst_moment_shift"]) for t in qat
+    ]
     # which passing candidate ships is decided by measured speed (int8 buys nothing on a model this
     # small); when it is the fine-tuned one, the manifest says so
     if res.manifest["layer_precisions"]["conv_b"] == "int8":
-        assert res.manifest["rewrite"]["graph"] == "original+qat:conv_b" and res.manifest["rewrite"]["qat"]["steps"] == 800
+        assert (
+            res.manifest["rewrite"]["graph"] == "original+qat:conv_b"
+            and res.manifest["rewrite"]["qat"]["steps"] == 800
+        )
 
 
 def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
@@ -153,11 +200,18 @@ def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
     gradient, so 500 and 50 multiply the loss by 1e15 or more at the first update on every CPU
     class (measured: 43 -> 7e23 and 8e19); the divergence check compares with the loss before
     that update."""
-    cfg = fast_cfg(tolerance=Tolerance(ecal_rel=0.1, moment_shift=0.1), equalize_alphas=(), eval_n_per_point=60,
-                   qat=QATConfig(max_steps=100, lr=500.0, state_dir=str(tmp_path)))
+    cfg = fast_cfg(
+        tolerance=Tolerance(ecal_rel=0.1, moment_shift=0.1),
+        equalize_alphas=(),
+        eval_n_per_point=60,
+        qat=QATConfig(max_steps=100, lr=500.0, state_dir=str(tmp_path)),
+    )
     res = quantize(_ckpt(), cfg)
     assert [r["diverged"] for r in res.manifest["qat"]] == [True]
-    assert res.manifest["qat"][0]["diverged_first"]["lr"] == 500.0 and res.manifest["qat"][0]["lr"] == 50.0
+    assert (
+        res.manifest["qat"][0]["diverged_first"]["lr"] == 500.0
+        and res.manifest["qat"][0]["lr"] == 50.0
+    )
     assert res.ok and res.manifest["layer_precisions"]["conv_b"] != "int8"
     assert res.manifest["rewrite"]["graph"] == "original"
 
@@ -165,16 +219,26 @@ def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
 def _ckpt():  # noqa: ANN202
     from caloquant.models import Checkpoint
 
-    return Checkpoint(TINY_SPEC, Tiny3D(factor=100.0).eval())  # int8 of conv_b: -20 % Ecal (1000x: -97 %)
+    return Checkpoint(
+        TINY_SPEC, Tiny3D(factor=100.0).eval()
+    )  # int8 of conv_b: -20 % Ecal (1000x: -97 %)
 
 
 def test_qat_config_is_checked() -> None:
     from caloquant.errors import CaloquantError
 
-    for bad in ({"minutes": -1}, {"max_steps": 0}, {"lr": 0}, {"diverge_factor": 1.0}, {"batch": 1}):
+    for bad in (
+        {"minutes": -1},
+        {"max_steps": 0},
+        {"lr": 0},
+        {"diverge_factor": 1.0},
+        {"batch": 1},
+    ):
         with pytest.raises(CaloquantError):
             QATConfig(**bad)
-    assert not QATConfig().enabled and QATConfig(minutes=2).enabled and QATConfig(max_steps=5).enabled
+    assert (
+        not QATConfig().enabled and QATConfig(minutes=2).enabled and QATConfig(max_steps=5).enabled
+    )
 
 
 def test_group_means_in_the_loss_see_a_bias_that_per_shower_terms_cannot_tell_from_noise() -> None:
@@ -183,7 +247,9 @@ def test_group_means_in_the_loss_see_a_bias_that_per_shower_terms_cannot_tell_fr
     The per-shower loss cannot tell them apart; the group-mean term weighs the bias with the
     group size and leaves the noise alone."""
     g = torch.Generator().manual_seed(0)
-    teacher = torch.rand(32, 6, 6, 6, generator=g) * torch.linspace(0.5, 5.0, 32)[:, None, None, None]
+    teacher = (
+        torch.rand(32, 6, 6, 6, generator=g) * torch.linspace(0.5, 5.0, 32)[:, None, None, None]
+    )
     tol = Tolerance(ecal_rel=0.005, moment_shift=0.05)
     order = torch.argsort(teacher.sum((1, 2, 3)))
     sign = torch.empty(32)

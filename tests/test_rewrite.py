@@ -48,7 +48,14 @@ def test_3dgan_generator_rewrite_is_exact_and_cheaper() -> None:
 
 
 class Chain(nn.Module):
-    def __init__(self, nd: int, scale: tuple[int, ...], pad: tuple[int, ...], k: tuple[int, ...], conv_pad: int) -> None:
+    def __init__(
+        self,
+        nd: int,
+        scale: tuple[int, ...],
+        pad: tuple[int, ...],
+        k: tuple[int, ...],
+        conv_pad: int,
+    ) -> None:
         super().__init__()
         conv = nn.Conv3d if nd == 3 else nn.Conv2d
         padm = nn.ZeroPad3d if nd == 3 else nn.ZeroPad2d
@@ -72,8 +79,10 @@ def test_rewrite_exact_over_random_configurations(nd: int) -> None:
         size = tuple(int(v) for v in rng.integers(2, 6, nd))
         m = Chain(nd, scale, pad, k, conv_pad).eval()
         x = torch.randn(2, 3, *size)
-        out_sizes = [s * L + pad[2 * (nd - 1 - i)] + pad[2 * (nd - 1 - i) + 1] + 2 * conv_pad - k[i] + 1
-                     for i, (s, L) in enumerate(zip(scale, size))]
+        out_sizes = [
+            s * L + pad[2 * (nd - 1 - i)] + pad[2 * (nd - 1 - i) + 1] + 2 * conv_pad - k[i] + 1
+            for i, (s, L) in enumerate(zip(scale, size))
+        ]
         if min(out_sizes) < 1:
             continue
         m2, done = fuse_upsample_conv(m)
@@ -116,38 +125,72 @@ def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: 
     """The rewritten float conv is stored as its small original kernel (float16) and expanded
     by the engine at load: the file shrinks, and the reloaded artifact computes what was tuned."""
     ck = Checkpoint(UP_SPEC, UpGen().eval())
-    tol = Tolerance(ecal_rel=1.0, moment_shift=10.0)  # any configuration passes: this test is about storage
-    cfg = QuantizeConfig(backend="openvino", precision=precision, calib_n=32, eval_n_per_point=20, batch=8, seed=0,  # type: ignore[arg-type]
-                         tolerance=tol, timing=TimingConfig(window_s=0.2, rounds=1))
+    tol = Tolerance(
+        ecal_rel=1.0, moment_shift=10.0
+    )  # any configuration passes: this test is about storage
+    cfg = QuantizeConfig(
+        backend="openvino",
+        precision=precision,
+        calib_n=32,
+        eval_n_per_point=20,
+        batch=8,
+        seed=0,  # type: ignore[arg-type]
+        tolerance=tol,
+        timing=TimingConfig(window_s=0.2, rounds=1),
+    )
     res = quantize(ck, cfg)
     res.save(tmp_path / "art")
     assert res.manifest["rewrite"]["convs"] == ["conv"]
     art = load_artifact(tmp_path / "art")
     lat = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
-    np.testing.assert_allclose(art.generate(lat), res.chosen.model(lat).reshape(8, 8, 8, 8), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        art.generate(lat), res.chosen.model(lat).reshape(8, 8, 8, 8), rtol=1e-5, atol=1e-6
+    )
     with torch.no_grad():
         ref = ck.generator(torch.from_numpy(lat)).numpy()
     if precision == "bf16":  # float16-stored kernel, bf16 compute: close to fp32, not equal
         assert np.abs(art.generate(lat) - ref).max() < 0.05 * np.abs(ref).max()
     compact = res.manifest["backend_options"]["compact_kernels"]
-    if precision == "bf16":  # every float weight stored in float16: the dense matrix and the rewritten conv
+    if (
+        precision == "bf16"
+    ):  # every float weight stored in float16: the dense matrix and the rewritten conv
         assert compact == ["dense", "conv"]
     if compact:
-        folded = rewritten_convs(fuse_upsample_conv(ck.generator)[0])["conv"].conv.weight.numel() * 4
+        folded = (
+            rewritten_convs(fuse_upsample_conv(ck.generator)[0])["conv"].conv.weight.numel() * 4
+        )
         dense = sum(p.numel() for p in ck.generator.dense.parameters()) * 4
-        assert folded > 5 * ck.generator.conv.weight.numel() * 2  # the folded kernel would dominate the file
+        assert (
+            folded > 5 * ck.generator.conv.weight.numel() * 2
+        )  # the folded kernel would dominate the file
         assert res.manifest["size_bytes"] < dense + folded / 2
 
 
 def test_no_rewrite_keeps_the_graph(tmp_path: Path) -> None:
     ck = Checkpoint(UP_SPEC, UpGen().eval())
-    cfg = QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8, rewrite=False,
-                         timing=TimingConfig(window_s=0.2, rounds=1))
+    cfg = QuantizeConfig(
+        backend="openvino",
+        precision="fp32",
+        calib_n=16,
+        eval_n_per_point=10,
+        batch=8,
+        rewrite=False,
+        timing=TimingConfig(window_s=0.2, rounds=1),
+    )
     res = quantize(ck, cfg)
     res.save(tmp_path / "a")
     assert res.manifest["rewrite"]["convs"] == []
-    with_rw = quantize(ck, QuantizeConfig(backend="openvino", precision="fp32", calib_n=16, eval_n_per_point=10, batch=8,
-                                          timing=TimingConfig(window_s=0.2, rounds=1)))
+    with_rw = quantize(
+        ck,
+        QuantizeConfig(
+            backend="openvino",
+            precision="fp32",
+            calib_n=16,
+            eval_n_per_point=10,
+            batch=8,
+            timing=TimingConfig(window_s=0.2, rounds=1),
+        ),
+    )
     with_rw.save(tmp_path / "b")
     assert with_rw.manifest["rewrite"]["convs"] == ["conv"]
     lat = np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)

@@ -32,7 +32,9 @@ def _geant4_ready() -> str | None:
     return None if st["ready"] else str(st.get("reason", "Geant4 engine unavailable"))
 
 
-needs_geant4 = pytest.mark.skipif(_geant4_ready() is not None, reason=f"Geant4 engine: {_geant4_ready()}")
+needs_geant4 = pytest.mark.skipif(
+    _geant4_ready() is not None, reason=f"Geant4 engine: {_geant4_ready()}"
+)
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -175,8 +177,10 @@ def test_gflash_longitudinal_profile_follows_the_gamma_formula() -> None:
     from scipy.special import gamma as G
 
     b = (a[0] - 1) / T[0]
-    f = [integrate.quad(lambda t: b * (b * t) ** (a[0] - 1) * np.exp(-b * t) / G(a[0]), lo, hi)[0]
-         for lo, hi in zip(gf.t_edges[:-1], gf.t_edges[1:], strict=True)]
+    f = [
+        integrate.quad(lambda t: b * (b * t) ** (a[0] - 1) * np.exp(-b * t) / G(a[0]), lo, hi)[0]
+        for lo, hi in zip(gf.t_edges[:-1], gf.t_edges[1:], strict=True)
+    ]
     lf, beyond = gf.layer_fractions(T, a)
     np.testing.assert_allclose(lf[0], f, rtol=1e-6, atol=1e-9)
     assert beyond[0] == pytest.approx(1 - sum(f), abs=1e-6)
@@ -193,14 +197,39 @@ def test_gflash_longitudinal_profile_follows_the_gamma_formula() -> None:
 
 def test_gflash_cli_end_to_end(tmp_path: Path, cli) -> None:
     out = tmp_path / "g.h5"
-    res = cli("simulate", "--engine", "gflash", "--n", "300", "--energy-range", "100:500", "--seed", "2", "-o", out)
+    res = cli(
+        "simulate",
+        "--engine",
+        "gflash",
+        "--n",
+        "300",
+        "--energy-range",
+        "100:500",
+        "--seed",
+        "2",
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     d = _read(out)
     assert d["ECAL"].shape == (300, 25, 25, 25) and d["attrs"]["engine"] == "gflash"
     sf = d["ECAL"].sum(axis=(1, 2, 3)) / d["energy"]
     assert 0.015 < sf.mean() < 0.03
-    res2 = cli("simulate", "--engine", "gflash", "--n", "300", "--energy-range", "100:500", "--seed", "2",
-               "-o", tmp_path / "g2.h5", "--workers", "2")
+    res2 = cli(
+        "simulate",
+        "--engine",
+        "gflash",
+        "--n",
+        "300",
+        "--energy-range",
+        "100:500",
+        "--seed",
+        "2",
+        "-o",
+        tmp_path / "g2.h5",
+        "--workers",
+        "2",
+    )
     assert res2.code == 0, res2.err
     np.testing.assert_array_equal(d["ECAL"], _read(tmp_path / "g2.h5")["ECAL"])
 
@@ -210,9 +239,12 @@ def test_geometry_file_parsing(tmp_path: Path) -> None:
     g = load_geometry()
     assert g.grid == (25, 25, 25) and len(g.hash) == 16
     f = tmp_path / "g.toml"
-    f.write_text('cell_size_mm = 5.1\ncells_x = 25\ncells_y = 25\n[[sections]]\nlayers = 17\nabsorber = "G4_W"\n'
-                 'absorber_mm = 2.4\nactive_mm = 0.5\n[[sections]]\nlayers = 8\nabsorber = "G4_W"\nabsorber_mm = 4.8\n'
-                 'active_mm = 0.5\n[calibration]\nnote = "x"\n')
+    f.write_text(
+        "cell_size_mm = 5.1\ncells_x = 25\ncells_y = 25\n"
+        '[[sections]]\nlayers = 17\nabsorber = "G4_W"\nabsorber_mm = 2.4\nactive_mm = 0.5\n'
+        '[[sections]]\nlayers = 8\nabsorber = "G4_W"\nabsorber_mm = 4.8\nactive_mm = 0.5\n'
+        '[calibration]\nnote = "x"\n'
+    )
     clic = load_geometry(f)
     assert clic.cells_z == 25 and clic.hash != g.hash
     # the calibration record is not part of the hash
@@ -220,10 +252,19 @@ def test_geometry_file_parsing(tmp_path: Path) -> None:
     f2.write_text(f.read_text().replace('note = "x"', 'note = "y"'))
     assert load_geometry(f2).hash == clic.hash
     sec = {"layers": 2, "absorber": "G4_W", "absorber_mm": 3.0, "active_mm": 0.5}
-    for bad, needle in (({"cells_x": 25}, "sections"), ({"cells_x": 5, "cells_y": 5, "sections": [sec]}, "missing 'cell_size_mm'"),
-                        ({"cell_size_mm": -1, "cells_x": 1, "cells_y": 1, "sections": [sec]}, "> 0"),
-                        ({"cell_size_mm": 1, "cells_x": 1, "cells_y": 1, "sections": [sec | {"absorber": "W"}]}, "NIST"),
-                        ({"cell_size_mm": 1, "cells_x": 1, "cells_y": 1, "sections": [sec | {"foo": 1}]}, "unknown")):
+    for bad, needle in (
+        ({"cells_x": 25}, "sections"),
+        ({"cells_x": 5, "cells_y": 5, "sections": [sec]}, "missing 'cell_size_mm'"),
+        ({"cell_size_mm": -1, "cells_x": 1, "cells_y": 1, "sections": [sec]}, "> 0"),
+        (
+            {"cell_size_mm": 1, "cells_x": 1, "cells_y": 1, "sections": [sec | {"absorber": "W"}]},
+            "NIST",
+        ),
+        (
+            {"cell_size_mm": 1, "cells_x": 1, "cells_y": 1, "sections": [sec | {"foo": 1}]},
+            "unknown",
+        ),
+    ):
         with pytest.raises(CaloquantError, match=needle):
             parse_geometry(bad)
 
@@ -235,7 +276,9 @@ def test_energy_arguments() -> None:
         draw_energies(0, 0, energy=10.0)
 
 
-def test_bad_arguments_give_one_line_errors(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_arguments_give_one_line_errors(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "x.h5"
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("cells_x = [\n")
@@ -248,7 +291,10 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, cli, monkeypatch: py
         (("--n", "0", "--energy", "10", "-o", out), "positive"),
         (("--n", "5", "--energy", "10", "-o", blocker / "x.h5"), "output"),
         (("--n", "5", "--energy", "10", "--geometry", bad_toml, "-o", out), "malformed geometry"),
-        (("--n", "5", "--energy", "10", "--geometry", tmp_path / "none.toml", "-o", out), "not found"),
+        (
+            ("--n", "5", "--energy", "10", "--geometry", tmp_path / "none.toml", "-o", out),
+            "not found",
+        ),
         (("--n", "5", "--energy", "10", "--particle", "mu-", "-o", out), "particle"),
         (("--n", "5", "--energy", "10", "--engine", "fluka", "-o", out), "engine"),
     ]
@@ -257,11 +303,16 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, cli, monkeypatch: py
         assert not out.exists()
     for var in ("G4LEDATA",):
         monkeypatch.delenv(var, raising=False)
-    assert_one_line_error(cli("simulate", "--n", "5", "--energy", "10", "--physics", "standard", "-o", out), "data sets")
+    assert_one_line_error(
+        cli("simulate", "--n", "5", "--energy", "10", "--physics", "standard", "-o", out),
+        "data sets",
+    )
     assert not out.exists()
 
 
-def test_missing_compiler_or_headers_is_one_line(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_compiler_or_headers_is_one_line(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from caloquant.sim.helper import pybind_version
 
     if pybind_version() is None:
@@ -276,9 +327,17 @@ def test_missing_compiler_or_headers_is_one_line(tmp_path: Path, cli, monkeypatc
     monkeypatch.delenv("CXX")
     monkeypatch.delenv("CALOQUANT_G4_INCLUDE", raising=False)
     monkeypatch.setenv("CALOQUANT_SHARED", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                               if not (Path(p) / "geant4-config").exists()))
-    assert_one_line_error(cli("simulate", "--n", "2", "--energy", "5", "-o", out), "headers", "CALOQUANT_G4_INCLUDE")
+    monkeypatch.setenv(
+        "PATH",
+        os.pathsep.join(
+            p
+            for p in os.environ["PATH"].split(os.pathsep)
+            if not (Path(p) / "geant4-config").exists()
+        ),
+    )
+    assert_one_line_error(
+        cli("simulate", "--n", "2", "--energy", "5", "-o", out), "headers", "CALOQUANT_G4_INCLUDE"
+    )
     assert not out.exists()
 
 
@@ -292,28 +351,44 @@ def test_time_engine_reports_seconds_per_shower_per_energy() -> None:
     assert r["complete"] and r["measured_here"]
     for e in ("1", "4"):
         v = r["per_energy"][e]
-        assert v["n"] == 2 and v["cpu_s_per_shower"]["mean"] > 0 and v["wall_s_per_shower"]["sem"] >= 0
+        assert (
+            v["n"] == 2 and v["cpu_s_per_shower"]["mean"] > 0 and v["wall_s_per_shower"]["sem"] >= 0
+        )
     # 4 GeV showers cost more than 1 GeV ones (CPU time is robust to other load)
-    assert r["per_energy"]["4"]["cpu_s_per_shower"]["mean"] > r["per_energy"]["1"]["cpu_s_per_shower"]["mean"]
-    r["flat_mean_s_per_shower"], r["flat_mean_s_per_shower_err"] = flat_average(r["per_energy"], 1, 4)
+    assert (
+        r["per_energy"]["4"]["cpu_s_per_shower"]["mean"]
+        > r["per_energy"]["1"]["cpu_s_per_shower"]["mean"]
+    )
+    r["flat_mean_s_per_shower"], r["flat_mean_s_per_shower_err"] = flat_average(
+        r["per_energy"], 1, 4
+    )
     sp = engine_speedups(r, showers_per_s=100.0)
-    assert sp["speedup_vs_mc_engine"] == pytest.approx(100.0 * r["flat_mean_s_per_shower"], rel=1e-2)
+    assert sp["speedup_vs_mc_engine"] == pytest.approx(
+        100.0 * r["flat_mean_s_per_shower"], rel=1e-2
+    )
     assert set(sp["speedup_vs_mc_engine_per_energy"]) == {"1", "4"}
 
 
 def test_flat_average_is_the_trapezoid_mean() -> None:
     from caloquant.sim import flat_average
 
-    per = {str(e): {"n": 3, "wall_s_per_shower": {"mean": t, "sem": 0.1}} for e, t in ((100, 1.0), (300, 2.0), (500, 3.0))}
+    per = {
+        str(e): {"n": 3, "wall_s_per_shower": {"mean": t, "sem": 0.1}}
+        for e, t in ((100, 1.0), (300, 2.0), (500, 3.0))
+    }
     m, err = flat_average(per)
     assert m == pytest.approx(2.0) and err == pytest.approx(0.1 * np.sqrt(0.25**2 * 2 + 0.5**2))
 
 
-def test_reference_set_falls_back_to_gflash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_set_falls_back_to_gflash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import caloquant.sim.helper as helper
     from caloquant.sim import reference_set
 
-    monkeypatch.setattr(helper, "helper_status", lambda: {"ready": False, "reason": "no headers (test)"})
+    monkeypatch.setattr(
+        helper, "helper_status", lambda: {"ready": False, "reason": "no headers (test)"}
+    )
     said: list[str] = []
     r = reference_set("heldout", data_dir=tmp_path, max_shards=1, log=said.append)
     assert r["engine"] == "gflash" and r["fallback"] and len(r["files"]) == 1
@@ -341,15 +416,43 @@ def test_bench_mc_engine_fills_speedups(random_checkpoint: Path, cli, tmp_path: 
     """`bench --mc` times caloquant's own Monte Carlo in the same run (GFlash here: fast)."""
     import json
 
-    res = cli("bench", "--model", random_checkpoint, "--threads", "1", "--streams", "1", "--batch", "2", "--duration", "0.2",
-              "--rounds", "1", "--no-profile", "--no-ceilings", "--mc", "gflash", "--mc-per-point", "1",
-              "--json", tmp_path / "b.json")
+    res = cli(
+        "bench",
+        "--model",
+        random_checkpoint,
+        "--threads",
+        "1",
+        "--streams",
+        "1",
+        "--batch",
+        "2",
+        "--duration",
+        "0.2",
+        "--rounds",
+        "1",
+        "--no-profile",
+        "--no-ceilings",
+        "--mc",
+        "gflash",
+        "--mc-per-point",
+        "1",
+        "--json",
+        tmp_path / "b.json",
+    )
     assert res.code == 0, res.err
     rep = json.loads((tmp_path / "b.json").read_text())
     eng = rep["monte_carlo"]["engine"]
-    assert eng["engine"] == "gflash" and set(eng["per_energy"]) == {"100", "200", "300", "400", "500"}
+    assert eng["engine"] == "gflash" and set(eng["per_energy"]) == {
+        "100",
+        "200",
+        "300",
+        "400",
+        "500",
+    }
     r = rep["results"][0]
-    assert r["speedup_vs_mc_engine"] == pytest.approx(eng["flat_mean_s_per_shower"] * r["showers_per_s"], rel=0.02)
+    assert r["speedup_vs_mc_engine"] == pytest.approx(
+        eng["flat_mean_s_per_shower"] * r["showers_per_s"], rel=0.02
+    )
     assert set(r["speedup_vs_mc_engine_per_energy"]) == set(eng["per_energy"])
     assert r["speedup_vs_geant4_literature"] > 0  # the quoted figure stays alongside
     assert_one_line_error(cli("bench", "--model", random_checkpoint, "--mc", "fluka"), "--mc")

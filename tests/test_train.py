@@ -22,7 +22,13 @@ import torch
 
 from caloquant.data import write_showers
 from caloquant.errors import CaloquantError
-from caloquant.models import Conv2DDiscriminator, Conv2DGenerator, Discriminator3DGAN, Generator3DGAN, load_checkpoint
+from caloquant.models import (
+    Conv2DDiscriminator,
+    Conv2DGenerator,
+    Discriminator3DGAN,
+    Generator3DGAN,
+    load_checkpoint,
+)
 from caloquant.train import TrainConfig, Trainer, load_run_state, train
 from caloquant.train.data import ShowerStream, split_rows
 from caloquant.train.recipes import RECIPES
@@ -46,7 +52,8 @@ def toy_file(path: Path, per_point: int, seed: int, attrs: dict[str, object] | N
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models: one thread is fastest, and on a busy 2-core host two threads wait on each other."""
+    """Tiny models: one thread is fastest, and on a busy 2-core host two threads wait on each
+    other."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -56,13 +63,26 @@ def one_thread():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("toy")
-    return {"train": toy_file(d / "train.h5", 10, 0), "train2": toy_file(d / "train2.h5", 4, 10),
-            "small": toy_file(d / "small.h5", 4, 30, {"engine": "geant4", "geometry_hash": "c0ffee"}), "val": toy_file(d / "val.h5", 4, 20)}
+    return {
+        "train": toy_file(d / "train.h5", 10, 0),
+        "train2": toy_file(d / "train2.h5", 4, 10),
+        "small": toy_file(d / "small.h5", 4, 30, {"engine": "geant4", "geometry_hash": "c0ffee"}),
+        "val": toy_file(d / "val.h5", 4, 20),
+    }
 
 
 def tiny_cfg(toy: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
-    base = dict(data=[str(toy["train"])], out=str(out), model="conv2d", width=0.1, batch=4, threads=1,
-                val_data=str(toy["val"]), val_n=30, epochs=1)
+    base = dict(
+        data=[str(toy["train"])],
+        out=str(out),
+        model="conv2d",
+        width=0.1,
+        batch=4,
+        threads=1,
+        val_data=str(toy["val"]),
+        val_n=30,
+        epochs=1,
+    )
     return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -81,13 +101,17 @@ def test_conv2d_discriminator_is_the_papers() -> None:
     d = Conv2DDiscriminator()
     trainable = sum(p.numel() for p in d.parameters())
     bn_stats = sum(b.numel() for n, b in d.named_buffers() if "running" in n)
-    assert abs(trainable + bn_stats - 714_000) < 1_000  # "about 714,000 parameters" (Keras counts BN statistics)
+    assert (
+        abs(trainable + bn_stats - 714_000) < 1_000
+    )  # "about 714,000 parameters" (Keras counts BN statistics)
     p, aux, ecal = d.eval()(torch.rand(3, 25, 25, 25))
     assert p.shape == aux.shape == ecal.shape == (3,) and torch.all((p > 0) & (p < 1))
     assert sum(p.numel() for p in Conv2DDiscriminator(0.5).parameters()) < trainable / 2
 
 
-def test_conv2d_discriminator_learns_real_from_generated_only_in_mixed_batches(toy: dict[str, Path], tmp_path: Path) -> None:
+def test_conv2d_discriminator_learns_real_from_generated_only_in_mixed_batches(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
     """BatchNorm right before the heads: in training mode the batch mean of the real/fake logit
     is w . beta + b for any batch, so separate real and generated batches look alike on average
     (the trained-here run that showed it: d_bce 0.69-0.70 for 9 epochs); with the recipe's mixed
@@ -108,7 +132,9 @@ def test_conv2d_discriminator_learns_real_from_generated_only_in_mixed_batches(t
     target = torch.where(is_real, 0.9, 0.1)  # no label flips: a deterministic check
     seen = []
     for _ in range(40):
-        out = tr.discriminator_backward(torch.cat([real, fake]), torch.cat([torch.from_numpy(e), e_fake]), is_real, target)
+        out = tr.discriminator_backward(
+            torch.cat([real, fake]), torch.cat([torch.from_numpy(e), e_fake]), is_real, target
+        )
         tr.opt_d.step()
         seen.append((float(out.p_real[:8].mean() - out.p_real[8:].mean()), out.bce.item()))
     (sep0, bce0), (sep, bce) = seen[0], seen[-1]  # before the first update, after the last
@@ -120,7 +146,11 @@ def test_conv2d_discriminator_learns_real_from_generated_only_in_mixed_batches(t
 def test_unit_conversion_is_exact(arch: str) -> None:
     """Training units (cells x s) <-> GeV by rescaling the first / last convolutions only."""
     torch.manual_seed(0)
-    g, d = (Conv2DGenerator(0.2), Conv2DDiscriminator(0.2)) if arch == "conv2d" else (Generator3DGAN(), Discriminator3DGAN())
+    g, d = (
+        (Conv2DGenerator(0.2), Conv2DDiscriminator(0.2))
+        if arch == "conv2d"
+        else (Generator3DGAN(), Discriminator3DGAN())
+    )
     g.eval(), d.eval()
     s = 100.0
     g_gev, d_gev = rescale(g, d, s)
@@ -137,11 +167,24 @@ def test_unit_conversion_is_exact(arch: str) -> None:
 
 def test_recipes_carry_the_authors_numbers() -> None:
     g3, c2 = RECIPES["gan3d"], RECIPES["conv2d"]
-    assert g3.loss_weights == (6.0, 0.1, 0.1) and g3.optimizer == "rmsprop" and g3.g_steps == 2 and g3.flip_prob == 0.05
-    assert c2.loss_weights == (6.0, 0.2, 0.1) and c2.optimizer == "adam" and (c2.lr_g, c2.lr_d) == (5e-4, 1e-4)
-    np.testing.assert_allclose(g3.ecal_target(np.array([100.0, 500.0])), [2.0, 10.0])  # 2 * Ep/100, GeV
+    assert (
+        g3.loss_weights == (6.0, 0.1, 0.1)
+        and g3.optimizer == "rmsprop"
+        and g3.g_steps == 2
+        and g3.flip_prob == 0.05
+    )
+    assert (
+        c2.loss_weights == (6.0, 0.2, 0.1)
+        and c2.optimizer == "adam"
+        and (c2.lr_g, c2.lr_d) == (5e-4, 1e-4)
+    )
+    np.testing.assert_allclose(
+        g3.ecal_target(np.array([100.0, 500.0])), [2.0, 10.0]
+    )  # 2 * Ep/100, GeV
     ratio = np.polyval([0.0018, -0.023, 0.11, -0.28, 2.21], 2.0)
-    np.testing.assert_allclose(c2.ecal_target(np.array([200.0])), [ratio * 2.0 * 100.0])  # cells x 100
+    np.testing.assert_allclose(
+        c2.ecal_target(np.array([200.0])), [ratio * 2.0 * 100.0]
+    )  # cells x 100
     assert c2.energy_range(1) == (100.0, 400.0) and c2.energy_range(2) == (2.0, 500.0)
     assert c2.lr_factor(79) == 1.0 and c2.lr_factor(90) == pytest.approx(np.exp(-0.12))
 
@@ -162,17 +205,30 @@ def test_the_recipe_follows_the_training_data() -> None:
     fit = fit_ecal(ecal, e, degree=2)
     np.testing.assert_allclose(fit, true, rtol=0.05, atol=0.01)
     fitted = RECIPES["conv2d"].for_data((100.0, 500.0), fit)
-    np.testing.assert_allclose(fitted.ecal_target(np.array([300.0])), [np.polyval(fit, 3.0) * 3.0 * 100.0])
-    tr = Trainer(TrainConfig(data=["unused.h5"], out="unused", model="conv2d", width=0.1), recipe=c2)
+    np.testing.assert_allclose(
+        fitted.ecal_target(np.array([300.0])), [np.polyval(fit, 3.0) * 3.0 * 100.0]
+    )
+    tr = Trainer(
+        TrainConfig(data=["unused.h5"], out="unused", model="conv2d", width=0.1), recipe=c2
+    )
     assert tr.spec.energy_range_gev == (100.0, 500.0)
     with pytest.raises(CaloquantError, match="does not overlap"):
         RECIPES["conv2d"].for_data((600.0, 700.0), None)
 
 
-def test_init_from_the_cern_3dgan(cern_checkpoint: Path, toy: dict[str, Path], tmp_path: Path) -> None:
+def test_init_from_the_cern_3dgan(
+    cern_checkpoint: Path, toy: dict[str, Path], tmp_path: Path
+) -> None:
     """--init with the imported Keras weights: training starts from them, and the export at
     step 0 is the CERN generator itself; one update of the authors' recipe stays finite."""
-    cfg = TrainConfig(data=[str(toy["train"])], out=str(tmp_path / "r"), model="gan3d", batch=2, threads=1, init=str(cern_checkpoint))
+    cfg = TrainConfig(
+        data=[str(toy["train"])],
+        out=str(tmp_path / "r"),
+        model="gan3d",
+        batch=2,
+        threads=1,
+        init=str(cern_checkpoint),
+    )
     tr = Trainer(cfg)
     ref = load_checkpoint(cern_checkpoint)
     g, d = tr.export()
@@ -192,11 +248,16 @@ def test_init_from_the_cern_3dgan(cern_checkpoint: Path, toy: dict[str, Path], t
 def test_stream_covers_each_row_once_resumes_and_shards(toy: dict[str, Path]) -> None:
     files = [str(toy["train"]), str(toy["train2"])]
     parts, held = split_rows(files, [30, 12], 0.1)
-    assert [(p.start, p.stop) for p in parts] == [(0, 27), (0, 11)] and [(p.start, p.stop) for p in held] == [(27, 30), (11, 12)]
+    assert [(p.start, p.stop) for p in parts] == [(0, 27), (0, 11)] and [
+        (p.start, p.stop) for p in held
+    ] == [(27, 30), (11, 12)]
 
     def ids(stream: ShowerStream, epoch: int, start: int = 0) -> list[np.ndarray]:
         # a shower's identity: its energy and total energy (unique in toy data)
-        return [np.round(s.reshape(len(s), -1).sum(1) * 1e3 + e, 3) for s, e in stream.epoch(epoch, start)]
+        return [
+            np.round(s.reshape(len(s), -1).sum(1) * 1e3 + e, 3)
+            for s, e in stream.epoch(epoch, start)
+        ]
 
     one = ShowerStream(parts, batch=6, seed=1, shuffle_buffer=16)
     ep0 = ids(one, 0)
@@ -204,10 +265,16 @@ def test_stream_covers_each_row_once_resumes_and_shards(toy: dict[str, Path]) ->
     seen = np.concatenate(ep0)
     assert len(np.unique(seen)) == len(seen)  # no row twice
     with_all = ShowerStream(parts, batch=38, seed=1)
-    assert len(np.unique(np.concatenate(ids(with_all, 0)))) == 38  # the whole training set, no held-out row
-    assert [a.tolist() for a in ids(one, 0, start=3)] == [a.tolist() for a in ep0[3:]]  # resume mid-epoch
+    assert (
+        len(np.unique(np.concatenate(ids(with_all, 0)))) == 38
+    )  # the whole training set, no held-out row
+    assert [a.tolist() for a in ids(one, 0, start=3)] == [
+        a.tolist() for a in ep0[3:]
+    ]  # resume mid-epoch
     assert ids(one, 1)[0].tolist() != ep0[0].tolist()  # another epoch, another order
-    r0, r1 = (ShowerStream(parts, batch=6, seed=1, rank=r, world=2, shuffle_buffer=16) for r in (0, 1))
+    r0, r1 = (
+        ShowerStream(parts, batch=6, seed=1, rank=r, world=2, shuffle_buffer=16) for r in (0, 1)
+    )
     for a, b, full in zip(ids(r0, 0), ids(r1, 0), ep0):
         assert np.concatenate([a, b]).tolist() == full.tolist()  # two ranks = one process's batch
 
@@ -229,7 +296,9 @@ def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert rows == n
     shower = 25**3 * 4
-    assert peak < (2 * 64 + 64 + 16 + 8) * shower < 0.5 * n * shower  # two windows, a block, a batch: not the file
+    assert (
+        peak < (2 * 64 + 64 + 16 + 8) * shower < 0.5 * n * shower
+    )  # two windows, a block, a batch: not the file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +307,17 @@ def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:
 
 def test_run_writes_a_model_that_the_cli_accepts(toy: dict[str, Path], tmp_path: Path, cli) -> None:
     data = [str(toy["train2"]), str(toy["small"])]
-    res = train(tiny_cfg(toy, tmp_path / "run", epochs=2, batch=6, checkpoint_every=3, data=data, tensorboard=True))
+    res = train(
+        tiny_cfg(
+            toy,
+            tmp_path / "run",
+            epochs=2,
+            batch=6,
+            checkpoint_every=3,
+            data=data,
+            tensorboard=True,
+        )
+    )
     run = tmp_path / "run"
     assert res.steps == 2 * (24 // 6) and res.epochs_done == 2
     val = json.loads((run / "validation.json").read_text())
@@ -246,20 +325,56 @@ def test_run_writes_a_model_that_the_cli_accepts(toy: dict[str, Path], tmp_path:
     assert [h["epoch"] for h in val["epochs"]] == [1, 2] and all(np.isfinite(metrics))
     assert val["selected_epoch"] == res.best_epoch == 1 + int(np.argmin(metrics))
     rows = list(csv.DictReader((run / "log.csv").open()))
-    assert [int(r["step"]) for r in rows] == list(range(1, res.steps + 1)) and float(rows[-1]["showers_per_s"]) > 0
+    assert [int(r["step"]) for r in rows] == list(range(1, res.steps + 1)) and float(
+        rows[-1]["showers_per_s"]
+    ) > 0
     ck = load_checkpoint(run / "model.pt")
-    assert ck.spec.arch == "3dgan-conv2d" and ck.provenance["epoch"] == res.best_epoch and ck.discriminator is not None
+    assert (
+        ck.spec.arch == "3dgan-conv2d"
+        and ck.provenance["epoch"] == res.best_epoch
+        and ck.discriminator is not None
+    )
     # where the showers came from, from the files' own attributes (the toy train2 file has none)
-    assert ck.provenance["data_sources"] == {"train_rows_per_engine": {"unknown": 12, "geant4": 12},
-                                             "geometry_hashes": ["c0ffee"], "physics_lists": []}
+    assert ck.provenance["data_sources"] == {
+        "train_rows_per_engine": {"unknown": 12, "geant4": 12},
+        "geometry_hashes": ["c0ffee"],
+        "physics_lists": [],
+    }
     assert load_run_state(run / "last.pt")["step"] == res.steps
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    r = cli("sample", "--model", run / "model.pt", "--n", "12", "--energy", "150", "-o", tmp_path / "s.h5", "--threads", "1")
+    r = cli(
+        "sample",
+        "--model",
+        run / "model.pt",
+        "--n",
+        "12",
+        "--energy",
+        "150",
+        "-o",
+        tmp_path / "s.h5",
+        "--threads",
+        "1",
+    )
     assert r.code == 0, r.err
     r = cli("validate", toy["val"], tmp_path / "s.h5", "--bins", "points:150")
     assert r.code == 0, r.err
-    r = cli("bench", "--model", run / "model.pt", "--threads", "1", "--streams", "1", "--batch", "2", "--duration", "0.2",
-            "--rounds", "1", "--no-profile", "--no-ceilings")
+    r = cli(
+        "bench",
+        "--model",
+        run / "model.pt",
+        "--threads",
+        "1",
+        "--streams",
+        "1",
+        "--batch",
+        "2",
+        "--duration",
+        "0.2",
+        "--rounds",
+        "1",
+        "--no-profile",
+        "--no-ceilings",
+    )
     assert r.code == 0, r.err
     # resuming a finished run with the same number of epochs does nothing
     assert train(tiny_cfg(toy, run, epochs=2, batch=6, resume=True, data=data)).steps == res.steps
@@ -272,13 +387,24 @@ def test_bf16_training_steps(toy: dict[str, Path], tmp_path: Path) -> None:
     for _ in range(2):
         losses = tr.step(s * 100, e)
     assert all(np.isfinite(v) for v in losses.values())
-    assert tr.g_raw.output_conv.weight.dtype == torch.float32 and not torch.equal(tr.g_raw.output_conv.weight, before)
+    assert tr.g_raw.output_conv.weight.dtype == torch.float32 and not torch.equal(
+        tr.g_raw.output_conv.weight, before
+    )
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "caloquant.cli", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "caloquant.cli", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
 
 
 def _logged_steps(run: Path) -> list[int]:
@@ -289,13 +415,26 @@ def _logged_steps(run: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(toy: dict[str, Path], tmp_path: Path) -> None:
-    """12 showers, batch 4: 3 steps per epoch, 2 epochs; checkpoints at steps 2, 3 (epoch end), 4, 6.
-    The run is killed once step 5 is logged, resumes from step 4 and must end where an
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """12 showers, batch 4: 3 steps per epoch, 2 epochs; checkpoints at steps 2, 3 (epoch end), 4,
+    6. The run is killed once step 5 is logged, resumes from step 4 and must end where an
     uninterrupted run (started at the same time) ends."""
     every, total = 2, 2 * (12 // 4)
-    args = [*TINY, "--data", str(toy["small"]), "--val-data", str(toy["val"]), "--epochs", "2", "--seed", "7",
-            "--checkpoint-every", str(every)]
+    args = [
+        *TINY,
+        "--data",
+        str(toy["small"]),
+        "--val-data",
+        str(toy["val"]),
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--checkpoint-every",
+        str(every),
+    ]
     full = _run_cli([*args, "-o", str(tmp_path / "full")])  # both at once: 1 thread each on 2 cores
     killed = _run_cli([*args, "-o", str(tmp_path / "killed")])
     deadline = time.time() + 120
@@ -306,7 +445,9 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(toy: dict[str, 
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     done = max(_logged_steps(tmp_path / "killed"))
     saved = load_run_state(tmp_path / "killed" / "last.pt")["step"]
-    assert done < total and done - every <= saved <= done  # killed mid-run; at most one interval lost
+    assert (
+        done < total and done - every <= saved <= done
+    )  # killed mid-run; at most one interval lost
     resumed = _run_cli([*args, "--resume", "-o", str(tmp_path / "killed")])
     for p in (full, resumed):
         _, err = p.communicate(timeout=300)
@@ -318,16 +459,20 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(toy: dict[str, 
         flat_a = ta["state"] if part.startswith("opt") else ta
         flat_b = tb["state"] if part.startswith("opt") else tb
         for k, v in flat_a.items():
-            for name, x in (v.items() if isinstance(v, dict) else [("", v)]):
+            for name, x in v.items() if isinstance(v, dict) else [("", v)]:
                 y = flat_b[k][name] if isinstance(v, dict) else flat_b[k]
                 assert torch.equal(x, y), f"{part}.{k}{name} differs after resume"
     assert _logged_steps(tmp_path / "killed") == list(range(1, total + 1))  # every step logged once
-    ga, gb = (load_checkpoint(tmp_path / r / "model.pt").generator.state_dict() for r in ("full", "killed"))
+    ga, gb = (
+        load_checkpoint(tmp_path / r / "model.pt").generator.state_dict()
+        for r in ("full", "killed")
+    )
     assert all(torch.equal(v, gb[k]) for k, v in ga.items())
 
 
-def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(toy: dict[str, Path], tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(
+    toy: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_save, calls = torch.save, []
 
     def failing_save(obj: object, f: object, *a: object, **k: object) -> None:
@@ -342,7 +487,9 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(toy: dict[st
         train(tiny_cfg(toy, tmp_path / "run", checkpoint_every=2))
     monkeypatch.setattr(torch, "save", real_save)
     assert load_run_state(tmp_path / "run" / "last.pt")["step"] == 2
-    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []  # no temp file left
+    assert (
+        sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+    )  # no temp file left
     assert train(tiny_cfg(toy, tmp_path / "run", checkpoint_every=2, resume=True)).steps == 30 // 4
 
 
@@ -350,7 +497,9 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(toy: dict[st
 # data parallel
 
 
-def test_resume_refuses_a_run_started_with_another_recipe(toy: dict[str, Path], tmp_path: Path) -> None:
+def test_resume_refuses_a_run_started_with_another_recipe(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
     """A run started before the recipe changed (here: the discriminator's separate batches) is not
     switched to the new one mid-run."""
     run = tmp_path / "run"
@@ -364,10 +513,25 @@ def test_resume_refuses_a_run_started_with_another_recipe(toy: dict[str, Path], 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "ddp_first_step.py"), str(toy["small"]), str(toy["val"]), str(tmp_path)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "ddp_first_step.py"),
+        str(toy["small"]),
+        str(toy["val"]),
+        str(tmp_path),
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, timeout=300, cwd=REPO)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     ddp_grads = torch.load(tmp_path / "grads.pt", weights_only=True)
@@ -383,14 +547,20 @@ def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_
     expect: dict[str, list[torch.Tensor]] = {}
     is_real = torch.cat([torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)])
     for half in (slice(0, 4), slice(4, 8)):
-        tr.discriminator_backward(torch.from_numpy(s[half]), torch.from_numpy(e[half]), True, torch.full((4,), 0.9))
+        tr.discriminator_backward(
+            torch.from_numpy(s[half]), torch.from_numpy(e[half]), True, torch.full((4,), 0.9)
+        )
         tr.generator_backward(noise[half], e_fake[half])
         for name, mod in (("d", tr.d_raw), ("g", tr.g_raw)):
             for k, prm in mod.named_parameters():
                 expect.setdefault(f"{name}.{k}", []).append(prm.grad.clone())
         real = torch.from_numpy(s[half])
-        tr.discriminator_backward(torch.cat([real, MIXED_FAKE_SCALE * real.flip(0)]),
-                                  torch.cat([torch.from_numpy(e[half]), e_fake[half]]), is_real, torch.where(is_real, 0.9, 0.1))
+        tr.discriminator_backward(
+            torch.cat([real, MIXED_FAKE_SCALE * real.flip(0)]),
+            torch.cat([torch.from_numpy(e[half]), e_fake[half]]),
+            is_real,
+            torch.where(is_real, 0.9, 0.1),
+        )
         tr.generator_backward(noise[half], e_fake[half], context=real)
         for name, mod in (("d", tr.d_raw), ("g", tr.g_raw)):
             for k, prm in mod.named_parameters():
@@ -398,7 +568,9 @@ def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_
     assert set(expect) == set(ddp_grads)
     for k, (g0, g1) in expect.items():
         mean = (g0 + g1) / 2
-        torch.testing.assert_close(ddp_grads[k], mean, rtol=1e-4, atol=1e-5 * float(mean.abs().max()) + 1e-12)
+        torch.testing.assert_close(
+            ddp_grads[k], mean, rtol=1e-4, atol=1e-5 * float(mean.abs().max()) + 1e-12
+        )
     state = load_run_state(tmp_path / "run" / "last.pt")
     assert state["world"] == 2 and len(state["rng"]) == 2 and state["step"] == 12 // 8
     assert load_checkpoint(tmp_path / "run" / "model.pt").provenance["steps"] == 12 // 8
@@ -408,7 +580,9 @@ def test_torchrun_two_processes_average_the_gradients(toy: dict[str, Path], tmp_
 # bad input
 
 
-def test_bad_input_ends_in_one_line(toy: dict[str, Path], tmp_path: Path, cli, random_checkpoint: Path) -> None:
+def test_bad_input_ends_in_one_line(
+    toy: dict[str, Path], tmp_path: Path, cli, random_checkpoint: Path
+) -> None:
     s, e = toy_showers(6, 1, 110, 190, grid=12)
     other = write_showers(tmp_path / "grid12.h5", s, e)
     r = cli("train", *TINY, "--data", other, "-o", tmp_path / "a")
@@ -418,39 +592,129 @@ def test_bad_input_ends_in_one_line(toy: dict[str, Path], tmp_path: Path, cli, r
     with h5py.File(tmp_path / "empty.h5", "w") as h5:
         h5.create_dataset("ECAL", shape=(0, 25, 25, 25), dtype="f4")
         h5.create_dataset("energy", shape=(0,), dtype="f4")
-    assert_one_line_error(cli("train", *TINY, "--data", tmp_path / "empty.h5", "-o", tmp_path / "b"), "no showers")
+    assert_one_line_error(
+        cli("train", *TINY, "--data", tmp_path / "empty.h5", "-o", tmp_path / "b"), "no showers"
+    )
     s, e = toy_showers(30, 2, 150, 150)
     s[5, 12, 12, 3] = np.nan
     with h5py.File(tmp_path / "nan.h5", "w") as h5:
         h5.create_dataset("ECAL", data=s)
         h5.create_dataset("energy", data=e)
-    r = cli("train", *TINY, "--data", tmp_path / "nan.h5", "--val-data", toy["val"], "-o", tmp_path / "c")
+    r = cli(
+        "train",
+        *TINY,
+        "--data",
+        tmp_path / "nan.h5",
+        "--val-data",
+        toy["val"],
+        "-o",
+        tmp_path / "c",
+    )
     assert_one_line_error(r, "NaN")
-    assert_one_line_error(cli("train", *TINY, "--data", tmp_path / "missing.h5", "-o", tmp_path / "d"), "not found")
-    assert_one_line_error(cli("train", *TINY, "--data", str(tmp_path / "nothing*.h5"), "-o", tmp_path / "d"), "no file matches")
-    assert_one_line_error(cli("train", "--model", "gan3d", "--width", "0.5", "--data", toy["train"], "-o", tmp_path / "e"), "width")
-    assert_one_line_error(cli("train", "--model", "gan4d", "--data", toy["train"], "-o", tmp_path / "e"), "unknown model")
-    assert_one_line_error(cli("train", *TINY, "--data", toy["train"], "--precision", "fp16", "-o", tmp_path / "e"), "precision")
-    r = cli("train", *TINY, "--data", toy["train"], "--val-data", toy["val"], "--init", random_checkpoint, "-o", tmp_path / "e")
+    assert_one_line_error(
+        cli("train", *TINY, "--data", tmp_path / "missing.h5", "-o", tmp_path / "d"), "not found"
+    )
+    assert_one_line_error(
+        cli("train", *TINY, "--data", str(tmp_path / "nothing*.h5"), "-o", tmp_path / "d"),
+        "no file matches",
+    )
+    assert_one_line_error(
+        cli(
+            "train",
+            "--model",
+            "gan3d",
+            "--width",
+            "0.5",
+            "--data",
+            toy["train"],
+            "-o",
+            tmp_path / "e",
+        ),
+        "width",
+    )
+    assert_one_line_error(
+        cli("train", "--model", "gan4d", "--data", toy["train"], "-o", tmp_path / "e"),
+        "unknown model",
+    )
+    assert_one_line_error(
+        cli("train", *TINY, "--data", toy["train"], "--precision", "fp16", "-o", tmp_path / "e"),
+        "precision",
+    )
+    r = cli(
+        "train",
+        *TINY,
+        "--data",
+        toy["train"],
+        "--val-data",
+        toy["val"],
+        "--init",
+        random_checkpoint,
+        "-o",
+        tmp_path / "e",
+    )
     assert_one_line_error(r, "3dgan-conv3d")
-    assert_one_line_error(cli("train", *TINY, "--data", toy["train"], "--resume", "-o", tmp_path / "e"), "no last.pt")
+    assert_one_line_error(
+        cli("train", *TINY, "--data", toy["train"], "--resume", "-o", tmp_path / "e"), "no last.pt"
+    )
 
     # a run directory of another model or configuration
     train(tiny_cfg(toy, tmp_path / "run"))
-    r = cli("train", *TINY, "--data", toy["train"], "--val-data", toy["val"], "-o", tmp_path / "run")
+    r = cli(
+        "train", *TINY, "--data", toy["train"], "--val-data", toy["val"], "-o", tmp_path / "run"
+    )
     assert_one_line_error(r, "already holds a training run")
-    r = cli("train", "--model", "gan3d", "--batch", "4", "--data", toy["train"], "--val-data", toy["val"], "--resume", "-o", tmp_path / "run")
+    r = cli(
+        "train",
+        "--model",
+        "gan3d",
+        "--batch",
+        "4",
+        "--data",
+        toy["train"],
+        "--val-data",
+        toy["val"],
+        "--resume",
+        "-o",
+        tmp_path / "run",
+    )
     assert_one_line_error(r, "model='conv2d'")
-    r = cli("train", *TINY[:-6], "--batch", "8", "--threads", "1", "--val-n", "30", "--data", toy["train"], "--val-data",
-            toy["val"], "--resume", "-o", tmp_path / "run")
+    r = cli(
+        "train",
+        *TINY[:-6],
+        "--batch",
+        "8",
+        "--threads",
+        "1",
+        "--val-n",
+        "30",
+        "--data",
+        toy["train"],
+        "--val-data",
+        toy["val"],
+        "--resume",
+        "-o",
+        tmp_path / "run",
+    )
     assert_one_line_error(r, "batch=4")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "last.pt").write_bytes(b"not a checkpoint")
-    r = cli("train", *TINY, "--data", toy["train"], "--val-data", toy["val"], "--resume", "-o", tmp_path / "bad")
+    r = cli(
+        "train",
+        *TINY,
+        "--data",
+        toy["train"],
+        "--val-data",
+        toy["val"],
+        "--resume",
+        "-o",
+        tmp_path / "bad",
+    )
     assert_one_line_error(r, "corrupt")
     with pytest.raises(CaloquantError, match="fewer than one batch"):
         train(tiny_cfg(toy, tmp_path / "f", batch=64))
-    r = cli("train", *TINY, "--data", toy["train"], "-o", tmp_path / "g")  # 10 % hold-out: 1 shower per energy
+    r = cli(
+        "train", *TINY, "--data", toy["train"], "-o", tmp_path / "g"
+    )  # 10 % hold-out: 1 shower per energy
     assert_one_line_error(r, "validation set has 1 shower")
 
 
@@ -458,7 +722,10 @@ def test_selection_uses_the_metrics_own_points() -> None:
     from caloquant.physics import DEFAULT_METRIC_HALF_WIDTH_GEV, DEFAULT_METRIC_POINTS_GEV
     from caloquant.train.selection import AUTHORS_POINTS_GEV, HALF_WIDTH_GEV
 
-    assert AUTHORS_POINTS_GEV == tuple(DEFAULT_METRIC_POINTS_GEV) and HALF_WIDTH_GEV == DEFAULT_METRIC_HALF_WIDTH_GEV
+    assert (
+        AUTHORS_POINTS_GEV == tuple(DEFAULT_METRIC_POINTS_GEV)
+        and HALF_WIDTH_GEV == DEFAULT_METRIC_HALF_WIDTH_GEV
+    )
 
 
 def test_validation_points_follow_the_held_out_energies() -> None:

@@ -11,15 +11,10 @@ subpackages with their own public APIs.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("caloquant")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
-
 from caloquant.errors import CaloquantError
+from caloquant.version import __version__
 
 _API = ("Model", "Report", "load", "models", "quantize", "validate")
 # the later stages join the namespace with their own public entry points; benchmark and training

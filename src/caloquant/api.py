@@ -31,8 +31,15 @@ class Model:
     """A shower generator ready to use: a float32 checkpoint (run by PyTorch) or a
     reduced-precision variant (an artifact on disk or a fresh ``quantize`` result)."""
 
-    def __init__(self, generator: Any, source: str, checkpoint: Any = None, quantized: Any = None) -> None:
-        self.generator, self.source, self.checkpoint, self.quantized = generator, source, checkpoint, quantized
+    def __init__(
+        self, generator: Any, source: str, checkpoint: Any = None, quantized: Any = None
+    ) -> None:
+        self.generator, self.source, self.checkpoint, self.quantized = (
+            generator,
+            source,
+            checkpoint,
+            quantized,
+        )
 
     @property
     def spec(self) -> Any:
@@ -47,8 +54,9 @@ class Model:
         return str(getattr(self.generator, "backend", "torch"))
 
     @property
-    def manifest(self) -> dict[str, Any] | None:
-        """An artifact's or a quantize result's manifest (None for a float32 checkpoint)."""
+    def manifest(self) -> Any:
+        """An artifact's or a quantize result's manifest (a :class:`caloquant.precision.Manifest`,
+        which also reads like the JSON document; None for a float32 checkpoint)."""
         return getattr(self.generator, "manifest", None)
 
     @property
@@ -60,14 +68,23 @@ class Model:
         """Showers (n, X, Y, Z) in GeV for conditioned latents (n, latent_dim)."""
         return self.generator.generate(latent)
 
-    def sample(self, n: int | None = None, *, energy: float | None = None, energy_range: tuple[float, float] | None = None,
-               energies: Sequence[float] | np.ndarray | None = None, noise: np.ndarray | None = None, seed: int = 0,
-               batch: int = 64, allow_extrapolation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self,
+        n: int | None = None,
+        *,
+        energy: float | None = None,
+        energy_range: tuple[float, float] | None = None,
+        energies: Sequence[float] | np.ndarray | None = None,
+        noise: np.ndarray | None = None,
+        seed: int = 0,
+        batch: int = 64,
+        allow_extrapolation: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Draw showers: returns (showers (N, X, Y, Z), energies (N,)), both GeV, numpy.
         Give one of ``energy``, ``energy_range`` (uniform) or ``energies``; ``noise`` is raw
         N(0, 1) noise (N, noise_dim). The same seed gives the same energies and latents for
         any model of the same spec, so two models' samples can be compared shower by shower."""
-        from caloquant.models import check_energy_range, energies_for, generate
+        from caloquant.models import check_energy_range, energies_for, sample_showers
 
         e_arr = None if energies is None else np.asarray(energies, dtype=np.float64)
         if n is None:
@@ -78,7 +95,7 @@ class Model:
             raise CaloquantError(f"n must be positive, got {n}")
         e = energies_for(n, seed, energy, energy_range, e_arr)
         check_energy_range(e, self.spec, allow_extrapolation)
-        return generate(self.generator, e, seed=seed, noise=noise, batch=batch), e
+        return sample_showers(self.generator, e, seed=seed, noise=noise, batch=batch), e
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """A quantized model: its artifact directory (what `caloquant quantize` writes); a float32
@@ -89,33 +106,41 @@ class Model:
             from caloquant.models import save_checkpoint
 
             return save_checkpoint(path, self.checkpoint)
-        raise CaloquantError(f"{self.source}: a loaded artifact is already saved; copy its directory instead")
+        raise CaloquantError(
+            f"{self.source}: a loaded artifact is already saved; copy its directory instead"
+        )
 
     def __repr__(self) -> str:
         return f"<caloquant.Model {self.source}: {self.spec.arch}, {self.backend} {self.precision}>"
 
 
-def load(model: str | os.PathLike[str] | None = None, threads: int | None = None, skip_self_check: bool = False) -> Model:
+def load(
+    model: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    skip_self_check: bool = False,
+) -> Model:
     """A built-in model name (default ``cern-3dgan``), a caloquant checkpoint (.pt), a Keras 2
     CERN 3DGAN generator (.hdf5/.h5, converted on the fly) or a ``quantize`` artifact directory
     (its self-check runs on this CPU unless ``skip_self_check``)."""
-    from caloquant.models import TorchGenerator, import_keras_3dgan, load_checkpoint, resolve_model
-    from caloquant.precision import load_artifact
+    from caloquant.models import model_ref
+    from caloquant.precision import load_generator
 
-    path = resolve_model(model)
-    src = str(model) if model is not None else path.stem
-    if path.is_dir():  # an artifact directory (a folder without a manifest is refused as such)
-        return Model(load_artifact(path, threads, skip_self_check), src)
-    if path.suffix.lower() in (".hdf5", ".h5"):
-        ckpt = import_keras_3dgan(path)
-    else:
-        ckpt = load_checkpoint(path)
-    return Model(TorchGenerator(ckpt.spec, ckpt.generator, threads), src, checkpoint=ckpt)
+    ref = model_ref(model)
+    gen, ckpt = load_generator(ref, threads, skip_self_check)
+    return Model(gen, ref.name, checkpoint=ckpt)
 
 
-def quantize(model: Model | str | os.PathLike[str] | None = None, precision: str = "int8", *, backend: str = "openvino",
-             recipe: str = "physics", tolerance: Any = "default", head_to_head: bool = False, threads: int | None = None,
-             **options: Any) -> Model:
+def quantize(
+    model: Model | str | os.PathLike[str] | None = None,
+    precision: str = "int8",
+    *,
+    backend: str = "openvino",
+    recipe: str = "physics",
+    tolerance: Any = "default",
+    head_to_head: bool = False,
+    threads: int | None = None,
+    **options: Any,
+) -> Model:
     """A reduced-precision variant of a float32 model, tuned in memory (nothing is written;
     ``.save(DIR)`` writes the artifact). ``tolerance``: a preset name, a JSON file or a
     :class:`caloquant.precision.Tolerance`; ``options``: further :class:`QuantizeConfig`
@@ -125,11 +150,20 @@ def quantize(model: Model | str | os.PathLike[str] | None = None, precision: str
 
     m = model if isinstance(model, Model) else load(model, threads)
     if m.checkpoint is None:
-        raise CaloquantError(f"{m.source}: quantize starts from a float32 model, not a reduced-precision artifact")
+        raise CaloquantError(
+            f"{m.source}: quantize starts from a float32 model, not a reduced-precision artifact"
+        )
     tol = tolerance if isinstance(tolerance, Tolerance) else Tolerance.load(tolerance)
     try:
-        cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=tol,  # type: ignore[arg-type]
-                             head_to_head=head_to_head, threads=threads, **options)
+        cfg = QuantizeConfig(
+            backend=backend,
+            precision=precision,
+            recipe=recipe,
+            tolerance=tol,  # type: ignore[arg-type]
+            head_to_head=head_to_head,
+            threads=threads,
+            **options,
+        )
     except TypeError as exc:
         raise CaloquantError(f"unknown quantize option ({exc})") from None
     res = run_quantize(m.checkpoint, cfg, source=m.source)
@@ -163,4 +197,7 @@ def models() -> list[dict[str, str]]:
     """The built-in models: name, description, licence, source."""
     from caloquant.models import builtin_models
 
-    return [{"name": m.name, "description": m.description, "licence": m.licence, "source": m.source} for m in builtin_models()]
+    return [
+        {"name": m.name, "description": m.description, "licence": m.licence, "source": m.source}
+        for m in builtin_models()
+    ]

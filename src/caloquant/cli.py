@@ -12,16 +12,38 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
+from caloquant.distributed import GenerateConfig
 from caloquant.errors import CaloquantError
+from caloquant.precision import BACKENDS, PRECISIONS, QATConfig, QuantizeConfig
+from caloquant.run import RunConfig
+
+
+def _d(cls: Any, name: str) -> Any:
+    """An option's default, read from its config object (defaults live there only)."""
+    return cls.__dataclass_fields__[name].default
+
+
+def _q(name: str) -> Any:
+    return _d(QuantizeConfig, name)
+
 
 app = typer.Typer(
     name="caloquant",
-    help="Reduced-precision calorimeter-shower GANs, with the physics evidence that they stay right.",
+    help="Reduced-precision calorimeter-shower GANs, with the physics evidence that they stay "
+    "right.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -76,16 +98,30 @@ def _setup_output() -> None:
     matplotlib.use("Agg")
     lg = logging.getLogger("caloquant")
     if not any(isinstance(h, RichHandler) for h in lg.handlers):
-        h = RichHandler(console=out, show_time=False, show_level=False, show_path=False, markup=False,
-                        highlighter=None, rich_tracebacks=False)
+        h = RichHandler(
+            console=out,
+            show_time=False,
+            show_level=False,
+            show_path=False,
+            markup=False,
+            highlighter=None,
+            rich_tracebacks=False,
+        )
         h.setFormatter(logging.Formatter("%(message)s"))
         lg.addHandler(h)
     lg.setLevel(logging.INFO)
     lg.propagate = False
 
 
-MODEL_HELP = "Built-in model name (see `caloquant models`), checkpoint (.pt) or quantize artifact directory."
-SKIP_CHECK_HELP = "Load an artifact without running its self-check on this CPU (recorded in the output's provenance)."
+MODEL_HELP = (
+    "Built-in model name (see `caloquant models`), checkpoint (.pt), "
+    "Keras 2 generator weights (.hdf5) or quantize artifact directory."
+)
+DEFAULT_MODEL_HELP = " Default: the built-in model marked (default) by `caloquant models`."
+SKIP_CHECK_HELP = (
+    "Load an artifact without running its self-check on this CPU "
+    "(recorded in the output's provenance)."
+)
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -102,7 +138,9 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CaloquantError(f"{path}: not a readable .npy {what} file ({str(exc)[:100]})") from None
+        raise CaloquantError(
+            f"{path}: not a readable .npy {what} file ({str(exc)[:100]})"
+        ) from None
 
 
 @app.command()
@@ -124,7 +162,9 @@ def inspect(
     t.add_row("Ep range", f"{s['energy_gev']['min']:.2f} - {s['energy_gev']['max']:.2f} GeV")
     t.add_row("mean Ecal", f"{s['ecal_gev_mean']:.4f} GeV")
     r = s["ecal_over_ep"]
-    t.add_row("Ecal/Ep", f"{r['mean']:.5f} +- {r['std']:.5f} (min {r['min']:.5f}, max {r['max']:.5f})")
+    t.add_row(
+        "Ecal/Ep", f"{r['mean']:.5f} +- {r['std']:.5f} (min {r['min']:.5f}, max {r['max']:.5f})"
+    )
     t.add_row("hit cells", f"{100 * s['hit_fraction_mean']:.2f} %")
     for k, v in s["attrs"].items():
         t.add_row(f"attr {k}", str(v))
@@ -135,7 +175,9 @@ def inspect(
 def import_keras(
     generator: Annotated[Path, typer.Argument(help="Keras 2 generator weights (.hdf5).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt).")],
-    discriminator: Annotated[Optional[Path], typer.Option("--discriminator", help="Keras 2 discriminator weights.")] = None,
+    discriminator: Annotated[
+        Optional[Path], typer.Option("--discriminator", help="Keras 2 discriminator weights.")
+    ] = None,
 ) -> None:
     """Convert the CERN 3DGAN Keras weights into a caloquant checkpoint."""
     from caloquant.models import import_keras_3dgan, save_checkpoint
@@ -143,8 +185,11 @@ def import_keras(
     ckpt = import_keras_3dgan(generator, discriminator)
     save_checkpoint(output, ckpt)
     n = sum(p.numel() for p in ckpt.generator.parameters())
-    out.print(f"wrote {output}: {ckpt.spec.arch}, {n:,} generator parameters, valid {ckpt.spec.energy_range_gev[0]:g}-{ckpt.spec.energy_range_gev[1]:g} GeV"
-              + (", with discriminator" if ckpt.discriminator is not None else ""))
+    out.print(
+        f"wrote {output}: {ckpt.spec.arch}, {n:,} generator parameters, "
+        f"valid {ckpt.spec.energy_range_gev[0]:g}-{ckpt.spec.energy_range_gev[1]:g} GeV"
+        + (", with discriminator" if ckpt.discriminator is not None else "")
+    )
 
 
 @app.command()
@@ -157,30 +202,53 @@ def models() -> None:
     for col in ("name", "description", "licence", "source"):
         t.add_column(col)
     for m in builtin():
-        t.add_row(m["name"] + (" (default)" if m["name"] == DEFAULT_MODEL else ""), m["description"], m["licence"], m["source"])
+        t.add_row(
+            m["name"] + (" (default)" if m["name"] == DEFAULT_MODEL else ""),
+            m["description"],
+            m["licence"],
+            m["source"],
+        )
     out.print(t)
 
 
-COMPRESSION_HELP = ("gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x cheaper to write; "
-                    "readers need hdf5plugin, which caloquant imports), none.")
+COMPRESSION_HELP = (
+    "gzip[:LEVEL] (any HDF5 reader), lz4 or zstd[:LEVEL] (4-6x cheaper to write; "
+    "readers need hdf5plugin, which caloquant imports), none."
+)
 
 
 @app.command()
 def sample(
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
-    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)] = "cern-3dgan",
-    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
-    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
-    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
-    noise: Annotated[Optional[Path], typer.Option("--noise", help=".npy raw N(0,1) noise, float32 (N, noise_dim).")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help=MODEL_HELP + DEFAULT_MODEL_HELP)
+    ] = None,
+    energy: Annotated[
+        Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")
+    ] = None,
+    energy_range: Annotated[
+        Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
+    ] = None,
+    energies: Annotated[
+        Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
+    ] = None,
+    noise: Annotated[
+        Optional[Path],
+        typer.Option("--noise", help=".npy raw N(0,1) noise, float32 (N, noise_dim)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch: Annotated[int, typer.Option("--batch")] = 64,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
-    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
+    allow_extrapolation: Annotated[
+        bool,
+        typer.Option("--allow-extrapolation", help="Allow energies outside the model's range."),
+    ] = False,
     compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "gzip",
-    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
+    skip_self_check: Annotated[
+        bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)
+    ] = False,
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
     from caloquant.api import load
@@ -200,10 +268,20 @@ def sample(
     gen = m.generator
     check_energy_range(e, gen.spec, allow_extrapolation)
     extra = {} if m.self_check is None else {"self_check": json.dumps(m.self_check, default=str)}
-    attrs = provenance(model=str(model), model_arch=gen.spec.arch, precision=m.precision, backend=m.backend, seed=seed,
-                       noise_source=str(noise) if noise is not None else "seeded", **extra)
+    attrs = provenance(
+        model=m.source,
+        model_arch=gen.spec.arch,
+        precision=m.precision,
+        backend=m.backend,
+        seed=seed,
+        noise_source=str(noise) if noise is not None else "seeded",
+        **extra,
+    )
     # the writer compresses and writes on its own thread while the model draws the next batch
-    with ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w, progress() as bar:  # type: ignore[arg-type]
+    with (
+        ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w,
+        progress() as bar,
+    ):  # type: ignore[arg-type]
         task = bar.add_task("sampling", total=n)
         for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
             w.append(showers, eb)
@@ -213,69 +291,182 @@ def sample(
 
 @app.command()
 def generate(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (shards + manifest.json).")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output directory (shards + manifest.json).")
+    ],
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
-    model: Annotated[Optional[str], typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path.")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash.")] = None,
-    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
-    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
-    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Showers per shard file, one Dask task each "
-                                                      "(default 1000 for models, 20 for geant4, 500 for gflash).")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Local cluster: worker processes (default cores / 2; engines: cores).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Engine threads per worker (default cores / workers).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.")] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch: Annotated[int, typer.Option("--batch")] = 64,
-    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = "lz4",
-    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow energies outside the model's range.")] = False,
-    tls_ca_file: Annotated[Optional[Path], typer.Option("--tls-ca-file", help="TLS: CA certificate of the cluster (PEM).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS: this client's certificate (PEM).")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS: this client's private key (PEM).")] = None,
-    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Seconds to reach the scheduler.")] = 10.0,
-    retries: Annotated[int, typer.Option("--retries", help="Re-runs of a shard whose task raised an error.")] = 2,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path."),
+    ] = GenerateConfig.default("model"),
+    engine: Annotated[
+        Optional[str],
+        typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash."),
+    ] = GenerateConfig.default("engine"),
+    energy_range: Annotated[
+        Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
+    ] = None,
+    energies: Annotated[
+        Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
+    ] = None,
+    shard_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--shard-size",
+            help="Showers per shard file, one Dask task each "
+            "(default 1000 for models, 20 for geant4, 500 for gflash).",
+        ),
+    ] = GenerateConfig.default("shard_size"),
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://."
+        ),
+    ] = GenerateConfig.default("scheduler"),
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", help="Local cluster: worker processes (default cores / 2; engines: cores)."
+        ),
+    ] = GenerateConfig.default("workers"),
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", help="Engine threads per worker (default cores / workers)."),
+    ] = GenerateConfig.default("threads"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.",
+        ),
+    ] = GenerateConfig.default("resume"),
+    seed: Annotated[int, typer.Option("--seed")] = GenerateConfig.default("seed"),
+    batch: Annotated[int, typer.Option("--batch")] = GenerateConfig.default("batch"),
+    compression: Annotated[
+        str, typer.Option("--compression", help=COMPRESSION_HELP)
+    ] = GenerateConfig.default("compression"),
+    allow_extrapolation: Annotated[
+        bool,
+        typer.Option("--allow-extrapolation", help="Allow energies outside the model's range."),
+    ] = GenerateConfig.default("allow_extrapolation"),
+    tls_ca_file: Annotated[
+        Optional[Path],
+        typer.Option("--tls-ca-file", help="TLS: CA certificate of the cluster (PEM)."),
+    ] = None,
+    tls_cert: Annotated[
+        Optional[Path], typer.Option("--tls-cert", help="TLS: this client's certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Optional[Path], typer.Option("--tls-key", help="TLS: this client's private key (PEM).")
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="Seconds to reach the scheduler.")
+    ] = GenerateConfig.default("connect_timeout"),
+    retries: Annotated[
+        int, typer.Option("--retries", help="Re-runs of a shard whose task raised an error.")
+    ] = GenerateConfig.default("retries"),
 ) -> None:
-    """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault tolerant."""
+    """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault \
+tolerant."""
     from caloquant.distributed import GenerateProgress, security_from
     from caloquant.distributed import generate as run_generate
 
     e_arr = _load_npy(energies, "energies") if energies is not None else None
     e_range = _parse_range(energy_range) if energy_range else None
     security = security_from(tls_ca_file, tls_cert, tls_key) if scheduler is not None else None
+    # every option is checked here, before a cluster is started or anything is written
+    cfg = GenerateConfig(
+        n=n,
+        model=model,
+        engine=engine,
+        energy_range=e_range,
+        energies=e_arr,
+        shard_size=shard_size,
+        seed=seed,
+        scheduler=scheduler,
+        workers=workers,
+        threads=threads,
+        security=security,
+        resume=resume,
+        batch=batch,
+        compression=compression,
+        allow_extrapolation=allow_extrapolation,
+        connect_timeout=connect_timeout,
+        retries=retries,
+    )
     with progress(rate=True) as bar:
         tasks: list[Any] = []
 
         def on_progress(p: GenerateProgress) -> None:
-            if not tasks:  # created at the first report, so that reused shards do not count as speed
-                tasks.append(bar.add_task("generating", total=p.showers_total, completed=p.showers_done))
-            bar.update(tasks[0], completed=p.showers_done, description=f"shards {p.shards_done}/{p.shards_total}")
+            if (
+                not tasks
+            ):  # created at the first report, so that reused shards do not count as speed
+                tasks.append(
+                    bar.add_task("generating", total=p.showers_total, completed=p.showers_done)
+                )
+            bar.update(
+                tasks[0],
+                completed=p.showers_done,
+                description=f"shards {p.shards_done}/{p.shards_total}",
+            )
 
-        res = run_generate(output, n, model=model, engine=engine, energy_range=e_range, energies=e_arr, shard_size=shard_size,
-                           seed=seed, scheduler=scheduler, workers=workers, threads=threads, security=security, resume=resume,
-                           batch=batch, compression=compression, allow_extrapolation=allow_extrapolation,
-                           connect_timeout=connect_timeout, retries=retries, progress=on_progress,
-                           log=lambda m: console.print(m, highlight=False))
-    out.print(f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} ({res.shards_made} made, "
-              f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)")
+        res = run_generate(
+            output, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False)
+        )
+    out.print(
+        f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} "
+        f"({res.shards_made} made, "
+        f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)"
+    )
 
 
 @app.command()
 def simulate(
     n: Annotated[int, typer.Option("--n", help="Number of showers.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output HDF5 file.")],
-    energy: Annotated[Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")] = None,
-    energy_range: Annotated[Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")] = None,
-    energies: Annotated[Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization).")] = "geant4",
-    geometry: Annotated[Optional[Path], typer.Option("--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout).")] = None,
+    energy: Annotated[
+        Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")
+    ] = None,
+    energy_range: Annotated[
+        Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
+    ] = None,
+    energies: Annotated[
+        Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization)."),
+    ] = "geant4",
+    geometry: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout)."
+        ),
+    ] = None,
     particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = "e-",
-    physics: Annotated[str, typer.Option("--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.).")] = "em-analytic",
+    physics: Annotated[
+        str,
+        typer.Option(
+            "--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.)."
+        ),
+    ] = "em-analytic",
     cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = 0.7,
-    smear_position: Annotated[float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")] = 0.0,
-    smear_angle: Annotated[float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")] = 0.0,
-    cell_cut: Annotated[float, typer.Option("--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6).")] = 1e-6,
+    smear_position: Annotated[
+        float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")
+    ] = 0.0,
+    smear_angle: Annotated[
+        float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")
+    ] = 0.0,
+    cell_cut: Annotated[
+        float,
+        typer.Option(
+            "--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6)."
+        ),
+    ] = 1e-6,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes (results do not depend on it).")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Worker processes (results do not depend on it).")
+    ] = 1,
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
 ) -> None:
     """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
@@ -284,33 +475,94 @@ def simulate(
 
     e_arr = _load_npy(energies, "energies") if energies is not None else None
     e = draw_energies(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
-    cfg = SimConfig(engine=engine, geometry=load_geometry(geometry), physics=Physics(list=physics, cut_mm=cut),
-                    gun=Gun(particle=particle, position_sigma_mm=smear_position, angle_sigma_mrad=smear_angle), seed=seed)
+    cfg = SimConfig(
+        engine=engine,
+        geometry=load_geometry(geometry),
+        physics=Physics(list=physics, cut_mm=cut),
+        gun=Gun(particle=particle, position_sigma_mm=smear_position, angle_sigma_mrad=smear_angle),
+        seed=seed,
+    )
     with progress(rate=True) as bar:
         task = bar.add_task(f"simulating ({engine})", total=n)
-        res = run_simulate(output, e, cfg, workers=workers, fmt=fmt, cell_cut_gev=cell_cut,
-                           progress=lambda done, total: bar.update(task, completed=done))
+        res = run_simulate(
+            output,
+            e,
+            cfg,
+            workers=workers,
+            fmt=fmt,
+            cell_cut_gev=cell_cut,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
     reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
-    out.print(f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
-              f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})")
+    out.print(
+        f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
+        f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})"
+    )
 
 
 @app.command()
 def validate(
-    ref: Annotated[Path, typer.Argument(help="Reference shower file (3DGAN or CaloChallenge HDF5).")],
-    cand: Annotated[Path, typer.Argument(help="Candidate shower file (3DGAN or CaloChallenge HDF5).")],
-    bins: Annotated[str, typer.Option("--bins", help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2 | points:E1,E2/HALF (GeV).")] = "auto",
-    paired: Annotated[bool, typer.Option("--paired", help="Samples share latent vectors row by row: pixel-wise metric, paired errors.")] = False,
-    classifier: Annotated[bool, typer.Option("--classifier", help="Train a classifier to tell the samples apart (AUC, JSD).")] = False,
-    hit_threshold: Annotated[float, typer.Option("--hit-threshold", help="Hit cells: energy above this, GeV (the 3DGAN authors count hits above 2e-4).")] = 1e-6,
-    zero_threshold: Annotated[float, typer.Option("--zero-threshold", help="Set cells below this to 0 before any metric, GeV; 0 = none (the 3DGAN authors use 1e-6).")] = 0.0,
-    metric_points: Annotated[str, typer.Option("--metric-points", help="Energy windows of the authors' optimisation metric: E1,E2,... or E1,E2,.../HALF (GeV, default half-width 5).")] = "110,150,190",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON.")] = None,
-    plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")] = None,
+    ref: Annotated[
+        Path, typer.Argument(help="Reference shower file (3DGAN or CaloChallenge HDF5).")
+    ],
+    cand: Annotated[
+        Path, typer.Argument(help="Candidate shower file (3DGAN or CaloChallenge HDF5).")
+    ],
+    bins: Annotated[
+        str,
+        typer.Option(
+            "--bins",
+            help="auto | paper | edges:E1,E2,... | width:W | points:E1,E2 "
+            "| points:E1,E2/HALF (GeV).",
+        ),
+    ] = "auto",
+    paired: Annotated[
+        bool,
+        typer.Option(
+            "--paired",
+            help="Samples share latent vectors row by row: pixel-wise metric, paired errors.",
+        ),
+    ] = False,
+    classifier: Annotated[
+        bool,
+        typer.Option(
+            "--classifier", help="Train a classifier to tell the samples apart (AUC, JSD)."
+        ),
+    ] = False,
+    hit_threshold: Annotated[
+        float,
+        typer.Option(
+            "--hit-threshold",
+            help="Hit cells: energy above this, GeV (the 3DGAN authors count hits above 2e-4).",
+        ),
+    ] = 1e-6,
+    zero_threshold: Annotated[
+        float,
+        typer.Option(
+            "--zero-threshold",
+            help="Set cells below this to 0 before any metric, GeV; 0 = none "
+            "(the 3DGAN authors use 1e-6).",
+        ),
+    ] = 0.0,
+    metric_points: Annotated[
+        str,
+        typer.Option(
+            "--metric-points",
+            help="Energy windows of the authors' optimisation metric: E1,E2,... or E1,E2,.../HALF "
+            "(GeV, default half-width 5).",
+        ),
+    ] = "110,150,190",
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the full results as JSON.")
+    ] = None,
+    plots: Annotated[
+        Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Compare two shower samples with the paper's physics metrics, the authors' optimisation metric, and modern generative metrics."""
+    """Compare two shower samples with the paper's physics metrics, the authors' optimisation \
+metric, and modern generative metrics."""
     from caloquant.data import open_showers
     from caloquant.physics import parse_points
     from caloquant.physics import validate as run_validate
@@ -320,14 +572,27 @@ def validate(
     try:
         points, half = parse_points(metric_points)
     except ValueError:
-        raise CaloquantError(f"--metric-points must look like 110,150,190 or 110,150,190/5 (GeV), got '{metric_points}'") from None
+        raise CaloquantError(
+            "--metric-points must look like 110,150,190 or 110,150,190/5 (GeV), "
+            f"got '{metric_points}'"
+        ) from None
     with open_showers(ref) as r1, open_showers(cand) as r2:
         total = r1.n + r2.n
     with progress() as bar:
         task = bar.add_task("validating", total=total)
-        report = run_validate(ref, cand, bins=bins, paired=paired, classifier=classifier, seed=seed,
-                              hit_threshold=hit_threshold, zero_threshold=zero_threshold, metric_points=points,
-                              metric_half_width=half, progress=lambda k: bar.advance(task, k)).to_dict()
+        report = run_validate(
+            ref,
+            cand,
+            bins=bins,
+            paired=paired,
+            classifier=classifier,
+            seed=seed,
+            hit_threshold=hit_threshold,
+            zero_threshold=zero_threshold,
+            metric_points=points,
+            metric_half_width=half,
+            progress=lambda k: bar.advance(task, k),
+        ).to_dict()
     for table in validation_tables(report):
         out.print(table)
     _write_outputs(report, json_out, plots, validation_plots)
@@ -336,119 +601,303 @@ def validate(
 @app.command()
 def quantize(
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
-    model: Annotated[str, typer.Option("--model", help="Built-in model name or fp32 checkpoint (.pt).")] = "cern-3dgan",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | int8.")] = "int8",
-    backend: Annotated[str, typer.Option("--backend", help="openvino | onnxruntime | torch.")] = "openvino",
-    recipe: Annotated[str, typer.Option("--recipe", help="physics (tolerance-driven search) | naive (backend defaults).")] = "physics",
-    tolerance: Annotated[str, typer.Option("--tolerance", help="Preset (default, strict, loose) or a JSON file.")] = "default",
-    calibration: Annotated[str, typer.Option("--calibration", help="First range estimator: minmax | percentile | histogram, each also with asymmetric activations (-asym, OpenVINO).")] = "minmax",
-    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = 512,
-    eval_n: Annotated[int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")] = 200,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            help="Built-in model name, float32 checkpoint (.pt) or Keras 2 "
+            "generator weights (.hdf5)." + DEFAULT_MODEL_HELP,
+        ),
+    ] = None,
+    precision: Annotated[str, typer.Option("--precision", help=" | ".join(PRECISIONS) + ".")] = _q(
+        "precision"
+    ),
+    backend: Annotated[str, typer.Option("--backend", help=" | ".join(BACKENDS) + ".")] = _q(
+        "backend"
+    ),
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe", help="physics (tolerance-driven search) | naive (backend defaults)."
+        ),
+    ] = _q("recipe"),
+    tolerance: Annotated[
+        str, typer.Option("--tolerance", help="Preset (default, strict, loose) or a JSON file.")
+    ] = "default",
+    calibration: Annotated[
+        str,
+        typer.Option(
+            "--calibration",
+            help="First range estimator: minmax | percentile | histogram, "
+            "each also with asymmetric activations (-asym, OpenVINO).",
+        ),
+    ] = _q("calibration"),
+    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = _q("calib_n"),
+    eval_n: Annotated[
+        int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")
+    ] = _q("eval_n_per_point"),
+    seed: Annotated[int, typer.Option("--seed")] = _q("seed"),
     threads: Annotated[int, typer.Option("--threads")] = 2,
-    batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = 32,
-    rewrite: Annotated[bool, typer.Option("--rewrite/--no-rewrite", help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).")] = True,
-    equalize: Annotated[bool, typer.Option("--equalize/--no-equalize", help="Try exactly equalized graphs (input ranges moved into the weights) on the units int8 had to leave float (physics int8).")] = True,
-    head_to_head: Annotated[bool, typer.Option("--head-to-head", help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.")] = False,
-    qat_minutes: Annotated[float, typer.Option("--qat-minutes", help="Quantization-aware fine-tuning of the units post-training int8 left float, at most this many minutes (0: off; resumed when interrupted).")] = 0.0,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = _q(
+        "batch"
+    ),
+    rewrite: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite/--no-rewrite",
+            help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).",
+        ),
+    ] = _q("rewrite"),
+    equalize: Annotated[
+        bool,
+        typer.Option(
+            "--equalize/--no-equalize",
+            help="Try exactly equalized graphs (input ranges moved into the weights) on the units "
+            "int8 had to leave float (physics int8).",
+        ),
+    ] = True,
+    head_to_head: Annotated[
+        bool,
+        typer.Option(
+            "--head-to-head",
+            help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.",
+        ),
+    ] = False,
+    qat_minutes: Annotated[
+        float,
+        typer.Option(
+            "--qat-minutes",
+            help="Quantization-aware fine-tuning of the units post-training int8 left float, "
+            "at most this many minutes (0: off; resumed when interrupted).",
+        ),
+    ] = _d(QATConfig, "minutes"),
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
-    from caloquant.models import load_checkpoint, resolve_model
-    from caloquant.precision import QATConfig, QuantizeConfig, Tolerance
+    from caloquant.models import model_ref
+    from caloquant.precision import Tolerance
     from caloquant.precision import quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
 
     set_threads(threads)
-    cfg = QuantizeConfig(backend=backend, precision=precision, recipe=recipe, tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
-                         calibration=calibration, calib_n=calib_n, eval_n_per_point=eval_n, seed=seed,  # type: ignore[arg-type]
-                         threads=threads, batch=batch, rewrite=rewrite, head_to_head=head_to_head,
-                         qat=QATConfig(minutes=qat_minutes), **({} if equalize else {"equalize_alphas": ()}))
-    path = resolve_model(model)
-    if path.is_dir():
-        raise CaloquantError(f"{model}: quantize starts from an fp32 checkpoint (.pt), not an artifact directory")
-    res = run_quantize(load_checkpoint(path), cfg, source=str(model))
+    cfg = QuantizeConfig(
+        backend=backend,
+        precision=precision,
+        recipe=recipe,
+        tolerance=Tolerance.load(tolerance),  # type: ignore[arg-type]
+        calibration=calibration,
+        calib_n=calib_n,
+        eval_n_per_point=eval_n,
+        seed=seed,  # type: ignore[arg-type]
+        threads=threads,
+        batch=batch,
+        rewrite=rewrite,
+        head_to_head=head_to_head,
+        qat=QATConfig(minutes=qat_minutes),
+        **({} if equalize else {"equalize_alphas": ()}),
+    )
+    ref = model_ref(model)
+    res = run_quantize(ref.float_checkpoint(), cfg, source=ref.name)
     res.save(output)
     out.print(quantize_summary(res.manifest))
     h2h = head_to_head_table(res.manifest)
     if h2h is not None:
         out.print(h2h)
     if not res.ok:
-        conf = res.manifest.get("confirmation")
+        conf = res.manifest.confirmation
         failed_second = conf is not None and not conf["passes"]
-        worst = conf["physics"] if failed_second else res.manifest["physics"]
-        msg = (("passed the tuning latents but not the independent confirmation set: " if failed_second else "")
-               + f"physics outside tolerance (deviation + {cfg.tolerance.margin_sigma:g} standard errors): "
-               f"worst |Ecal/Ecal_fp32 - 1| = {worst['worst_ecal_rel']:.4f} "
-               f"(limit {cfg.tolerance.ecal_rel}), worst moment shift {worst['worst_moment_shift']:.3f} cells "
-               f"(limit {cfg.tolerance.moment_shift}); artifact written to {output} for inspection")
+        worst = conf["physics"] if failed_second else res.manifest.physics
+        msg = (
+            (
+                "passed the tuning latents but not the independent confirmation set: "
+                if failed_second
+                else ""
+            )
+            + f"physics outside tolerance (deviation + {cfg.tolerance.margin_sigma:g} "
+            "standard errors): "
+            f"worst |Ecal/Ecal_fp32 - 1| = {worst['worst_ecal_rel']:.4f} "
+            f"(limit {cfg.tolerance.ecal_rel}), "
+            f"worst moment shift {worst['worst_moment_shift']:.3f} cells "
+            f"(limit {cfg.tolerance.moment_shift}); artifact written to {output} for inspection"
+        )
         if recipe == "naive":
             out.print(f"[bold white on red] WARNING: {msg} [/]")
         else:
             raise CaloquantError(f"tolerance not reachable; best found: {msg}")
 
 
-@app.command("run")
+# the defaults of the full and the quick study are written once, in RunConfig: the help shows them
+@app.command("run", epilog=RunConfig.describe_defaults())
 def run_cmd(
-    output: Annotated[Path, typer.Option("-o", "--out", help="Run folder: report.html, report.json, steps/ (cached), models/, samples/.")],
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name, checkpoint (.pt) or Keras 2 generator "
-                                                       "weights; repeatable. Default: cern-3dgan.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A few minutes: default model, GFlash reference, naive and physics int8 "
-                                        "and bf16, no head to head, time-boxed tuning, short benchmark.")] = False,
-    showers: Annotated[Optional[int], typer.Option("--showers", help="Reference showers flat over the model's energy range "
-                                                   "(default 1000; quick 400).")] = None,
-    per_point: Annotated[Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV "
-                                                     "(default 100; quick 0).")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash (default geant4; quick gflash).")] = None,
-    tune_budget: Annotated[Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning (default 540; quick 60).")] = None,
-    bench_duration: Annotated[Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point (default 2; quick 0.6).")] = None,
-    mc_budget: Annotated[Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo (default 300; quick 40).")] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Run folder: report.html, report.json, steps/ (cached), models/, samples/.",
+        ),
+    ],
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            help="Built-in model name, checkpoint (.pt) or Keras 2 generator "
+            "weights; repeatable (default: below).",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="A few minutes: the quick study (below) instead of the full one."
+        ),
+    ] = False,
+    showers: Annotated[
+        Optional[int],
+        typer.Option("--showers", help="Reference showers flat over the model's energy range."),
+    ] = None,
+    per_point: Annotated[
+        Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV.")
+    ] = None,
+    engine: Annotated[
+        Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash.")
+    ] = None,
+    tune_budget: Annotated[
+        Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning.")
+    ] = None,
+    bench_duration: Annotated[
+        Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point.")
+    ] = None,
+    mc_budget: Annotated[
+        Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo.")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 1,
 ) -> None:
-    """The whole study in one command: reference showers, every precision variant, validation, benchmark, one HTML report."""
-    from caloquant.run import RunConfig, run
+    """The whole study in one command: reference showers, every precision variant, validation, \
+benchmark, one HTML report."""
+    from caloquant.run import run
 
     set_threads(threads)
-    cfg = RunConfig(models=tuple(model or ()), quick=quick, threads=threads, seed=seed, n_flat=showers, n_per_point=per_point,
-                    engine=engine, tune_budget_s=tune_budget, bench_duration_s=bench_duration, mc_budget_s=mc_budget)
+    cfg = RunConfig(
+        models=tuple(model or ()),
+        quick=quick,
+        threads=threads,
+        seed=seed,
+        n_flat=showers,
+        n_per_point=per_point,
+        engine=engine,
+        tune_budget_s=tune_budget,
+        bench_duration_s=bench_duration,
+        mc_budget_s=mc_budget,
+    )
     run(cfg, output, console=out)
 
 
 @app.command()
 def bench(
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
-                                                       "(e.g. cern-3dgan@openvino:bf16), or quantize artifact directory; repeatable. "
-                                                       "Default: cern-3dgan.")] = None,
-    threads: Annotated[str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")] = "1,2",
-    streams: Annotated[str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")] = "1,2",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32,128",
-    duration: Annotated[float, typer.Option("--duration", help="Timed seconds per grid point (after a warm-up of a quarter of it).")] = 2.0,
-    rounds: Annotated[int, typer.Option("--rounds", help="Repetitions: windows each point's time is split into, spread over the run (median reported).")] = 4,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON.")] = None,
-    plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")] = None,
-    profile: Annotated[bool, typer.Option("--profile/--no-profile", help="Per-op time profile of each model.")] = True,
-    ceilings: Annotated[bool, typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline.")] = True,
-    mc_command: Annotated[Optional[str], typer.Option("--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers).")] = None,
-    mc_showers: Annotated[Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")] = None,
-    mc: Annotated[Optional[str], typer.Option("--mc", help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
-                                              "at 100-500 GeV; speed-ups per energy and over a flat spectrum.")] = None,
-    mc_per_point: Annotated[int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")] = 3,
-    mc_budget: Annotated[float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")] = 300.0,
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            help="Built-in model name or checkpoint (.pt), MODEL@BACKEND:PRECISION "
+            "(e.g. cern-3dgan@openvino:bf16), or quantize artifact directory; repeatable. "
+            "Default: cern-3dgan.",
+        ),
+    ] = None,
+    threads: Annotated[
+        str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")
+    ] = "1,2",
+    streams: Annotated[
+        str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")
+    ] = "1,2",
+    batch: Annotated[
+        str, typer.Option("--batch", help="Batch sizes, comma-separated.")
+    ] = "1,8,32,128",
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration", help="Timed seconds per grid point (after a warm-up of a quarter of it)."
+        ),
+    ] = 2.0,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            help="Repetitions: windows each point's time is split into, spread over the run "
+            "(median reported).",
+        ),
+    ] = 4,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the full results as JSON.")
+    ] = None,
+    plots: Annotated[
+        Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.")
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile/--no-profile", help="Per-op time profile of each model.")
+    ] = True,
+    ceilings: Annotated[
+        bool,
+        typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline."),
+    ] = True,
+    mc_command: Annotated[
+        Optional[str],
+        typer.Option(
+            "--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers)."
+        ),
+    ] = None,
+    mc_showers: Annotated[
+        Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")
+    ] = None,
+    mc: Annotated[
+        Optional[str],
+        typer.Option(
+            "--mc",
+            help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
+            "at 100-500 GeV; speed-ups per energy and over a flat spectrum.",
+        ),
+    ] = None,
+    mc_per_point: Annotated[
+        int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")
+    ] = 3,
+    mc_budget: Annotated[
+        float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")
+    ] = 300.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = False,
+    skip_self_check: Annotated[
+        bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)
+    ] = False,
 ) -> None:
-    """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up vs Monte Carlo."""
+    """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up \
+vs Monte Carlo."""
     import shlex
 
     from caloquant.bench import BenchConfig, parse_int_list, run_bench
     from caloquant.models import DEFAULT_MODEL
-    from caloquant.report import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
-                                  bench_results_table)
+    from caloquant.report import (
+        bench_machine_line,
+        bench_mc_table,
+        bench_models_table,
+        bench_plots,
+        bench_profile_table,
+        bench_results_table,
+    )
 
-    cfg = BenchConfig(threads=parse_int_list(threads, "--threads"), streams=parse_int_list(streams, "--streams"),
-                      batches=parse_int_list(batch, "--batch"), duration_s=duration, rounds=rounds, profile=profile, ceilings=ceilings,
-                      seed=seed, mc_command=mc_command, mc_showers=mc_showers, skip_self_check=skip_self_check, mc_engine=mc,
-                      mc_showers_per_point=mc_per_point, mc_budget_s=mc_budget)
+    cfg = BenchConfig(
+        threads=parse_int_list(threads, "--threads"),
+        streams=parse_int_list(streams, "--streams"),
+        batches=parse_int_list(batch, "--batch"),
+        duration_s=duration,
+        rounds=rounds,
+        profile=profile,
+        ceilings=ceilings,
+        seed=seed,
+        mc_command=mc_command,
+        mc_showers=mc_showers,
+        skip_self_check=skip_self_check,
+        mc_engine=mc,
+        mc_showers_per_point=mc_per_point,
+        mc_budget_s=mc_budget,
+    )
     with progress() as bar:
         task = bar.add_task("benchmarking", total=None)
 
@@ -472,53 +921,173 @@ def bench(
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[list[str], typer.Option("--data", help="Training shower file (3DGAN or CaloChallenge HDF5); repeatable; a quoted glob pattern picks several.")],
-    model: Annotated[str, typer.Option("--model", help="conv2d (the paper's Conv2D generator) or gan3d (the CERN Conv3D 3DGAN).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory: last.pt, model.pt, log.csv, validation.json.")],
-    width: Annotated[float, typer.Option("--width", help="Channel-width multiplier of the conv2d model (1.0 = the paper's size).")] = 1.0,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this caloquant checkpoint (e.g. an imported CERN 3DGAN).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the recipe's, 30 for conv2d, 50 for gan3d).")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Global batch size, split over the processes.")] = 128,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 (CPU autocast; float32 weights).")] = "fp32",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory from its last.pt.")] = False,
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help="Training shower file (3DGAN or CaloChallenge HDF5); repeatable; "
+            "a quoted glob pattern picks several.",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="conv2d (the paper's Conv2D generator) or gan3d (the CERN Conv3D 3DGAN).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Run directory: last.pt, model.pt, log.csv, validation.json."
+        ),
+    ],
+    width: Annotated[
+        float,
+        typer.Option(
+            "--width", help="Channel-width multiplier of the conv2d model (1.0 = the paper's size)."
+        ),
+    ] = 1.0,
+    init: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--init", help="Start from this caloquant checkpoint (e.g. an imported CERN 3DGAN)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--epochs", help="Epochs (default: the recipe's, 30 for conv2d, 50 for gan3d)."
+        ),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Global batch size, split over the processes.")
+    ] = 128,
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, or bf16 (CPU autocast; float32 weights).")
+    ] = "fp32",
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in the output directory from its last.pt."),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Held-out reference file for the per-epoch validation (default: the last --val-fraction of every training file).")] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of each training file held out when --val-data is not given.")] = 0.1,
-    val_n: Annotated[int, typer.Option("--val-n", help="Held-out showers used per validation.")] = 2000,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too.")] = 500,
-    shuffle_buffer: Annotated[int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")] = 2048,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout of the convolutions (default: where measured faster: fp32, and gan3d in bf16).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads per process (default: cores / processes on the node).")] = None,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package).")] = False,
-    ecal_fit: Annotated[str, typer.Option("--ecal-fit", help="ECAL-sum target of generated showers: data (the authors' form fitted to the training data) or recipe (their published constants).")] = "data",
+    val_data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--val-data",
+            help="Held-out reference file for the per-epoch validation "
+            "(default: the last --val-fraction of every training file).",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            help="Fraction of each training file held out when --val-data is not given.",
+        ),
+    ] = 0.1,
+    val_n: Annotated[
+        int, typer.Option("--val-n", help="Held-out showers used per validation.")
+    ] = 2000,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too."
+        ),
+    ] = 500,
+    shuffle_buffer: Annotated[
+        int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")
+    ] = 2048,
+    channels_last: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="Channels-last memory layout of the convolutions "
+            "(default: where measured faster: fp32, and gan3d in bf16).",
+        ),
+    ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads", help="Threads per process (default: cores / processes on the node)."
+        ),
+    ] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package)."
+        ),
+    ] = False,
+    ecal_fit: Annotated[
+        str,
+        typer.Option(
+            "--ecal-fit",
+            help="ECAL-sum target of generated showers: "
+            "data (the authors' form fitted to the training data) "
+            "or recipe (their published constants).",
+        ),
+    ] = "data",
 ) -> None:
-    """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data parallelism."""
+    """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data \
+parallelism."""
     from caloquant.train import TrainConfig, train
 
-    cfg = TrainConfig(data=data, out=str(output), model=model, width=width, init=str(init) if init else None, epochs=epochs,
-                      batch=batch, precision=precision, resume=resume, seed=seed,  # type: ignore[arg-type]
-                      val_data=str(val_data) if val_data else None, val_fraction=val_fraction, val_n=val_n,
-                      checkpoint_every=checkpoint_every, shuffle_buffer=shuffle_buffer, channels_last=channels_last,
-                      threads=threads, tensorboard=tensorboard, ecal_fit=ecal_fit)
+    cfg = TrainConfig(
+        data=data,
+        out=str(output),
+        model=model,
+        width=width,
+        init=str(init) if init else None,
+        epochs=epochs,
+        batch=batch,
+        precision=precision,
+        resume=resume,
+        seed=seed,  # type: ignore[arg-type]
+        val_data=str(val_data) if val_data else None,
+        val_fraction=val_fraction,
+        val_n=val_n,
+        checkpoint_every=checkpoint_every,
+        shuffle_buffer=shuffle_buffer,
+        channels_last=channels_last,
+        threads=threads,
+        tensorboard=tensorboard,
+        ecal_fit=ecal_fit,
+    )
     with progress() as bar:
         task = bar.add_task("training", total=None)
 
         def on_step(p: dict[str, Any]) -> None:
             loss = p["losses"]
-            bar.update(task, total=p["total_steps"], completed=p["step"],
-                       description=f"epoch {p['epoch']}/{p['epochs']}  D {loss['d_loss']:.3g}  G {loss['g_loss']:.3g}  "
-                                   f"{p['showers_per_s']:.1f} showers/s")
+            bar.update(
+                task,
+                total=p["total_steps"],
+                completed=p["step"],
+                description=f"epoch {p['epoch']}/{p['epochs']}  "
+                f"D {loss['d_loss']:.3g}  G {loss['g_loss']:.3g}  "
+                f"{p['showers_per_s']:.1f} showers/s",
+            )
 
         res = train(cfg, progress=on_step, log=lambda m: console.print(m, highlight=False))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     if res.model is not None:
-        out.print(f"selected epoch {res.best_epoch} (optimisation metric {res.best_metric:.4g}): {res.model}", highlight=False)
-    out.print(f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}", highlight=False)
+        out.print(
+            f"selected epoch {res.best_epoch} "
+            f"(optimisation metric {res.best_metric:.4g}): {res.model}",
+            highlight=False,
+        )
+    out.print(
+        f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}",
+        highlight=False,
+    )
 
 
-def _write_outputs(report: dict[str, Any], json_out: Path | None, plots: Path | None,
-                   plotter: Callable[[dict[str, Any], Path], list[Path]]) -> None:
+def _write_outputs(
+    report: dict[str, Any],
+    json_out: Path | None,
+    plots: Path | None,
+    plotter: Callable[[dict[str, Any], Path], list[Path]],
+) -> None:
     """The --json / --plots tail shared by validate and bench."""
     from caloquant.fileio import write_json
 

@@ -42,11 +42,26 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in blocks (checksums of artifacts, shards, reference sets)."""
+    """Hex sha256 of a file's bytes, read in blocks (checksums of artifacts, shards, reference
+    sets)."""
     import hashlib
 
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, or of every file of a folder (relative names and contents), so that
+    a run is tied to a model's bytes, not to its path (checkpoints and artifact directories)."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        h.update(str(f.relative_to(p) if f != p else f.name).encode() + b"\0")
+        h.update(bytes.fromhex(file_sha256(f)))
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -59,5 +74,7 @@ def cache_root() -> Path:
     """caloquant's per-user cache: ``$CALOQUANT_CACHE``, else ``$XDG_CACHE_HOME/caloquant``,
     else ``~/.cache/caloquant`` (Geant4 helper and data, reference sets, QAT states)."""
     base = os.environ.get("CALOQUANT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caloquant")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "caloquant",
+    )
     return Path(base)

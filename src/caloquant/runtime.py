@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 log = logging.getLogger("caloquant")
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), else the CPU count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -50,8 +59,20 @@ def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
 
 
 # ISA flags that decide which kernels the inference engines can use.
-RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                  "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+RELEVANT_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
 
 
 def cpuinfo() -> dict[str, str]:
@@ -74,9 +95,12 @@ def cpu_identity() -> dict[str, object]:
 
     ci = cpuinfo()
     flags = set(ci.get("flags", "").split())
-    return {"cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
-            "cpu_vendor": ci.get("vendor_id"), "flags": [f for f in RELEVANT_FLAGS if f in flags],
-            "cpu_class": cpu_class(flags)}
+    return {
+        "cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
+        "cpu_vendor": ci.get("vendor_id"),
+        "flags": [f for f in RELEVANT_FLAGS if f in flags],
+        "cpu_class": cpu_class(flags),
+    }
 
 
 def cpu_class(flags: set[str] | list[str]) -> str:

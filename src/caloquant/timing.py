@@ -51,16 +51,25 @@ class TimingConfig:
         if self.warmup_s < 0:
             raise CaloquantError(f"warm-up must not be negative, got {self.warmup_s} s")
         if not 1 <= self.min_calls <= self.max_calls:
-            raise CaloquantError(f"need 1 <= min_calls <= max_calls, got {self.min_calls}, {self.max_calls}")
+            raise CaloquantError(
+                f"need 1 <= min_calls <= max_calls, got {self.min_calls}, {self.max_calls}"
+            )
         if not self.first_call_budget_s > 0:
-            raise CaloquantError(f"first-call budget must be positive, got {self.first_call_budget_s} s")
+            raise CaloquantError(
+                f"first-call budget must be positive, got {self.first_call_budget_s} s"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def time_streams(runners: Sequence[Runner], inputs: Sequence[np.ndarray], cfg: TimingConfig, warmup: bool = True,
-                 monitors: Sequence[Any] = ()) -> dict[str, Any]:
+def time_streams(
+    runners: Sequence[Runner],
+    inputs: Sequence[np.ndarray],
+    cfg: TimingConfig,
+    warmup: bool = True,
+    monitors: Sequence[Any] = (),
+) -> dict[str, Any]:
     """One window: every stream runs concurrently. Each stream first makes one untimed call;
     ``warmup``: calls go on until ``cfg.warmup_s`` has passed before timing starts.
     ``monitors``: context managers entered around the timed part (memory, other load).
@@ -98,7 +107,9 @@ def time_streams(runners: Sequence[Runner], inputs: Sequence[np.ndarray], cfg: T
         d = durations[i]
         start = time.perf_counter()
         try:
-            while len(d) < cfg.min_calls or (time.perf_counter() < deadline[0] and len(d) < cfg.max_calls):
+            while len(d) < cfg.min_calls or (
+                time.perf_counter() < deadline[0] and len(d) < cfg.max_calls
+            ):
                 t0 = time.perf_counter()
                 f(x)
                 d.append(time.perf_counter() - t0)
@@ -126,7 +137,10 @@ def time_streams(runners: Sequence[Runner], inputs: Sequence[np.ndarray], cfg: T
     meds = [float(np.median(d)) for d in durations]
     pooled = np.concatenate([np.asarray(d) / m for d, m in zip(durations, meds)])
     sps = sum(batch / m for m in meds)
-    wall = sum(batch * len(d) / max(b - a, 1e-12) if b > a else batch / m for d, m, (a, b) in zip(durations, meds, spans))
+    wall = sum(
+        batch * len(d) / max(b - a, 1e-12) if b > a else batch / m
+        for d, m, (a, b) in zip(durations, meds, spans)
+    )
     all_ms = 1000 * np.concatenate([np.asarray(d) for d in durations])
     return {
         "showers_per_s": sps,
@@ -148,8 +162,12 @@ def throughput(fn: Runner, latent: np.ndarray, cfg: TimingConfig | None = None) 
     return r
 
 
-def interleaved(fns: dict[str, Runner], latent: np.ndarray, cfg: TimingConfig | None = None,
-                rounds: int | None = None) -> dict[str, dict[str, Any]]:
+def interleaved(
+    fns: dict[str, Runner],
+    latent: np.ndarray,
+    cfg: TimingConfig | None = None,
+    rounds: int | None = None,
+) -> dict[str, dict[str, Any]]:
     """Speeds of several models in interleaved rounds (A B C A B C ...); per model the median
     over rounds, every round kept. Ratios between these numbers are what caloquant reports.
     The first round of each model carries the warm-up."""
@@ -167,6 +185,11 @@ def interleaved(fns: dict[str, Runner], latent: np.ndarray, cfg: TimingConfig | 
     out: dict[str, dict[str, Any]] = {}
     for k, v in runs.items():
         med = float(np.median(v))
-        out[k] = {"showers_per_s": med, "ms_per_shower": 1000.0 / med, "rounds": v,
-                  "spread": float((max(v) - min(v)) / 2 / med), "time_boxed": boxed[k]}
+        out[k] = {
+            "showers_per_s": med,
+            "ms_per_shower": 1000.0 / med,
+            "rounds": v,
+            "spread": float((max(v) - min(v)) / 2 / med),
+            "time_boxed": boxed[k],
+        }
     return out

@@ -2,10 +2,12 @@
 memory, per-op profiles, roofline against measured machine ceilings, and the speed-up against
 Monte Carlo (`caloquant bench`)."""
 
-from caloquant.bench.core import RESULT_KEYS, BenchConfig, compare_runs, parse_int_list, run_bench
+from caloquant.bench.config import BenchConfig, parse_int_list
+from caloquant.bench.core import RESULT_KEYS, run_bench
 from caloquant.bench.machine import machine_info, measure_ceilings
 from caloquant.bench.montecarlo import GEANT4_LITERATURE
 from caloquant.bench.profile import CATEGORIES
+from caloquant.bench.summary import compare_runs
 from caloquant.bench.variants import ModelRequest, parse_model_arg
 
 __all__ = [

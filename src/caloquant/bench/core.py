@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from caloquant.bench.config import BenchConfig
 from caloquant.bench.machine import (
     OtherLoad,
     RssSampler,
@@ -36,13 +37,17 @@ from caloquant.bench.machine import (
     memory_bandwidth_gbs,
     release_memory,
     rss_bytes,
-    usable_cores,
 )
-from caloquant.bench.montecarlo import GEANT4_LITERATURE, check_mc_engine, engine_speedups, run_monte_carlo, time_mc_engine
+from caloquant.bench.montecarlo import (
+    GEANT4_LITERATURE,
+    engine_speedups,
+    run_monte_carlo,
+    time_mc_engine,
+)
 from caloquant.bench.profile import CATEGORY_HELP, profile_variant
+from caloquant.bench.summary import finish_results, merge_ceilings, probe_summary, run_notes
 from caloquant.bench.variants import (
     ModelRequest,
-    Runner,
     Variant,
     latents_for,
     load_variant,
@@ -51,106 +56,27 @@ from caloquant.bench.variants import (
     quiet_logs,
 )
 from caloquant.errors import CaloquantError
-from caloquant.timing import TimingConfig, time_streams
+from caloquant.runtime import usable_cores
+from caloquant.timing import time_streams
 
 log = logging.getLogger(__name__)
 
 BENCH_FORMAT = 1
 MB = 1024.0**2
 # JSON keys every result row carries (other tools rely on them).
-RESULT_KEYS = ("model", "backend", "precision", "threads", "streams", "batch", "showers_per_s", "ms_per_shower",
-               "peak_rss_mb", "model_bytes")
+RESULT_KEYS = (
+    "model",
+    "backend",
+    "precision",
+    "threads",
+    "streams",
+    "batch",
+    "showers_per_s",
+    "ms_per_shower",
+    "peak_rss_mb",
+    "model_bytes",
+)
 Progress = Callable[[int, int, str], None]  # (total steps, steps done, what is running)
-
-
-def parse_int_list(text: str | Sequence[int], option: str) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4): positive integers, duplicates dropped, order kept."""
-    if not isinstance(text, str):
-        vals = [int(v) for v in text]
-    else:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        try:
-            vals = [int(p) for p in parts]
-        except ValueError:
-            raise CaloquantError(f"{option} must be a comma-separated list of positive integers, got '{text}'") from None
-    if not vals or any(v < 1 for v in vals):
-        raise CaloquantError(f"{option} must be a comma-separated list of positive integers, got '{text}'")
-    return tuple(dict.fromkeys(vals))
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What `caloquant bench` measures.
-
-    ``duration_s`` is the timed budget per grid point, split into ``rounds`` windows (each at
-    least ``min_calls`` call per stream); the first window of a point is preceded by a warm-up
-    of ``warmup_s`` (default a quarter of ``duration_s``, at least one call per stream).
-    """
-
-    threads: tuple[int, ...] = (1, 2)
-    streams: tuple[int, ...] = (1, 2)
-    batches: tuple[int, ...] = (1, 8, 32, 128)
-    duration_s: float = 2.0
-    warmup_s: float | None = None
-    rounds: int = 4
-    min_calls: int = 1
-    profile: bool = True
-    profile_batch: int | None = None  # default: 32 if in the grid, else the largest batch
-    ceilings: bool = True
-    seed: int = 0
-    max_other_load_pct: float = 25.0  # re-measure a window when other processes took more of the CPUs
-    retries: int = 1
-    mc_command: str | None = None
-    mc_showers: int | None = None
-    first_call_budget_s: float = 20.0  # a model whose first call takes longer is timed by that call alone
-    skip_self_check: bool = False  # load artifacts without running their canary on this CPU
-    mc_engine: str | None = None  # caloquant.sim engine timed in this run (--mc geant4)
-    mc_showers_per_point: int = 3
-    mc_budget_s: float = 300.0
-    oversubscribe: bool = True  # also time grid points whose threads x streams exceed the usable cores
-
-    def __post_init__(self) -> None:
-        for name, option in (("threads", "--threads"), ("streams", "--streams"), ("batches", "--batch")):
-            parse_int_list(getattr(self, name), option)
-        if not self.duration_s > 0:
-            raise CaloquantError(f"duration must be positive, got {self.duration_s}")
-        if self.warmup_s is not None and self.warmup_s < 0:
-            raise CaloquantError(f"warm-up must not be negative, got {self.warmup_s}")
-        if self.rounds < 1:
-            raise CaloquantError(f"rounds must be at least 1, got {self.rounds}")
-        if self.retries < 0:
-            raise CaloquantError(f"retries must not be negative, got {self.retries}")
-        if self.min_calls < 1:
-            raise CaloquantError(f"min_calls must be at least 1, got {self.min_calls}")
-        if (self.mc_command is None) != (self.mc_showers is None):
-            raise CaloquantError("mc_command and mc_showers go together (the command simulates that many showers)")
-        if self.mc_engine is not None:
-            check_mc_engine(self.mc_engine)
-        self.timing  # noqa: B018 - validates the derived timing settings
-
-    @property
-    def timing(self) -> TimingConfig:
-        """The shared timing settings (caloquant.timing) this grid uses for each window."""
-        return TimingConfig(window_s=self.duration_s / self.rounds, rounds=self.rounds, warmup_s=self.warmup,
-                            min_calls=self.min_calls, max_calls=1_000_000, first_call_budget_s=self.first_call_budget_s)
-
-    @property
-    def warmup(self) -> float:
-        return 0.25 * self.duration_s if self.warmup_s is None else self.warmup_s
-
-    @property
-    def profile_at(self) -> int:
-        if self.profile_batch is not None:
-            return self.profile_batch
-        return 32 if 32 in self.batches else max(self.batches)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("threads", "streams", "batches"):
-            d[k] = list(d[k])
-        d["warmup_s"] = self.warmup
-        d["timing"] = self.timing.to_dict()
-        return d
 
 
 def _label(text: str, seen: dict[str, int]) -> str:
@@ -158,11 +84,14 @@ def _label(text: str, seen: dict[str, int]) -> str:
     return text if seen[text] == 1 else f"{text}#{seen[text]}"
 
 
-def _ceiling_key(precision: str) -> str:
-    return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
-
-
-def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc: dict[str, Any] | None, mc_engine: dict[str, Any] | None = None) -> dict[str, Any]:
+def _row(
+    m: _Loaded,
+    point: tuple[int, int, int],
+    cores: int,
+    run_rss0: int,
+    mc: dict[str, Any] | None,
+    mc_engine: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One result row from a grid point's timed windows: median over windows, their spread, best.
 
     Every model of a run stays loaded (the windows of all models are interleaved), so the
@@ -177,22 +106,32 @@ def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc:
     own = run_rss0 + (m.info["model_rss_mb"] * MB) + max(w["rss_growth_bytes"] for w in windows)
     flops = v.flops_per_shower
     return {
-        "model": label, "backend": v.backend, "precision": v.precision, "executed_precision": m.info["executed_precision"],
-        "threads": t, "streams": s, "batch": b,
-        "showers_per_s": round(med, 3), "ms_per_shower": round(1000.0 / med, 4),
+        "model": label,
+        "backend": v.backend,
+        "precision": v.precision,
+        "executed_precision": m.info["executed_precision"],
+        "threads": t,
+        "streams": s,
+        "batch": b,
+        "showers_per_s": round(med, 3),
+        "ms_per_shower": round(1000.0 / med, 4),
         "spread": round(float(sps.max() - sps.min()) / 2 / med, 4),
         "showers_per_s_best": round(float(sps.max()), 3),
         "showers_per_s_windows": [round(float(x), 2) for x in sps],
         "call_spread": round(float(np.median([w["spread"] for w in windows])), 4),
-        "showers_per_s_wall": round(float(np.median([w["showers_per_s_wall"] for w in windows])), 3),
-        "calls": int(calls_ms.size), "call_ms_p50": round(float(np.median(calls_ms)), 3),
+        "showers_per_s_wall": round(
+            float(np.median([w["showers_per_s_wall"] for w in windows])), 3
+        ),
+        "calls": int(calls_ms.size),
+        "call_ms_p50": round(float(np.median(calls_ms)), 3),
         "latency_ms_p50": round(float(np.median(calls_ms)), 3) if b == 1 else None,
         "latency_ms_p99": round(float(np.percentile(calls_ms, 99)), 3) if b == 1 else None,
         "peak_rss_mb": round(own / MB, 1),
         "peak_rss_over_baseline_mb": round((own - run_rss0) / MB, 1),
         "process_peak_rss_mb": round(max(w["peak_rss_bytes"] for w in windows) / MB, 1),
         "model_bytes": v.model_bytes,
-        "threads_total_effective": eff["threads_total"], "streams_effective": eff["streams"],
+        "threads_total_effective": eff["threads_total"],
+        "streams_effective": eff["streams"],
         "oversubscribed": t * s > cores,
         "other_load_pct": max(loads) if loads else None,
         "retries": int(sum(w["retries"] for w in windows)),
@@ -200,7 +139,9 @@ def _row(m: _Loaded, point: tuple[int, int, int], cores: int, run_rss0: int, mc:
         "achieved_gflops": round(flops * med / 1e9, 2) if flops else None,
         "ceiling_gflops": None,  # filled in once the run's ceilings are final
         "roofline_fraction": None,
-        "speedup_vs_geant4_literature": round(float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0),
+        "speedup_vs_geant4_literature": round(
+            float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0
+        ),
         "speedup_vs_mc_measured": round(mc["seconds_per_shower"] * med, 2) if mc else None,
         **engine_speedups(mc_engine, med),
     }
@@ -217,8 +158,14 @@ class _Loaded:
     effective: dict[tuple[int, int], dict[str, Any]]
 
 
-def _load_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tuple[int, int, int]],
-                step: Callable[..., None], say: Callable[[str], None]) -> _Loaded:
+def _load_model(
+    req: ModelRequest,
+    label: str,
+    cfg: BenchConfig,
+    grid: list[tuple[int, int, int]],
+    step: Callable[..., None],
+    say: Callable[[str], None],
+) -> _Loaded:
     """Load one model (memory measured around it), count its FLOPs and profile it."""
     step(f"{label}: loading")
     release_memory()
@@ -237,8 +184,10 @@ def _load_model(req: ModelRequest, label: str, cfg: BenchConfig, grid: list[tupl
     info["rss_baseline_mb"] = round(rss0 / MB, 1)
     info["model_rss_mb"] = round(rss_model / MB, 1)
     step(f"{label}: loaded", 1)
-    say(f"{label}: {v.backend} {v.precision}, {v.model_bytes / MB:.2f} MB, "
-        f"{(v.flops_per_shower or 0) / 1e9:.3f} GFLOP/shower, loaded in {info['load_seconds']} s")
+    say(
+        f"{label}: {v.backend} {v.precision}, {v.model_bytes / MB:.2f} MB, "
+        f"{(v.flops_per_shower or 0) / 1e9:.3f} GFLOP/shower, loaded in {info['load_seconds']} s"
+    )
     if cfg.profile:
         step(f"{label}: profile")
         info["profile"] = profile_variant(v, lat[0][: cfg.profile_at], max(cfg.threads))
@@ -259,11 +208,19 @@ def _window(m: _Loaded, point: tuple[int, int, int], cfg: BenchConfig) -> None:
         # first window: full warm-up; later ones: one untimed call to refill caches
         rss, other = RssSampler(), OtherLoad()
         try:
-            new = time_streams(runners, [m.latents[i][:b] for i in range(s)], cfg.timing, warmup=not prev, monitors=(rss, other))
+            new = time_streams(
+                runners,
+                [m.latents[i][:b] for i in range(s)],
+                cfg.timing,
+                warmup=not prev,
+                monitors=(rss, other),
+            )
         except Exception as exc:  # noqa: BLE001 - an engine failing at one grid point
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CaloquantError(f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
-                                 f"{first_line[:160]}") from None
+            raise CaloquantError(
+                f"{label}: inference failed at threads {t}, streams {s}, batch {b}: "
+                f"{first_line[:160]}"
+            ) from None
         new |= {"retries": attempt, "peak_rss_bytes": rss.peak, "other_load_pct": other.pct}
         if best is None or (new["other_load_pct"] or 0) < (best["other_load_pct"] or 0):
             best = new
@@ -274,50 +231,29 @@ def _window(m: _Loaded, point: tuple[int, int, int], cfg: BenchConfig) -> None:
     prev.append(best)
 
 
-def _finish(infos: list[dict[str, Any]], results: list[dict[str, Any]], ceilings: dict[str, Any] | None, cores: int) -> None:
-    """Roofline fractions against the run's final ceilings; per-model best point and latency."""
-    for r in results:
-        if ceilings and r["achieved_gflops"] is not None:
-            used = min(r["threads_total_effective"], cores)
-            ceil = ceilings["gflops"].get(str(used), {}).get(_ceiling_key(r["precision"]))
-            r["ceiling_gflops"] = ceil
-            r["roofline_fraction"] = round(r["achieved_gflops"] / ceil, 4) if ceil else None
-    for info in infos:
-        rows = [r for r in results if r["model"] == info["model"]]
-        best = max(rows, key=lambda r: r["showers_per_s"])
-        info["best"] = {k: best[k] for k in ("threads", "streams", "batch", "showers_per_s", "ms_per_shower",
-                                             "roofline_fraction", "speedup_vs_geant4_literature")}
-        info["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
-        one = [r for r in rows if r["batch"] == 1 and r["streams"] == 1]
-        if one:
-            fastest = min(one, key=lambda r: r["latency_ms_p50"])
-            info["latency_batch1"] = {k: fastest[k] for k in ("threads", "latency_ms_p50", "latency_ms_p99")}
-
-
-def _merge_ceilings(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Best of two ceiling measurements (start and end of the run), both kept."""
-    out = dict(a)
-    out["gflops"] = {t: {d: max((x for x in (a["gflops"][t][d], b["gflops"][t][d]) if x is not None), default=None)
-                         for d in a["gflops"][t]} for t in a["gflops"]}
-    out["measurements"] = [{"when": "start", "gflops": a["gflops"], "other_load_pct": a.get("other_load_pct")},
-                           {"when": "end", "gflops": b["gflops"], "other_load_pct": b.get("other_load_pct")}]
-    out["warnings"] = a.get("warnings", []) + b.get("warnings", [])
-    out["method"] = a["method"] + "; best of a measurement at the start and one at the end of the run"
-    return out
-
-
-def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+def run_bench(
+    models: Sequence[str], cfg: BenchConfig, progress: Progress | None = None
+) -> dict[str, Any]:
     """Benchmark every model over the configured grid; returns the JSON-ready report."""
     if not models:
         raise CaloquantError("give at least one model")
-    requests = [parse_model_arg(m) for m in models]  # fail fast on bad arguments, before any timing
+    # fail fast on bad arguments, before any timing
+    requests = [parse_model_arg(m) for m in models]
     say = log.info
     t_start = time.perf_counter()
     cores = usable_cores()
-    grid = [(t, s, b) for t in cfg.threads for s in cfg.streams for b in cfg.batches if cfg.oversubscribe or t * s <= cores]
+    grid = [
+        (t, s, b)
+        for t in cfg.threads
+        for s in cfg.streams
+        for b in cfg.batches
+        if cfg.oversubscribe or t * s <= cores
+    ]
     if not grid:
-        raise CaloquantError(f"every grid point has more threads x streams than the {cores} usable cores; "
-                             "choose fewer threads or streams, or allow oversubscription")
+        raise CaloquantError(
+            f"every grid point has more threads x streams than the {cores} usable cores; "
+            "choose fewer threads or streams, or allow oversubscription"
+        )
     total = len(requests) * (len(grid) * cfg.rounds + 1 + int(cfg.profile)) + 2 * int(cfg.ceilings)
     done = 0
 
@@ -330,9 +266,13 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
     machine = machine_info()
     machine["load_before"] = load_snapshot()
     # a Monte Carlo command that cannot run is bad input too: run it first
-    mc = run_monte_carlo(cfg.mc_command, cfg.mc_showers) if cfg.mc_command and cfg.mc_showers else None
+    mc = (
+        run_monte_carlo(cfg.mc_command, cfg.mc_showers)
+        if cfg.mc_command and cfg.mc_showers
+        else None
+    )
     # every model is loaded (and checked) before anything is measured: bad input fails fast
-    prime_libraries({r.engine for r in requests})
+    prime_libraries({r.backend_name for r in requests})
     seen: dict[str, int] = {}
     run_rss0 = rss_bytes()
     loaded: list[_Loaded] = []
@@ -362,7 +302,8 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
             for m in loaded:
                 t, s_, b = point
                 what = f"{m.variant.label}: threads {t}, streams {s_}, batch {b}" + (
-                    f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
+                    f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""
+                )
                 step(what)
                 with quiet_logs():
                     _window(m, point, cfg)
@@ -377,9 +318,9 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
 
     if ceilings is not None:
         step("machine ceilings (again)")
-        ceilings = _merge_ceilings(ceilings, measure_ceilings(counts))
+        ceilings = merge_ceilings(ceilings, measure_ceilings(counts))
         step("machine ceilings (again)", 1)
-    _finish(model_infos, results, ceilings, cores)
+    finish_results(model_infos, results, ceilings, cores)
     machine["load_after"] = load_snapshot()
     return {
         "caloquant_bench": BENCH_FORMAT,
@@ -391,86 +332,15 @@ def run_bench(models: Sequence[str], cfg: BenchConfig, progress: Progress | None
         "profile_categories": CATEGORY_HELP,
         "models": model_infos,
         "results": results,
-        "monte_carlo": {"geant4_literature": GEANT4_LITERATURE, "measured": mc, "engine": mc_engine},
-        "host_probe": _probe_summary(probes),
-        "contended_points": sum(1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct),
-        "notes": [
-            f"showers_per_s: median over {cfg.rounds} windows of {cfg.duration_s / cfg.rounds:g} s; the windows of all models and grid "
-            "points are interleaved round after round over the whole run "
-            "(each window: sum over streams of batch / median call time; all in showers_per_s_windows, the largest in "
-            "showers_per_s_best); spread: (max - min) / 2 of the windows relative to the median; call_spread: half the "
-            "16-84 % range of call times within a window, relative to its median",
-            "ms_per_shower = 1000 / showers_per_s (amortized); latency_ms_p50/p99: per call at batch 1, all windows",
-            "model_rss_mb: process RSS growth from before loading the model to after loading it and one batch-1 call; "
-            "peak_rss_mb: the model's own peak = RSS before any model was loaded + model_rss_mb + the largest RSS growth "
-            "during its windows (sampled every 5 ms); process_peak_rss_mb: the whole process, which holds every model of the run",
-            "host_probe: a fixed 1-thread fp32 and int8 matmul timed at the start of every round; its spread shows how much "
-            "the machine's own speed moved during the run (0 % is a quiet host)",
-            "roofline_fraction: FLOPs per shower x showers/s over the measured matmul ceiling of the model's precision "
-            "at the threads in use (int8 models with float layers are held to the int8 ceiling)",
-            "speedup_vs_geant4_literature uses a Geant4 time from the literature, NOT measured here (see monte_carlo)",
-            f"other_load_pct: share of the machine's CPUs used by other processes (and hypervisor steal) during a window; "
-            f"a window above {cfg.max_other_load_pct:g} % is re-measured up to {cfg.retries} time(s), keeping the quietest",
-        ],
+        "monte_carlo": {
+            "geant4_literature": GEANT4_LITERATURE,
+            "measured": mc,
+            "engine": mc_engine,
+        },
+        "host_probe": probe_summary(probes),
+        "contended_points": sum(
+            1 for r in results if (r["other_load_pct"] or 0) > cfg.max_other_load_pct
+        ),
+        "notes": run_notes(cfg),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-
-
-def _probe_summary(probes: list[dict[str, float | None]]) -> dict[str, Any]:
-    """Host probe per round and, per dtype, (max - min) / median over the run."""
-    out: dict[str, Any] = {"method": "1-thread square matmul (n=512, median of calls over ~40 ms) at the start of "
-                                     "every round and at the end; GFLOP/s (GOP/s for int8)", "rounds": probes}
-    for d in probes[0]:
-        vals = np.array([p[d] for p in probes if p.get(d)], dtype=float)
-        out[f"{d}_spread"] = round(float((vals.max() - vals.min()) / np.median(vals)), 3) if vals.size else None
-    return out
-
-
-def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Relative differences between two reports, grid point by grid point: of showers/s, and of
-    each model's speed relative to the first model at the same point (the within-run ratio)."""
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["model"], r["backend"], r["precision"], r["threads"], r["streams"], r["batch"])
-
-    def stats(diffs: list[dict[str, Any]]) -> dict[str, Any]:
-        rel = np.array([d["rel_diff"] for d in diffs])
-        return {"points": len(diffs), "max_rel_diff": float(rel.max()), "median_rel_diff": float(np.median(rel)),
-                "within_10pct": int((rel <= 0.10).sum()), "worst": sorted(diffs, key=lambda d: -d["rel_diff"])[:5]}
-
-    def rel(x: float, y: float) -> float:
-        return abs(x - y) / ((x + y) / 2)
-
-    rb = {key(r): r for r in b["results"]}
-    ref_model = a["results"][0]["model"]
-    ref_a = {key(r)[3:]: r["showers_per_s"] for r in a["results"] if r["model"] == ref_model}
-    ref_b = {key(r)[3:]: r["showers_per_s"] for r in b["results"] if r["model"] == ref_model}
-    diffs, ratios = [], []
-    for r in a["results"]:
-        o = rb.get(key(r))
-        if o is None:
-            continue
-        point = dict(zip(("model", "backend", "precision", "threads", "streams", "batch"), key(r)))
-        x, y = r["showers_per_s"], o["showers_per_s"]
-        diffs.append({"point": point, "a": x, "b": y, "rel_diff": rel(x, y)})
-        p = key(r)[3:]
-        if r["model"] != ref_model and p in ref_a and p in ref_b:
-            qa, qb = x / ref_a[p], y / ref_b[p]
-            ratios.append({"point": point, "a": round(qa, 4), "b": round(qb, 4), "rel_diff": rel(qa, qb)})
-    if not diffs:
-        raise CaloquantError("the two reports have no grid point in common")
-    out = stats(diffs)
-    if ratios:
-        out["ratio_to_reference"] = {"reference_model": ref_model, **stats(ratios)}
-    probes = {}
-    for d in ("fp32", "int8"):
-        pa = [p[d] for p in (a.get("host_probe") or {}).get("rounds", []) if p.get(d)]
-        pb = [p[d] for p in (b.get("host_probe") or {}).get("rounds", []) if p.get(d)]
-        if pa and pb:
-            probes[d] = {"median_a": float(np.median(pa)), "median_b": float(np.median(pb)),
-                         "rel_diff": rel(float(np.median(pa)), float(np.median(pb))),
-                         "spread_a": a["host_probe"].get(f"{d}_spread"), "spread_b": b["host_probe"].get(f"{d}_spread")}
-    if probes:
-        out["host_probe"] = probes
-        # a fixed workload that ran at different speeds: the machine changed, not the models
-        out["host_changed"] = any(p["rel_diff"] > 0.10 for p in probes.values())
-    return out

@@ -15,18 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.runtime import RELEVANT_FLAGS, cpuinfo
+from caloquant.runtime import RELEVANT_FLAGS, cpuinfo, usable_cores
 
-LIBRARIES = ("caloquant", "torch", "numpy", "openvino", "nncf", "onnxruntime", "onnx", "torchao", "psutil")
+LIBRARIES = (
+    "caloquant",
+    "torch",
+    "numpy",
+    "openvino",
+    "nncf",
+    "onnxruntime",
+    "onnx",
+    "torchao",
+    "psutil",
+)
 CEILING_DTYPES = ("fp32", "bf16", "fp16", "int8")
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (affinity mask), else the CPU count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _versions() -> dict[str, str | None]:
@@ -53,7 +55,11 @@ def load_snapshot() -> dict[str, Any]:
         la = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         la = None
-    return {"loadavg_1_5_15": la, "cpu_pressure_avg10_pct": _cpu_pressure(), "time_unix": round(time.time(), 1)}
+    return {
+        "loadavg_1_5_15": la,
+        "cpu_pressure_avg10_pct": _cpu_pressure(),
+        "time_unix": round(time.time(), 1),
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -107,7 +113,11 @@ class OtherLoad:
 
     def __enter__(self) -> OtherLoad:
         self.pct: float | None = None
-        self._t, self._busy, self._self = time.perf_counter(), _machine_busy_s(), sum(os.times()[:2])
+        self._t, self._busy, self._self = (
+            time.perf_counter(),
+            _machine_busy_s(),
+            sum(os.times()[:2]),
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -119,7 +129,9 @@ class OtherLoad:
         self.pct = round(max(0.0, 100 * other / (wall * (os.cpu_count() or 1))), 1)
 
 
-def wait_for_quiet(max_other_pct: float = 10.0, timeout_s: float = 600.0, window_s: float = 2.0) -> float | None:
+def wait_for_quiet(
+    max_other_pct: float = 10.0, timeout_s: float = 600.0, window_s: float = 2.0
+) -> float | None:
     """Wait until other processes use less than ``max_other_pct`` of the machine over a window;
     returns the last reading (or None without /proc/stat). Gives up after ``timeout_s``."""
     end = time.perf_counter() + timeout_s
@@ -232,7 +244,9 @@ def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
     try:
         for dt in ("fp32", "int8"):
             try:
-                out[dt] = round(2 * n**3 / float(np.median(_matmul_seconds(dt, n, budget_s))) / 1e9, 1)
+                out[dt] = round(
+                    2 * n**3 / float(np.median(_matmul_seconds(dt, n, budget_s))) / 1e9, 1
+                )
             except (RuntimeError, NotImplementedError):
                 out[dt] = None
     finally:
@@ -240,7 +254,9 @@ def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
     return out
 
 
-def measure_ceilings(thread_counts: list[int], budget_s: float = 0.25, sizes: tuple[int, ...] = (1024, 2048)) -> dict[str, Any]:
+def measure_ceilings(
+    thread_counts: list[int], budget_s: float = 0.25, sizes: tuple[int, ...] = (1024, 2048)
+) -> dict[str, Any]:
     """Best measured square-matmul throughput (GFLOP/s; GOP/s for int8) per dtype and thread count.
 
     torch.mm (oneDNN/MKL) for fp32, bf16, fp16 and torch._int_mm (oneDNN, VNNI/AMX int8) for
@@ -250,8 +266,12 @@ def measure_ceilings(thread_counts: list[int], budget_s: float = 0.25, sizes: tu
     import torch
 
     before = torch.get_num_threads()
-    out: dict[str, Any] = {"method": "square matmul, best of repeated calls (torch.mm; torch._int_mm for int8)",
-                           "budget_s_per_point": budget_s, "sizes": list(sizes), "gflops": {}}
+    out: dict[str, Any] = {
+        "method": "square matmul, best of repeated calls (torch.mm; torch._int_mm for int8)",
+        "budget_s_per_point": budget_s,
+        "sizes": list(sizes),
+        "gflops": {},
+    }
     try:
         with OtherLoad() as ol:
             _measure(out, thread_counts, budget_s, sizes)
@@ -262,15 +282,21 @@ def measure_ceilings(thread_counts: list[int], budget_s: float = 0.25, sizes: tu
             slow = [d for d in CEILING_DTYPES if a[d] and b[d] and b[d] < 0.9 * a[d]]
             if slow:
                 out.setdefault("warnings", []).append(
-                    f"{hi}-thread ceiling below the {lo}-thread one for {', '.join(slow)}: other work was running")
+                    f"{hi}-thread ceiling below the {lo}-thread one for {', '.join(slow)}: "
+                    "other work was running"
+                )
         if ol.pct is not None and ol.pct > 10:
-            out.setdefault("warnings", []).append(f"other processes used {ol.pct:.0f} % of the CPUs while the ceilings were measured")
+            out.setdefault("warnings", []).append(
+                f"other processes used {ol.pct:.0f} % of the CPUs while the ceilings were measured"
+            )
     finally:
         torch.set_num_threads(before)
     return out
 
 
-def _measure(out: dict[str, Any], thread_counts: list[int], budget_s: float, sizes: tuple[int, ...]) -> None:
+def _measure(
+    out: dict[str, Any], thread_counts: list[int], budget_s: float, sizes: tuple[int, ...]
+) -> None:
     """Fill ``out['gflops'][threads][dtype]`` with the best rate over ``sizes`` (ascending);
     a size whose single call exceeded the budget ends that dtype's sizes (noted in the JSON)."""
     import torch
@@ -286,8 +312,10 @@ def _measure(out: dict[str, Any], thread_counts: list[int], budget_s: float, siz
                     best = max(best, 2 * n**3 / min(times))
                     if len(times) == 1:
                         out.setdefault("time_boxed", []).append(
-                            f"{dt} at {t} thread(s): one {n}x{n} call took {times[0]:.2f} s (> {budget_s} s budget): "
-                            "no fast native kernel on this CPU; larger sizes skipped")
+                            f"{dt} at {t} thread(s): one {n}x{n} call took {times[0]:.2f} s "
+                            f"(> {budget_s} s budget): "
+                            "no fast native kernel on this CPU; larger sizes skipped"
+                        )
                         break
                 row[dt] = round(best / 1e9, 1)
             except (RuntimeError, NotImplementedError):  # no kernel for this dtype on this build

@@ -19,21 +19,28 @@ GEANT4_LITERATURE: dict[str, Any] = {
     "label": "Geant4 (literature, not measured here)",
     "measured_here": False,
     "seconds_per_shower": 17.0,
-    "what": "full Geant4 simulation of one 100-500 GeV electron shower in the 25x25x25-cell CLIC-like "
-            "electromagnetic calorimeter that the CERN 3DGAN was trained on",
-    "source": "S. Vallecorsa, F. Carminati, G. Khattak, '3D convolutional GAN for fast simulation', "
-              "EPJ Web Conf. 214 (2019) 02010; used as the Monte Carlo reference by F. Rehm et al., "
-              "'Reduced Precision Strategies for Deep Learning: A High Energy Physics Generative "
-              "Adversarial Network Use Case', ICPRAM 2021, Sec. 6.1",
+    "what": "full Geant4 simulation of one 100-500 GeV electron shower "
+    "in the 25x25x25-cell CLIC-like "
+    "electromagnetic calorimeter that the CERN 3DGAN was trained on",
+    "source": "S. Vallecorsa, F. Carminati, G. Khattak, "
+    "'3D convolutional GAN for fast simulation', "
+    "EPJ Web Conf. 214 (2019) 02010; used as the Monte Carlo reference by F. Rehm et al., "
+    "'Reduced Precision Strategies for Deep Learning: A High Energy Physics Generative "
+    "Adversarial Network Use Case', ICPRAM 2021, Sec. 6.1",
     "verified": False,
-    "hardware": "not checked here: Vallecorsa et al. 2019 is not in ../shared, so its Geant4 hardware and its exact "
-                "per-shower time are unverified; the GAN timings of Rehm et al. 2021 used 7 streams x 56 threads on a "
-                "2-socket Intel Xeon server",
-    "cross_check": "Rehm et al. 2021: 38,000x for float32 at 55.7 ms and 67,000x for int8 at 32.3 ms per inference; "
-                   "with 128 showers per inference these give 16.5 s and 17.2 s per Geant4 shower",
-    "caveat": "17 s is derived, not read from the source: 67,000 x 32.3 ms / 128 assumes 128 showers per timed "
-              "inference, which Rehm et al. do not state; different hardware, core count and year from this run: an "
-              "order-of-magnitude comparison, not a measurement",
+    "hardware": "not checked here: Vallecorsa et al. 2019 is not in ../shared, "
+    "so its Geant4 hardware and its exact "
+    "per-shower time are unverified; "
+    "the GAN timings of Rehm et al. 2021 used 7 streams x 56 threads on a "
+    "2-socket Intel Xeon server",
+    "cross_check": "Rehm et al. 2021: 38,000x for float32 at 55.7 ms "
+    "and 67,000x for int8 at 32.3 ms per inference; "
+    "with 128 showers per inference these give 16.5 s and 17.2 s per Geant4 shower",
+    "caveat": "17 s is derived, not read from the source: "
+    "67,000 x 32.3 ms / 128 assumes 128 showers per timed "
+    "inference, which Rehm et al. do not state; "
+    "different hardware, core count and year from this run: an "
+    "order-of-magnitude comparison, not a measurement",
 }
 
 
@@ -46,15 +53,23 @@ def run_monte_carlo(command: str, showers: int) -> dict[str, Any]:
         raise CaloquantError("mc_command is empty")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        proc = subprocess.run(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+        )
     except OSError as exc:
         raise CaloquantError(f"mc_command could not start: {exc.strerror or exc}") from None
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
         raise CaloquantError(f"mc_command exited with code {proc.returncode}: {last[0][:160]}")
-    return {"label": "Monte Carlo (measured in this run)", "measured_here": True, "command": command,
-            "showers": showers, "seconds": round(wall, 3), "seconds_per_shower": wall / showers}
+    return {
+        "label": "Monte Carlo (measured in this run)",
+        "measured_here": True,
+        "command": command,
+        "showers": showers,
+        "seconds": round(wall, 3),
+        "seconds_per_shower": wall / showers,
+    }
 
 
 def check_mc_engine(engine: str) -> None:
@@ -66,22 +81,31 @@ def check_mc_engine(engine: str) -> None:
 
         st = helper_status()
         if not st["ready"]:
-            raise CaloquantError(f"--mc geant4: the Geant4 engine cannot run here ({st.get('reason')})")
+            raise CaloquantError(
+                f"--mc geant4: the Geant4 engine cannot run here ({st.get('reason')})"
+            )
 
 
-def time_mc_engine(engine: str, showers_per_point: int = 3, budget_s: float = 300.0,
-                   energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0)) -> dict[str, Any]:
+def time_mc_engine(
+    engine: str,
+    showers_per_point: int = 3,
+    budget_s: float = 300.0,
+    energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0),
+) -> dict[str, Any]:
     """Time caloquant's own Monte Carlo engine (``caloquant.sim``) per energy point in this run,
     plus its mean over a flat 100-500 GeV spectrum (wall seconds per shower, one core)."""
     from caloquant.sim import flat_average, time_engine
 
     check_mc_engine(engine)
-    res = time_engine(engine, energies=energies, showers_per_point=showers_per_point, budget_s=budget_s)
+    res = time_engine(
+        engine, energies=energies, showers_per_point=showers_per_point, budget_s=budget_s
+    )
     mean, err = flat_average(res["per_energy"], min(energies), max(energies))
     res["flat_mean_s_per_shower"], res["flat_mean_s_per_shower_err"] = mean, err
-    # CPU seconds are robust to other processes on a shared host (wall seconds are what a user waits)
+    # CPU seconds are robust to other processes on a shared host (wall: what a user waits)
     res["flat_mean_cpu_s_per_shower"], res["flat_mean_cpu_s_per_shower_err"] = flat_average(
-        res["per_energy"], min(energies), max(energies), key="cpu_s_per_shower")
+        res["per_energy"], min(energies), max(energies), key="cpu_s_per_shower"
+    )
     res["flat_range_gev"] = [min(energies), max(energies)]
     return res
 
@@ -101,6 +125,8 @@ def engine_speedups(mc_engine: dict[str, Any] | None, showers_per_s: float) -> d
             s = v["wall_s_per_shower"]
             sem = s["sem"] if s["sem"] == s["sem"] else 0.0  # NaN with one timed shower
             per[e] = {"speedup": sig(s["mean"] * showers_per_s), "err": sig(sem * showers_per_s)}
-    return {"speedup_vs_mc_engine": sig(mc_engine["flat_mean_s_per_shower"] * showers_per_s),
-            "speedup_vs_mc_engine_err": sig(mc_engine["flat_mean_s_per_shower_err"] * showers_per_s),
-            "speedup_vs_mc_engine_per_energy": per}
+    return {
+        "speedup_vs_mc_engine": sig(mc_engine["flat_mean_s_per_shower"] * showers_per_s),
+        "speedup_vs_mc_engine_err": sig(mc_engine["flat_mean_s_per_shower_err"] * showers_per_s),
+        "speedup_vs_mc_engine_per_energy": per,
+    }

@@ -16,6 +16,13 @@ from caloquant.precision.backends.opprofile import CATEGORIES, CATEGORY_HELP
 __all__ = ["CATEGORIES", "CATEGORY_HELP", "profile_variant"]
 
 
-def profile_variant(v: Variant, x: np.ndarray, threads: int, min_calls: int = 3, budget_s: float = 0.5) -> dict[str, Any]:
+def profile_variant(
+    v: Variant, x: np.ndarray, threads: int, min_calls: int = 3, budget_s: float = 0.5
+) -> dict[str, Any]:
     """Time shares per category for ``x`` (one batch) at ``threads`` threads, one stream."""
-    return {"backend": v.backend, "batch": len(x), "threads": threads, **v.model.profile(x, threads, min_calls, budget_s)}
+    return {
+        "backend": v.backend,
+        "batch": len(x),
+        "threads": threads,
+        **v.model.profile(x, threads, min_calls, budget_s),
+    }

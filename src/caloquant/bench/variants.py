@@ -15,10 +15,9 @@ GIL while they compute. How an engine serves streams is the backend's business
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.precision import EngineModel, prime_backend
+from caloquant.models import ModelRef
+from caloquant.precision import EngineModel, prime_backend, read_manifest
 from caloquant.runtime import quiet_loggers
 from caloquant.timing import Runner
+
 CALIB_N = 256
 
 
@@ -37,30 +38,36 @@ class ModelRequest:
     """One ``--model`` argument, parsed."""
 
     text: str
-    path: Path
+    ref: ModelRef
     backend: str | None = None  # None: checkpoint -> torch, artifact -> its manifest
     precision: str | None = None
 
     @property
+    def path(self) -> Path:
+        return self.ref.path
+
+    @property
     def short(self) -> str:
-        """Built-in model name, or file or folder name, plus the backend selection: '3dgan.pt@openvino:bf16'."""
+        """Built-in model name, or file or folder name, plus the backend selection:
+        '3dgan.pt@openvino:bf16'."""
         name = self.text.rpartition("@")[0] if self.backend else self.text
         base = name if not Path(name).exists() else self.path.name
         return base + (f"@{self.backend}:{self.precision}" if self.backend else "")
 
     @property
-    def engine(self) -> str:
-        """The backend this request will run on (read from the manifest for artifacts)."""
-        if self.path.is_dir():
-            return str(manifest_of(self.path).get("backend", "torch"))
+    def backend_name(self) -> str:
+        """The backend this request will run on (read from the manifest for artifacts); unlike
+        ``backend``, never None."""
+        if self.ref.kind == "artifact":
+            return str(read_manifest(self.path).get("backend", "torch"))
         return self.backend or "torch"
 
 
 def parse_model_arg(text: str) -> ModelRequest:
     """``MODEL`` or ``MODEL@BACKEND[:PRECISION]``, MODEL a path or a built-in model name;
     checks that it exists and, for artifacts, that the manifest is readable."""
-    from caloquant.models import resolve_model
-    from caloquant.precision import BACKENDS, check_supported, read_manifest
+    from caloquant.models import model_ref
+    from caloquant.precision import BACKENDS, check_supported
 
     raw = text.strip()
     if not raw:
@@ -71,20 +78,29 @@ def parse_model_arg(text: str) -> ModelRequest:
         backend, _, precision = sel.partition(":")
         backend, precision = backend.strip().lower(), (precision.strip().lower() or "fp32")
         if backend not in BACKENDS:
-            raise CaloquantError(f"model {raw}: unknown backend '{backend}' after '@' (choose from {', '.join(BACKENDS)})")
+            raise CaloquantError(
+                f"model {raw}: unknown backend '{backend}' after '@' "
+                f"(choose from {', '.join(BACKENDS)})"
+            )
         check_supported(backend, precision)
-    path = resolve_model(path_s)
-    if path.is_dir():
-        read_manifest(path)
+    ref = model_ref(path_s)
+    if ref.kind == "artifact":
+        read_manifest(ref.path)
         if backend is not None:
-            raise CaloquantError(f"model {raw}: an artifact already fixes its backend and precision; drop '@{backend}:{precision}'")
-    return ModelRequest(raw, path, backend, precision)
+            raise CaloquantError(
+                f"model {raw}: an artifact already fixes its backend and precision; "
+                f"drop '@{backend}:{precision}'"
+            )
+    return ModelRequest(raw, ref, backend, precision)
 
 
 @contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
     """Exporters and quantizers log warnings (torchvision missing, 'consider pre-processing')."""
-    with quiet_loggers("", "torch", "nncf", "onnxruntime"), warnings.catch_warnings():  # "": the root logger
+    with (
+        quiet_loggers("", "torch", "nncf", "onnxruntime"),
+        warnings.catch_warnings(),
+    ):  # "": the root logger
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
         yield
@@ -124,10 +140,14 @@ class Variant:
     recipe: str | None = None
     meets_tolerance: bool | None = None
     flops_per_shower: int | None = None
-    rewritten: bool = False  # an artifact of the sub-pixel rewrite: it runs fewer FLOPs than its architecture
+    rewritten: bool = (
+        False  # an artifact of the sub-pixel rewrite: it runs fewer FLOPs than its architecture
+    )
     flops_per_shower_architecture: int | None = None
     self_check: dict[str, Any] | None = None
-    _cache: dict[tuple[int, int], tuple[list[Runner], dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[int, int], tuple[list[Runner], dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def layer_precisions(self) -> dict[str, str]:
@@ -167,20 +187,31 @@ class Variant:
 
     def info(self) -> dict[str, Any]:
         lp = self.layer_precisions
-        return {"model": self.label, "path": str(self.request.path), "kind": self.kind, "backend": self.backend,
-                "precision": self.precision, "executed_precision": self.model.executed_precision(),
-                "arch": self.spec.arch, "recipe": self.recipe,
-                "meets_tolerance": self.meets_tolerance, "self_check": self.self_check,
-                "model_bytes": self.model_bytes, "source_bytes": self.source_bytes,
-                "flops_per_shower": self.flops_per_shower,
-                "flops_per_shower_architecture": self.flops_per_shower_architecture,
-                "int8_layers": sum(1 for v in lp.values() if v == "int8"),
-                "layers": len(lp)}
+        return {
+            "model": self.label,
+            "path": str(self.request.path),
+            "kind": self.kind,
+            "backend": self.backend,
+            "precision": self.precision,
+            "executed_precision": self.model.executed_precision(),
+            "arch": self.spec.arch,
+            "recipe": self.recipe,
+            "meets_tolerance": self.meets_tolerance,
+            "self_check": self.self_check,
+            "model_bytes": self.model_bytes,
+            "source_bytes": self.source_bytes,
+            "flops_per_shower": self.flops_per_shower,
+            "flops_per_shower_architecture": self.flops_per_shower_architecture,
+            "int8_layers": sum(1 for v in lp.values() if v == "int8"),
+            "layers": len(lp),
+        }
 
 
-def load_variant(req: ModelRequest, label: str, threads: int, seed: int = 0, skip_self_check: bool = False) -> Variant:
+def load_variant(
+    req: ModelRequest, label: str, threads: int, seed: int = 0, skip_self_check: bool = False
+) -> Variant:
     with quiet_logs():
-        if req.path.is_dir():
+        if req.ref.kind == "artifact":
             return _load_artifact(req, label, threads, skip_self_check)
         return _load_checkpoint(req, label, threads, seed)
 
@@ -190,18 +221,29 @@ def _load_artifact(req: ModelRequest, label: str, threads: int, skip_self_check:
 
     gen = load_artifact(req.path, threads, skip_self_check=skip_self_check)
     mf = gen.manifest
-    files = list(mf.get("files", []))
-    size = int(mf.get("size_bytes") or _dir_size(req.path, files))
-    return Variant(req, label, "artifact", gen.backend, gen.precision, gen.spec, gen.model, size, size, None,
-                   mf.get("recipe"), mf.get("meets_tolerance"), rewritten=bool((mf.get("rewrite") or {}).get("convs")),
-                   self_check=gen.self_check)
+    size = int(mf.size_bytes or _dir_size(req.path, mf.files))
+    return Variant(
+        req,
+        label,
+        "artifact",
+        gen.backend,
+        gen.precision,
+        gen.spec,
+        gen.model,
+        size,
+        size,
+        None,
+        mf.recipe or None,
+        mf.meets_tolerance,
+        rewritten=bool(mf.rewrite.get("convs")),
+        self_check=gen.self_check,
+    )
 
 
 def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> Variant:
-    from caloquant.models import load_checkpoint
     from caloquant.precision import make_backend
 
-    ckpt = load_checkpoint(req.path)
+    ckpt = req.ref.float_checkpoint()
     spec, module = ckpt.spec, ckpt.generator.eval()
     backend, precision = req.backend or "torch", req.precision or "fp32"
     src = req.path.stat().st_size
@@ -218,7 +260,9 @@ def _load_checkpoint(req: ModelRequest, label: str, threads: int, seed: int) -> 
     else:
         with tempfile.TemporaryDirectory() as tmp:
             size = _dir_size(Path(tmp), model.save(Path(tmp)))
-    return Variant(req, label, "checkpoint", backend, precision, spec, model, size, src, module, recipe)
+    return Variant(
+        req, label, "checkpoint", backend, precision, spec, model, size, src, module, recipe
+    )
 
 
 def latents_for(spec: Any, n: int, seed: int) -> np.ndarray:
@@ -226,13 +270,6 @@ def latents_for(spec: Any, n: int, seed: int) -> np.ndarray:
     from caloquant.precision import calibration_latents
 
     return np.ascontiguousarray(calibration_latents(spec, n, seed), dtype=np.float32)
-
-
-def manifest_of(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def prime_libraries(backends: set[str]) -> None:

@@ -1,22 +1,15 @@
 """Shower data: the 3DGAN and CaloChallenge HDF5 layouts, chunked reads, atomic writes,
-sharded datasets."""
+sharded datasets.
 
+Modules, each importing only those before it: ``checks`` (shower contents), ``formats`` (file
+layouts and the file reader), ``writers``, ``sharded`` (sharded datasets, read through file
+readers), ``source`` (:func:`open_showers`: a file or a sharded dataset, one interface);
+``energies`` (incident energies of a run) stands alone.
+"""
+
+from caloquant.data.checks import check_chunk
 from caloquant.data.energies import energies_for
-from caloquant.data.formats import (
-    COMPRESSIONS,
-    FORMATS,
-    MEV_PER_GEV,
-    Format,
-    ShowerReader,
-    ShowerWriter,
-    check_chunk,
-    compression_options,
-    open_showers,
-    provenance,
-    read_showers,
-    summarize,
-    write_showers,
-)
+from caloquant.data.formats import FORMATS, MEV_PER_GEV, Format, ShowerReader
 from caloquant.data.sharded import (
     SHARD_MANIFEST,
     SHARDED_VERSION,
@@ -24,9 +17,17 @@ from caloquant.data.sharded import (
     file_sha256,
     is_sharded,
     open_sharded,
-    read_manifest,
+    read_shard_manifest,
     shard_name,
     verify_shards,
+)
+from caloquant.data.source import open_showers, read_showers, summarize
+from caloquant.data.writers import (
+    COMPRESSIONS,
+    ShowerWriter,
+    compression_options,
+    provenance,
+    write_showers,
 )
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     "open_sharded",
     "open_showers",
     "provenance",
-    "read_manifest",
+    "read_shard_manifest",
     "read_showers",
     "shard_name",
     "summarize",

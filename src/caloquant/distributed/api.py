@@ -10,13 +10,14 @@ its worker) and a manifest listing the ones verified so far:
   function of its index, so a repeat writes the same bytes);
 * Ctrl-C: the client records what is finished, cancels the rest and stops its local
   cluster; ``resume=True`` re-checks the recorded shards' checksums and makes the others.
+
+What to make is a :class:`~caloquant.distributed.config.GenerateConfig`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import signal
 import threading
 import time
@@ -27,13 +28,28 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.data import SHARD_MANIFEST, compression_options, provenance, verify_shards
-from caloquant.distributed.cluster import connect, dashboard_available, local_cluster, quiet_dask, security_from
-from caloquant.distributed.plan import Shard, check_out_dir, manifest, plan_shards, run_id, shard_seed
+from caloquant.data import SHARD_MANIFEST, provenance, verify_shards
+from caloquant.distributed.cluster import (
+    connect,
+    dashboard_available,
+    local_cluster,
+    quiet_dask,
+    security_from,
+)
+from caloquant.distributed.config import GenerateConfig
+from caloquant.distributed.plan import (
+    Shard,
+    check_out_dir,
+    manifest,
+    plan_shards,
+    run_id,
+    shard_seed,
+)
 from caloquant.distributed.producers import ShardProducer, producer_for
-from caloquant.distributed.worker import ShardTask, make_shard, threads_per_host, usable_cores
+from caloquant.distributed.worker import ShardTask, make_shard, threads_per_host
 from caloquant.errors import CaloquantError
 from caloquant.fileio import write_json
+from caloquant.runtime import usable_cores
 
 
 @dataclass
@@ -44,7 +60,7 @@ class GenerateProgress:
     showers_total: int
     shards_done: int
     shards_total: int
-    showers_per_s: float  # this session's showers over its wall time since tasks were submitted
+    showers_per_s: float  # this session's showers / its wall time since tasks were submitted
     eta_s: float | None
 
 
@@ -55,128 +71,153 @@ class GenerateResult:
     shards_made: int
     shards_reused: int
     seconds: float
-    showers_per_s: float  # showers made in this session / wall time from submission to the last shard
+    # showers made in this session / wall time from submission to the last shard
+    showers_per_s: float
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _energy_spec(n: int, energy_range: tuple[float, float] | None, energies: np.ndarray | None,
-                 producer: ShardProducer, allow_extrapolation: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+def _energy_spec(cfg: GenerateConfig, producer: ShardProducer) -> dict[str, Any]:
+    """The run's energies as its identity records them, checked against what the producer
+    can make (the config has checked them on their own already)."""
     import hashlib
 
-    from caloquant.data import check_chunk
-
-    if (energy_range is None) == (energies is None):
-        raise CaloquantError("give exactly one of energy_range (LO:HI, GeV) or energies (one per shower)")
     lo_ok, hi_ok = producer.energy_range_gev
-    if energies is not None:
-        e = np.asarray(energies, dtype=np.float64).reshape(-1)
-        if e.shape[0] != n:
-            raise CaloquantError(f"energies holds {e.shape[0]} values but n is {n}")
-        check_chunk(np.zeros((0,)), e, "energies")
+    if cfg.energies is not None:
+        e = cfg.energies
         lo, hi = float(e.min()), float(e.max())
-        spec = {"kind": "list", "sha256": hashlib.sha256(e.tobytes()).hexdigest(), "min_gev": lo, "max_gev": hi}
+        spec = {
+            "kind": "list",
+            "sha256": hashlib.sha256(e.tobytes()).hexdigest(),
+            "min_gev": lo,
+            "max_gev": hi,
+        }
     else:
-        lo, hi = (float(x) for x in energy_range)  # type: ignore[union-attr]
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or not lo < hi:
-            raise CaloquantError(f"energy range {lo:g}:{hi:g} must satisfy 0 < LO < HI (GeV)")
-        e, spec = None, {"kind": "uniform", "range_gev": [lo, hi]}
+        assert cfg.energy_range is not None  # the config holds exactly one of the two
+        lo, hi = cfg.energy_range
+        spec = {"kind": "uniform", "range_gev": [lo, hi]}
     if producer.identity()["kind"] == "engine" and hi > hi_ok:
         raise CaloquantError(f"energy must be at most {hi_ok:g} GeV for the engine, got {hi:g}")
-    if not allow_extrapolation and (lo < lo_ok or hi > hi_ok):
-        raise CaloquantError(f"energies {lo:g}-{hi:g} GeV fall outside the model's valid range {lo_ok:g}-{hi_ok:g} GeV; "
-                             "allow extrapolation to force")
-    return spec, e
+    if not cfg.allow_extrapolation and (lo < lo_ok or hi > hi_ok):
+        raise CaloquantError(
+            f"energies {lo:g}-{hi:g} GeV fall outside the model's valid range "
+            f"{lo_ok:g}-{hi_ok:g} GeV; allow extrapolation "
+            "(--allow-extrapolation) to force"
+        )
+    return spec
+
+
+def _as_config(config: GenerateConfig | int | None, options: dict[str, Any]) -> GenerateConfig:
+    """The one place where the keyword form of earlier releases, ``generate(out_dir, n,
+    model=..., ...)``, becomes a :class:`GenerateConfig` (scripts and notebooks keep working)."""
+    if isinstance(config, GenerateConfig):
+        if options:
+            raise CaloquantError(
+                "give the options in the GenerateConfig or as keywords, not both "
+                f"(got {', '.join(sorted(options))} as keywords)"
+            )
+        return config
+    if config is not None:
+        if "n" in options:
+            raise TypeError("generate() got the number of showers twice (n)")
+        options = {"n": config, **options}
+    return GenerateConfig(**options)
 
 
 def generate(
     out_dir: str | Path,
-    n: int,
+    config: GenerateConfig | int | None = None,
     *,
-    model: str | Path | None = None,
-    engine: str | None = None,
-    energy_range: tuple[float, float] | None = None,
-    energies: np.ndarray | None = None,
-    shard_size: int | None = None,
-    seed: int = 0,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    security: Any = None,
-    resume: bool = False,
-    batch: int = 64,
-    compression: str = "lz4",
-    allow_extrapolation: bool = False,
-    engine_config: Any = None,
-    connect_timeout: float = 10.0,
-    retries: int = 2,
     progress: Callable[[GenerateProgress], None] | None = None,
     log: Callable[[str], None] = print,
+    **options: Any,
 ) -> GenerateResult:
-    """Make ``n`` showers in shards of ``shard_size`` under ``out_dir`` (see module docstring).
+    """Make ``config.n`` showers in shards under ``out_dir`` (see the module docstring and
+    :class:`GenerateConfig` for the options).
 
-    model / engine: a built-in model name, checkpoint or quantize artifact directory (default:
-    the built-in ``cern-3dgan``), or a Monte Carlo engine name (``geant4``, ``gflash``;
-    ``engine_config``: a ``caloquant.sim.SimConfig`` for geometry, physics and gun, its seed
-    replaced by ``seed``).
-    energy_range (LO, HI) GeV drawn uniformly per shard, or energies: one per shower.
-    shard_size: showers per shard (default 1000 for models, 20 for Geant4, 500 for GFlash).
-    scheduler: address of an existing Dask scheduler (tcp:// or tls://; ``security`` from
-    :func:`security_from`, default: Dask's configuration); else a local cluster of ``workers``
-    processes (default: cores // 2, engines: cores) with ``threads`` engine threads each
-    (default: cores // workers, engines: 1).
-    Workers must see ``out_dir`` and the model at the same paths (a shared file system). On a
-    remote cluster without ``threads``, a task uses its host's cores divided by the task slots
-    (Dask threads) of all workers on that host.
+    ``progress`` is called after every finished shard (and once at the start), ``log`` with
+    one-line messages (the cluster used, what a resume found). The keyword form
+    ``generate(out_dir, n, model=..., energy_range=..., ...)`` builds the config from the
+    keywords. Workers must see ``out_dir`` and the model at the same paths (a shared file
+    system).
     """
-    import caloquant
+    from caloquant.version import __version__
 
+    cfg = _as_config(config, options)
     t_start = time.perf_counter()
     out = Path(out_dir).absolute()
-    plan_shards(n, shard_size or 1)  # refuse a bad n or shard size first
-    compression_options(compression)  # and an unknown codec
-    if retries < 0:
-        raise CaloquantError(f"retries must be >= 0, got {retries}")
-    if threads is not None and threads < 1:
-        raise CaloquantError(f"threads must be at least 1, got {threads}")
-    if scheduler is not None and workers is not None:
-        raise CaloquantError("workers applies to the local cluster; with a scheduler, the cluster has its own workers")
-    producer = producer_for(model, engine, batch, seed, engine_config)
-    shard_size = shard_size or producer.default_shard_size
-    shards = plan_shards(n, shard_size)
-    e_spec, e_all = _energy_spec(n, energy_range, energies, producer, allow_extrapolation)
-    identity = {"producer": producer.identity(), "seed": int(seed), "n": int(n), "shard_size": int(shard_size),
-                "energies": e_spec, "compression": str(compression), "format": "3dgan"}
-    previous = check_out_dir(out, identity, resume)  # read-only; refuses another run's directory
+    producer = producer_for(cfg.model, cfg.engine, cfg.batch, cfg.seed, cfg.engine_config)
+    shard_size = cfg.shard_size or producer.default_shard_size
+    shards = plan_shards(cfg.n, shard_size)
+    e_spec = _energy_spec(cfg, producer)
+    identity = {
+        "producer": producer.identity(),
+        "seed": int(cfg.seed),
+        "n": int(cfg.n),
+        "shard_size": int(shard_size),
+        "energies": e_spec,
+        "compression": str(cfg.compression),
+        "format": "3dgan",
+    }
+    # read-only; refuses another run's directory
+    previous = check_out_dir(out, identity, cfg.resume)
     done: dict[int, dict[str, Any]] = {}
     if previous is not None:
         recorded = previous["shards"]
-        done = {int(s["index"]): s for s, good in zip(recorded, verify_shards(out, recorded)) if good}
+        good = verify_shards(out, recorded)
+        done = {int(s["index"]): s for s, ok in zip(recorded, good) if ok}
         bad = len(recorded) - len(done)
-        log(f"resume: {len(done)} of {len(shards)} shards complete and valid"
-            + (f"; {bad} failed the checksum and are made again" if bad else ""))
-    if threads is None:
-        threads = producer.engine_threads  # None: each remote worker uses its cores / task slots
-    run = _Run(out, shards, producer, identity, e_all, previous, done, compression, threads, retries, progress, log,
-               caloquant.__version__)
+        log(
+            f"resume: {len(done)} of {len(shards)} shards complete and valid"
+            + (f"; {bad} failed the checksum and are made again" if bad else "")
+        )
+    # None: each remote worker uses its cores / task slots
+    threads = cfg.threads if cfg.threads is not None else producer.engine_threads
+    run = _Run(
+        out,
+        shards,
+        producer,
+        identity,
+        cfg.energies,
+        previous,
+        done,
+        cfg.compression,
+        threads,
+        cfg.retries,
+        progress,
+        log,
+        __version__,
+    )
     if len(done) == len(shards):  # nothing to make: no cluster needed
         return run.finish(t_start, None)
 
     with quiet_dask(), _sigterm_as_interrupt():
         cluster = None
-        if scheduler is not None:
-            client = connect(scheduler, security if security is not None else security_from(), connect_timeout)
-            log(f"connected to Dask scheduler {scheduler} ({len(client.scheduler_info(n_workers=-1)['workers'])} workers)")
+        if cfg.scheduler is not None:
+            security = cfg.security if cfg.security is not None else security_from()
+            client = connect(cfg.scheduler, security, cfg.connect_timeout)
+            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            log(f"connected to Dask scheduler {cfg.scheduler} ({n_workers} workers)")
         else:
             cores = usable_cores()
             one = producer.engine_threads == 1  # single-threaded engine: one worker per core
-            workers = workers if workers is not None else (cores if one else max(1, cores // 2))
-            threads = threads if threads is not None else (producer.engine_threads or max(1, cores // workers))
+            workers = cfg.workers
+            if workers is None:
+                workers = cores if one else max(1, cores // 2)
+            if threads is None:
+                threads = max(1, cores // workers)
             cluster, client = local_cluster(workers, threads)
-            dash = f"dashboard {cluster.dashboard_link}" if dashboard_available() else "no dashboard (install bokeh)"
-            log(f"local Dask cluster on 127.0.0.1: {workers} worker process(es) x {threads} engine thread(s); {dash}")
+            dash = (
+                f"dashboard {cluster.dashboard_link}"
+                if dashboard_available()
+                else "no dashboard (install bokeh)"
+            )
+            log(
+                f"local Dask cluster on 127.0.0.1: {workers} worker process(es) x {threads} "
+                f"engine thread(s); {dash}"
+            )
         try:
             run.threads = threads
             return run.execute(client, t_start)
@@ -243,8 +284,17 @@ class _Run:
         self.reused = len(self.done)
 
     def save(self, complete: bool = False) -> dict[str, Any]:
-        m = manifest(self.identity, len(self.shards), self.producer.describe(), self.producer.grid, list(self.done.values()),
-                     complete, self.created, _now(), self.worker_versions)
+        m = manifest(
+            self.identity,
+            len(self.shards),
+            self.producer.describe(),
+            self.producer.grid,
+            list(self.done.values()),
+            complete,
+            self.created,
+            _now(),
+            self.worker_versions,
+        )
         write_json(self.out / SHARD_MANIFEST, m)
         return m
 
@@ -255,20 +305,53 @@ class _Run:
         rate = self.made / el if el > 0 and self.made else 0.0
         total = sum(s.n for s in self.shards)
         left = total - sum(int(d["n"]) for d in self.done.values())
-        self.progress(GenerateProgress(total - left, total, len(self.done), len(self.shards), rate, left / rate if rate else None))
+        self.progress(
+            GenerateProgress(
+                total - left,
+                total,
+                len(self.done),
+                len(self.shards),
+                rate,
+                left / rate if rate else None,
+            )
+        )
 
     def tasks(self, host_threads: dict[str, int] | None) -> list[ShardTask]:
         d = self.producer.describe()
         rid = run_id(self.identity)
         # no creation time in the shard files: a shard is byte-identical whenever it is made
-        attrs = {k: v for k, v in provenance(model=d.get("path"), engine=d.get("engine"), precision=d.get("precision"),
-                                             backend=d.get("backend"), seed=self.identity["seed"], run_id=rid).items()
-                 if k != "created_utc"}
+        prov = provenance(
+            model=d.get("path"),
+            engine=d.get("engine"),
+            precision=d.get("precision"),
+            backend=d.get("backend"),
+            seed=self.identity["seed"],
+            run_id=rid,
+        )
+        attrs = {k: v for k, v in prov.items() if k != "created_utc"}
         rng = None if self.e_all is not None else tuple(self.identity["energies"]["range_gev"])
-        return [ShardTask(s.index, s.start, s.n, str(self.out / s.path), shard_seed(self.identity["seed"], s.index), rng,  # type: ignore[arg-type]
-                          None if self.e_all is None else self.e_all[s.start : s.start + s.n], self.producer,
-                          self.compression, self.threads, attrs, self.version, host_threads)
-                for s in self.shards if s.index not in self.done]
+        seed, e_all = self.identity["seed"], self.e_all
+        # a writeable copy of the shard's energies: the config holds them read-only, and Dask
+        # keeps that flag on the way to the worker
+        return [
+            ShardTask(
+                s.index,
+                s.start,
+                s.n,
+                str(self.out / s.path),
+                shard_seed(seed, s.index),
+                rng,  # type: ignore[arg-type]
+                None if e_all is None else e_all[s.start : s.start + s.n].copy(),
+                self.producer,
+                self.compression,
+                self.threads,
+                attrs,
+                self.version,
+                host_threads,
+            )
+            for s in self.shards
+            if s.index not in self.done
+        ]
 
     def execute(self, client: Any, t_start: float) -> GenerateResult:
         from distributed import as_completed
@@ -279,8 +362,17 @@ class _Run:
         self.save()
         rid = run_id(self.identity)
         host_threads = threads_per_host(client) if self.threads is None else None
-        futures = [client.submit(make_shard, task, key=f"caloquant-shard-{rid}-{task.index}", pure=False,
-                                 retries=self.retries, priority=-task.index) for task in self.tasks(host_threads)]
+        futures = [
+            client.submit(
+                make_shard,
+                task,
+                key=f"caloquant-shard-{rid}-{task.index}",
+                pure=False,
+                retries=self.retries,
+                priority=-task.index,
+            )
+            for task in self.tasks(host_threads)
+        ]
         t_submit = time.perf_counter()
         self.report(t_submit)
         last_save = time.perf_counter()
@@ -298,11 +390,14 @@ class _Run:
                 self.report(t_submit)
         except BaseException as exc:
             self.save()  # record what is finished before anything else can go wrong
-            with contextlib.suppress(Exception):  # best effort: a second failure must not hide the first
+            # best effort: a second failure must not hide the first
+            with contextlib.suppress(Exception):
                 client.cancel(futures, force=True)
             if isinstance(exc, KeyboardInterrupt):
-                self.log(f"interrupted: {len(self.done)} of {len(self.shards)} shards complete in {self.out}; "
-                         "continue with resume (--resume)")
+                self.log(
+                    f"interrupted: {len(self.done)} of {len(self.shards)} shards complete in "
+                    f"{self.out}; continue with resume (--resume)"
+                )
             raise
         wall = time.perf_counter() - t_submit
         return self.finish(t_start, wall)
@@ -315,15 +410,25 @@ class _Run:
         except CaloquantError as exc:
             raise CaloquantError(f"shard {index} failed: {exc}") from None
         except Exception as exc:
-            raise CaloquantError(f"shard {index} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+            msg = " ".join(str(exc).split())[:200]
+            raise CaloquantError(f"shard {index} failed: {type(exc).__name__}: {msg}") from None
 
     def finish(self, t_start: float, wall: float | None) -> GenerateResult:
         if len(self.done) != len(self.shards):
-            raise CaloquantError(f"{self.out}: only {len(self.done)} of {len(self.shards)} shards finished")
+            raise CaloquantError(
+                f"{self.out}: only {len(self.done)} of {len(self.shards)} shards finished"
+            )
         m = self.save(complete=True)
         # every shard is in: temporary files left are a dead worker's (a worker Dask gave up for
         # dead but still writing would find its file gone and its result is not wanted anyway)
         for p in _stale_parts(self.out):
             p.unlink(missing_ok=True)
         rate = self.made / wall if wall else 0.0
-        return GenerateResult(self.out, m, len(self.shards) - self.reused, self.reused, time.perf_counter() - t_start, rate)
+        return GenerateResult(
+            self.out,
+            m,
+            len(self.shards) - self.reused,
+            self.reused,
+            time.perf_counter() - t_start,
+            rate,
+        )

@@ -20,8 +20,11 @@ from typing import Any
 from caloquant.errors import CaloquantError
 
 
-def security_from(tls_ca_file: str | os.PathLike[str] | None = None, tls_cert: str | os.PathLike[str] | None = None,
-                  tls_key: str | os.PathLike[str] | None = None) -> Any:
+def security_from(
+    tls_ca_file: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+) -> Any:
     """A ``distributed.Security`` for the client.
 
     With files: the CA that signed the cluster's certificates, this client's certificate and
@@ -36,11 +39,16 @@ def security_from(tls_ca_file: str | os.PathLike[str] | None = None, tls_cert: s
     if all(v is None for v in given.values()):
         return Security()
     if tls_ca_file is None or tls_cert is None:
-        raise CaloquantError("TLS needs a CA file and a client certificate (tls_ca_file and tls_cert; tls_key unless the key is in the certificate file)")
+        raise CaloquantError(
+            "TLS needs a CA file and a client certificate (tls_ca_file and "
+            "tls_cert; tls_key unless the key is in the certificate file)"
+        )
     for name, v in given.items():
         if v is not None and not Path(v).is_file():
-            raise CaloquantError(f"{v}: {name.replace('_client', '').replace('_file', '')} file not found")
-    return Security(require_encryption=True, **{k: str(v) for k, v in given.items() if v is not None})
+            what = name.replace("_client", "").replace("_file", "")
+            raise CaloquantError(f"{v}: {what} file not found")
+    files = {k: str(v) for k, v in given.items() if v is not None}
+    return Security(require_encryption=True, **files)
 
 
 def _probe(address: str, security: Any, timeout: float) -> None:
@@ -68,7 +76,9 @@ def _probe(address: str, security: Any, timeout: float) -> None:
         raise CaloquantError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s")
     if err:
         reason = " ".join(str(err[0]).split())[:160] or type(err[0]).__name__
-        raise CaloquantError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({reason})")
+        raise CaloquantError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({reason})"
+        )
 
 
 def connect(address: str, security: Any = None, timeout: float = 10.0) -> Any:
@@ -76,14 +86,20 @@ def connect(address: str, security: Any = None, timeout: float = 10.0) -> Any:
     from distributed import Client
 
     security = security if security is not None else security_from()
-    if address.startswith("tls://") and not security.get_connection_args("client").get("ssl_context"):
-        raise CaloquantError(f"scheduler {address} uses TLS but no certificates are configured (give tls_ca_file, "
-                             "tls_cert, tls_key, or set distributed.comm.tls in the Dask configuration)")
+    has_tls = security.get_connection_args("client").get("ssl_context")
+    if address.startswith("tls://") and not has_tls:
+        raise CaloquantError(
+            f"scheduler {address} uses TLS but no certificates are configured "
+            "(give tls_ca_file, tls_cert, tls_key, or set distributed.comm.tls "
+            "in the Dask configuration)"
+        )
     _probe(address, security, timeout)
     try:
         return Client(address, security=security, timeout=timeout, set_as_default=False)
     except Exception as exc:
-        raise CaloquantError(f"cannot connect to the Dask scheduler at {address}: {' '.join(str(exc).split())[:160]}") from None
+        reason = " ".join(str(exc).split())[:160]
+        msg = f"cannot connect to the Dask scheduler at {address}: {reason}"
+        raise CaloquantError(msg) from None
 
 
 def dashboard_available() -> bool:
@@ -100,9 +116,17 @@ def local_cluster(workers: int, threads: int) -> tuple[Any, Any]:
     if threads < 1:
         raise CaloquantError(f"threads must be at least 1, got {threads}")
     env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0" if dashboard_available() else None,  # a free port
-                           silence_logs=logging.CRITICAL, env=env, preload=["caloquant.distributed.worker"])
+    dashboard = "127.0.0.1:0" if dashboard_available() else None  # a free port
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=dashboard,
+        silence_logs=logging.CRITICAL,
+        env=env,
+        preload=["caloquant.distributed.worker"],
+    )
     try:
         client = Client(cluster, set_as_default=False)
     except BaseException:

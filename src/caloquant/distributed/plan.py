@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.data import SHARD_MANIFEST, SHARDED_VERSION, is_sharded, read_manifest, shard_name
+from caloquant.data import (
+    SHARD_MANIFEST,
+    SHARDED_VERSION,
+    is_sharded,
+    read_shard_manifest,
+    shard_name,
+)
 from caloquant.errors import CaloquantError
 
 
@@ -48,7 +54,10 @@ def plan_shards(n: int, shard_size: int) -> list[Shard]:
     if shard_size < 1:
         raise CaloquantError(f"shard size must be positive, got {shard_size}")
     k = -(-n // shard_size)
-    return [Shard(i, i * shard_size, min(shard_size, n - i * shard_size), shard_name(i, k)) for i in range(k)]
+    return [
+        Shard(i, i * shard_size, min(shard_size, n - i * shard_size), shard_name(i, k))
+        for i in range(k)
+    ]
 
 
 def run_id(identity: dict[str, Any]) -> str:
@@ -58,7 +67,17 @@ def run_id(identity: dict[str, Any]) -> str:
 def versions() -> dict[str, str]:
     """Versions of the packages that make or write showers, in this process."""
     out = {"python": platform.python_version()}
-    for pkg in ("caloquant", "numpy", "torch", "h5py", "hdf5plugin", "dask", "distributed", "openvino", "onnxruntime"):
+    for pkg in (
+        "caloquant",
+        "numpy",
+        "torch",
+        "h5py",
+        "hdf5plugin",
+        "dask",
+        "distributed",
+        "openvino",
+        "onnxruntime",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -69,8 +88,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-_LABELS = {"producer": "model or engine", "seed": "seed", "n": "number of showers", "shard_size": "shard size",
-           "energies": "energies", "compression": "compression", "format": "format"}
+_LABELS = {
+    "producer": "model or engine",
+    "seed": "seed",
+    "n": "number of showers",
+    "shard_size": "shard size",
+    "energies": "energies",
+    "compression": "compression",
+    "format": "format",
+}
 
 
 def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -96,25 +122,48 @@ def check_out_dir(out: Path, identity: dict[str, Any], resume: bool) -> dict[str
         raise CaloquantError(f"{out}: exists and is not a directory")
     if not (out / SHARD_MANIFEST).exists():
         if any(out.iterdir()):
-            raise CaloquantError(f"{out}: exists, is not empty and holds no sharded-dataset manifest; refusing to write into it")
+            raise CaloquantError(
+                f"{out}: exists, is not empty and holds no sharded-dataset "
+                "manifest; refusing to write into it"
+            )
         if resume:
             raise CaloquantError(f"{out}: nothing to resume (no {SHARD_MANIFEST})")
         return None
     if not is_sharded(out):
-        raise CaloquantError(f"{out}: its {SHARD_MANIFEST} is not a sharded-dataset manifest; refusing to write into it")
-    m = read_manifest(out)
+        raise CaloquantError(
+            f"{out}: its {SHARD_MANIFEST} is not a sharded-dataset manifest; "
+            "refusing to write into it"
+        )
+    m = read_shard_manifest(out)
     old = m.get("identity", {})
     if old != identity:
-        raise CaloquantError(f"{out}: holds another run ({_difference(old, identity)}); choose another directory")
+        raise CaloquantError(
+            f"{out}: holds another run ({_difference(old, identity)}); choose another directory"
+        )
     if not resume:
-        state = "a finished" if m.get("complete") else f"an interrupted ({len(m['shards'])} of {m['n_shards']} shards)"
-        raise CaloquantError(f"{out}: holds {state} run of this configuration; pass resume (--resume) to continue or check it")
+        state = (
+            "a finished"
+            if m.get("complete")
+            else f"an interrupted ({len(m['shards'])} of {m['n_shards']} shards)"
+        )
+        raise CaloquantError(
+            f"{out}: holds {state} run of this configuration; pass resume "
+            "(--resume) to continue or check it"
+        )
     return m
 
 
-def manifest(identity: dict[str, Any], shards_planned: int, producer: dict[str, Any], grid: tuple[int, ...],
-             done: list[dict[str, Any]], complete: bool, created_utc: str, updated_utc: str,
-             worker_versions: list[dict[str, str]]) -> dict[str, Any]:
+def manifest(
+    identity: dict[str, Any],
+    shards_planned: int,
+    producer: dict[str, Any],
+    grid: tuple[int, ...],
+    done: list[dict[str, Any]],
+    complete: bool,
+    created_utc: str,
+    updated_utc: str,
+    worker_versions: list[dict[str, str]],
+) -> dict[str, Any]:
     """The manifest.json of a sharded dataset (format in caloquant.data.sharded)."""
     return {
         "caloquant_sharded": SHARDED_VERSION,

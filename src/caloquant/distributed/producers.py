@@ -16,22 +16,19 @@ energies GeV) blocks for one shard (:class:`ShardWork`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from caloquant.distributed.config import ENGINES
 from caloquant.errors import CaloquantError
-
-ENGINES: tuple[str, ...] = ("geant4", "gflash")
+from caloquant.fileio import content_sha256
 
 
 @dataclass(frozen=True)
@@ -66,19 +63,6 @@ class ShardProducer(Protocol):
         ...
 
 
-def model_sha256(path: str | os.PathLike[str]) -> str:
-    """Content hash of a checkpoint file, or of every file of an artifact directory (relative
-    names and contents), so that a run is tied to the model's bytes, not to its path."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    for f in files:
-        h.update(str(f.relative_to(p) if f != p else f.name).encode() + b"\0")
-        with open(f, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
-    return h.hexdigest()
-
-
 # one loaded engine per worker thread (a Dask worker may run several tasks at once; an engine
 # object is not assumed to be thread safe); replaced when another model is asked for
 _LOADED = threading.local()
@@ -86,7 +70,8 @@ _LOADED = threading.local()
 
 @dataclass(frozen=True)
 class ModelProducer:
-    """Showers from a generative model (its path resolved on the client: workers need the same path)."""
+    """Showers from a generative model (its path resolved on the client: workers need the
+    same path)."""
 
     path: str
     sha256: str
@@ -103,50 +88,72 @@ class ModelProducer:
     def from_path(cls, model: str | os.PathLike[str] | None, batch: int = 64) -> ModelProducer:
         """Describe a model (built-in name, checkpoint, Keras file or artifact) on the client
         without loading an inference engine."""
-        from caloquant.models import ModelSpec, import_keras_3dgan, load_checkpoint, resolve_model
-        from caloquant.precision import is_artifact, read_manifest
+        from caloquant.models import ModelSpec, model_ref
+        from caloquant.precision import read_manifest
 
         if batch < 1:
             raise CaloquantError(f"batch size must be positive, got {batch}")
-        p = resolve_model(model).resolve()
-        if is_artifact(p):
-            # the artifact's manifest says what it is; its engine is loaded (and self-checked) only on the workers
+        ref = model_ref(model)
+        p = ref.path.resolve()
+        if ref.kind == "artifact":
+            # the artifact's manifest says what it is; its engine is loaded (and self-checked)
+            # only on the workers
             m = read_manifest(p)
-            spec, precision, backend = ModelSpec.from_dict(m["spec"]), str(m.get("precision", "?")), str(m["backend"])
-        elif p.is_dir():
-            raise CaloquantError(f"{model}: not a checkpoint file or a quantize artifact directory")
+            spec = ModelSpec.from_dict(m["spec"])
+            precision, backend = str(m.get("precision", "?")), str(m["backend"])
         else:
-            spec = (import_keras_3dgan(p) if p.suffix.lower() in (".hdf5", ".h5") else load_checkpoint(p)).spec
-            precision, backend = "fp32", "torch"
-        return cls(str(p), model_sha256(p), spec.to_dict(), precision, backend, batch,
-                   tuple(spec.grid), tuple(spec.energy_range_gev))  # type: ignore[arg-type]
+            spec, precision, backend = ref.float_checkpoint().spec, "fp32", "torch"
+        return cls(
+            str(p),
+            content_sha256(p),
+            spec.to_dict(),
+            precision,
+            backend,
+            batch,
+            tuple(spec.grid),
+            tuple(spec.energy_range_gev),
+        )  # type: ignore[arg-type]
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "model", "sha256": self.sha256, "batch": self.batch}
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "model", "path": self.path, "sha256": self.sha256, "arch": self.spec["arch"],
-                "precision": self.precision, "backend": self.backend, "batch": self.batch,
-                "valid_energy_gev": list(self.energy_range_gev),
-                "seeding": "shard i: energies and noise from the i-th child of numpy SeedSequence(seed)"}
+        return {
+            "kind": "model",
+            "path": self.path,
+            "sha256": self.sha256,
+            "arch": self.spec["arch"],
+            "precision": self.precision,
+            "backend": self.backend,
+            "batch": self.batch,
+            "valid_energy_gev": list(self.energy_range_gev),
+            "seeding": "shard i: energies and noise from the i-th child of numpy "
+            "SeedSequence(seed)",
+        }
 
     def _generator(self, threads: int) -> Any:
         key = (self.path, self.sha256, threads)
         if getattr(_LOADED, "key", None) != key:
             _LOADED.key, _LOADED.gen = None, None  # free the previous engine first
-            if model_sha256(self.path) != self.sha256:
-                raise CaloquantError(f"{self.path} on worker host {socket.gethostname()} differs from the client's model "
-                                     "(sha256); workers need the same model at the same path")
-            from caloquant.api import load
+            if content_sha256(self.path) != self.sha256:
+                raise CaloquantError(
+                    f"{self.path} on worker host {socket.gethostname()} differs "
+                    "from the client's model (sha256); workers need the same "
+                    "model at the same path"
+                )
+            from caloquant.models import model_ref
+            from caloquant.precision import load_generator
 
-            gen = load(self.path, threads).generator  # an artifact runs its self-check on this worker's CPU
+            # an artifact runs its self-check on this worker's CPU
+            gen = load_generator(model_ref(self.path), threads)[0]
             _LOADED.key, _LOADED.gen = key, gen
         return _LOADED.gen
 
     def batches(self, work: ShardWork) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from caloquant.models import generate_batches
 
-        yield from generate_batches(self._generator(work.threads), work.energies, work.seed, batch=self.batch)
+        gen = self._generator(work.threads)
+        yield from generate_batches(gen, work.energies, work.seed, batch=self.batch)
 
 
 # Geant4 allows one run manager per process: one engine per worker process, used by one task
@@ -182,14 +189,20 @@ class EngineProducer:
         cfg.check()
         g4v = None
         if name == "geant4":
-            from caloquant.sim import build_helper
-            from caloquant.sim import geant4_version
+            from caloquant.sim import build_helper, geant4_version
 
             build_helper()  # compile the helper once here, not in every worker
             g4v = geant4_version()
         # the config's hash without energies (those are part of the run's identity separately)
-        return cls(cfg, cfg.key(np.zeros(0)), g4v, tuple(cfg.geometry.grid), (1e-9, MAX_ENERGY_GEV),
-                   1, 20 if name == "geant4" else 500)
+        return cls(
+            cfg,
+            cfg.key(np.zeros(0)),
+            g4v,
+            tuple(cfg.geometry.grid),
+            (1e-9, MAX_ENERGY_GEV),
+            1,
+            20 if name == "geant4" else 500,
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "engine", "engine": self.config.engine, "config_sha256": self.key}
@@ -197,16 +210,24 @@ class EngineProducer:
     def describe(self) -> dict[str, Any]:
         c = self.config
         g4 = c.engine == "geant4"
-        return {"kind": "engine", "engine": c.engine, "config_sha256": self.key, "precision": "Monte Carlo",
-                "geometry": c.geometry.name, "geometry_hash": c.geometry.hash,
-                "physics": c.physics.label if g4 else "gflash", "particle": c.gun.particle,
-                "geant4_version": self.geant4_version, "units": "GeV deposited in silicon (not calibrated to the beam energy)",
-                "seeding": "shard i: energies from the i-th child of numpy SeedSequence(seed); showers: "
-                + ("each from (seed, event id)" if g4 else "each shard from (seed, shard index)")}
+        return {
+            "kind": "engine",
+            "engine": c.engine,
+            "config_sha256": self.key,
+            "precision": "Monte Carlo",
+            "geometry": c.geometry.name,
+            "geometry_hash": c.geometry.hash,
+            "physics": c.physics.label if g4 else "gflash",
+            "particle": c.gun.particle,
+            "geant4_version": self.geant4_version,
+            "units": "GeV deposited in silicon (not calibrated to the beam energy)",
+            "seeding": "shard i: energies from the i-th child of numpy SeedSequence(seed); "
+            "showers: "
+            + ("each from (seed, event id)" if g4 else "each shard from (seed, shard index)"),
+        }
 
     def batches(self, work: ShardWork) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from caloquant.sim import CELL_CUT_GEV
-        from caloquant.sim import make_engine
+        from caloquant.sim import CELL_CUT_GEV, make_engine
 
         with _ENGINE_LOCK:
             if _ENGINE.get("key") != self.key:
@@ -217,12 +238,20 @@ class EngineProducer:
         yield np.where(cells < CELL_CUT_GEV, np.float32(0), cells), work.energies
 
 
-def producer_for(model: str | os.PathLike[str] | None = None, engine: str | None = None, batch: int = 64,
-                 seed: int = 0, engine_config: Any = None) -> ShardProducer:
+def producer_for(
+    model: str | os.PathLike[str] | None = None,
+    engine: str | None = None,
+    batch: int = 64,
+    seed: int = 0,
+    engine_config: Any = None,
+) -> ShardProducer:
     """The producer for ``--model MODEL`` or ``--engine NAME`` (at most one; neither: the
     default built-in model)."""
     if model is not None and engine is not None:
-        raise CaloquantError("give exactly one of model (a name, checkpoint or artifact) or engine (geant4 or gflash)")
+        raise CaloquantError(
+            "give exactly one of model (a name, checkpoint or artifact) or "
+            "engine (geant4 or gflash)"
+        )
     if engine is None:
         return ModelProducer.from_path(model, batch)
     return EngineProducer.from_config(engine, seed, engine_config)

@@ -7,7 +7,6 @@ in, a dict with ``n``, ``sha256`` and provenance out.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
+from caloquant.runtime import usable_cores
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class ShardTask:
     threads: int | None
     attrs: dict[str, Any]
     caloquant_version: str
-    host_threads: dict[str, int] | None = None  # engine threads per task on each host (remote clusters)
+    # engine threads per task on each host (remote clusters)
+    host_threads: dict[str, int] | None = None
 
 
 def dask_setup(worker: Any) -> None:
@@ -49,13 +50,6 @@ def dask_setup(worker: Any) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _threads(task: ShardTask) -> int:
@@ -90,14 +84,17 @@ def threads_per_host(client: Any) -> dict[str, int]:
 
 def make_shard(task: ShardTask) -> dict[str, Any]:
     """Produce, write (atomically, via ShowerWriter) and checksum one shard."""
-    import caloquant
     from caloquant.data import ShowerWriter, energies_for, file_sha256
     from caloquant.distributed.plan import versions
     from caloquant.distributed.producers import ShardWork
+    from caloquant.version import __version__
 
-    if caloquant.__version__ != task.caloquant_version:
-        raise CaloquantError(f"worker on {socket.gethostname()} runs caloquant {caloquant.__version__}, "
-                             f"the client {task.caloquant_version}; install the same version everywhere")
+    if __version__ != task.caloquant_version:
+        raise CaloquantError(
+            f"worker on {socket.gethostname()} runs caloquant {__version__}, "
+            f"the client {task.caloquant_version}; install the same version "
+            "everywhere"
+        )
     t0 = time.perf_counter()
     threads = _threads(task)
     if task.energies is not None:
@@ -107,11 +104,28 @@ def make_shard(task: ShardTask) -> dict[str, Any]:
     out = Path(task.path)
     # no timestamps or thread counts in the file: a shard is byte-identical whoever makes it
     attrs = dict(task.attrs, shard_index=task.index, shard_seed=str(task.seed))
-    with ShowerWriter(out, task.producer.grid, "3dgan", attrs, expected_n=task.n, compression=task.compression,
-                      first_event_id=task.start) as w:
-        for showers, eb in task.producer.batches(ShardWork(task.index, task.start, e, task.seed, threads)):
+    work = ShardWork(task.index, task.start, e, task.seed, threads)
+    with ShowerWriter(
+        out,
+        task.producer.grid,
+        "3dgan",
+        attrs,
+        expected_n=task.n,
+        compression=task.compression,
+        first_event_id=task.start,
+    ) as w:
+        for showers, eb in task.producer.batches(work):
             w.append(showers, eb)
-    return {"index": task.index, "path": out.name, "n": task.n, "sha256": file_sha256(out),
-            "event_id": [task.start, task.start + task.n], "energy_gev": [float(e.min()), float(e.max())],
-            "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t0, 3), "engine_threads": threads,
-            "host": socket.gethostname(), "versions": versions()}
+    return {
+        "index": task.index,
+        "path": out.name,
+        "n": task.n,
+        "sha256": file_sha256(out),
+        "event_id": [task.start, task.start + task.n],
+        "energy_gev": [float(e.min()), float(e.max())],
+        "bytes": out.stat().st_size,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "engine_threads": threads,
+        "host": socket.gethostname(),
+        "versions": versions(),
+    }

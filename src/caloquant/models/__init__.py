@@ -1,5 +1,6 @@
 """Generator and discriminator models, checkpoints, Keras import and sampling."""
 
+from caloquant.data.energies import energies_for  # re-exported: drawing showers starts there
 from caloquant.models.checkpoint import (
     ARCHITECTURES,
     SPEC_3DGAN,
@@ -12,19 +13,27 @@ from caloquant.models.checkpoint import (
     register_architecture,
     save_checkpoint,
     spec_conv2d,
+    weights_digest,
 )
 from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
 from caloquant.models.keras import import_keras_3dgan
-from caloquant.models.registry import BUILTIN, DEFAULT_MODEL, BuiltinModel, builtin_models, resolve_model
+from caloquant.models.registry import (
+    BUILTIN,
+    DEFAULT_MODEL,
+    BuiltinModel,
+    ModelRef,
+    builtin_models,
+    model_ref,
+    resolve_model,
+)
 from caloquant.models.sampling import (
     NoiseStream,
     ShowerGenerator,
     TorchGenerator,
     check_energy_range,
-    energies_for,
-    generate,
     generate_batches,
+    sample_showers,
 )
 
 __all__ = [
@@ -32,6 +41,7 @@ __all__ = [
     "BUILTIN",
     "DEFAULT_MODEL",
     "BuiltinModel",
+    "ModelRef",
     "SPEC_3DGAN",
     "ArchInfo",
     "Checkpoint",
@@ -48,12 +58,14 @@ __all__ = [
     "check_energy_range",
     "condition_latent",
     "energies_for",
-    "generate",
     "generate_batches",
     "import_keras_3dgan",
     "load_checkpoint",
+    "model_ref",
     "register_architecture",
     "resolve_model",
+    "sample_showers",
     "save_checkpoint",
     "spec_conv2d",
+    "weights_digest",
 ]

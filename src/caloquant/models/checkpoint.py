@@ -37,8 +37,14 @@ class ArchInfo:
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {
-    "3dgan-conv3d": ArchInfo(Generator3DGAN, Discriminator3DGAN, "CERN 3DGAN, Conv3D generator (Keras 2 original)"),
-    "3dgan-conv2d": ArchInfo(Conv2DGenerator, Conv2DDiscriminator, "Conv2D 3DGAN generator of the reduced-precision paper"),
+    "3dgan-conv3d": ArchInfo(
+        Generator3DGAN, Discriminator3DGAN, "CERN 3DGAN, Conv3D generator (Keras 2 original)"
+    ),
+    "3dgan-conv2d": ArchInfo(
+        Conv2DGenerator,
+        Conv2DDiscriminator,
+        "Conv2D 3DGAN generator of the reduced-precision paper",
+    ),
 }
 
 
@@ -61,7 +67,9 @@ class ModelSpec:
     latent_dim: int
     grid: tuple[int, ...]
     energy_range_gev: tuple[float, float]
-    conditioning: dict[str, Any] = field(default_factory=lambda: {"rule": "scale", "energy_unit_gev": 100.0})
+    conditioning: dict[str, Any] = field(
+        default_factory=lambda: {"rule": "scale", "energy_unit_gev": 100.0}
+    )
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,15 +107,23 @@ SPEC_3DGAN = ModelSpec(
 
 def spec_conv2d(width: float = 1.0) -> ModelSpec:
     """Spec of the paper's Conv2D generator (``width`` scales the channel counts)."""
-    return ModelSpec(arch="3dgan-conv2d", noise_dim=200, latent_dim=200, grid=(25, 25, 25), energy_range_gev=(2.0, 500.0),
-                     conditioning={"rule": "scale", "energy_unit_gev": 100.0},
-                     hparams={"arch_kwargs": {"width": width}, "leaky_relu_slope": 0.3, "batchnorm_eps": 1e-3})
+    return ModelSpec(
+        arch="3dgan-conv2d",
+        noise_dim=200,
+        latent_dim=200,
+        grid=(25, 25, 25),
+        energy_range_gev=(2.0, 500.0),
+        conditioning={"rule": "scale", "energy_unit_gev": 100.0},
+        hparams={"arch_kwargs": {"width": width}, "leaky_relu_slope": 0.3, "batchnorm_eps": 1e-3},
+    )
 
 
 def condition_latent(noise: np.ndarray, energies_gev: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Apply the model's energy-conditioning rule: raw N(0,1) noise (N, noise_dim) -> latent."""
     noise = np.asarray(noise, dtype=np.float32)
-    e = np.asarray(energies_gev, dtype=np.float32).reshape(-1, 1) / np.float32(spec.conditioning.get("energy_unit_gev", 100.0))
+    e = np.asarray(energies_gev, dtype=np.float32).reshape(-1, 1) / np.float32(
+        spec.conditioning.get("energy_unit_gev", 100.0)
+    )
     rule = spec.conditioning.get("rule", "scale")
     if rule == "scale":
         return noise * e
@@ -126,7 +142,9 @@ class Checkpoint:
 
 def build(spec: ModelSpec) -> tuple[nn.Module, nn.Module | None]:
     if spec.arch not in ARCHITECTURES:
-        raise CaloquantError(f"unknown architecture '{spec.arch}' (known: {', '.join(ARCHITECTURES)})")
+        raise CaloquantError(
+            f"unknown architecture '{spec.arch}' (known: {', '.join(ARCHITECTURES)})"
+        )
     info = ARCHITECTURES[spec.arch]
     kwargs = dict(spec.hparams.get("arch_kwargs", {}))
     try:
@@ -138,15 +156,31 @@ def build(spec: ModelSpec) -> tuple[nn.Module, nn.Module | None]:
     return gen, disc
 
 
+def weights_digest(module: nn.Module) -> str:
+    """Hex sha256 of a module's state (names and tensor bytes): the key of what was computed
+    from these weights (evaluation showers, QAT states)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(
+            v.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+        )  # any dtype
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     """Write a checkpoint atomically."""
-    from caloquant import __version__
+    from caloquant.version import __version__
 
     payload = {
         "caloquant_checkpoint": CHECKPOINT_VERSION,
         "spec": ckpt.spec.to_dict(),
         "generator": ckpt.generator.state_dict(),
-        "discriminator": ckpt.discriminator.state_dict() if ckpt.discriminator is not None else None,
+        "discriminator": ckpt.discriminator.state_dict()
+        if ckpt.discriminator is not None
+        else None,
         "provenance": {"caloquant_version": __version__, **ckpt.provenance},
     }
     with atomic_path(path, suffix=".pt") as tmp:
@@ -163,15 +197,28 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CaloquantError(f"{p}: is a directory, expected a caloquant checkpoint (.pt)")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, ImportError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        AttributeError,
+        ImportError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({first[:160]})") from None
     except Exception as exc:  # pickle.UnpicklingError and friends from a damaged file
-        raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({type(exc).__name__})") from None
+        raise CaloquantError(
+            f"{p}: corrupt or unreadable checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or "caloquant_checkpoint" not in payload:
         raise CaloquantError(f"{p}: not a caloquant checkpoint (no 'caloquant_checkpoint' marker)")
     if payload["caloquant_checkpoint"] > CHECKPOINT_VERSION:
-        raise CaloquantError(f"{p}: checkpoint version {payload['caloquant_checkpoint']} is newer than this caloquant")
+        raise CaloquantError(
+            f"{p}: checkpoint version {payload['caloquant_checkpoint']} "
+            "is newer than this caloquant"
+        )
     spec = ModelSpec.from_dict(payload.get("spec", {}))
     gen, disc = build(spec)
     _load_state(gen, payload.get("generator"), p, "generator")
@@ -193,7 +240,9 @@ def _load_state(module: nn.Module, state: Any, p: Path, what: str) -> None:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CaloquantError(f"{p}: {what} weights do not fit the architecture ({detail[:200]})") from None
+        raise CaloquantError(
+            f"{p}: {what} weights do not fit the architecture ({detail[:200]})"
+        ) from None
     for name, t in state.items():
         if torch.is_floating_point(t) and not torch.isfinite(t).all():
             raise CaloquantError(f"{p}: {what} weight '{name}' contains NaN or Inf")

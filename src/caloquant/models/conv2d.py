@@ -29,7 +29,12 @@ def same2d(k: int) -> nn.ZeroPad2d:
 
 class Block(nn.Sequential):
     def __init__(self, conv: nn.Module, channels: int, pad: nn.Module | None = None) -> None:
-        layers = ([pad] if pad is not None else []) + [conv, nn.LeakyReLU(KERAS_LEAKY_SLOPE), nn.BatchNorm2d(channels, eps=KERAS_BN_EPS), nn.Dropout(0.2)]
+        layers = ([pad] if pad is not None else []) + [
+            conv,
+            nn.LeakyReLU(KERAS_LEAKY_SLOPE),
+            nn.BatchNorm2d(channels, eps=KERAS_BN_EPS),
+            nn.Dropout(0.2),
+        ]
         super().__init__(*layers)
 
 
@@ -44,7 +49,9 @@ def _path(c: int, w: float) -> nn.Sequential:
         Block(nn.Conv2d(c, ch(32), 5, bias=False), ch(32), same2d(5)),  # 5x5
         Block(nn.ConvTranspose2d(ch(32), ch(64), 5, stride=3, padding=1), ch(64)),  # 15x15
         Block(nn.Conv2d(ch(64), ch(64), 5, bias=False), ch(64), same2d(5)),
-        Block(nn.ConvTranspose2d(ch(64), ch(64), 5, stride=2, padding=2, output_padding=1), ch(64)),  # 30x30
+        Block(
+            nn.ConvTranspose2d(ch(64), ch(64), 5, stride=2, padding=2, output_padding=1), ch(64)
+        ),  # 30x30
         Block(nn.Conv2d(ch(64), ch(64), 8, bias=False), ch(64), same2d(8)),
         Block(nn.Conv2d(ch(64), ch(64), 5, bias=False), ch(64)),  # 26x26 ('valid')
         Block(nn.Conv2d(ch(64), ch(32), 4, bias=False), ch(32), same2d(4)),
@@ -127,7 +134,11 @@ class Conv2DDiscriminator(nn.Module):
     def forward(self, showers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = showers  # (N, x, y, z)
         # each spatial axis plays "channels" once: z (depth), x, y
-        feats = [self.paths[0](x.permute(0, 3, 1, 2)), self.paths[1](x), self.paths[2](x.permute(0, 2, 1, 3))]
+        feats = [
+            self.paths[0](x.permute(0, 3, 1, 2)),
+            self.paths[1](x),
+            self.paths[2](x.permute(0, 2, 1, 3)),
+        ]
         h = torch.cat([f.flatten(1) for f in feats], dim=1)
         h = self.bn(F.leaky_relu(self.dense(h), KERAS_LEAKY_SLOPE))
         p_real = torch.sigmoid(self.generation(h)).squeeze(1)

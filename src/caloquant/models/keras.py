@@ -72,7 +72,8 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what:
             raise CaloquantError(f"{path}: not a 3DGAN Conv3D {what}: no weights for '{name}'")
         if tuple(state[name].shape) != tuple(t.shape):
             raise CaloquantError(
-                f"{path}: not a 3DGAN Conv3D {what}: '{name}' has shape {tuple(state[name].shape)}, expected {tuple(t.shape)}"
+                f"{path}: not a 3DGAN Conv3D {what}: '{name}' has shape "
+                f"{tuple(state[name].shape)}, expected {tuple(t.shape)}"
             )
     module.load_state_dict(state, strict=True)
 
@@ -87,14 +88,21 @@ def _bn(prefix: str, layer: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def _generator_state(w: dict[str, dict[str, np.ndarray]], path: Path) -> dict[str, torch.Tensor]:
-    dense, convs, bns = _by_kind(w, "dense"), _by_kind(w, "conv3d"), _by_kind(w, "batch_normalization")
+    dense, convs, bns = (
+        _by_kind(w, "dense"),
+        _by_kind(w, "conv3d"),
+        _by_kind(w, "batch_normalization"),
+    )
     if len(dense) != 1 or len(convs) != 4 or len(bns) != 2:
         raise CaloquantError(
             f"{path}: not a 3DGAN Conv3D generator (found {len(dense)} Dense, {len(convs)} Conv3D, "
             f"{len(bns)} BatchNorm layers; expected 1, 4, 2)"
         )
     try:
-        s = {"dense.weight": _dense(dense[0]["kernel"]), "dense.bias": torch.from_numpy(dense[0]["bias"])}
+        s = {
+            "dense.weight": _dense(dense[0]["kernel"]),
+            "dense.bias": torch.from_numpy(dense[0]["bias"]),
+        }
         for i, c in enumerate(convs, start=1):
             s[f"conv{i}.weight"] = _conv(c["kernel"])
             if "bias" in c:
@@ -102,19 +110,28 @@ def _generator_state(w: dict[str, dict[str, np.ndarray]], path: Path) -> dict[st
         s.update(_bn("bn1", bns[0]))
         s.update(_bn("bn2", bns[1]))
     except (KeyError, ValueError) as exc:
-        raise CaloquantError(f"{path}: not a 3DGAN Conv3D generator (missing or malformed weight {exc})") from None
+        raise CaloquantError(
+            f"{path}: not a 3DGAN Conv3D generator (missing or malformed weight {exc})"
+        ) from None
     return s
 
 
-def _discriminator_state(w: dict[str, dict[str, np.ndarray]], path: Path) -> dict[str, torch.Tensor]:
+def _discriminator_state(
+    w: dict[str, dict[str, np.ndarray]], path: Path
+) -> dict[str, torch.Tensor]:
     convs, bns = _by_kind(w, "conv3d"), _by_kind(w, "batch_normalization")
     if len(convs) != 4 or len(bns) != 3 or "generation" not in w or "auxiliary" not in w:
         raise CaloquantError(
-            f"{path}: not a 3DGAN Conv3D discriminator (found {len(convs)} Conv3D, {len(bns)} BatchNorm layers, "
-            f"heads {sorted(set(w) & {'generation', 'auxiliary'})}; expected 4, 3, generation + auxiliary)"
+            f"{path}: not a 3DGAN Conv3D discriminator "
+            f"(found {len(convs)} Conv3D, {len(bns)} BatchNorm layers, "
+            f"heads {sorted(set(w) & {'generation', 'auxiliary'})}; "
+            "expected 4, 3, generation + auxiliary)"
         )
     try:
-        s = {"conv1.weight": _conv(convs[0]["kernel"]), "conv1.bias": torch.from_numpy(convs[0]["bias"])}
+        s = {
+            "conv1.weight": _conv(convs[0]["kernel"]),
+            "conv1.bias": torch.from_numpy(convs[0]["bias"]),
+        }
         for i, c in enumerate(convs[1:]):
             s[f"convs.{i}.weight"] = _conv(c["kernel"])
             s[f"convs.{i}.bias"] = torch.from_numpy(c["bias"])
@@ -124,7 +141,9 @@ def _discriminator_state(w: dict[str, dict[str, np.ndarray]], path: Path) -> dic
             s[f"{head}.weight"] = _dense(w[head]["kernel"])
             s[f"{head}.bias"] = torch.from_numpy(w[head]["bias"])
     except (KeyError, ValueError) as exc:
-        raise CaloquantError(f"{path}: not a 3DGAN Conv3D discriminator (missing or malformed weight {exc})") from None
+        raise CaloquantError(
+            f"{path}: not a 3DGAN Conv3D discriminator (missing or malformed weight {exc})"
+        ) from None
     return s
 
 
@@ -135,12 +154,19 @@ def import_keras_3dgan(
     gpath = Path(generator)
     gen, disc = build(SPEC_3DGAN)
     _assign(gen, _generator_state(_layer_weights(gpath), gpath), gpath, "generator")
-    provenance = {"source": "keras", "keras_generator": gpath.name, "keras_generator_sha256": file_sha256(gpath)}
+    provenance = {
+        "source": "keras",
+        "keras_generator": gpath.name,
+        "keras_generator_sha256": file_sha256(gpath),
+    }
     if discriminator is not None:
         dpath = Path(discriminator)
         assert disc is not None
         _assign(disc, _discriminator_state(_layer_weights(dpath), dpath), dpath, "discriminator")
-        provenance |= {"keras_discriminator": dpath.name, "keras_discriminator_sha256": file_sha256(dpath)}
+        provenance |= {
+            "keras_discriminator": dpath.name,
+            "keras_discriminator_sha256": file_sha256(dpath),
+        }
         disc.eval()
     else:
         disc = None

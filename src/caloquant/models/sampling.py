@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from caloquant.data.energies import energies_for
 from caloquant.errors import CaloquantError
 from caloquant.models.checkpoint import ModelSpec, condition_latent
 from caloquant.runtime import torch_threads
@@ -44,7 +43,9 @@ class TorchGenerator:
         return out.float().numpy()
 
 
-def check_energy_range(energies: np.ndarray, spec: ModelSpec, allow_extrapolation: bool = False) -> None:
+def check_energy_range(
+    energies: np.ndarray, spec: ModelSpec, allow_extrapolation: bool = False
+) -> None:
     lo, hi = spec.energy_range_gev
     if allow_extrapolation:
         return
@@ -52,7 +53,8 @@ def check_energy_range(energies: np.ndarray, spec: ModelSpec, allow_extrapolatio
     if np.any(bad):
         raise CaloquantError(
             f"{int(bad.sum())} energies outside the model's valid range {lo:g}-{hi:g} GeV "
-            f"(min {energies.min():g}, max {energies.max():g}); use allow_extrapolation (--allow-extrapolation) to force"
+            f"(min {energies.min():g}, max {energies.max():g}); "
+            "use allow_extrapolation (--allow-extrapolation) to force"
         )
 
 
@@ -64,7 +66,9 @@ class NoiseStream:
         if noise is not None:
             noise = np.asarray(noise)
             if noise.ndim != 2 or noise.shape != (n, dim):
-                raise CaloquantError(f"noise has shape {noise.shape}, expected ({n}, {dim}) float32")
+                raise CaloquantError(
+                    f"noise has shape {noise.shape}, expected ({n}, {dim}) float32"
+                )
             if noise.dtype.kind != "f":
                 raise CaloquantError(f"noise has dtype {noise.dtype}, expected float32")
             if not np.all(np.isfinite(noise)):
@@ -100,12 +104,16 @@ def generate_batches(
         yield model.generate(latent), e
 
 
-def generate(
+def sample_showers(
     model: ShowerGenerator,
     energies: np.ndarray,
     seed: int = 0,
     noise: np.ndarray | None = None,
     batch: int = 64,
 ) -> np.ndarray:
-    """All showers for ``energies`` in memory (for small samples and tests)."""
-    return np.concatenate([s for s, _ in generate_batches(model, energies, seed, noise, batch)], axis=0)
+    """All showers for ``energies`` in memory (for small samples and tests): the blocks of
+    :func:`generate_batches` joined. Not ``generate``: that name is the generator's own method
+    (``ShowerGenerator.generate(latent)``) and mass production (``caloquant.generate``)."""
+    return np.concatenate(
+        [s for s, _ in generate_batches(model, energies, seed, noise, batch)], axis=0
+    )

@@ -11,7 +11,11 @@ from caloquant.physics.features import (
     high_level_vector,
     shower_features,
 )
-from caloquant.physics.optimisation import DEFAULT_METRIC_HALF_WIDTH_GEV, DEFAULT_METRIC_POINTS_GEV, optimisation_metric
+from caloquant.physics.optimisation import (
+    DEFAULT_METRIC_HALF_WIDTH_GEV,
+    DEFAULT_METRIC_POINTS_GEV,
+    optimisation_metric,
+)
 from caloquant.physics.resolution import fit_resolution, resolution_model
 from caloquant.physics.validate import ValidationReport, validate
 

@@ -46,7 +46,9 @@ def _ranges(edges: list[float]) -> list[EnergyBin]:
 
 
 def _points(points: list[float], half: float) -> list[EnergyBin]:
-    return [EnergyBin(f"{_fmt(p)}+-{_fmt(half)}", p - half, p + half, inclusive_hi=True) for p in points]
+    return [
+        EnergyBin(f"{_fmt(p)}+-{_fmt(half)}", p - half, p + half, inclusive_hi=True) for p in points
+    ]
 
 
 PAPER_EDGES = [100.0 + 50.0 * i for i in range(9)]
@@ -88,7 +90,9 @@ def parse_bins(spec: str, energies: np.ndarray) -> list[EnergyBin]:
         elif kind == "points":
             bins = _points(*parse_points(arg))
         else:
-            raise CaloquantError(f"unknown --bins spec '{spec}' (use auto, paper, edges:..., width:W, points:...)")
+            raise CaloquantError(
+                f"unknown --bins spec '{spec}' (use auto, paper, edges:..., width:W, points:...)"
+            )
     except ValueError:
         raise CaloquantError(f"malformed --bins spec '{spec}'") from None
     return [all_bin, *bins]

@@ -33,26 +33,40 @@ class ClassifierResult:
 
     def to_dict(self) -> dict:
         return {
-            "auc": self.auc, "auc_err": self.auc_err, "jsd": self.jsd, "n_train": self.n_train,
-            "n_test": self.n_test, "epochs": self.epochs, "roc": {"fpr": self.fpr, "tpr": self.tpr},
+            "auc": self.auc,
+            "auc_err": self.auc_err,
+            "jsd": self.jsd,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "epochs": self.epochs,
+            "roc": {"fpr": self.fpr, "tpr": self.tpr},
         }
 
 
 def _hanley_mcneil(auc: float, n_pos: int, n_neg: int) -> float:
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+        n_pos * n_neg
+    )
     return float(np.sqrt(max(var, 0.0)))
 
 
 def classifier_test(
-    ref: np.ndarray, cand: np.ndarray, seed: int = 0, max_per_class: int = 10_000, max_epochs: int = 60, patience: int = 6
+    ref: np.ndarray,
+    cand: np.ndarray,
+    seed: int = 0,
+    max_per_class: int = 10_000,
+    max_epochs: int = 60,
+    patience: int = 6,
 ) -> ClassifierResult:
     """Train ref (label 0) vs cand (label 1) on equal-sized samples; test on a held-out 20 %."""
     n = min(len(ref), len(cand), max_per_class)
     if n < 50:
         raise CaloquantError(f"classifier test needs at least 50 showers per sample, got {n}")
     rng = np.random.default_rng(seed)
-    x = np.concatenate([ref[rng.permutation(len(ref))[:n]], cand[rng.permutation(len(cand))[:n]]]).astype(np.float32)
+    x = np.concatenate(
+        [ref[rng.permutation(len(ref))[:n]], cand[rng.permutation(len(cand))[:n]]]
+    ).astype(np.float32)
     y = np.concatenate([np.zeros(n, np.float32), np.ones(n, np.float32)])
     order = rng.permutation(2 * n)
     x, y = x[order], y[order]
@@ -64,7 +78,14 @@ def classifier_test(
 
     torch.manual_seed(seed)
     d = x.shape[1]
-    net = nn.Sequential(nn.Linear(d, 256), nn.LeakyReLU(0.2), nn.Dropout(0.2), nn.Linear(256, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
+    net = nn.Sequential(
+        nn.Linear(d, 256),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.2),
+        nn.Linear(256, 128),
+        nn.LeakyReLU(0.2),
+        nn.Linear(128, 1),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = nn.BCEWithLogitsLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -103,5 +124,13 @@ def classifier_test(
     fpr, tpr, _ = roc_curve(y_te, p_te)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
     n_pos, n_neg = int(y_te.sum()), int((1 - y_te).sum())
-    return ClassifierResult(auc, _hanley_mcneil(auc, n_pos, n_neg), float(jsd), n_tr, len(y_te), epoch,
-                            fpr[keep].round(5).tolist(), tpr[keep].round(5).tolist())
+    return ClassifierResult(
+        auc,
+        _hanley_mcneil(auc, n_pos, n_neg),
+        float(jsd),
+        n_tr,
+        len(y_te),
+        epoch,
+        fpr[keep].round(5).tolist(),
+        tpr[keep].round(5).tolist(),
+    )

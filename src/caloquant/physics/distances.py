@@ -7,7 +7,8 @@ early 2024 and pulls a large dependency tree for two short formulas; the definit
 * FPD: ``|mu_r - mu_c|^2 + Tr(S_r + S_c - 2 (S_r S_c)^(1/2))`` on features scaled by the
   reference's max |value|, with the uncertainty from bootstrap resampling.
 * KPD: unbiased MMD^2 with the polynomial kernel ``(x.y / d + 1)^3``, averaged over
-  ``n_batches`` random subsets (at most half of each sample); uncertainty = standard error over batches.
+  ``n_batches`` random subsets (at most half of each sample); uncertainty = standard error over
+  batches.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
     return max(d, 0.0)
 
 
-def frechet_distance(ref: np.ndarray, cand: np.ndarray, n_boot: int = 8, seed: int = 0) -> tuple[float, float]:
+def frechet_distance(
+    ref: np.ndarray, cand: np.ndarray, n_boot: int = 8, seed: int = 0
+) -> tuple[float, float]:
     """FPD and its bootstrap standard deviation."""
     r, c = scale_features(ref, cand)
     # drop features that are constant in both samples (singular covariances)
@@ -71,7 +74,10 @@ def frechet_distance(ref: np.ndarray, cand: np.ndarray, n_boot: int = 8, seed: i
     r, c = r[:, keep], c[:, keep]
     value = _frechet(r, c)
     rng = np.random.default_rng(seed)
-    boots = [_frechet(r[rng.integers(0, len(r), len(r))], c[rng.integers(0, len(c), len(c))]) for _ in range(n_boot)]
+    boots = [
+        _frechet(r[rng.integers(0, len(r), len(r))], c[rng.integers(0, len(c), len(c))])
+        for _ in range(n_boot)
+    ]
     return value, float(np.std(boots, ddof=1)) if n_boot > 1 else float("nan")
 
 
@@ -82,7 +88,9 @@ def _mmd_poly(x: np.ndarray, y: np.ndarray, degree: int = 3) -> float:
     kxy = (x @ y.T / d + 1.0) ** degree
     m, n = len(x), len(y)
     return float(
-        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean()
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2.0 * kxy.mean()
     )
 
 

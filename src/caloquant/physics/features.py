@@ -44,7 +44,9 @@ def zero_below(showers: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(showers < threshold, np.zeros((), showers.dtype), showers)
 
 
-def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float = DEFAULT_HIT_THRESHOLD_GEV) -> dict[str, np.ndarray]:
+def shower_features(
+    showers: np.ndarray, energies: np.ndarray, threshold: float = DEFAULT_HIT_THRESHOLD_GEV
+) -> dict[str, np.ndarray]:
     """Scalar and per-layer features of each shower; float64 arrays with first axis n.
     ``threshold``: hit cells are those above it (GeV)."""
     s = np.asarray(showers, dtype=np.float32)
@@ -65,7 +67,11 @@ def shower_features(showers: np.ndarray, energies: np.ndarray, threshold: float 
     f["n_hits"] = hit.reshape(n, -1).sum(axis=1).astype(np.float64)
     flat_max = s.reshape(n, -1).argmax(axis=1)
     mx, my, mz = np.unravel_index(flat_max, (X, Y, Z))
-    f["max_x"], f["max_y"], f["max_z"] = mx.astype(np.float64), my.astype(np.float64), mz.astype(np.float64)
+    f["max_x"], f["max_y"], f["max_z"] = (
+        mx.astype(np.float64),
+        my.astype(np.float64),
+        mz.astype(np.float64),
+    )
     # per-layer (z) CaloChallenge-style features
     layer_e = prof["z"]  # (n, Z)
     px = s.sum(axis=2, dtype=np.float64)  # (n, X, Z)
@@ -109,7 +115,11 @@ def coarse_view(showers: np.ndarray) -> np.ndarray:
     n, X, Y, Z = showers.shape
     p = COARSE_POOL
     Xc, Yc = X // p * p, Y // p * p
-    pooled = showers[:, :Xc, :Yc].reshape(n, Xc // p, p, Yc // p, p, Z).sum(axis=(2, 4), dtype=np.float64)
+    pooled = (
+        showers[:, :Xc, :Yc]
+        .reshape(n, Xc // p, p, Yc // p, p, Z)
+        .sum(axis=(2, 4), dtype=np.float64)
+    )
     return np.log10(1.0 + 1000.0 * pooled).reshape(n, -1).astype(np.float32)
 
 

@@ -68,7 +68,9 @@ def _profile_term(ref: np.ndarray, cand: np.ndarray) -> tuple[float, int, float]
     return value, int((~defined).sum()), float(pc[~defined].sum())
 
 
-def _one_point(fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], point: float, n_ref: int, n_cand: int) -> dict[str, Any]:
+def _one_point(
+    fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], point: float, n_ref: int, n_cand: int
+) -> dict[str, Any]:
     rel_moments = {}
     for ax in AXES:
         rel = []
@@ -81,43 +83,84 @@ def _one_point(fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], point: floa
 
     profile_rel, empty, cand_in_empty = {}, {}, {}
     for ax in AXES:
-        profile_rel[ax], empty[ax], cand_in_empty[ax] = _profile_term(fr[f"profile_{ax}"], fc[f"profile_{ax}"])
+        profile_rel[ax], empty[ax], cand_in_empty[ax] = _profile_term(
+            fr[f"profile_{ax}"], fc[f"profile_{ax}"]
+        )
     profile = float(np.mean(list(profile_rel.values())))
 
     k = min(n_ref, n_cand)
     sr, sc = fr["sf"][:k], fc["sf"][:k]
     ok = np.isfinite(sr) & np.isfinite(sc) & (sr > 0)
     sf = float(np.mean(np.abs(sr[ok] - sc[ok]) / sr[ok])) if ok.any() else float("nan")
-    return {"energy_gev": point, "n_ref": n_ref, "n_cand": n_cand, "n_pairs": int(ok.sum()),
-            "position": position, "profile": profile, "sampling_fraction": sf,
-            "moment_rel_err": {ax: {"m1": v[0], "m2": v[1]} for ax, v in rel_moments.items()},
-            "profile_rel_err": profile_rel, "empty_slices": empty, "cand_gev_in_empty_slices": cand_in_empty}
+    return {
+        "energy_gev": point,
+        "n_ref": n_ref,
+        "n_cand": n_cand,
+        "n_pairs": int(ok.sum()),
+        "position": position,
+        "profile": profile,
+        "sampling_fraction": sf,
+        "moment_rel_err": {ax: {"m1": v[0], "m2": v[1]} for ax, v in rel_moments.items()},
+        "profile_rel_err": profile_rel,
+        "empty_slices": empty,
+        "cand_gev_in_empty_slices": cand_in_empty,
+    }
 
 
-def metric_from_features(fr: dict[str, np.ndarray], er: np.ndarray, fc: dict[str, np.ndarray], ec: np.ndarray,
-                         points: Sequence[float] = DEFAULT_METRIC_POINTS_GEV,
-                         half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV) -> dict[str, Any]:
+def metric_from_features(
+    fr: dict[str, np.ndarray],
+    er: np.ndarray,
+    fc: dict[str, np.ndarray],
+    ec: np.ndarray,
+    points: Sequence[float] = DEFAULT_METRIC_POINTS_GEV,
+    half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV,
+) -> dict[str, Any]:
     """The metric from per-shower features (``shower_features`` output) and energies (GeV)."""
     if not points:
         raise CaloquantError("optimisation metric: no energy points given")
     if not half_width > 0:
-        raise CaloquantError(f"optimisation metric: window half-width must be > 0 GeV, got {half_width}")
+        raise CaloquantError(
+            f"optimisation metric: window half-width must be > 0 GeV, got {half_width}"
+        )
     rows = []
     for p in points:
         mr, mc = point_mask(er, p, half_width), point_mask(ec, p, half_width)
         nr, nc = int(mr.sum()), int(mc.sum())
         if nr < 2 or nc < 2:
-            raise CaloquantError(f"optimisation metric: the window {p:g}+-{half_width:g} GeV holds {nr} reference "
-                                 f"and {nc} candidate showers; need at least 2 each")
-        rows.append(_one_point({k: fr[k][mr] for k in METRIC_FEATURES}, {k: fc[k][mc] for k in METRIC_FEATURES}, float(p), nr, nc))
-    parts = {t: float(np.mean([r[t] for r in rows])) for t in ("position", "profile", "sampling_fraction")}
-    return {"total": float(sum(parts.values())), **parts, "points_gev": [float(p) for p in points],
-            "half_width_gev": float(half_width), "per_point": rows}
+            raise CaloquantError(
+                f"optimisation metric: the window {p:g}+-{half_width:g} GeV holds {nr} reference "
+                f"and {nc} candidate showers; need at least 2 each"
+            )
+        rows.append(
+            _one_point(
+                {k: fr[k][mr] for k in METRIC_FEATURES},
+                {k: fc[k][mc] for k in METRIC_FEATURES},
+                float(p),
+                nr,
+                nc,
+            )
+        )
+    parts = {
+        t: float(np.mean([r[t] for r in rows]))
+        for t in ("position", "profile", "sampling_fraction")
+    }
+    return {
+        "total": float(sum(parts.values())),
+        **parts,
+        "points_gev": [float(p) for p in points],
+        "half_width_gev": float(half_width),
+        "per_point": rows,
+    }
 
 
-def optimisation_metric(ref: Source, cand: Source, points: Sequence[float] = DEFAULT_METRIC_POINTS_GEV,
-                        half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV,
-                        zero_threshold: float = DEFAULT_ZERO_THRESHOLD_GEV, chunk: int = 1024) -> dict[str, Any]:
+def optimisation_metric(
+    ref: Source,
+    cand: Source,
+    points: Sequence[float] = DEFAULT_METRIC_POINTS_GEV,
+    half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV,
+    zero_threshold: float = DEFAULT_ZERO_THRESHOLD_GEV,
+    chunk: int = 1024,
+) -> dict[str, Any]:
     """The authors' epoch-selection metric of ``cand`` against ``ref`` (lower is better).
 
     ``ref`` and ``cand``: files or ``(showers, energies)`` arrays in GeV. ``zero_threshold``:
@@ -131,7 +174,9 @@ def optimisation_metric(ref: Source, cand: Source, points: Sequence[float] = DEF
         smp = as_sample(src, name)
         try:
             if len(smp.grid) != 3:
-                raise CaloquantError(f"{name}: the optimisation metric needs 3-d showers, got grid {smp.grid}")
+                raise CaloquantError(
+                    f"{name}: the optimisation metric needs 3-d showers, got grid {smp.grid}"
+                )
             grids.append(smp.grid)
             parts: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_FEATURES}
             kept: list[np.ndarray] = []

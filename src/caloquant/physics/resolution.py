@@ -23,7 +23,9 @@ def resolution_model(e: np.ndarray, a: float, b: float) -> np.ndarray:
     return np.sqrt(a * a / np.asarray(e, dtype=np.float64) + b * b)
 
 
-def fit_resolution(energies: np.ndarray, rel_spread: np.ndarray, rel_spread_err: np.ndarray) -> dict[str, Any]:
+def fit_resolution(
+    energies: np.ndarray, rel_spread: np.ndarray, rel_spread_err: np.ndarray
+) -> dict[str, Any]:
     """Fit a (stochastic term) and b (constant term) to relative spreads at mean energies (GeV).
 
     Returns a, a_err, b, b_err, their correlation, chi2, ndof and the points used; with fewer
@@ -34,7 +36,10 @@ def fit_resolution(energies: np.ndarray, rel_spread: np.ndarray, rel_spread_err:
     w = np.asarray(rel_spread_err, dtype=np.float64)
     ok = np.isfinite(e) & np.isfinite(r) & np.isfinite(w) & (e > 0) & (w > 0)
     if ok.sum() < 2:
-        return {"skipped": f"needs at least 2 energy bins with a finite spread and error, got {int(ok.sum())}"}
+        return {
+            "skipped": "needs at least 2 energy bins with a finite spread and error, "
+            f"got {int(ok.sum())}"
+        }
     e, r, w = e[ok], r[ok], w[ok]
     # start: weighted linear least squares of r^2 = A / E + B (error of r^2 is 2 r err(r))
     design = np.stack([1.0 / e, np.ones_like(e)], axis=1) / (2 * r * w)[:, None]
@@ -42,8 +47,12 @@ def fit_resolution(energies: np.ndarray, rel_spread: np.ndarray, rel_spread_err:
     p0 = [np.sqrt(max(a2, 1e-8)), np.sqrt(max(b2, 1e-8))]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)  # a singular covariance shows up as inf errors
-            popt, pcov = curve_fit(resolution_model, e, r, p0=p0, sigma=w, absolute_sigma=True, maxfev=10_000)
+            warnings.simplefilter(
+                "ignore", OptimizeWarning
+            )  # a singular covariance shows up as inf errors
+            popt, pcov = curve_fit(
+                resolution_model, e, r, p0=p0, sigma=w, absolute_sigma=True, maxfev=10_000
+            )
     except (RuntimeError, ValueError) as exc:
         return {"skipped": f"fit did not converge: {exc}"}
     # the model depends on a^2 and b^2 only: report the non-negative solution
@@ -53,6 +62,15 @@ def fit_resolution(energies: np.ndarray, rel_spread: np.ndarray, rel_spread_err:
     if np.all(np.isfinite(err)) and np.all(err > 0):
         corr = float(np.sign(popt[0]) * np.sign(popt[1]) * pcov[0, 1] / (err[0] * err[1]))
     resid = (r - resolution_model(e, a, b)) / w
-    return {"a": a, "a_err": float(err[0]), "b": b, "b_err": float(err[1]), "corr_ab": corr,
-            "chi2": float(np.sum(resid**2)), "ndof": int(e.size - 2),
-            "energies_gev": e.tolist(), "rel_spread": r.tolist(), "rel_spread_err": w.tolist()}
+    return {
+        "a": a,
+        "a_err": float(err[0]),
+        "b": b,
+        "b_err": float(err[1]),
+        "corr_ab": corr,
+        "chi2": float(np.sum(resid**2)),
+        "ndof": int(e.size - 2),
+        "energies_gev": e.tolist(),
+        "rel_spread": r.tolist(),
+        "rel_spread_err": w.tolist(),
+    }

@@ -13,7 +13,8 @@ import numpy as np
 from caloquant.data import check_chunk, open_showers
 from caloquant.errors import CaloquantError
 
-# A sample: a path to a shower file (either format), or (showers (N, X, Y, Z) in GeV, energies (N,) in GeV).
+# A sample: a path to a shower file (either format), or (showers (N, X, Y, Z) in GeV,
+# energies (N,) in GeV).
 Source = Union[str, os.PathLike, tuple[np.ndarray, np.ndarray]]
 
 
@@ -31,11 +32,18 @@ class Sample:
 
 
 def as_sample(src: Source, name: str) -> Sample:
-    """Wrap a file path or a (showers, energies) pair; arrays are checked for NaN/Inf and negatives."""
+    """Wrap a file path or a (showers, energies) pair; arrays are checked for NaN/Inf and
+    negatives."""
     if isinstance(src, tuple):
-        s, e = np.asarray(src[0], dtype=np.float32), np.asarray(src[1], dtype=np.float64).reshape(-1)
+        s, e = (
+            np.asarray(src[0], dtype=np.float32),
+            np.asarray(src[1], dtype=np.float64).reshape(-1),
+        )
         if s.ndim != 4 or s.shape[0] != e.shape[0]:
-            raise CaloquantError(f"{name}: showers {s.shape} and energies {e.shape} do not form a sample (N, X, Y, Z) + (N,)")
+            raise CaloquantError(
+                f"{name}: showers {s.shape} and energies {e.shape} "
+                "do not form a sample (N, X, Y, Z) + (N,)"
+            )
         check_chunk(s, e, name)
 
         def chunks(c: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -44,7 +52,9 @@ def as_sample(src: Source, name: str) -> Sample:
 
         return Sample(name, tuple(s.shape[1:]), e, chunks)
     reader = open_showers(Path(src))
-    return Sample(str(src), reader.grid, reader.energies(), lambda c: reader.iter_chunks(c), reader.close)
+    return Sample(
+        str(src), reader.grid, reader.energies(), lambda c: reader.iter_chunks(c), reader.close
+    )
 
 
 def check_threshold(value: float, name: str) -> float:

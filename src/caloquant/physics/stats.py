@@ -37,8 +37,17 @@ def compare(r: np.ndarray, c: np.ndarray, paired: bool) -> dict[str, float]:
         shift_err = float(np.hypot(er, ec))
     ratio = mc / mr if mr != 0 else float("nan")
     ratio_err = abs(shift_err / mr) if mr != 0 else float("nan")
-    return {"ref": mr, "cand": mc, "ref_err": er, "cand_err": ec, "shift": mc - mr, "shift_err": shift_err,
-            "ratio": ratio, "ratio_err": ratio_err, "pull": (mc - mr) / shift_err if shift_err > 0 else 0.0}
+    return {
+        "ref": mr,
+        "cand": mc,
+        "ref_err": er,
+        "cand_err": ec,
+        "shift": mc - mr,
+        "shift_err": shift_err,
+        "ratio": ratio,
+        "ratio_err": ratio_err,
+        "pull": (mc - mr) / shift_err if shift_err > 0 else 0.0,
+    }
 
 
 def sqrt_of_mean_pseudo(x: np.ndarray) -> np.ndarray:

@@ -48,11 +48,19 @@ from caloquant.physics.features import (
     shower_features,
     zero_below,
 )
-from caloquant.physics.optimisation import DEFAULT_METRIC_HALF_WIDTH_GEV, DEFAULT_METRIC_POINTS_GEV, metric_from_features
+from caloquant.physics.optimisation import (
+    DEFAULT_METRIC_HALF_WIDTH_GEV,
+    DEFAULT_METRIC_POINTS_GEV,
+    metric_from_features,
+)
 from caloquant.physics.resolution import RESOLUTION_MODEL, fit_resolution
 from caloquant.physics.samples import Sample, Source, as_sample, check_threshold
 from caloquant.physics.stats import compare as _compare
-from caloquant.physics.stats import profile_moment_pseudo, relative_spread_pseudo, sqrt_of_mean_pseudo
+from caloquant.physics.stats import (
+    profile_moment_pseudo,
+    relative_spread_pseudo,
+    sqrt_of_mean_pseudo,
+)
 
 SCALAR_FEATURES = ("sf", "n_hits", "mean_x", "mean_y", "mean_z", "std_x", "std_y", "std_z", "max_z")
 PLANES = ("xy", "xz", "yz")
@@ -82,7 +90,9 @@ class _Acc:
         self.proj_sq = [[np.zeros(s) for s in shapes] for _ in self.bins]
         self.spectrum = [np.zeros(SPECTRUM_EDGES.size - 1, np.int64) for _ in self.bins]
 
-    def update(self, s: np.ndarray, e: np.ndarray, want_coarse: bool, threshold: float) -> dict[str, np.ndarray]:
+    def update(
+        self, s: np.ndarray, e: np.ndarray, want_coarse: bool, threshold: float
+    ) -> dict[str, np.ndarray]:
         f = shower_features(s, e, threshold)
         for k, v in f.items():
             self.feats.setdefault(k, []).append(v)
@@ -112,10 +122,14 @@ class _Acc:
 
 def _profile(p: np.ndarray) -> tuple[list[float], list[float]]:
     n = p.shape[0]
-    return p.mean(axis=0).tolist(), (p.std(axis=0, ddof=1) / np.sqrt(n)).tolist() if n > 1 else [float("nan")] * p.shape[1]
+    return p.mean(axis=0).tolist(), (p.std(axis=0, ddof=1) / np.sqrt(n)).tolist() if n > 1 else [
+        float("nan")
+    ] * p.shape[1]
 
 
-def _projection_mse(ar: _Acc, ac: _Acc, b: int, nr: int, nc: int) -> tuple[float, float, dict[str, dict[str, list]]]:
+def _projection_mse(
+    ar: _Acc, ac: _Acc, b: int, nr: int, nc: int
+) -> tuple[float, float, dict[str, dict[str, list]]]:
     mse = noise = 0.0
     planes: dict[str, dict[str, list]] = {}
     for i, plane in enumerate(PLANES):
@@ -165,7 +179,8 @@ def validate(
     progress: Callable[[int], None] | None = None,
     detail: bool = True,
 ) -> ValidationReport:
-    """Validate ``cand`` against ``ref``; both are files (either format) or (showers, energies) arrays.
+    """Validate ``cand`` against ``ref``; both are files (either format) or (showers, energies)
+    arrays.
 
     ``paired``: the two samples share latent vectors and order (same energies row by row);
     adds the pixel-wise comparison and uses paired errors. ``distances``: FPD, KPD and
@@ -179,17 +194,40 @@ def validate(
     zero_threshold = check_threshold(zero_threshold, "zero_threshold")
     sr, sc = as_sample(ref, "REF"), as_sample(cand, "CAND")
     try:
-        return _validate(sr, sc, bins, paired, classifier, distances, chunk, seed, hit_threshold, zero_threshold,
-                         (tuple(metric_points), metric_half_width), progress, detail)
+        return _validate(
+            sr,
+            sc,
+            bins,
+            paired,
+            classifier,
+            distances,
+            chunk,
+            seed,
+            hit_threshold,
+            zero_threshold,
+            (tuple(metric_points), metric_half_width),
+            progress,
+            detail,
+        )
     finally:
         sr.close()
         sc.close()
 
 
 def _validate(
-    sr: Sample, sc: Sample, bins_spec: str, paired: bool, classifier: bool, distances: bool, chunk: int, seed: int,
-    hit_threshold: float, zero_threshold: float, metric_windows: tuple[tuple[float, ...], float],
-    progress: Callable[[int], None] | None, detail: bool,
+    sr: Sample,
+    sc: Sample,
+    bins_spec: str,
+    paired: bool,
+    classifier: bool,
+    distances: bool,
+    chunk: int,
+    seed: int,
+    hit_threshold: float,
+    zero_threshold: float,
+    metric_windows: tuple[tuple[float, ...], float],
+    progress: Callable[[int], None] | None,
+    detail: bool,
 ) -> ValidationReport:
     if sr.grid != sc.grid:
         raise CaloquantError(f"grids differ: REF {sr.grid} vs CAND {sc.grid}")
@@ -199,15 +237,23 @@ def _validate(
         raise CaloquantError(f"empty sample: REF has {sr.n} showers, CAND {sc.n}")
     if paired:
         if sr.n != sc.n:
-            raise CaloquantError(f"paired comparison needs equal counts: REF has {sr.n} showers, CAND {sc.n}")
+            raise CaloquantError(
+                f"paired comparison needs equal counts: REF has {sr.n} showers, CAND {sc.n}"
+            )
         if not np.allclose(sr.energies, sc.energies, rtol=1e-5):
             i = int(np.argmax(~np.isclose(sr.energies, sc.energies, rtol=1e-5)))
-            raise CaloquantError(f"paired samples differ in energy at row {i}: {sr.energies[i]:g} vs {sc.energies[i]:g} GeV")
+            raise CaloquantError(
+                f"paired samples differ in energy at row {i}: "
+                f"{sr.energies[i]:g} vs {sc.energies[i]:g} GeV"
+            )
     bins = parse_bins(bins_spec, sr.energies)
     for b in bins:
         nr, nc = int(b.mask(sr.energies).sum()), int(b.mask(sc.energies).sum())
         if nr < 2 or nc < 2:
-            raise CaloquantError(f"energy bin {b.label} GeV holds {nr} REF and {nc} CAND showers; need at least 2 each")
+            raise CaloquantError(
+                f"energy bin {b.label} GeV holds {nr} REF and {nc} CAND showers; "
+                "need at least 2 each"
+            )
 
     ar, ac = _Acc(bins, sr.grid), _Acc(bins, sc.grid)
     pixel: list[np.ndarray] = []
@@ -235,32 +281,53 @@ def _validate(
         nr, nc = int(mr.sum()), int(mc.sum())
         pick_r = lambda k: fr[k][mr]  # noqa: E731
         pick_c = lambda k: fc[k][mc]  # noqa: E731
-        lo, hi = (min(er.min(), ec.min()), max(er.max(), ec.max())) if b.label == "all" else (b.lo_gev, b.hi_gev)
-        row: dict[str, Any] = {"label": b.label, "lo_gev": float(lo), "hi_gev": float(hi), "n_ref": nr, "n_cand": nc}
+        lo, hi = (
+            (min(er.min(), ec.min()), max(er.max(), ec.max()))
+            if b.label == "all"
+            else (b.lo_gev, b.hi_gev)
+        )
+        row: dict[str, Any] = {
+            "label": b.label,
+            "lo_gev": float(lo),
+            "hi_gev": float(hi),
+            "n_ref": nr,
+            "n_cand": nc,
+        }
         row["sampling_fraction"] = _compare(pick_r("sf"), pick_c("sf"), paired)
         row["ecal_gev"] = _compare(pick_r("ecal"), pick_c("ecal"), paired)
         row["ep_mean_gev"] = {"ref": float(er[mr].mean()), "cand": float(ec[mc].mean())}
         # energy resolution: relative spread sigma/mean of Ecal/Ep in the bin
-        row["resolution"] = _compare(relative_spread_pseudo(pick_r("sf")), relative_spread_pseudo(pick_c("sf")), paired)
+        row["resolution"] = _compare(
+            relative_spread_pseudo(pick_r("sf")), relative_spread_pseudo(pick_c("sf")), paired
+        )
         row["moments"] = {ax: _moments_row(pick_r, pick_c, ax, paired) for ax in AXES}
         row["n_hits"] = _compare(pick_r("n_hits"), pick_c("n_hits"), paired)
-        row["max_position"] = {ax: _compare(pick_r(f"max_{ax}"), pick_c(f"max_{ax}"), paired) for ax in AXES}
+        row["max_position"] = {
+            ax: _compare(pick_r(f"max_{ax}"), pick_c(f"max_{ax}"), paired) for ax in AXES
+        }
         mse, noise, planes = _projection_mse(ar, ac, b_i, nr, nc)
         row["projection_mse"], row["projection_mse_noise"] = mse, noise
-        pulls = [abs(row["sampling_fraction"]["pull"])] + [abs(row["moments"][a][k]["pull"]) for a in AXES for k in ("mean", "std")]
+        pulls = [abs(row["sampling_fraction"]["pull"])] + [
+            abs(row["moments"][a][k]["pull"]) for a in AXES for k in ("mean", "std")
+        ]
         row["max_abs_pull"] = float(np.nanmax(pulls))
         if paired and pix is not None:
             p = pix[mr]
-            row["pixelwise"] = {"mean": float(p.mean()), "std": float(p.std(ddof=1)) if p.size > 1 else 0.0,
-                                "mean_err": float(p.std(ddof=1) / np.sqrt(p.size)) if p.size > 1 else 0.0}
+            row["pixelwise"] = {
+                "mean": float(p.mean()),
+                "std": float(p.std(ddof=1)) if p.size > 1 else 0.0,
+                "mean_err": float(p.std(ddof=1) / np.sqrt(p.size)) if p.size > 1 else 0.0,
+            }
         if distances:
             # statistical floor: two halves of the reference, scaled from their sizes to (nr, nc)
             half = np.random.default_rng(seed).permutation(nr)
             a_idx, b_idx = half[: nr // 2], half[nr // 2 :]
             scale = (1 / nr + 1 / nc) / (1 / len(a_idx) + 1 / len(b_idx))
             row["separation_power"] = {
-                k: {"value": separation_power(pick_r(k), pick_c(k)),
-                    "floor": scale * separation_power(pick_r(k)[a_idx], pick_r(k)[b_idx])}
+                k: {
+                    "value": separation_power(pick_r(k), pick_c(k)),
+                    "floor": scale * separation_power(pick_r(k)[a_idx], pick_r(k)[b_idx]),
+                }
                 for k in SCALAR_FEATURES
             }
         if detail:
@@ -270,22 +337,35 @@ def _validate(
                 cm, ce = _profile(pick_c(f"profile_{ax}"))
                 row["profiles"][ax] = {"ref": rm, "ref_err": re_, "cand": cm, "cand_err": ce}
             row["projections"] = planes
-            row["cell_spectrum"] = {"ref": ar.spectrum[b_i].tolist(), "cand": ac.spectrum[b_i].tolist()}
+            row["cell_spectrum"] = {
+                "ref": ar.spectrum[b_i].tolist(),
+                "cand": ac.spectrum[b_i].tolist(),
+            }
         out_bins.append(row)
 
     result: dict[str, Any] = {
-        "ref": sr.name, "cand": sc.name, "grid": list(sr.grid), "n_ref": sr.n, "n_cand": sc.n,
-        "paired": paired, "bins_spec": bins_spec,
+        "ref": sr.name,
+        "cand": sc.name,
+        "grid": list(sr.grid),
+        "n_ref": sr.n,
+        "n_cand": sc.n,
+        "paired": paired,
+        "bins_spec": bins_spec,
         "thresholds": {"zero_below_gev": zero_threshold, "hit_above_gev": hit_threshold},
         "cell_threshold_gev": hit_threshold,  # legacy name of thresholds.hit_above_gev
-        "bins": out_bins, "classifier_auc": None, "classifier": None,
+        "bins": out_bins,
+        "classifier_auc": None,
+        "classifier": None,
         "resolution_fit": _resolution_fits(out_bins),
     }
     try:
         result["optimisation_metric"] = metric_from_features(fr, er, fc, ec, *metric_windows)
     except CaloquantError as exc:  # e.g. the sample has no shower near 110, 150 or 190 GeV
-        result["optimisation_metric"] = {"skipped": str(exc), "points_gev": list(metric_windows[0]),
-                                         "half_width_gev": metric_windows[1]}
+        result["optimisation_metric"] = {
+            "skipped": str(exc),
+            "points_gev": list(metric_windows[0]),
+            "half_width_gev": metric_windows[1],
+        }
     if detail:
         result["cell_spectrum_log10_edges"] = SPECTRUM_EDGES.tolist()
         result["histograms"] = _feature_histograms(fr, fc)
@@ -306,7 +386,9 @@ def _validate(
     return ValidationReport(result)
 
 
-def _moments_row(pick_r: Callable[[str], np.ndarray], pick_c: Callable[[str], np.ndarray], ax: str, paired: bool) -> dict[str, Any]:
+def _moments_row(
+    pick_r: Callable[[str], np.ndarray], pick_c: Callable[[str], np.ndarray], ax: str, paired: bool
+) -> dict[str, Any]:
     """Shower position and width along ``ax`` in every convention in use (docs/validation.md).
 
     ``std`` (= ``mean_sqrt_m2``): mean over showers of sqrt(M2), caloquant's original key;
@@ -318,24 +400,38 @@ def _moments_row(pick_r: Callable[[str], np.ndarray], pick_c: Callable[[str], np
     std = _compare(pick_r(f"std_{ax}"), pick_c(f"std_{ax}"), paired)
     pmr, psr = profile_moment_pseudo(pick_r(f"profile_{ax}"))
     pmc, psc = profile_moment_pseudo(pick_c(f"profile_{ax}"))
-    return {"mean": _compare(pick_r(f"mean_{ax}"), pick_c(f"mean_{ax}"), paired), "std": std, "mean_sqrt_m2": std,
-            "sqrt_mean_m2": _compare(sqrt_of_mean_pseudo(pick_r(f"var_{ax}")), sqrt_of_mean_pseudo(pick_c(f"var_{ax}")), paired),
-            "mean_m2": _compare(pick_r(f"var_{ax}"), pick_c(f"var_{ax}"), paired),
-            "profile_mean": _compare(pmr, pmc, paired), "profile_std": _compare(psr, psc, paired)}
+    return {
+        "mean": _compare(pick_r(f"mean_{ax}"), pick_c(f"mean_{ax}"), paired),
+        "std": std,
+        "mean_sqrt_m2": std,
+        "sqrt_mean_m2": _compare(
+            sqrt_of_mean_pseudo(pick_r(f"var_{ax}")),
+            sqrt_of_mean_pseudo(pick_c(f"var_{ax}")),
+            paired,
+        ),
+        "mean_m2": _compare(pick_r(f"var_{ax}"), pick_c(f"var_{ax}"), paired),
+        "profile_mean": _compare(pmr, pmc, paired),
+        "profile_std": _compare(psr, psc, paired),
+    }
 
 
 def _resolution_fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """sigma/E = a/sqrt(E) (+) b fitted to each sample's per-bin relative spreads (bins other than "all")."""
+    """sigma/E = a/sqrt(E) (+) b fitted to each sample's per-bin relative spreads (bins other
+    than "all")."""
     pts = [r for r in rows if r["label"] != "all"]
     out: dict[str, Any] = {"model": RESOLUTION_MODEL}
     for who in ("ref", "cand"):
-        out[who] = fit_resolution(np.array([r["ep_mean_gev"][who] for r in pts]),
-                                  np.array([r["resolution"][who] for r in pts]),
-                                  np.array([r["resolution"][f"{who}_err"] for r in pts]))
+        out[who] = fit_resolution(
+            np.array([r["ep_mean_gev"][who] for r in pts]),
+            np.array([r["resolution"][who] for r in pts]),
+            np.array([r["resolution"][f"{who}_err"] for r in pts]),
+        )
     return out
 
 
-def _feature_histograms(fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], n_bins: int = 40) -> dict[str, Any]:
+def _feature_histograms(
+    fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], n_bins: int = 40
+) -> dict[str, Any]:
     """Unit-normalised histograms of scalar features, for plots."""
     out: dict[str, Any] = {}
     for k in SCALAR_FEATURES:
@@ -346,7 +442,9 @@ def _feature_histograms(fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], n_
         if hi <= lo:
             hi = lo + 1.0
         edges = np.linspace(lo, hi, n_bins + 1)
-        out[k] = {"edges": edges.tolist(),
-                  "ref": np.histogram(np.clip(r, lo, hi), edges)[0].tolist(),
-                  "cand": np.histogram(np.clip(c, lo, hi), edges)[0].tolist()}
+        out[k] = {
+            "edges": edges.tolist(),
+            "ref": np.histogram(np.clip(r, lo, hi), edges)[0].tolist(),
+            "cand": np.histogram(np.clip(c, lo, hi), edges)[0].tolist(),
+        }
     return out

@@ -1,16 +1,15 @@
 """Reduced precision: backends (OpenVINO+NNCF, ONNX Runtime, PyTorch/torchao), the
-physics-aware precision tuner, and deployable artifacts."""
+physics-aware precision tuner, and deployable artifacts.
 
-from caloquant.precision.api import (
-    ArtifactGenerator,
-    QuantizeResult,
-    calibration_latents,
-    is_artifact,
-    load_artifact,
-    quantize,
-    read_manifest,
-)
-from caloquant.precision.backends import Backend, Capabilities, EngineModel, capabilities, load_model, make_backend, prime_backend
+Only the configuration objects are imported with the package (the command line reads its
+option defaults from them); everything else (torch, the engines) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from caloquant.precision.config import (
     BACKENDS,
     CALIBRATIONS,
@@ -21,9 +20,51 @@ from caloquant.precision.config import (
     Tolerance,
     check_supported,
 )
-from caloquant.precision.backends.torch_backend import weight_layers
-from caloquant.precision.evaluation import EvalSet
-from caloquant.precision.rewrite import fuse_upsample_conv
+
+if TYPE_CHECKING:
+    from caloquant.precision.api import quantize
+    from caloquant.precision.artifact import (
+        ArtifactGenerator,
+        QuantizeResult,
+        load_artifact,
+        load_generator,
+    )
+    from caloquant.precision.backends import (
+        Backend,
+        Capabilities,
+        EngineModel,
+        capabilities,
+        load_model,
+        make_backend,
+        prime_backend,
+    )
+    from caloquant.precision.backends.torch_backend import weight_layers
+    from caloquant.precision.evaluation import EvalSet
+    from caloquant.precision.manifest import Manifest, is_artifact, read_manifest
+    from caloquant.precision.pipeline import calibration_latents
+    from caloquant.precision.rewrite import fuse_upsample_conv
+
+_LAZY = {
+    "quantize": "api",
+    "ArtifactGenerator": "artifact",
+    "QuantizeResult": "artifact",
+    "load_artifact": "artifact",
+    "load_generator": "artifact",
+    "Backend": "backends",
+    "Capabilities": "backends",
+    "EngineModel": "backends",
+    "capabilities": "backends",
+    "load_model": "backends",
+    "make_backend": "backends",
+    "prime_backend": "backends",
+    "weight_layers": "backends.torch_backend",
+    "EvalSet": "evaluation",
+    "Manifest": "manifest",
+    "is_artifact": "manifest",
+    "read_manifest": "manifest",
+    "calibration_latents": "pipeline",
+    "fuse_upsample_conv": "rewrite",
+}
 
 __all__ = [
     "BACKENDS",
@@ -35,6 +76,7 @@ __all__ = [
     "Capabilities",
     "EngineModel",
     "EvalSet",
+    "Manifest",
     "QATConfig",
     "QuantizeConfig",
     "QuantizeResult",
@@ -45,6 +87,7 @@ __all__ = [
     "fuse_upsample_conv",
     "is_artifact",
     "load_artifact",
+    "load_generator",
     "load_model",
     "make_backend",
     "prime_backend",
@@ -52,3 +95,13 @@ __all__ = [
     "read_manifest",
     "weight_layers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"caloquant.precision.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'caloquant.precision' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -63,16 +63,25 @@ def summarize(showers: np.ndarray) -> dict[str, np.ndarray]:
 
 def deviation(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, float]:
     """Paired deviations of ``cand`` from ``ref`` (see the module docstring)."""
+
     def rel(k: str) -> float:
         den = float(np.sum(ref[k]))
         return abs(float(np.sum(cand[k])) / den - 1.0) if den > 0 else float(np.sum(cand[k]) > 0)
 
-    return {"ecal_rel": rel("ecal"), "hits_rel": rel("n_hits"),
-            "moment_shift": max(abs(float(np.mean(cand[m] - ref[m]))) for m in MOMENTS)}
+    return {
+        "ecal_rel": rel("ecal"),
+        "hits_rel": rel("n_hits"),
+        "moment_shift": max(abs(float(np.mean(cand[m] - ref[m]))) for m in MOMENTS),
+    }
 
 
-def make_canary(spec: ModelSpec, fp32: Callable[[np.ndarray], np.ndarray], model: Callable[[np.ndarray], np.ndarray],
-                ecal_rel: float, moment_shift: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def make_canary(
+    spec: ModelSpec,
+    fp32: Callable[[np.ndarray], np.ndarray],
+    model: Callable[[np.ndarray], np.ndarray],
+    ecal_rel: float,
+    moment_shift: float,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The canary arrays (for ``CANARY_FILE``) and the manifest's ``self_check`` block: the
     artifact's own deviation on this CPU and the thresholds derived from it."""
     from caloquant.runtime import cpu_identity
@@ -83,14 +92,22 @@ def make_canary(spec: ModelSpec, fp32: Callable[[np.ndarray], np.ndarray], model
     if not np.all(np.isfinite(out)):
         raise CaloquantError("the tuned model gives NaN or Inf showers on the canary latents")
     tuned = deviation(ref, summarize(out))
-    threshold = {"ecal_rel": tuned["ecal_rel"] + ecal_rel, "hits_rel": tuned["hits_rel"] + HITS_MARGIN,
-                 "moment_shift": tuned["moment_shift"] + moment_shift}
+    threshold = {
+        "ecal_rel": tuned["ecal_rel"] + ecal_rel,
+        "hits_rel": tuned["hits_rel"] + HITS_MARGIN,
+        "moment_shift": tuned["moment_shift"] + moment_shift,
+    }
     arrays = {"latents": lat, **{f"ref_{k}": v for k, v in ref.items()}}
-    block = {"file": CANARY_FILE, "n": CANARY_N, "tuned_on": cpu_identity(), "tuned_deviation": tuned,
-             "threshold": threshold,
-             "statistic": "paired against stored float32 outputs of fixed latents: |sum Ecal ratio - 1|, "
-                          "|sum hits ratio - 1|, max |mean moment shift| (cells); threshold = deviation at tuning + "
-                          "tolerance (hits: + 5 %)"}
+    block = {
+        "file": CANARY_FILE,
+        "n": CANARY_N,
+        "tuned_on": cpu_identity(),
+        "tuned_deviation": tuned,
+        "threshold": threshold,
+        "statistic": "paired against stored float32 outputs of fixed latents: "
+        "|sum Ecal ratio - 1|, |sum hits ratio - 1|, max |mean moment shift| (cells); "
+        "threshold = deviation at tuning + tolerance (hits: + 5 %)",
+    }
     return arrays, block
 
 
@@ -100,7 +117,11 @@ def save_canary(out_dir: Path, arrays: dict[str, np.ndarray]) -> str:
     return CANARY_FILE
 
 
-def run_check(out_dir: str | os.PathLike[str], block: dict[str, Any], model: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+def run_check(
+    out_dir: str | os.PathLike[str],
+    block: dict[str, Any],
+    model: Callable[[np.ndarray], np.ndarray],
+) -> dict[str, Any]:
     """Run the canary of the artifact in ``out_dir`` with ``model`` on this CPU; a one-line
     error naming the deviation and the CPU when it is outside the threshold."""
     from caloquant.runtime import cpu_class, cpu_identity
@@ -109,28 +130,51 @@ def run_check(out_dir: str | os.PathLike[str], block: dict[str, Any], model: Cal
     try:
         with np.load(p, allow_pickle=False) as z:
             lat = np.asarray(z["latents"], dtype=np.float32)
-            ref = {k[4:]: np.asarray(z[k], dtype=np.float64) for k in z.files if k.startswith("ref_")}
+            ref = {
+                k[4:]: np.asarray(z[k], dtype=np.float64) for k in z.files if k.startswith("ref_")
+            }
         thr = {k: float(v) for k, v in block["threshold"].items()}
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise CaloquantError(f"{p}: unreadable self-check canary ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise CaloquantError(
+            f"{p}: unreadable self-check canary ({type(exc).__name__}: {str(exc)[:80]})"
+        ) from None
     out = np.asarray(model(lat), dtype=np.float32)
     cpu = cpu_identity()
     where = f"on {cpu['cpu_model']} ({' '.join(cpu['flags']) or 'no listed ISA flags'})"
     tuned_on = (block.get("tuned_on") or {}).get("cpu_model", "?")
     if not np.all(np.isfinite(out)):
-        raise CaloquantError(f"{out_dir}: self-check failed {where}: NaN or Inf showers (tuned on {tuned_on}); "
-                             "use skip_self_check / --skip-self-check to load anyway")
+        raise CaloquantError(
+            f"{out_dir}: self-check failed {where}: NaN or Inf showers (tuned on {tuned_on}); "
+            "use skip_self_check / --skip-self-check to load anyway"
+        )
     dev = deviation(ref, summarize(out))
     bad = [k for k in thr if dev[k] > thr[k]]
     if bad:
         what = ", ".join(f"{k} {dev[k]:.4g} > {thr[k]:.4g}" for k in bad)
-        raise CaloquantError(f"{out_dir}: self-check failed {where}: {what} (tuned on {tuned_on}); the engine computes "
-                             "this artifact differently here; use skip_self_check / --skip-self-check to load anyway")
+        raise CaloquantError(
+            f"{out_dir}: self-check failed {where}: {what} (tuned on {tuned_on}); "
+            "the engine computes this artifact differently here; "
+            "use skip_self_check / --skip-self-check to load anyway"
+        )
     tuned = block.get("tuned_on") or {}
     # artifacts from before the class was recorded: derived from the flags they recorded
-    tuned_class = tuned.get("cpu_class") or (cpu_class(tuned["flags"]) if "flags" in tuned else None)
-    if tuned_class and tuned_class != cpu["cpu_class"]:  # the physics passed; the speed ranking may not carry over
-        log.warning("%s: tuned on a %s CPU, running on a %s one: the self-check passed, but the fastest precision mix "
-                    "may differ here (re-run quantize on this CPU)", out_dir, tuned_class, cpu["cpu_class"])
-    return {"passed": True, "deviation": dev, "threshold": thr, "cpu": cpu,
-            "same_cpu_class": None if tuned_class is None else tuned_class == cpu["cpu_class"]}
+    tuned_class = tuned.get("cpu_class") or (
+        cpu_class(tuned["flags"]) if "flags" in tuned else None
+    )
+    if (
+        tuned_class and tuned_class != cpu["cpu_class"]
+    ):  # the physics passed; the speed ranking may not carry over
+        log.warning(
+            "%s: tuned on a %s CPU, running on a %s one: the self-check passed, "
+            "but the fastest precision mix may differ here (re-run quantize on this CPU)",
+            out_dir,
+            tuned_class,
+            cpu["cpu_class"],
+        )
+    return {
+        "passed": True,
+        "deviation": dev,
+        "threshold": thr,
+        "cpu": cpu,
+        "same_cpu_class": None if tuned_class is None else tuned_class == cpu["cpu_class"],
+    }

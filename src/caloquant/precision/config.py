@@ -17,12 +17,22 @@ from caloquant.timing import TimingConfig
 Backend = Literal["openvino", "onnxruntime", "torch"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Recipe = Literal["physics", "naive"]
-# a range estimator; "-asym": with asymmetric activation ranges (where the engine's int8 scheme has them)
-Calibration = Literal["minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym"]
+# a range estimator; "-asym": with asymmetric activation ranges (where the engine's int8 scheme
+# has them)
+Calibration = Literal[
+    "minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym"
+]
 
 BACKENDS: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
-CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym")
+CALIBRATIONS: tuple[str, ...] = (
+    "minmax",
+    "percentile",
+    "histogram",
+    "minmax-asym",
+    "percentile-asym",
+    "histogram-asym",
+)
 
 
 def per_unit_calibration(default: str, overrides: dict[str, str]) -> str:
@@ -37,13 +47,22 @@ def parse_calibration(spec: str) -> tuple[str, dict[str, str]]:
     overrides = dict(r.split("=", 1) for r in rest)
     bad = [e for e in (default, *overrides.values()) if e not in CALIBRATIONS]
     if bad:
-        raise CaloquantError(f"unknown calibration '{bad[0]}' in '{spec}' (choose from {', '.join(CALIBRATIONS)})")
+        raise CaloquantError(
+            f"unknown calibration '{bad[0]}' in '{spec}' (choose from {', '.join(CALIBRATIONS)})"
+        )
     return default, overrides
+
 
 # (backend, precision) -> None if supported on this CPU class, else the reason it is not.
 UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("onnxruntime", "bf16"): "ONNX Runtime's CPU execution provider has no bfloat16 convolution kernels; use --backend openvino or torch for bf16",
-    ("torch", "fp16"): "PyTorch CPU float16 convolutions are reference (slow) kernels with no speed-up; use --backend openvino (f16 hint) or onnxruntime for fp16",
+    ("onnxruntime", "bf16"): (
+        "ONNX Runtime's CPU execution provider has no bfloat16 convolution kernels; "
+        "use --backend openvino or torch for bf16"
+    ),
+    ("torch", "fp16"): (
+        "PyTorch CPU float16 convolutions are reference (slow) kernels with no speed-up; "
+        "use --backend openvino (f16 hint) or onnxruntime for fp16"
+    ),
 }
 
 
@@ -51,7 +70,9 @@ def check_supported(backend: str, precision: str) -> None:
     if backend not in BACKENDS:
         raise CaloquantError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     if precision not in PRECISIONS:
-        raise CaloquantError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+        raise CaloquantError(
+            f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})"
+        )
     reason = UNSUPPORTED.get((backend, precision))
     if reason:
         raise CaloquantError(f"{precision} on {backend} is not supported: {reason}")
@@ -82,7 +103,10 @@ class Tolerance:
             return TOLERANCE_PRESETS[str(spec)]
         p = Path(spec)
         if not p.exists():
-            raise CaloquantError(f"tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) nor a file")
+            raise CaloquantError(
+                f"tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) "
+                "nor a file"
+            )
         try:
             d = json.loads(p.read_text())
             return cls(**{k: float(v) for k, v in d.items()})
@@ -111,11 +135,11 @@ class QATConfig:
     int8 recipe on the units post-training int8 could not take.
 
     ``minutes``: wall-time box (0 = no QAT unless ``max_steps`` is given), always capped by what
-    is left of the tuning budget; ``max_steps``: a step limit (deterministic runs); ``refresh_every``: steps between
-    re-reading the engine's activation ranges; ``diverge_factor``: a loss (mean of the last
-    ten steps) above this many times the starting level (the mean of the first ten steps; before
-    those, the square of the factor times the first step's loss) ends the run as diverged (the
-    post-training result stands);
+    is left of the tuning budget; ``max_steps``: a step limit (deterministic runs);
+    ``refresh_every``: steps between re-reading the engine's activation ranges;
+    ``diverge_factor``: a loss (mean of the last ten steps) above this many times the starting
+    level (the mean of the first ten steps; before those, the square of the factor times the
+    first step's loss) ends the run as diverged (the post-training result stands);
     ``bias_groups``: the batch is split into this many groups of similar energy, and each
     group's *mean* deviation (what the tolerance measures) enters the loss weighted by the
     group's size (0: per-shower terms only); ``state_dir``: where interrupted runs are
@@ -133,15 +157,26 @@ class QATConfig:
     state_dir: str | None = None
 
     def __post_init__(self) -> None:
-        checks = [(self.minutes >= 0, f"qat minutes must be >= 0, got {self.minutes}"),
-                  (self.max_steps is None or self.max_steps >= 1, f"qat max_steps must be >= 1, got {self.max_steps}"),
-                  (self.batch >= 2, f"qat batch must be >= 2, got {self.batch}"),
-                  (self.lr > 0, f"qat lr must be > 0, got {self.lr}"),
-                  (self.refresh_every >= 1, f"qat refresh_every must be >= 1, got {self.refresh_every}"),
-                  (self.checkpoint_every >= 1, f"qat checkpoint_every must be >= 1, got {self.checkpoint_every}"),
-                  (self.diverge_factor > 1, f"qat diverge_factor must be > 1, got {self.diverge_factor}"),
-                  (0 <= self.bias_groups <= self.batch // 2,
-                   f"qat bias_groups must be between 0 and batch/2 ({self.batch // 2}), got {self.bias_groups}")]
+        checks = [
+            (self.minutes >= 0, f"qat minutes must be >= 0, got {self.minutes}"),
+            (
+                self.max_steps is None or self.max_steps >= 1,
+                f"qat max_steps must be >= 1, got {self.max_steps}",
+            ),
+            (self.batch >= 2, f"qat batch must be >= 2, got {self.batch}"),
+            (self.lr > 0, f"qat lr must be > 0, got {self.lr}"),
+            (self.refresh_every >= 1, f"qat refresh_every must be >= 1, got {self.refresh_every}"),
+            (
+                self.checkpoint_every >= 1,
+                f"qat checkpoint_every must be >= 1, got {self.checkpoint_every}",
+            ),
+            (self.diverge_factor > 1, f"qat diverge_factor must be > 1, got {self.diverge_factor}"),
+            (
+                0 <= self.bias_groups <= self.batch // 2,
+                f"qat bias_groups must be between 0 and batch/2 ({self.batch // 2}), "
+                f"got {self.bias_groups}",
+            ),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise CaloquantError(msg)
@@ -167,9 +202,12 @@ class QuantizeConfig:
     threads: int | None = None  # None: the caller's torch thread setting
     batch: int = 32
     time_budget_s: float = 540.0
-    head_to_head: bool = False  # also run other tools (engine's accuracy control, INC, LiteRT) at the same tolerance
+    head_to_head: bool = (
+        False  # also run other tools (engine's accuracy control, INC, LiteRT) at the same tolerance
+    )
     rewrite: bool = True  # exact sub-pixel rewrite of upsample + conv chains (physics recipe only)
-    # exact equalization of convolution inputs tried on rejected units (physics int8), one graph per alpha
+    # exact equalization of convolution inputs tried on rejected units (physics int8), one graph
+    # per alpha
     equalize_alphas: tuple[float, ...] = (0.5, 1.0)
     # a candidate within the tolerance but not within it plus the error margin is evaluated again
     # with this many times eval_n_per_point more showers at the points that decide (0: never)
@@ -184,7 +222,9 @@ class QuantizeConfig:
         if self.recipe not in ("physics", "naive"):
             raise CaloquantError(f"unknown recipe '{self.recipe}' (physics or naive)")
         if self.calibration not in CALIBRATIONS:
-            raise CaloquantError(f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})")
+            raise CaloquantError(
+                f"unknown calibration '{self.calibration}' (choose from {', '.join(CALIBRATIONS)})"
+            )
         if self.extend_factor < 0:
             raise CaloquantError(f"extend_factor must be >= 0, got {self.extend_factor}")
         if any(not 0.0 <= a <= 1.0 for a in self.equalize_alphas):
@@ -192,11 +232,29 @@ class QuantizeConfig:
         if self.calib_n < 8:
             raise CaloquantError(f"calib_n must be at least 8, got {self.calib_n}")
         if self.eval_n_per_point < 2:
-            raise CaloquantError(f"eval_n_per_point must be at least 2, got {self.eval_n_per_point}")
+            raise CaloquantError(
+                f"eval_n_per_point must be at least 2, got {self.eval_n_per_point}"
+            )
         if self.batch < 1:
             raise CaloquantError(f"batch must be at least 1, got {self.batch}")
         if self.threads is not None and self.threads < 1:
             raise CaloquantError(f"threads must be at least 1, got {self.threads}")
+
+    @property
+    def searches_int8(self) -> bool:
+        """The physics recipe's int8 search: units, equalized and fine-tuned graphs, the
+        frontier, the head to head."""
+        return self.recipe == "physics" and self.precision == "int8"
+
+    @property
+    def confirms(self) -> bool:
+        """The choice must pass again on a second, independent latent set (physics recipe)."""
+        return self.recipe == "physics"
+
+    @property
+    def rewrites(self) -> bool:
+        """The exact sub-pixel rewrite of upsample + conv chains (physics recipe)."""
+        return self.rewrite and self.recipe == "physics"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

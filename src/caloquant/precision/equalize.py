@@ -25,8 +25,8 @@ channel of a convolution): s_c = a_c^alpha / w_c^(1 - alpha), with a_c the large
 of channel c over calibration data and w_c the largest |W[:, c]|. alpha = 1 gives every
 input channel the same range and puts the spread into the weights (which are quantized per
 output channel, so a large s_c coarsens the output channels that read channel c); alpha = 0
-does the opposite (equal weight ranges per input channel); SmoothQuant's default is 0.5. s is normalized to geometric mean 1; channels that never
-fire (a_c = 0) keep s_c = 1.
+does the opposite (equal weight ranges per input channel); SmoothQuant's default is 0.5. s is
+normalized to geometric mean 1; channels that never fire (a_c = 0) keep s_c = 1.
 
 Why written by hand: torch.ao's ``_equalize`` covers Conv2d/Linear pairs only (no Conv3d,
 nothing between the pair); NNCF's ChannelAlignment does not match through LeakyReLU, and
@@ -47,8 +47,17 @@ from torch import fx, nn
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_PASS_MODULES = (nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad2d, nn.ConstantPad3d, nn.Upsample, nn.Identity, nn.Dropout,
-                 nn.ReLU, nn.LeakyReLU)
+_PASS_MODULES = (
+    nn.ZeroPad2d,
+    nn.ZeroPad3d,
+    nn.ConstantPad2d,
+    nn.ConstantPad3d,
+    nn.Upsample,
+    nn.Identity,
+    nn.Dropout,
+    nn.ReLU,
+    nn.LeakyReLU,
+)
 _PASS_FUNCTIONS = (F.relu, F.leaky_relu, torch.relu)
 
 
@@ -100,14 +109,18 @@ def find_pairs(module: nn.Module) -> list[Pair]:
         if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
             continue
         prod = mods.get(str(prev.target))
-        ok = (isinstance(prod, _BNS) and prod.affine) or (isinstance(prod, _CONVS) and prod.groups == 1)
+        ok = (isinstance(prod, _BNS) and prod.affine) or (
+            isinstance(prod, _CONVS) and prod.groups == 1
+        )
         if ok and str(prev.target) not in used:
             used.add(str(prev.target))
             pairs.append(Pair(str(prev.target), str(node.target), through[::-1]))
     return pairs
 
 
-def input_ranges(module: nn.Module, consumers: list[str], run: Callable[[], object]) -> dict[str, torch.Tensor]:
+def input_ranges(
+    module: nn.Module, consumers: list[str], run: Callable[[], object]
+) -> dict[str, torch.Tensor]:
     """Largest |input| per channel of each consumer over what ``run()`` feeds the module."""
     mods = dict(module.named_modules())
     amax: dict[str, torch.Tensor] = {}
@@ -154,8 +167,12 @@ def _divide_outputs(prod: nn.Module, s: torch.Tensor) -> None:
                 prod.bias.div_(s.to(prod.bias))
 
 
-def equalize(module: nn.Module, run: Callable[[nn.Module], object], alpha: float = 0.5,
-             consumers: list[str] | None = None) -> tuple[nn.Module, dict[str, dict[str, float]]]:
+def equalize(
+    module: nn.Module,
+    run: Callable[[nn.Module], object],
+    alpha: float = 0.5,
+    consumers: list[str] | None = None,
+) -> tuple[nn.Module, dict[str, dict[str, float]]]:
     """An equalized copy of ``module`` (eval mode) and, per rescaled consumer, the spread of its
     input's per-channel ranges before and after (max/min over live channels).
 
@@ -177,7 +194,10 @@ def equalize(module: nn.Module, run: Callable[[nn.Module], object], alpha: float
             cons.weight.mul_(s.to(cons.weight).view(1, -1, *([1] * (cons.weight.dim() - 2))))
         live = a > 0
         after = (a.double() / s)[live]
-        info[p.consumer] = {"producer": p.producer, "alpha": alpha,  # type: ignore[dict-item]
-                            "range_spread_before": float(a[live].max() / a[live].min()) if live.any() else 1.0,
-                            "range_spread_after": float(after.max() / after.min()) if live.any() else 1.0}
+        info[p.consumer] = {
+            "producer": p.producer,
+            "alpha": alpha,  # type: ignore[dict-item]
+            "range_spread_before": float(a[live].max() / a[live].min()) if live.any() else 1.0,
+            "range_spread_after": float(after.max() / after.min()) if live.any() else 1.0,
+        }
     return new, info

@@ -42,13 +42,25 @@ class EvalSet:
     _more: dict[tuple[tuple[float, ...], int], EvalSet] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, spec: ModelSpec, fp32: Callable[[np.ndarray], np.ndarray], n_per_point: int, seed: int,
-              points: tuple[float, ...] | None = None, batch: int = 100, stream: int = 0) -> EvalSet:
+    def build(
+        cls,
+        spec: ModelSpec,
+        fp32: Callable[[np.ndarray], np.ndarray],
+        n_per_point: int,
+        seed: int,
+        points: tuple[float, ...] | None = None,
+        batch: int = 100,
+        stream: int = 0,
+    ) -> EvalSet:
         """``stream``: independent latent sets for the same seed (0: tuning, 1: confirmation)."""
         pts = points or energy_points(spec)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 0xE7A1] + ([stream] if stream else []))))
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([seed, 0xE7A1] + ([stream] if stream else [])))
+        )
         e = np.repeat(np.asarray(pts, dtype=np.float64), n_per_point)
-        lat = condition_latent(rng.standard_normal((e.size, spec.noise_dim), dtype=np.float32), e, spec)
+        lat = condition_latent(
+            rng.standard_normal((e.size, spec.noise_dim), dtype=np.float32), e, spec
+        )
         ref = run_batched(fp32, lat, batch)
         return cls(spec, e, lat, ref, tuple(pts), fp32, seed, stream)
 
@@ -61,37 +73,75 @@ class EvalSet:
             raise ValueError("this evaluation set cannot grow: it was not built with an fp32 model")
         key = (tuple(points), n_per_point)
         if key not in self._more:
-            extra = EvalSet.build(self.spec, self.fp32, n_per_point, self.seed, points=tuple(points), stream=self.stream + 2)
-            self._more[key] = EvalSet(self.spec, np.concatenate([self.energies, extra.energies]),
-                                      np.concatenate([self.latents, extra.latents]),
-                                      np.concatenate([self.reference, extra.reference]), self.points, self.fp32,
-                                      self.seed, self.stream)
+            extra = EvalSet.build(
+                self.spec,
+                self.fp32,
+                n_per_point,
+                self.seed,
+                points=tuple(points),
+                stream=self.stream + 2,
+            )
+            self._more[key] = EvalSet(
+                self.spec,
+                np.concatenate([self.energies, extra.energies]),
+                np.concatenate([self.latents, extra.latents]),
+                np.concatenate([self.reference, extra.reference]),
+                self.points,
+                self.fp32,
+                self.seed,
+                self.stream,
+            )
         return self._more[key]
 
     def score(self, out: np.ndarray) -> dict[str, Any]:
         """Physics of candidate showers ``out`` (for ``self.latents``) against the fp32 showers."""
         if not np.all(np.isfinite(out)):
-            return {"finite": False, "worst_ecal_rel": float("inf"), "worst_moment_shift": float("inf"), "points": []}
-        out = np.maximum(out, 0.0)  # a backend may return -0.0 or tiny negatives after ReLU in low precision
+            return {
+                "finite": False,
+                "worst_ecal_rel": float("inf"),
+                "worst_moment_shift": float("inf"),
+                "points": [],
+            }
+        out = np.maximum(
+            out, 0.0
+        )  # a backend may return -0.0 or tiny negatives after ReLU in low precision
         bins = "points:" + ",".join(f"{p:g}" for p in self.points) + "/0.5"
-        rep = validate((self.reference, self.energies), (out, self.energies), bins=bins, paired=True,
-                       distances=False, detail=False).to_dict()
+        rep = validate(
+            (self.reference, self.energies),
+            (out, self.energies),
+            bins=bins,
+            paired=True,
+            distances=False,
+            detail=False,
+        ).to_dict()
         pts = []
         for row in rep["bins"][1:]:
-            pts.append({
-                "energy_gev": (row["lo_gev"] + row["hi_gev"]) / 2,
-                "ecal_ratio": row["sampling_fraction"]["ratio"],
-                "ecal_ratio_err": row["sampling_fraction"]["ratio_err"],
-                "moment_shifts": {f"{k}_{ax}": row["moments"][ax][k]["shift"] for ax in AXES for k in ("mean", "std")},
-                "moment_shift_errs": {f"{k}_{ax}": row["moments"][ax][k]["shift_err"] for ax in AXES for k in ("mean", "std")},
-                "pixelwise_gev": row["pixelwise"]["mean"],
-                "hit_ratio": row["n_hits"]["ratio"],
-            })
+            pts.append(
+                {
+                    "energy_gev": (row["lo_gev"] + row["hi_gev"]) / 2,
+                    "ecal_ratio": row["sampling_fraction"]["ratio"],
+                    "ecal_ratio_err": row["sampling_fraction"]["ratio_err"],
+                    "moment_shifts": {
+                        f"{k}_{ax}": row["moments"][ax][k]["shift"]
+                        for ax in AXES
+                        for k in ("mean", "std")
+                    },
+                    "moment_shift_errs": {
+                        f"{k}_{ax}": row["moments"][ax][k]["shift_err"]
+                        for ax in AXES
+                        for k in ("mean", "std")
+                    },
+                    "pixelwise_gev": row["pixelwise"]["mean"],
+                    "hit_ratio": row["n_hits"]["ratio"],
+                }
+            )
         allb = rep["bins"][0]
         return {
             "finite": True,
             "worst_ecal_rel": float(max(abs(p["ecal_ratio"] - 1.0) for p in pts)),
-            "worst_moment_shift": float(max(abs(v) for p in pts for v in p["moment_shifts"].values())),
+            "worst_moment_shift": float(
+                max(abs(v) for p in pts for v in p["moment_shifts"].values())
+            ),
             "pixelwise_gev": allb["pixelwise"]["mean"],
             "pixelwise_std_gev": allb["pixelwise"]["std"],
             "projection_mse_vs_fp32": allb["projection_mse"],
@@ -105,7 +155,9 @@ def passes(score: dict[str, Any], tol: Tolerance) -> bool:
 
 
 def _err(v: float) -> float:
-    return float(v) if np.isfinite(v) else float("inf")  # an undefined error cannot vouch for anything
+    return (
+        float(v) if np.isfinite(v) else float("inf")
+    )  # an undefined error cannot vouch for anything
 
 
 def badness(score: dict[str, Any], tol: Tolerance) -> float:
@@ -129,8 +181,19 @@ def point_badness(p: dict[str, Any], tol: Tolerance) -> float:
 
 def within_without_margin(score: dict[str, Any], tol: Tolerance) -> bool:
     """Every deviation itself is within the tolerance (only the error margin may be missing)."""
-    return bool(score["finite"] and score["worst_ecal_rel"] <= tol.ecal_rel and score["worst_moment_shift"] <= tol.moment_shift)
+    return bool(
+        score["finite"]
+        and score["worst_ecal_rel"] <= tol.ecal_rel
+        and score["worst_moment_shift"] <= tol.moment_shift
+    )
 
 
-def run_batched(fn: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(latents[i : i + batch]), dtype=np.float32) for i in range(0, len(latents), batch)])
+def run_batched(
+    fn: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, batch: int
+) -> np.ndarray:
+    return np.concatenate(
+        [
+            np.asarray(fn(latents[i : i + batch]), dtype=np.float32)
+            for i in range(0, len(latents), batch)
+        ]
+    )

@@ -17,11 +17,11 @@ simulated in torch:
 * sub-pixel-rewritten convolutions are trained through their compact kernel (the folded kernel
   stays a sum of the original taps, so the artifact can still store it compactly).
 
-The loss: relative mean squared error of the cells, plus each shower's physics deviations from
-its paired fp32 shower in units of the tolerance: the Ecal ratio, the mean and width of the
-shower along each axis, and the relative number of hit cells (a smooth count; the final ReLU turns int8 noise into lit
-cells; relative like the cells, the tolerance has no hit term), plus the *mean* deviations of
-groups of showers of similar energy weighted by the group size (the tolerance judges means; see
+The loss: relative mean squared error of the cells, plus each shower's physics deviations from its
+paired fp32 shower in units of the tolerance: the Ecal ratio, the mean and width of the shower along
+each axis, and the relative number of hit cells (a smooth count; the final ReLU turns int8 noise
+into lit cells; relative like the cells, the tolerance has no hit term), plus the *mean* deviations
+of groups of showers of similar energy weighted by the group size (the tolerance judges means; see
 :func:`qat_loss`). A physics deviation at the tolerance costs as much as a cell error of 100 %.
 
 Nothing here decides what ships: the tuner builds the engine's real int8 model from the
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import math
@@ -56,7 +55,10 @@ from torch.nn.utils import parametrize
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path
-from caloquant.physics import AUTHORS_HIT_THRESHOLD_GEV as HIT_THRESHOLD_GEV  # the authors' hits (ROOTutils.get_hits)
+from caloquant.models import weights_digest
+from caloquant.physics import (
+    AUTHORS_HIT_THRESHOLD_GEV as HIT_THRESHOLD_GEV,  # the authors' hits (ROOTutils.get_hits)
+)
 from caloquant.precision.backends import FakeQuant
 from caloquant.precision.config import QATConfig, Tolerance
 from caloquant.precision.rewrite import UpsampledConv, rewritten_convs
@@ -111,7 +113,7 @@ class CompactKernel(nn.Module):
         return torch.einsum(self.eq, *mats, self.source).reshape(self.shape)
 
 
-class _Student:
+class Student:
     """A copy of the generator that computes through the engine's int8 arithmetic for ``plan``."""
 
     def __init__(self, module: nn.Module, plan: Sequence[FakeQuant]) -> None:
@@ -125,10 +127,14 @@ class _Student:
         self.ranges: dict[str, tuple[float, float, int]] = {}
         for fq in plan:
             if fq.module not in mods:
-                raise CaloquantError(f"QAT plan names module '{fq.module}', which the generator does not have")
+                raise CaloquantError(
+                    f"QAT plan names module '{fq.module}', which the generator does not have"
+                )
             target = mods[fq.module]
             if fq.weight_ratio and not any(isinstance(p, WeightGrid) for p in _params_of(target)):
-                parametrize.register_parametrization(target, "weight", WeightGrid(fq.weight_ratio, fq.weight_bound))
+                parametrize.register_parametrization(
+                    target, "weight", WeightGrid(fq.weight_ratio, fq.weight_bound)
+                )
             if fq.module not in self.ranges:
                 target.register_forward_pre_hook(self._hook(fq.module))
             self.ranges[fq.module] = (fq.low, fq.high, fq.levels)
@@ -168,7 +174,9 @@ class _Student:
             m = mods[name]
             assert isinstance(m, UpsampledConv)
             m.source_weight = src
-            values[f"{name}.conv.weight"] = torch.einsum(m.compact_weight_recipe()[0], *m.phase_mats, src).reshape(m.conv.weight.shape)
+            values[f"{name}.conv.weight"] = torch.einsum(
+                m.compact_weight_recipe()[0], *m.phase_mats, src
+            ).reshape(m.conv.weight.shape)
         out.load_state_dict(values)
         for p in out.parameters():
             p.requires_grad_(False)
@@ -192,7 +200,9 @@ def _profile_moments(s: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Te
     return mean, width
 
 
-def qat_loss(student: torch.Tensor, teacher: torch.Tensor, tol: Tolerance, groups: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+def qat_loss(
+    student: torch.Tensor, teacher: torch.Tensor, tol: Tolerance, groups: int = 0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Cells (relative MSE) plus the physics deviations of each shower from its paired fp32
     shower, in units of the tolerance (per shower, so that deviations of opposite sign at
     different energies cannot cancel).
@@ -218,20 +228,28 @@ def qat_loss(student: torch.Tensor, teacher: torch.Tensor, tol: Tolerance, group
     def hits(x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((x - HIT_THRESHOLD_GEV) / width).sum(dims)
 
-    # the tolerance says nothing about hits: relative, like the cells (int8 noise can move the
-    # count of a shower by tens of per cent, which on the Ecal tolerance's scale would drown the rest)
+    # the tolerance says nothing about hits: relative, like the cells (int8 noise can move the count
+    # of a shower by tens of per cent, which on the Ecal tolerance's scale would drown the rest)
     hit_rel = hits(student) / hits(teacher).clamp_min(1.0) - 1
     loss = cells + (hit_rel**2).mean() + (ecal**2).mean() + (moments**2).mean()
-    parts = {"cells": float(cells.detach()), "ecal_rms": float(ecal.detach().pow(2).mean().sqrt()),
-             "moments_rms": float(moments.detach().pow(2).mean().sqrt()), "hits_rms": float(hit_rel.detach().pow(2).mean().sqrt())}
+    parts = {
+        "cells": float(cells.detach()),
+        "ecal_rms": float(ecal.detach().pow(2).mean().sqrt()),
+        "moments_rms": float(moments.detach().pow(2).mean().sqrt()),
+        "hits_rms": float(hit_rel.detach().pow(2).mean().sqrt()),
+    }
     if groups > 0:
         order = torch.argsort(teacher.sum(dims))
         devs = torch.cat([ecal[None], moments])[:, order]  # (terms, showers), by energy
-        means = torch.stack([g.mean(1) for g in torch.tensor_split(devs, groups, dim=1)], 1)  # (terms, groups)
+        means = torch.stack(
+            [g.mean(1) for g in torch.tensor_split(devs, groups, dim=1)], 1
+        )  # (terms, groups)
         size = devs.shape[1] / groups
         bias = size * (means**2).mean()
         loss = loss + bias
-        parts["bias_max"] = float(means.detach().abs().max())  # worst group-mean deviation, tolerance units
+        parts["bias_max"] = float(
+            means.detach().abs().max()
+        )  # worst group-mean deviation, tolerance units
     return loss, parts
 
 
@@ -250,25 +268,46 @@ class QATResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
-        return {"steps": self.steps, "seconds": round(self.seconds, 1), "diverged": self.diverged,
-                "resumed_from_step": self.resumed_from_step, "loss_first": self.loss_first, "loss_last": self.loss_last}
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "diverged": self.diverged,
+            "resumed_from_step": self.resumed_from_step,
+            "loss_first": self.loss_first,
+            "loss_last": self.loss_last,
+        }
 
 
-def state_key(module: nn.Module, units: Sequence[str], calibration: str, cfg: QATConfig, tol: Tolerance) -> str:
-    """What a QAT run depends on: the weights, the units, the calibration, the settings (not the budget)."""
-    h = hashlib.sha256()
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
-    h.update(buf.getvalue())
+def state_key(
+    module: nn.Module, units: Sequence[str], calibration: str, cfg: QATConfig, tol: Tolerance
+) -> str:
+    """What a QAT run depends on: the weights, the units, the calibration, the settings (not the
+    budget)."""
+    h = hashlib.sha256(weights_digest(module).encode())
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("minutes", "state_dir")}
-    h.update(json.dumps({"units": sorted(units), "calibration": calibration, "cfg": settings, "tol": tol.to_dict()},
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "units": sorted(units),
+                "calibration": calibration,
+                "cfg": settings,
+                "tol": tol.to_dict(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()[:20]
 
 
-def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
-             latents_fn: Callable[[int, int], np.ndarray], cfg: QATConfig, tol: Tolerance, state: Path | None,
-             on_step: Callable[[int, dict[str, float]], None] | None = None) -> QATResult:
+def finetune(
+    module: nn.Module,
+    plan_fn: Callable[[nn.Module], list[FakeQuant]],
+    latents_fn: Callable[[int, int], np.ndarray],
+    cfg: QATConfig,
+    tol: Tolerance,
+    state: Path | None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> QATResult:
     """Fine-tune a copy of ``module`` through the engine's int8 arithmetic (``plan_fn(float
     module)`` gives the plan on given weights); ``latents_fn(n, seed)`` draws conditioned
     latents. ``state``: the checkpoint file (resumed when it exists; None: no checkpoints)."""
@@ -276,7 +315,7 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
     plan = plan_fn(teacher)
     if not plan:
         raise CaloquantError("QAT: the engine's plan quantizes nothing for these units")
-    student = _Student(teacher, plan)  # weight grids from the starting weights, on a resume too
+    student = Student(teacher, plan)  # weight grids from the starting weights, on a resume too
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     step, elapsed0, history = 0, 0.0, []
     loss_ref: float | None = None
@@ -285,12 +324,24 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
         st = _load_state(state)
         student.module.load_state_dict(st["student"])
         opt.load_state_dict(st["optimizer"])
-        step, elapsed0, history, loss_ref = st["step"], st["elapsed_s"], st["history"], st["loss_ref"]
-        plan = [FakeQuant(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in st["plan"]]
+        step, elapsed0, history, loss_ref = (
+            st["step"],
+            st["elapsed_s"],
+            st["history"],
+            st["loss_ref"],
+        )
+        plan = [
+            FakeQuant(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+            for p in st["plan"]
+        ]
         student.set_ranges(plan)
         done = bool(st.get("done"))
-        log.info("  QAT: %s run found at step %d, %s", "finished" if done else "interrupted", step,
-                 "reused" if done else "resumed")
+        log.info(
+            "  QAT: %s run found at step %d, %s",
+            "finished" if done else "interrupted",
+            step,
+            "reused" if done else "resumed",
+        )
     resumed = step
     t0 = time.perf_counter()
     diverged = False
@@ -303,22 +354,39 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
             return
         state.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(state, suffix=".pt") as tmp:
-            torch.save({"qat_state": STATE_VERSION, "student": student.module.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step, "elapsed_s": elapsed(), "history": history, "loss_ref": loss_ref,
-                        "plan": [asdict(p) for p in plan], "done": final}, tmp)
+            torch.save(
+                {
+                    "qat_state": STATE_VERSION,
+                    "student": student.module.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "elapsed_s": elapsed(),
+                    "history": history,
+                    "loss_ref": loss_ref,
+                    "plan": [asdict(p) for p in plan],
+                    "done": final,
+                },
+                tmp,
+            )
 
     while not done:
-        if (cfg.max_steps is not None and step >= cfg.max_steps) or (cfg.minutes > 0 and elapsed() > 60 * cfg.minutes):
+        if (cfg.max_steps is not None and step >= cfg.max_steps) or (
+            cfg.minutes > 0 and elapsed() > 60 * cfg.minutes
+        ):
             break
         if step and step % cfg.refresh_every == 0:  # the engine's ranges on the current weights
             plan = plan_fn(student.float_module())
             student.set_ranges(plan)
-        z = torch.from_numpy(np.ascontiguousarray(latents_fn(cfg.batch, cfg.seed * 1_000_003 + step), dtype=np.float32))
+        z = torch.from_numpy(
+            np.ascontiguousarray(
+                latents_fn(cfg.batch, cfg.seed * 1_000_003 + step), dtype=np.float32
+            )
+        )
         with torch.no_grad():
             target = teacher(z)
         loss, parts = qat_loss(student.module(z), target, tol, cfg.bias_groups)
         value = float(loss.detach())
-        recent = [h["loss"] for h in history[-(SMOOTH - 1):]] + [value]
+        recent = [h["loss"] for h in history[-(SMOOTH - 1) :]] + [value]
         if len(history) == SMOOTH - 1:
             loss_ref = float(np.mean(recent))  # the starting level: mean of the first steps
         smooth = float(np.mean(recent))
@@ -327,11 +395,19 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
         # model: 1,026 -> 28,795 at step 7, mean of the window 5.6x, back to 150 by step 30), a
         # learning rate that is far too large multiplies the loss by 1e15 at the first update
         first = history[0]["loss"] if history else value
-        limit = cfg.diverge_factor * loss_ref if loss_ref is not None else cfg.diverge_factor ** 2 * first
+        limit = (
+            cfg.diverge_factor * loss_ref if loss_ref is not None else cfg.diverge_factor**2 * first
+        )
         if not math.isfinite(value) or smooth > limit:
             diverged = True
-            log.info("  QAT diverged at step %d (loss %.3g over the last %d steps, start %.3g): the post-training "
-                     "result stands", step, smooth, len(recent), loss_ref or float("nan"))
+            log.info(
+                "  QAT diverged at step %d (loss %.3g over the last %d steps, start %.3g): "
+                "the post-training result stands",
+                step,
+                smooth,
+                len(recent),
+                loss_ref or float("nan"),
+            )
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -345,16 +421,27 @@ def finetune(module: nn.Module, plan_fn: Callable[[nn.Module], list[FakeQuant]],
     if not diverged and not done:
         save(final=True)
     losses = [h["loss"] for h in history]
-    return QATResult(None if diverged else student.float_module(), step, elapsed(), diverged, resumed,
-                     losses[0] if losses else float("nan"), float(np.mean(losses[-10:])) if losses else float("nan"),
-                     history[-200:])
+    return QATResult(
+        None if diverged else student.float_module(),
+        step,
+        elapsed(),
+        diverged,
+        resumed,
+        losses[0] if losses else float("nan"),
+        float(np.mean(losses[-10:])) if losses else float("nan"),
+        history[-200:],
+    )
 
 
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         st = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
-        raise CaloquantError(f"{path}: unreadable QAT state ({type(exc).__name__}); delete it to start over") from None
+        raise CaloquantError(
+            f"{path}: unreadable QAT state ({type(exc).__name__}); delete it to start over"
+        ) from None
     if not isinstance(st, dict) or st.get("qat_state") != STATE_VERSION:
-        raise CaloquantError(f"{path}: not a caloquant QAT state (or of another version); delete it to start over")
+        raise CaloquantError(
+            f"{path}: not a caloquant QAT state (or of another version); delete it to start over"
+        )
     return st

@@ -67,7 +67,8 @@ class _Axis:
         return a
 
     def low_res_pads(self) -> tuple[int, int]:
-        """Padding of the low-res input so that the conv yields Q = L + c outputs, c = ceil((p+q-k+1)/s)."""
+        """Padding of the low-res input so that the conv yields Q = L + c outputs,
+        c = ceil((p+q-k+1)/s)."""
         c = math.ceil((self.p + self.q - self.k + 1) / self.s)
         return -self.d0, c + self.d1
 
@@ -78,7 +79,9 @@ class _Axis:
 class UpsampledConv(nn.Module):
     """Drop-in replacement of ``conv(pad(upsample(x)))`` computing on the low-res input."""
 
-    def __init__(self, conv: nn.Conv2d | nn.Conv3d, scale: tuple[int, ...], pads: tuple[tuple[int, int], ...]) -> None:
+    def __init__(
+        self, conv: nn.Conv2d | nn.Conv3d, scale: tuple[int, ...], pads: tuple[tuple[int, int], ...]
+    ) -> None:
         super().__init__()
         nd = len(scale)
         self.axes = [_Axis(s, p, q, k) for s, (p, q), k in zip(scale, pads, conv.kernel_size)]
@@ -93,9 +96,13 @@ class UpsampledConv(nn.Module):
         out_ch, in_ch = w.shape[:2]
         self.out_channels = out_ch
         conv_cls = nn.Conv3d if nd == 3 else nn.Conv2d
-        self.conv = conv_cls(in_ch, phases * out_ch, tuple(a.taps for a in self.axes), bias=conv.bias is not None)
+        self.conv = conv_cls(
+            in_ch, phases * out_ch, tuple(a.taps for a in self.axes), bias=conv.bias is not None
+        )
         with torch.no_grad():
-            self.conv.weight.copy_(nw.reshape(phases * out_ch, in_ch, *[a.taps for a in self.axes]).float())
+            self.conv.weight.copy_(
+                nw.reshape(phases * out_ch, in_ch, *[a.taps for a in self.axes]).float()
+            )
             if conv.bias is not None:
                 self.conv.bias.copy_(conv.bias.detach().repeat(phases))
         # F.pad takes the last axis first
@@ -104,32 +111,50 @@ class UpsampledConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sizes = x.shape[2:]
         pads = self.pad
-        if min(pads) < 0:  # negative padding = crop; done by slicing so every exporter understands it
+        if (
+            min(pads) < 0
+        ):  # negative padding = crop; done by slicing so every exporter understands it
             x = F.pad(x, tuple(max(v, 0) for v in pads))
-            x = x[(..., *[slice(max(-pads[2 * i], 0), x.shape[-1 - i] - max(-pads[2 * i + 1], 0))
-                         for i in reversed(range(len(self.axes)))])]
+            x = x[
+                (
+                    ...,
+                    *[
+                        slice(max(-pads[2 * i], 0), x.shape[-1 - i] - max(-pads[2 * i + 1], 0))
+                        for i in reversed(range(len(self.axes)))
+                    ],
+                )
+            ]
         else:
             x = F.pad(x, pads)
         y = self.conv(x)  # (N, S*O, Q...)
         n, q, nd = y.shape[0], y.shape[2:], len(self.axes)
         s = [a.s for a in self.axes]
-        # (N, s_1..s_d, O, Q_1..Q_d) -> (N, O, Q_1, s_1, ..., Q_d, s_d) -> (N, O, Q_1*s_1, ..., Q_d*s_d)
+        # (N, s_1..s_d, O, Q_1..Q_d) -> (N, O, Q_1, s_1, ..., Q_d, s_d)
+        #   -> (N, O, Q_1*s_1, ..., Q_d*s_d)
         y = y.reshape(n, *s, self.out_channels, *q)
         y = y.permute(0, nd + 1, *[ax for i in range(nd) for ax in (nd + 2 + i, 1 + i)])
         y = y.reshape(n, self.out_channels, *[qi * si for qi, si in zip(q, s)])
-        o = [a.n_out(int(L)) for a, L in zip(self.axes, sizes)]  # spatial sizes are static (the batch stays dynamic)
+        o = [
+            a.n_out(int(L)) for a, L in zip(self.axes, sizes)
+        ]  # spatial sizes are static (the batch stays dynamic)
         return y[(slice(None), slice(None), *[slice(0, v) for v in o])]
 
     def compact_weight_recipe(self) -> tuple[str, list[torch.Tensor], tuple[int, ...]]:
         """(einsum equation, operands ending with the original kernel, final shape) that rebuild
         ``self.conv.weight`` from the original kernel, which is several times smaller."""
-        return _FOLD[len(self.axes)], [*self.phase_mats, self.source_weight], tuple(self.conv.weight.shape)
+        return (
+            _FOLD[len(self.axes)],
+            [*self.phase_mats, self.source_weight],
+            tuple(self.conv.weight.shape),
+        )
 
     def macs_ratio(self, sizes: tuple[int, ...]) -> float:
         """Multiply-adds of this module over those of the original upsample + conv."""
         taps_new = math.prod(a.taps for a in self.axes) * math.prod(a.s for a in self.axes)
         q_new = math.prod(math.ceil(a.n_out(L) / a.s) for a, L in zip(self.axes, sizes))
-        old = math.prod(a.k for a in self.axes) * math.prod(a.n_out(L) for a, L in zip(self.axes, sizes))
+        old = math.prod(a.k for a in self.axes) * math.prod(
+            a.n_out(L) for a, L in zip(self.axes, sizes)
+        )
         return taps_new * q_new / old
 
 
@@ -190,16 +215,28 @@ def fuse_upsample_conv(module: nn.Module) -> tuple[nn.Module, list[str]]:
             continue
         conv = mods[node.target]
         nd = conv.weight.dim() - 2
-        if any(v != 1 for v in conv.stride) or any(v != 1 for v in conv.dilation) or conv.groups != 1:
+        if (
+            any(v != 1 for v in conv.stride)
+            or any(v != 1 for v in conv.dilation)
+            or conv.groups != 1
+        ):
             continue
         prev = node.args[0]
         pad_name = None
-        if isinstance(prev, fx.Node) and prev.op == "call_module" and isinstance(mods.get(prev.target), _PADS):
+        if (
+            isinstance(prev, fx.Node)
+            and prev.op == "call_module"
+            and isinstance(mods.get(prev.target), _PADS)
+        ):
             if len(prev.users) != 1:
                 continue
             pad_name = str(prev.target)
             prev = prev.args[0]
-        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and isinstance(mods.get(prev.target), nn.Upsample)):
+        if not (
+            isinstance(prev, fx.Node)
+            and prev.op == "call_module"
+            and isinstance(mods.get(prev.target), nn.Upsample)
+        ):
             continue
         names = [str(node.target), str(prev.target)] + ([pad_name] if pad_name else [])
         if len(prev.users) != 1 or any(calls.get(n, 0) != 1 for n in names):

@@ -1,7 +1,13 @@
 """Reports: terminal tables and plots drawn from the stages' JSON-ready results."""
 
-from caloquant.report.bench import (bench_machine_line, bench_mc_table, bench_models_table, bench_plots, bench_profile_table,
-                                    bench_results_table)
+from caloquant.report.bench import (
+    bench_machine_line,
+    bench_mc_table,
+    bench_models_table,
+    bench_profile_table,
+    bench_results_table,
+)
+from caloquant.report.bench_figures import bench_plots
 from caloquant.report.plots import validation_plots
 from caloquant.report.tables import (
     global_table,

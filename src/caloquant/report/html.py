@@ -39,28 +39,53 @@ def table_data(t: Table) -> dict[str, Any]:
         pc = [plain(c) for c in cells]
         rows.append([p for p, _ in pc])
         classes.append([c for _, c in pc])
-    return {"title": plain(t.title or "")[0], "columns": [plain(c.header)[0] for c in t.columns], "rows": rows,
-            "classes": classes, "caption": plain(t.caption or "")[0]}
+    return {
+        "title": plain(t.title or "")[0],
+        "columns": [plain(c.header)[0] for c in t.columns],
+        "rows": rows,
+        "classes": classes,
+        "caption": plain(t.caption or "")[0],
+    }
 
 
 def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def section(title: str, text: str = "", tables: list[Table | None] | None = None, figures: list[tuple[str, Path | None]] | None = None,
-            details: list[Table | None] | None = None) -> dict[str, Any]:
-    """A report section: ``figures`` are (caption, PNG path); ``details`` are tables shown folded."""
-    return {"id": slug(title), "title": title, "text": text,
-            "tables": [table_data(t) for t in tables or [] if t is not None],
-            "details": [table_data(t) for t in details or [] if t is not None],
-            "figures": [{"caption": c, "path": str(p)} for c, p in figures or [] if p is not None and Path(p).exists()]}
+def section(
+    title: str,
+    text: str = "",
+    tables: list[Table | None] | None = None,
+    figures: list[tuple[str, Path | None]] | None = None,
+    details: list[Table | None] | None = None,
+) -> dict[str, Any]:
+    """A report section: ``figures`` are (caption, PNG path); ``details`` are tables shown
+    folded."""
+    return {
+        "id": slug(title),
+        "title": title,
+        "text": text,
+        "tables": [table_data(t) for t in tables or [] if t is not None],
+        "details": [table_data(t) for t in details or [] if t is not None],
+        "figures": [
+            {"caption": c, "path": str(p)}
+            for c, p in figures or []
+            if p is not None and Path(p).exists()
+        ],
+    }
 
 
 def report_dict(title: str, sections: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"caloquant_report": 1, "title": title, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **meta, "sections": sections}
+    return {
+        "caloquant_report": 1,
+        "title": title,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **meta,
+        "sections": sections,
+    }
 
 
+# a backslash at the end of a line joins it to the next: long lines wrapped, the HTML unchanged
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -68,18 +93,21 @@ TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ r.title }}</title>
 <style>
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d232a; background: #fafbfc; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; \
+color: #1d232a; background: #fafbfc; }
 header { background: #17324d; color: #fff; padding: 1.2em 2em; }
 header h1 { margin: 0 0 .3em 0; font-size: 1.6em; }
 header p { margin: 0; opacity: .85; }
-nav { padding: .6em 2em; background: #e8edf2; font-size: .92em; position: sticky; top: 0; z-index: 1; }
+nav { padding: .6em 2em; background: #e8edf2; font-size: .92em; position: sticky; top: 0; \
+z-index: 1; }
 nav a { margin-right: 1.1em; color: #17324d; text-decoration: none; white-space: nowrap; }
 main { padding: 0 2em 3em 2em; max-width: 1500px; }
 section { margin-top: 1.6em; padding-top: .4em; border-top: 1px solid #d6dde4; }
 h2 { color: #17324d; }
 table { border-collapse: collapse; margin: .8em 0 .2em 0; font-size: .86em; background: #fff; }
 caption { text-align: left; font-weight: 600; padding: .3em 0; }
-th, td { border: 1px solid #d6dde4; padding: .25em .55em; text-align: right; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d6dde4; padding: .25em .55em; text-align: right; \
+font-variant-numeric: tabular-nums; }
 th { background: #eef2f6; }
 td:first-child, th:first-child { text-align: left; }
 td.ok { color: #17752f; } td.warn { color: #9a6a00; } td.bad { color: #b3261e; font-weight: 600; }
@@ -88,7 +116,8 @@ p.caption { font-size: .8em; color: #56616c; margin: .1em 0 1em 0; max-width: 12
 figure { margin: 0; background: #fff; border: 1px solid #d6dde4; padding: .4em; }
 figure img { max-width: 560px; width: 100%; height: auto; display: block; }
 figcaption { font-size: .8em; color: #56616c; max-width: 560px; }
-.recommendation { font-size: 1.05em; background: #fff; border-left: 4px solid #17752f; padding: .8em 1.2em; max-width: 1200px; }
+.recommendation { font-size: 1.05em; background: #fff; border-left: 4px solid #17752f; \
+padding: .8em 1.2em; max-width: 1200px; }
 details summary { cursor: pointer; color: #17324d; margin-top: .6em; }
 </style>
 </head>
@@ -98,14 +127,21 @@ details summary { cursor: pointer; color: #17324d; margin-top: .6em; }
 <main>
 {% macro table(t) %}<table>{% if t.title %}<caption>{{ t.title }}</caption>{% endif %}
 <thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in t.rows %}{% set ri = loop.index0 %}<tr>{% for cell in row %}<td{% if t.classes[ri][loop.index0] %} class="{{ t.classes[ri][loop.index0] }}"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>{% if t.caption %}<p class="caption">{{ t.caption }}</p>{% endif %}{% endmacro %}
+<tbody>{% for row in t.rows %}{% set ri = loop.index0 %}<tr>{% for cell in row %}<td\
+{% if t.classes[ri][loop.index0] %} class="{{ t.classes[ri][loop.index0] }}"{% endif %}>{{ cell }}\
+</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>{% if t.caption %}<p class="caption">{{ t.caption }}</p>{% endif %}\
+{% endmacro %}
 {% for s in r.sections %}<section id="{{ s.id }}" data-section="{{ s.title }}">
 <h2>{{ s.title }}</h2>
-{% if s.text %}<p class="{{ 'recommendation' if s.id == 'recommendation' else '' }}">{{ s.text }}</p>{% endif %}
+{% if s.text %}<p class="{{ 'recommendation' if s.id == 'recommendation' else '' }}">{{ s.text }}\
+</p>{% endif %}
 {% for t in s.tables %}{{ table(t) }}{% endfor %}
-{% if s.figures %}<div class="figs">{% for f in s.figures %}<figure><img alt="{{ f.caption }}" src="data:image/png;base64,{{ images[f.path] }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
-{% if s.details %}<details><summary>more tables</summary>{% for t in s.details %}{{ table(t) }}{% endfor %}</details>{% endif %}
+{% if s.figures %}<div class="figs">{% for f in s.figures %}<figure>\
+<img alt="{{ f.caption }}" src="data:image/png;base64,{{ images[f.path] }}">\
+<figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
+{% if s.details %}<details><summary>more tables</summary>{% for t in s.details %}{{ table(t) }}\
+{% endfor %}</details>{% endif %}
 </section>
 {% endfor %}
 </main>
@@ -124,9 +160,14 @@ window.addEventListener("load", function () {
 
 def render_html(report: dict[str, Any]) -> str:
     """The report as one HTML document; figures are read from their PNG files and inlined."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    images = {f["path"]: base64.b64encode(Path(f["path"]).read_bytes()).decode("ascii")
-              for s in report["sections"] for f in s["figures"]}
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
+    images = {
+        f["path"]: base64.b64encode(Path(f["path"]).read_bytes()).decode("ascii")
+        for s in report["sections"]
+        for f in s["figures"]
+    }
     return env.from_string(TEMPLATE).render(r=report, images=images)
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-# the matplotlib backend is the caller's (the command line picks Agg); figures are closed after saving
+# the matplotlib backend is the caller's (the command line picks Agg); figures closed after saving
 import matplotlib.pyplot as plt
 import mplhep as hep
 import numpy as np
@@ -19,14 +19,22 @@ from matplotlib.colors import LogNorm
 from caloquant.fileio import atomic_path
 
 # ROOT style with fonts sized for multi-panel figures.
-STYLE_OVERRIDES = {"font.size": 13, "axes.labelsize": 14, "axes.titlesize": 14, "xtick.labelsize": 12,
-                   "ytick.labelsize": 12, "legend.fontsize": 12, "figure.constrained_layout.use": False}
+STYLE_OVERRIDES = {
+    "font.size": 13,
+    "axes.labelsize": 14,
+    "axes.titlesize": 14,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 12,
+    "figure.constrained_layout.use": False,
+}
 REF_STYLE = {"color": "black", "label": "reference"}
 CAND_STYLE = {"color": "tab:red", "label": "candidate"}
 AXIS_NAMES = {"x": "x (transverse) cell", "y": "y (transverse) cell", "z": "z (depth) layer"}
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write a figure as PNG atomically and close it (every plot of the reports)."""
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -38,13 +46,17 @@ def _ep(label: str) -> str:
 
 
 def _ratio_axes(title: str) -> tuple[plt.Figure, plt.Axes, plt.Axes]:
-    fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (ax, rax) = plt.subplots(
+        2, 1, figsize=(8, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
     fig.subplots_adjust(hspace=0.05)
     ax.set_title(title, fontsize=14)
     return fig, ax, rax
 
 
-def _ratio(rax: plt.Axes, x: np.ndarray, r: np.ndarray, re: np.ndarray, c: np.ndarray, ce: np.ndarray) -> None:
+def _ratio(
+    rax: plt.Axes, x: np.ndarray, r: np.ndarray, re: np.ndarray, c: np.ndarray, ce: np.ndarray
+) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = c / r
         err = np.abs(ratio) * np.hypot(ce / c, re / r)
@@ -73,7 +85,7 @@ def shower_shapes(report: dict[str, Any], out: Path, bin_label: str = "all") -> 
             ax.legend()
             _ratio(rax, x, r, re, c, ce)
             rax.set_xlabel(AXIS_NAMES[ax_name])
-            paths.append(_save(fig, out / f"shape_{ax_name}_{scale}.png"))
+            paths.append(save_figure(fig, out / f"shape_{ax_name}_{scale}.png"))
     return paths
 
 
@@ -95,7 +107,7 @@ def sampling_fraction(report: dict[str, Any], out: Path) -> Path:
     rax.errorbar(x, ratio, xerr=xerr, yerr=rerr, fmt="o", color=CAND_STYLE["color"])
     rax.set_ylabel("cand / ref")
     rax.set_xlabel("Ep [GeV]")
-    return _save(fig, out / "sampling_fraction.png")
+    return save_figure(fig, out / "sampling_fraction.png")
 
 
 def energy_resolution(report: dict[str, Any], out: Path) -> Path:
@@ -120,11 +132,16 @@ def energy_resolution(report: dict[str, Any], out: Path) -> Path:
     ax.legend(fontsize=10)
     rax.axhline(1.0, color="black", lw=1)
     x = np.array([b["ep_mean_gev"]["ref"] for b in rows])
-    rax.errorbar(x, [b["resolution"]["ratio"] for b in rows], yerr=[b["resolution"]["ratio_err"] for b in rows],
-                 fmt="o", color=CAND_STYLE["color"])
+    rax.errorbar(
+        x,
+        [b["resolution"]["ratio"] for b in rows],
+        yerr=[b["resolution"]["ratio_err"] for b in rows],
+        fmt="o",
+        color=CAND_STYLE["color"],
+    )
     rax.set_ylabel("cand / ref")
     rax.set_xlabel("Ep [GeV]")
-    return _save(fig, out / "energy_resolution.png")
+    return save_figure(fig, out / "energy_resolution.png")
 
 
 def projections(report: dict[str, Any], out: Path, bin_label: str = "all") -> Path:
@@ -134,27 +151,46 @@ def projections(report: dict[str, Any], out: Path, bin_label: str = "all") -> Pa
     for row, (plane, data) in enumerate(b["projections"].items()):
         r, c = np.asarray(data["ref"]), np.asarray(data["cand"])
         vmax = max(r.max(), c.max(), 1e-12)
-        vmin = max(vmax * 1e-5, min(r[r > 0].min() if (r > 0).any() else vmax, c[c > 0].min() if (c > 0).any() else vmax))
+        vmin = max(
+            vmax * 1e-5,
+            min(
+                r[r > 0].min() if (r > 0).any() else vmax, c[c > 0].min() if (c > 0).any() else vmax
+            ),
+        )
         for col, (img, title) in enumerate(((r, "reference"), (c, "candidate"))):
-            im = axes[row, col].imshow(np.where(img > 0, img, np.nan), origin="lower", norm=LogNorm(vmin, vmax), cmap="viridis", aspect="auto")
+            im = axes[row, col].imshow(
+                np.where(img > 0, img, np.nan),
+                origin="lower",
+                norm=LogNorm(vmin, vmax),
+                cmap="viridis",
+                aspect="auto",
+            )
             axes[row, col].set_title(f"{title} {plane}")
             fig.colorbar(im, ax=axes[row, col], label="GeV per shower")
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(r > vmax * 1e-4, c / r, np.nan)
-        im = axes[row, 2].imshow(ratio, origin="lower", cmap="RdBu_r", vmin=0.8, vmax=1.2, aspect="auto")
+        im = axes[row, 2].imshow(
+            ratio, origin="lower", cmap="RdBu_r", vmin=0.8, vmax=1.2, aspect="auto"
+        )
         axes[row, 2].set_title(f"cand / ref {plane}")
         fig.colorbar(im, ax=axes[row, 2])
         for col in range(3):
             axes[row, col].set_xlabel(names[plane][0])
             axes[row, col].set_ylabel(names[plane][1])
-    fig.suptitle(f"Average-shower projections, {_ep(bin_label)}; projection MSE {b['projection_mse']:.3g} (noise {b['projection_mse_noise']:.3g})")
-    return _save(fig, out / "projections.png")
+    fig.suptitle(
+        f"Average-shower projections, {_ep(bin_label)}; projection MSE "
+        f"{b['projection_mse']:.3g} (noise {b['projection_mse_noise']:.3g})"
+    )
+    return save_figure(fig, out / "projections.png")
 
 
 def cell_spectrum(report: dict[str, Any], out: Path, bin_label: str = "all") -> Path:
     b = next(x for x in report["bins"] if x["label"] == bin_label)
     edges = 10.0 ** np.asarray(report["cell_spectrum_log10_edges"])
-    r, c = np.asarray(b["cell_spectrum"]["ref"], float), np.asarray(b["cell_spectrum"]["cand"], float)
+    r, c = (
+        np.asarray(b["cell_spectrum"]["ref"], float),
+        np.asarray(b["cell_spectrum"]["cand"], float),
+    )
     fig, ax, rax = _ratio_axes("Cell-energy spectrum (cells above threshold)")
     hep.histplot(r / b["n_ref"], edges, yerr=np.sqrt(r) / b["n_ref"], ax=ax, **REF_STYLE)
     hep.histplot(c / b["n_cand"], edges, yerr=np.sqrt(c) / b["n_cand"], ax=ax, **CAND_STYLE)
@@ -163,14 +199,27 @@ def cell_spectrum(report: dict[str, Any], out: Path, bin_label: str = "all") -> 
     ax.set_ylabel("cells per shower")
     ax.legend()
     centers = np.sqrt(edges[1:] * edges[:-1])
-    _ratio(rax, centers, r / b["n_ref"], np.sqrt(r) / b["n_ref"], c / b["n_cand"], np.sqrt(c) / b["n_cand"])
+    _ratio(
+        rax,
+        centers,
+        r / b["n_ref"],
+        np.sqrt(r) / b["n_ref"],
+        c / b["n_cand"],
+        np.sqrt(c) / b["n_cand"],
+    )
     rax.set_xlabel("cell energy [GeV]")
-    return _save(fig, out / "cell_spectrum.png")
+    return save_figure(fig, out / "cell_spectrum.png")
 
 
 FEATURE_LABELS = {
-    "sf": "Ecal / Ep", "n_hits": "hit cells", "mean_x": "mean x [cell]", "mean_y": "mean y [cell]",
-    "mean_z": "mean z [layer]", "std_x": "std x [cell]", "std_y": "std y [cell]", "std_z": "std z [layer]",
+    "sf": "Ecal / Ep",
+    "n_hits": "hit cells",
+    "mean_x": "mean x [cell]",
+    "mean_y": "mean y [cell]",
+    "mean_z": "mean z [layer]",
+    "std_x": "std x [cell]",
+    "std_y": "std y [cell]",
+    "std_z": "std z [layer]",
     "max_z": "layer of the hottest cell",
 }
 
@@ -191,12 +240,14 @@ def features(report: dict[str, Any], out: Path) -> Path:
         hep.histplot(c / c.sum(), edges, ax=ax, **CAND_STYLE)
         ax.set_xlabel(FEATURE_LABELS[k])
         if k in sep:
-            ax.set_title(f"sep. power {sep[k]['value']:.3g} (floor {sep[k]['floor']:.2g})", fontsize=11)
-    for ax in axes[len(keys):]:
+            ax.set_title(
+                f"sep. power {sep[k]['value']:.3g} (floor {sep[k]['floor']:.2g})", fontsize=11
+            )
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     axes[0].legend()
     fig.tight_layout()
-    return _save(fig, out / "features.png")
+    return save_figure(fig, out / "features.png")
 
 
 def roc(report: dict[str, Any], out: Path) -> Path | None:
@@ -204,13 +255,18 @@ def roc(report: dict[str, Any], out: Path) -> Path | None:
     if not clf:
         return None
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.plot(clf["roc"]["fpr"], clf["roc"]["tpr"], color=CAND_STYLE["color"], label=f"AUC {clf['auc']:.3f} +- {clf['auc_err']:.3f}")
+    ax.plot(
+        clf["roc"]["fpr"],
+        clf["roc"]["tpr"],
+        color=CAND_STYLE["color"],
+        label=f"AUC {clf['auc']:.3f} +- {clf['auc_err']:.3f}",
+    )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="indistinguishable")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"Classifier test: ref vs cand (JSD {clf['jsd']:.3g})", fontsize=13)
     ax.legend(loc="lower right")
-    return _save(fig, out / "classifier_roc.png")
+    return save_figure(fig, out / "classifier_roc.png")
 
 
 def validation_plots(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:

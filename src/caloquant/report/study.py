@@ -29,52 +29,101 @@ def _styled(pull: float, text: str) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]], tolerance: dict[str, float], mc_label: str) -> Table:
-    """Fast and right? Speed from one benchmark run, physics against fp32 (paired) and the reference."""
+    """Fast and right? Speed from one benchmark run, physics against fp32 (paired) and the
+    reference."""
     t = Table(title="Fast and right? Every variant on this CPU")
-    for col in ("model", "variant", "executed", "best showers/s", "x torch fp32", f"x {mc_label}", "size vs fp32",
-                "worst |Ecal/Ecal_fp32 - 1|", "within tolerance"):
+    for col in (
+        "model",
+        "variant",
+        "executed",
+        "best showers/s",
+        "x torch fp32",
+        f"x {mc_label}",
+        "size vs fp32",
+        "worst |Ecal/Ecal_fp32 - 1|",
+        "within tolerance",
+    ):
         t.add_column(col, justify="left" if col in ("model", "variant", "executed") else "right")
     for r in rows:
-        t.add_row(r["model"], r["variant"], r["executed"], f"{r['showers_per_s']:.1f}", f"{r['speedup_vs_fp32']:.2f}x",
-                  _pm(r["speedup_vs_mc"], r["speedup_vs_mc_err"], ",.0f") if r["speedup_vs_mc"] else "-",
-                  f"{r['size_ratio']:.2f}x", "-" if r["worst_ecal_dev"] is None else f"{r['worst_ecal_dev']:.4f}",
-                  _flag(r["within_tolerance"]))
-    t.caption = (f"Within tolerance: the tuner's paired check on its evaluation set and this run's paired validation "
-                 f"against fp32 (|Ecal ratio - 1| <= {tolerance['ecal_rel']} + 2 sigma in every energy bin). "
-                 "Speeds: best grid point of the benchmark, all variants in the same run.")
+        t.add_row(
+            r["model"],
+            r["variant"],
+            r["executed"],
+            f"{r['showers_per_s']:.1f}",
+            f"{r['speedup_vs_fp32']:.2f}x",
+            _pm(r["speedup_vs_mc"], r["speedup_vs_mc_err"], ",.0f") if r["speedup_vs_mc"] else "-",
+            f"{r['size_ratio']:.2f}x",
+            "-" if r["worst_ecal_dev"] is None else f"{r['worst_ecal_dev']:.4f}",
+            _flag(r["within_tolerance"]),
+        )
+    t.caption = (
+        "Within tolerance: the tuner's paired check on its evaluation set and this run's "
+        f"paired validation against fp32 (|Ecal ratio - 1| <= {tolerance['ecal_rel']} + 2 "
+        "sigma in every energy bin). Speeds: best grid point of the benchmark, all "
+        "variants in the same run."
+    )
     return t
 
 
-def speed_table(bench: dict[str, Any], labels: list[str]) -> Table:
-    """Paper Table 1: inference time per shower and speed-ups, with the Monte Carlo measured here."""
+def speed_table(bench: dict[str, Any], timed: list[tuple[str, dict[str, Any]]]) -> Table:
+    """Paper Table 1: inference time per shower and speed-ups, with the Monte Carlo measured here.
+    ``timed``: (label, the benchmark's entry of that model), matched by the caller by the file
+    timed; the first is the base of the speed-ups."""
     eng = bench["monte_carlo"].get("engine")
     g4 = bench["monte_carlo"]["geant4_literature"]
-    base = bench["models"][0]["best"]["showers_per_s"]
+    base = timed[0][1]["best"]["showers_per_s"]
     t = Table(title="Inference time and speed-up (paper Table 1)")
-    cols = ["variant", "backend", "precision", "ms/shower (best batch)", "latency b=1 p50 ms", "best at thr/str/batch",
-            "x first variant"]
+    cols = [
+        "variant",
+        "backend",
+        "precision",
+        "ms/shower (best batch)",
+        "latency b=1 p50 ms",
+        "best at thr/str/batch",
+        "x first variant",
+    ]
     if eng:
-        cols.append(f"x {eng['engine']} measured (flat {eng['flat_range_gev'][0]:g}-{eng['flat_range_gev'][1]:g} GeV)")
+        lo, hi = eng["flat_range_gev"][0], eng["flat_range_gev"][1]
+        cols.append(f"x {eng['engine']} measured (flat {lo:g}-{hi:g} GeV)")
     cols.append(f"x Geant4 lit. ({g4['seconds_per_shower']:g} s)")
     for c in cols:
         t.add_column(c, justify="left" if c in ("variant", "backend", "precision") else "right")
     if eng:
-        t.add_row(f"{eng['engine']} Monte Carlo", "C++" if eng["engine"] == "geant4" else "numba", "fp64",
-                  f"{1000 * eng['flat_mean_s_per_shower']:,.0f}", "-", "1 core", "-", "1", "-")
-    for lab, m in zip(labels, bench["models"]):
+        t.add_row(
+            f"{eng['engine']} Monte Carlo",
+            "C++" if eng["engine"] == "geant4" else "numba",
+            "fp64",
+            f"{1000 * eng['flat_mean_s_per_shower']:,.0f}",
+            "-",
+            "1 core",
+            "-",
+            "1",
+            "-",
+        )
+    for lab, m in timed:
         b = m["best"]
         lat = (m.get("latency_batch1") or {}).get("latency_ms_p50")
-        cells = [lab, m["backend"], m.get("executed_precision") or m["precision"], f"{b['ms_per_shower']:.3f}",
-                 "-" if lat is None else f"{lat:.2f}", f"{b['threads']}/{b['streams']}/{b['batch']}",
-                 f"{b['showers_per_s'] / base:.2f}x"]
+        cells = [
+            lab,
+            m["backend"],
+            m.get("executed_precision") or m["precision"],
+            f"{b['ms_per_shower']:.3f}",
+            "-" if lat is None else f"{lat:.2f}",
+            f"{b['threads']}/{b['streams']}/{b['batch']}",
+            f"{b['showers_per_s'] / base:.2f}x",
+        ]
         if eng:
-            cells.append(f"{eng['flat_mean_s_per_shower'] * b['showers_per_s']:,.0f}"
-                         f"±{eng['flat_mean_s_per_shower_err'] * b['showers_per_s']:,.0f}")
+            cells.append(
+                f"{eng['flat_mean_s_per_shower'] * b['showers_per_s']:,.0f}"
+                f"±{eng['flat_mean_s_per_shower_err'] * b['showers_per_s']:,.0f}"
+            )
         cells.append(f"{b['speedup_vs_geant4_literature']:,.0f}")
         t.add_row(*cells)
-    t.caption = ("Monte Carlo: one shower at a time on one core after a warm-up, mean over a flat spectrum of the timed "
-                 "energy points (trapezoid), error from the spread of the timed showers; the literature figure is quoted, "
-                 "not measured here.")
+    t.caption = (
+        "Monte Carlo: one shower at a time on one core after a warm-up, mean over a flat "
+        "spectrum of the timed energy points (trapezoid), error from the spread of the "
+        "timed showers; the literature figure is quoted, not measured here."
+    )
     return t
 
 
@@ -93,13 +142,19 @@ def moments_summary_table(items: list[tuple[str, dict[str, Any]]], title: str) -
                 c = b["moments"][ax][k]
                 cells.append(_styled(c["pull"], f"{c['shift']:+.3f}±{c['shift_err']:.3f}"))
         t.add_row(*cells)
-    t.caption = "cells (layers for z); width = <sqrt M2> per shower; colour: |pull| <= 3 green, <= 5 yellow, else red"
+    t.caption = (
+        "cells (layers for z); width = <sqrt M2> per shower; colour: |pull| <= 3 green, "
+        "<= 5 yellow, else red"
+    )
     return t
 
 
 def metric_table(items: list[tuple[str, dict[str, Any]]]) -> Table:
     """Paper Table 4: the single validation number (the 3DGAN authors' optimisation metric)."""
-    t = Table(title="The single validation number (paper Table 4: the authors' optimisation metric, lower is better)")
+    t = Table(
+        title="The single validation number (paper Table 4: the authors' optimisation "
+        "metric, lower is better)"
+    )
     for c in ("comparison", "total", "position", "profile", "sampling fraction"):
         t.add_column(c, justify="left" if c == "comparison" else "right")
     for name, rep in items:
@@ -107,21 +162,37 @@ def metric_table(items: list[tuple[str, dict[str, Any]]]) -> Table:
         if "total" not in m:
             t.add_row(name, "-", "-", "-", "-")
             continue
-        t.add_row(name, f"{m['total']:.4f}", f"{m['position']:.4f}", f"{m['profile']:.4f}", f"{m['sampling_fraction']:.4f}")
+        t.add_row(
+            name, *(f"{m[k]:.4f}" for k in ("total", "position", "profile", "sampling_fraction"))
+        )
     return t
 
 
 def pixelwise_table(items: list[tuple[str, dict[str, Any]]]) -> Table:
     """Paper Table 5: the pixel-wise comparison with fp32 on the same latents."""
     t = Table(title="Pixel-wise comparison with fp32, same latent vectors (paper Table 5)")
-    for c in ("variant", "pixel-wise mean [GeV]", "pixel-wise std [GeV]", "Ecal ratio to fp32", "proj. MSE (noise)"):
+    for c in (
+        "variant",
+        "pixel-wise mean [GeV]",
+        "pixel-wise std [GeV]",
+        "Ecal ratio to fp32",
+        "proj. MSE (noise)",
+    ):
         t.add_column(c, justify="left" if c == "variant" else "right")
     for name, rep in items:
         b = _allbin(rep)
         p, sf = b["pixelwise"], b["sampling_fraction"]
-        t.add_row(name, f"{p['mean']:.4g}", f"{p['std']:.3g}", _styled(sf["pull"], _pm(sf["ratio"], sf["ratio_err"], ".5f")),
-                  f"{b['projection_mse']:.3g} ({b['projection_mse_noise']:.2g})")
-    t.caption = "pixel-wise: mean over showers of the summed |cell difference|; proj. MSE noise: its statistical floor"
+        t.add_row(
+            name,
+            f"{p['mean']:.4g}",
+            f"{p['std']:.3g}",
+            _styled(sf["pull"], _pm(sf["ratio"], sf["ratio_err"], ".5f")),
+            f"{b['projection_mse']:.3g} ({b['projection_mse_noise']:.2g})",
+        )
+    t.caption = (
+        "pixel-wise: mean over showers of the summed |cell difference|; proj. MSE noise: "
+        "its statistical floor"
+    )
     return t
 
 
@@ -134,10 +205,19 @@ def sampling_fraction_table(items: list[tuple[str, dict[str, Any]]]) -> Table:
         t.add_column(lab, justify="right")
     for name, rep in items:
         by = {b["label"]: b["sampling_fraction"] for b in rep["bins"]}
-        t.add_row(name, *(_styled(by[lab]["pull"], _pm(by[lab]["ratio"], by[lab]["ratio_err"], ".4f")) if lab in by else "-"
-                          for lab in labels))
+        t.add_row(
+            name,
+            *(
+                _styled(by[lab]["pull"], _pm(by[lab]["ratio"], by[lab]["ratio_err"], ".4f"))
+                if lab in by
+                else "-"
+                for lab in labels
+            ),
+        )
     ref = items[0][1]["bins"]
-    t.caption = "reference <Ecal/Ep>: " + ", ".join(f"{b['label']}: {b['sampling_fraction']['ref']:.5f}" for b in ref)
+    t.caption = "reference <Ecal/Ep>: " + ", ".join(
+        f"{b['label']}: {b['sampling_fraction']['ref']:.5f}" for b in ref
+    )
     return t
 
 
@@ -150,10 +230,17 @@ def modern_table(items: list[tuple[str, dict[str, Any]]]) -> Table:
         clf, fpd, kpd = rep.get("classifier"), rep.get("fpd"), rep.get("kpd")
         sep = _allbin(rep).get("separation_power") or {}
         k = max(sep, key=lambda s: sep[s]["value"]) if sep else None
-        t.add_row(name, _pm(clf["auc"], clf["auc_err"], ".3f") if clf else "-", _pm(fpd["value"], fpd["err"], ".3g") if fpd else "-",
-                  _pm(kpd["value"], kpd["err"], ".2g") if kpd else "-",
-                  f"{sep[k]['value']:.3f} ({k}; floor {sep[k]['floor']:.3f})" if k else "-")
-    t.caption = "AUC 0.5: indistinguishable; FPD/KPD 0: same distribution; separation power 0: identical histograms"
+        t.add_row(
+            name,
+            _pm(clf["auc"], clf["auc_err"], ".3f") if clf else "-",
+            _pm(fpd["value"], fpd["err"], ".3g") if fpd else "-",
+            _pm(kpd["value"], kpd["err"], ".2g") if kpd else "-",
+            f"{sep[k]['value']:.3f} ({k}; floor {sep[k]['floor']:.3f})" if k else "-",
+        )
+    t.caption = (
+        "AUC 0.5: indistinguishable; FPD/KPD 0: same distribution; separation power 0: "
+        "identical histograms"
+    )
     return t
 
 
@@ -164,24 +251,50 @@ def sizes_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         lp = r.get("layer_precisions") or {}
         n8 = sum(v == "int8" for v in lp.values())
-        t.add_row(r["model"], r["variant"], f"{r['bytes'] / 1e6:.2f}", f"{r['size_ratio']:.2f}x", str(n8) if lp else "-",
-                  str(len(lp) - n8) if lp else "all")
+        t.add_row(
+            r["model"],
+            r["variant"],
+            f"{r['bytes'] / 1e6:.2f}",
+            f"{r['size_ratio']:.2f}x",
+            str(n8) if lp else "-",
+            str(len(lp) - n8) if lp else "all",
+        )
     return t
 
 
-def tuner_table(name: str, manifest: dict[str, Any], trials: list[dict[str, Any]], chosen: str) -> Table:
+def tuner_table(
+    name: str, manifest: dict[str, Any], trials: list[dict[str, Any]], chosen: str
+) -> Table:
     """The tuner's trials (its frontier of speed against physics) and the per-layer decision."""
-    t = Table(title=f"Tuner: {name} ({manifest['backend']} {manifest['precision']}, {manifest['recipe']} recipe)")
-    for c in ("trial", "passes", "worst |Ecal ratio - 1|", "worst moment shift", "showers/s", "int8 layers", ""):
+    t = Table(
+        title=f"Tuner: {name} ({manifest['backend']} {manifest['precision']}, "
+        f"{manifest['recipe']} recipe)"
+    )
+    for c in (
+        "trial",
+        "passes",
+        "worst |Ecal ratio - 1|",
+        "worst moment shift",
+        "showers/s",
+        "int8 layers",
+        "",
+    ):
         t.add_column(c, justify="left" if c in ("trial", "") else "right")
     for tr in trials:
         ph, sp = tr.get("physics") or {}, tr.get("speed") or {}
         units = (tr.get("config") or {}).get("int8_units")
-        t.add_row(tr["name"], _flag(tr["passes"]), _pm(ph.get("worst_ecal_rel"), None), _pm(ph.get("worst_moment_shift"), None),
-                  "-" if not sp.get("showers_per_s") else f"{sp['showers_per_s']:.0f}",
-                  "-" if units is None else str(len(units)), "[bold]chosen[/]" if tr["name"] == chosen else "")
+        t.add_row(
+            tr["name"],
+            _flag(tr["passes"]),
+            _pm(ph.get("worst_ecal_rel"), None),
+            _pm(ph.get("worst_moment_shift"), None),
+            "-" if not sp.get("showers_per_s") else f"{sp['showers_per_s']:.0f}",
+            "-" if units is None else str(len(units)),
+            "[bold]chosen[/]" if tr["name"] == chosen else "",
+        )
     layers = ", ".join(f"{k}: {v}" for k, v in manifest["layer_precisions"].items())
-    t.caption = f"per-layer decision: {layers}; tuning took {manifest.get('tuning_seconds', 0):.0f} s"
+    took = manifest.get("tuning_seconds", 0)
+    t.caption = f"per-layer decision: {layers}; tuning took {took:.0f} s"
     return t
 
 

@@ -8,17 +8,45 @@ Public API used by the CLI and other stages:
 * :class:`Physics`, :class:`Gun` - physics list, production cut, model choices, particle gun;
 * :func:`helper_status`, :func:`build_helper` - the compiled Geant4 helper and its cache;
 * :func:`time_engine`, :func:`flat_average` - time-boxed seconds per shower per energy (bench);
-* :func:`reference_set`, :func:`load_packaged_reference`, :func:`produce_set` - Geant4 reference sets;
-  :func:`default_data_dir` - where they are cached ($CALOQUANT_DATA or the user cache);
+* :func:`reference_set`, :func:`load_packaged_reference`, :func:`produce_set` - Geant4 reference
+  sets; :func:`default_data_dir` - where they are cached ($CALOQUANT_DATA or the user cache);
 * :func:`systematic_band` - the systematic band of the data-free physics.
 """
 
-from caloquant.sim.geant4 import COMPTON_MODELS, CONVERSION_MODELS, MSC_MODELS, PARTICLES, PHYSICS_LISTS, Gun, Physics
-from caloquant.sim.geometry import Geometry, Section, effective_medium, load_geometry, parse_geometry
+from caloquant.sim.geant4 import (
+    COMPTON_MODELS,
+    CONVERSION_MODELS,
+    MSC_MODELS,
+    PARTICLES,
+    PHYSICS_LISTS,
+    Gun,
+    Physics,
+)
+from caloquant.sim.geometry import (
+    Geometry,
+    Section,
+    effective_medium,
+    load_geometry,
+    parse_geometry,
+)
 from caloquant.sim.helper import build_helper, geant4_version, helper_status
 from caloquant.sim.reference import SETS as REFERENCE_SETS
-from caloquant.sim.reference import default_data_dir, load_packaged_reference, produce_set, reference_set
-from caloquant.sim.run import CELL_CUT_GEV, ENGINES, MAX_ENERGY_GEV, SUM_NAMES, SimConfig, draw_energies, make_engine, simulate
+from caloquant.sim.reference import (
+    default_data_dir,
+    load_packaged_reference,
+    produce_set,
+    reference_set,
+)
+from caloquant.sim.run import (
+    CELL_CUT_GEV,
+    ENGINES,
+    MAX_ENERGY_GEV,
+    SUM_NAMES,
+    SimConfig,
+    draw_energies,
+    make_engine,
+    simulate,
+)
 from caloquant.sim.systematics import systematic_band
 from caloquant.sim.timing import flat_average, time_engine
 

@@ -9,7 +9,13 @@ import numpy as np
 
 # Geant4 facts of the 3DGAN data, 100-500 GeV electrons (reduced-precision paper, Table 3;
 # physics.md sections 1-2): Ecal/Ep about 2 %, moments in cell units.
-PAPER_G4: dict[str, float] = {"sf": 0.02, "z_mean": 13.85, "z_std": 4.62, "y_mean": 12.00, "y_std": 1.45}
+PAPER_G4: dict[str, float] = {
+    "sf": 0.02,
+    "z_mean": 13.85,
+    "z_std": 4.62,
+    "y_mean": 12.00,
+    "y_std": 1.45,
+}
 
 
 def observables(showers: np.ndarray, energies: np.ndarray) -> dict[str, np.ndarray]:
@@ -17,12 +23,23 @@ def observables(showers: np.ndarray, energies: np.ndarray) -> dict[str, np.ndarr
     from caloquant.physics import shower_features
 
     f = shower_features(showers, energies)
-    return {"sf": f["sf"], "z_mean": f["mean_z"], "z_std": f["std_z"], "y_mean": f["mean_y"], "y_std": f["std_y"],
-            "x_std": f["std_x"], "profile_z": f["profile_z"] / f["ecal"][:, None]}
+    return {
+        "sf": f["sf"],
+        "z_mean": f["mean_z"],
+        "z_std": f["std_z"],
+        "y_mean": f["mean_y"],
+        "y_std": f["std_y"],
+        "x_std": f["std_x"],
+        "profile_z": f["profile_z"] / f["ecal"][:, None],
+    }
 
 
-def summarize(showers: np.ndarray, energies: np.ndarray, points: tuple[float, ...] | None = None,
-              half_width: float | None = None) -> dict[str, Any]:
+def summarize(
+    showers: np.ndarray,
+    energies: np.ndarray,
+    points: tuple[float, ...] | None = None,
+    half_width: float | None = None,
+) -> dict[str, Any]:
     """Mean and statistical error of each observable, over all showers and per energy point.
 
     ``points`` groups showers whose energy is within ``half_width`` (default: exact energy)
@@ -54,8 +71,12 @@ def summarize(showers: np.ndarray, energies: np.ndarray, points: tuple[float, ..
     return res
 
 
-def summarize_file(path: str | os.PathLike[str], points: tuple[float, ...] | None = None,
-                   half_width: float | None = None, max_n: int | None = None) -> dict[str, Any]:
+def summarize_file(
+    path: str | os.PathLike[str],
+    points: tuple[float, ...] | None = None,
+    half_width: float | None = None,
+    max_n: int | None = None,
+) -> dict[str, Any]:
     from caloquant.data import read_showers
 
     s, e = read_showers(path, max_n)
@@ -67,6 +88,13 @@ def paper_comparison(summary_all: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for k, ref in PAPER_G4.items():
         v = summary_all[k]
-        rows.append({"observable": k, "paper_geant4": ref, "this": v, "err": summary_all.get(k + "_err"),
-                     "rel_diff": (v - ref) / ref})
+        rows.append(
+            {
+                "observable": k,
+                "paper_geant4": ref,
+                "this": v,
+                "err": summary_all.get(k + "_err"),
+                "rel_diff": (v - ref) / ref,
+            }
+        )
     return rows

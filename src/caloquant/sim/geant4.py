@@ -41,11 +41,16 @@ class Physics:
 
     def check(self) -> None:
         if self.list not in PHYSICS_LISTS:
-            raise CaloquantError(f"physics must be one of {', '.join(PHYSICS_LISTS)}, got '{self.list}'")
+            raise CaloquantError(
+                f"physics must be one of {', '.join(PHYSICS_LISTS)}, got '{self.list}'"
+            )
         if not (self.cut_mm > 0 and np.isfinite(self.cut_mm)):
             raise CaloquantError(f"production cut must be > 0 mm, got {self.cut_mm}")
-        for val, allowed, what in ((self.msc, MSC_MODELS, "msc model"), (self.conversion, CONVERSION_MODELS, "conversion model"),
-                                   (self.compton, COMPTON_MODELS, "Compton model")):
+        for val, allowed, what in (
+            (self.msc, MSC_MODELS, "msc model"),
+            (self.conversion, CONVERSION_MODELS, "conversion model"),
+            (self.compton, COMPTON_MODELS, "Compton model"),
+        ):
             if val not in allowed:
                 raise CaloquantError(f"{what} must be one of {', '.join(allowed)}, got '{val}'")
         if self.list == "standard":
@@ -53,14 +58,24 @@ class Physics:
 
             missing = standard_data_missing()
             if missing:
-                raise CaloquantError(f"physics 'standard' needs the Geant4 data sets: set {', '.join(missing)} "
-                                     "(or use the data-free 'em-analytic')")
+                raise CaloquantError(
+                    f"physics 'standard' needs the Geant4 data sets: set {', '.join(missing)} "
+                    "(or use the data-free 'em-analytic')"
+                )
 
     @property
     def label(self) -> str:
         if self.list == "standard":
             return "G4EmStandardPhysics"
-        extra = [x for x, d in ((self.msc, "urban"), (self.conversion, "bh5d"), (self.compton, "klein-nishina-compton")) if x != d]
+        extra = [
+            x
+            for x, d in (
+                (self.msc, "urban"),
+                (self.conversion, "bh5d"),
+                (self.compton, "klein-nishina-compton"),
+            )
+            if x != d
+        ]
         if not self.lpm:
             extra.append("no-lpm")
         return "em-analytic" + (f"({','.join(extra)})" if extra else "")
@@ -80,7 +95,9 @@ class Gun:
 
     def check(self) -> None:
         if self.particle not in PARTICLES:
-            raise CaloquantError(f"particle must be one of {', '.join(PARTICLES)}, got '{self.particle}'")
+            raise CaloquantError(
+                f"particle must be one of {', '.join(PARTICLES)}, got '{self.particle}'"
+            )
         if self.position_sigma_mm < 0 or self.angle_sigma_mrad < 0:
             raise CaloquantError("position and angle smearing must be >= 0")
 
@@ -116,8 +133,14 @@ class Session:
         self.rm = rm
         ui = g4.G4UImanager.GetUIpointer()
         if quiet:
-            for c in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
-                      "/process/verbose 0", "/process/em/verbose 0"):
+            for c in (
+                "/control/verbose 0",
+                "/run/verbose 0",
+                "/event/verbose 0",
+                "/tracking/verbose 0",
+                "/process/verbose 0",
+                "/process/em/verbose 0",
+            ):
                 ui.ApplyCommand(c)
         # order matters: Geant4 refuses user actions made before the physics list is set
         self.detector = _make_detector(g4, lib, geom)
@@ -146,7 +169,10 @@ class Session:
     def end_event(self) -> None:
         assert self._rows is not None
         cells, sums = self._rows
-        self.lib.cq_take_event(cells[self._i].ctypes.data_as(ctypes.c_void_p), sums[self._i].ctypes.data_as(ctypes.c_void_p))
+        self.lib.cq_take_event(
+            cells[self._i].ctypes.data_as(ctypes.c_void_p),
+            sums[self._i].ctypes.data_as(ctypes.c_void_p),
+        )
         self._i += 1
 
     # -- public ------------------------------------------------------------------------
@@ -168,8 +194,12 @@ class Session:
             for k in range(n):
                 r = np.random.default_rng(self._seeds[k].astype(np.uint64))
                 z = r.standard_normal(4)
-                kin[k] = (z[0] * self.gun_cfg.position_sigma_mm, z[1] * self.gun_cfg.position_sigma_mm,
-                          z[2] * self.gun_cfg.angle_sigma_mrad * 1e-3, z[3] * self.gun_cfg.angle_sigma_mrad * 1e-3)
+                kin[k] = (
+                    z[0] * self.gun_cfg.position_sigma_mm,
+                    z[1] * self.gun_cfg.position_sigma_mm,
+                    z[2] * self.gun_cfg.angle_sigma_mrad * 1e-3,
+                    z[3] * self.gun_cfg.angle_sigma_mrad * 1e-3,
+                )
         self._kin = kin
         self.lib.cq_reset_event()
         self.rm.BeamOn(n)
@@ -191,26 +221,35 @@ def _make_detector(g4: Any, lib: Any, geom: Geometry) -> Any:
             def mat(name: str) -> Any:
                 m = nist.FindOrBuildMaterial(name)
                 if m is None:
-                    raise CaloquantError(f"unknown Geant4 material '{name}' in geometry {geom.source}")
+                    raise CaloquantError(
+                        f"unknown Geant4 material '{name}' in geometry {geom.source}"
+                    )
                 return m
 
             half = 0.5 * geom.transverse_mm * g4.mm
             depth = geom.depth_mm * g4.mm
-            world_s = g4.G4Box("cq_world", 2 * half + 10 * g4.cm, 2 * half + 10 * g4.cm, depth + 20 * g4.cm)
+            world_s = g4.G4Box(
+                "cq_world", 2 * half + 10 * g4.cm, 2 * half + 10 * g4.cm, depth + 20 * g4.cm
+            )
             world_l = g4.G4LogicalVolume(world_s, mat(geom.world_material), "cq_world")
             world_p = g4.G4PVPlacement(None, g4.G4ThreeVector(), world_l, "world", None, False, 0)
             self.keep += [world_s, world_l, world_p]
             z = 0.0
             for layer, sec in enumerate(geom.layers()):
-                for role, material, t in (("passive_abs", sec.absorber, sec.absorber_mm), ("active", sec.active, sec.active_mm),
-                                          ("passive_gap", sec.gap, sec.gap_mm)):
+                for role, material, t in (
+                    ("passive_abs", sec.absorber, sec.absorber_mm),
+                    ("active", sec.active, sec.active_mm),
+                    ("passive_gap", sec.gap, sec.gap_mm),
+                ):
                     if t <= 0:
                         continue
                     tt = t * g4.mm
                     name = f"cq_{role}_{layer}"
                     s = g4.G4Box(name, half, half, 0.5 * tt)
                     lv = g4.G4LogicalVolume(s, mat(material), name)
-                    pv = g4.G4PVPlacement(None, g4.G4ThreeVector(0, 0, z + 0.5 * tt), lv, name, world_l, False, layer)
+                    pv = g4.G4PVPlacement(
+                        None, g4.G4ThreeVector(0, 0, z + 0.5 * tt), lv, name, world_l, False, layer
+                    )
                     self.keep += [s, lv, pv]
                     z += tt
             return world_p
@@ -242,8 +281,11 @@ def _make_physics(g4: Any, lib: Any, physics: Physics) -> Any:
             g4.G4GenericIon.GenericIonDefinition()  # G4IonTable aborts without it
 
         def ConstructProcess(self) -> None:  # noqa: N802
-            lib.cq_construct_em(MSC_MODELS.index(physics.msc), CONVERSION_MODELS.index(physics.conversion),
-                                COMPTON_MODELS.index(physics.compton))
+            lib.cq_construct_em(
+                MSC_MODELS.index(physics.msc),
+                CONVERSION_MODELS.index(physics.conversion),
+                COMPTON_MODELS.index(physics.compton),
+            )
 
         def SetCuts(self) -> None:  # noqa: N802
             self.SetCutsWithDefault()
@@ -261,8 +303,12 @@ def _make_actions(g4: Any, lib: Any, ses: Session) -> Any:
         def GeneratePrimaries(self, event: Any) -> None:  # noqa: N802
             e, xy, d = ses.next_primary()
             self.gun.SetParticleEnergy(e * g4.GeV)
-            self.gun.SetParticlePosition(g4.G4ThreeVector(float(xy[0]) * g4.mm, float(xy[1]) * g4.mm, -1.0 * g4.mm))
-            self.gun.SetParticleMomentumDirection(g4.G4ThreeVector(float(d[0]), float(d[1]), float(d[2])))
+            self.gun.SetParticlePosition(
+                g4.G4ThreeVector(float(xy[0]) * g4.mm, float(xy[1]) * g4.mm, -1.0 * g4.mm)
+            )
+            self.gun.SetParticleMomentumDirection(
+                g4.G4ThreeVector(float(d[0]), float(d[1]), float(d[2]))
+            )
             self.gun.GeneratePrimaryVertex(event)
 
     class Events(g4.G4UserEventAction):
@@ -279,7 +325,8 @@ def _make_actions(g4: Any, lib: Any, ses: Session) -> Any:
 
 
 def redirect_output(path: str | None) -> None:
-    """Send this worker's C-level stdout and stderr (Geant4's G4cout, G4cerr) to a file or /dev/null."""
+    """Send this worker's C-level stdout and stderr (Geant4's G4cout, G4cerr) to a file or
+    /dev/null."""
     fd = os.open(path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -79,7 +79,11 @@ class Geometry:
     @property
     def transverse_mm(self) -> float:
         """Side of every slab: the declared width, else exactly the pad grid."""
-        return float(self.width_mm) if self.width_mm else round(self.cell_size_mm * max(self.cells_x, self.cells_y), 9)
+        return (
+            float(self.width_mm)
+            if self.width_mm
+            else round(self.cell_size_mm * max(self.cells_x, self.cells_y), 9)
+        )
 
     def layers(self) -> list[Section]:
         """One Section per layer, front to back."""
@@ -92,8 +96,11 @@ class Geometry:
     def spec(self) -> dict[str, Any]:
         """The simulated content (what the hash covers): no name, description or calibration."""
         return {
-            "cell_size_mm": self.cell_size_mm, "cells_x": self.cells_x, "cells_y": self.cells_y,
-            "width_mm": self.transverse_mm, "world_material": self.world_material,
+            "cell_size_mm": self.cell_size_mm,
+            "cells_x": self.cells_x,
+            "cells_y": self.cells_y,
+            "width_mm": self.transverse_mm,
+            "world_material": self.world_material,
             "sections": [asdict(s) for s in self.sections],
         }
 
@@ -103,19 +110,36 @@ class Geometry:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, **self.spec(), "hash": self.hash,
-                "source": self.source}
+        return {
+            "name": self.name,
+            "description": self.description,
+            **self.spec(),
+            "hash": self.hash,
+            "source": self.source,
+        }
 
 
-def _num(d: dict[str, Any], key: str, where: str, kind: type = float, positive: bool = True,
-         default: Any = None) -> Any:
+def _num(
+    d: dict[str, Any],
+    key: str,
+    where: str,
+    kind: type = float,
+    positive: bool = True,
+    default: Any = None,
+) -> Any:
     if key not in d:
         if default is not None:
             return default
         raise CaloquantError(f"{where}: missing '{key}'")
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
-        raise CaloquantError(f"{where}: '{key}' must be {'an integer' if kind is int else 'a number'}, got {v!r}")
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or (kind is int and not isinstance(v, int))
+    ):
+        raise CaloquantError(
+            f"{where}: '{key}' must be {'an integer' if kind is int else 'a number'}, got {v!r}"
+        )
     if positive and not v > 0:
         raise CaloquantError(f"{where}: '{key}' must be > 0, got {v}")
     if not positive and v < 0:
@@ -126,12 +150,23 @@ def _num(d: dict[str, Any], key: str, where: str, kind: type = float, positive: 
 def _material(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
     v = d.get(key, default)
     if not isinstance(v, str) or not v.startswith("G4_"):
-        raise CaloquantError(f"{where}: '{key}' must be a Geant4 NIST material name like 'G4_W', got {v!r}")
+        raise CaloquantError(
+            f"{where}: '{key}' must be a Geant4 NIST material name like 'G4_W', got {v!r}"
+        )
     return v
 
 
-_TOP_KEYS = {"name", "description", "cell_size_mm", "cells_x", "cells_y", "width_mm", "world_material",
-             "sections", "calibration"}
+_TOP_KEYS = {
+    "name",
+    "description",
+    "cell_size_mm",
+    "cells_x",
+    "cells_y",
+    "width_mm",
+    "world_material",
+    "sections",
+    "calibration",
+}
 _SECTION_KEYS = {"layers", "absorber", "absorber_mm", "active", "active_mm", "gap", "gap_mm"}
 
 
@@ -151,26 +186,43 @@ def parse_geometry(data: dict[str, Any], source: str = "<dict>") -> Geometry:
         bad = set(s) - _SECTION_KEYS
         if bad:
             raise CaloquantError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
-        sections.append(Section(
-            layers=_num(s, "layers", where, int), absorber=_material(s, "absorber", where),
-            absorber_mm=_num(s, "absorber_mm", where, positive=False, default=0.0),
-            active=_material(s, "active", where, "G4_Si"), active_mm=_num(s, "active_mm", where),
-            gap=_material(s, "gap", where, "G4_AIR"), gap_mm=_num(s, "gap_mm", where, positive=False, default=0.0)))
+        sections.append(
+            Section(
+                layers=_num(s, "layers", where, int),
+                absorber=_material(s, "absorber", where),
+                absorber_mm=_num(s, "absorber_mm", where, positive=False, default=0.0),
+                active=_material(s, "active", where, "G4_Si"),
+                active_mm=_num(s, "active_mm", where),
+                gap=_material(s, "gap", where, "G4_AIR"),
+                gap_mm=_num(s, "gap_mm", where, positive=False, default=0.0),
+            )
+        )
     cell = _num(data, "cell_size_mm", source)
     nx, ny = _num(data, "cells_x", source, int), _num(data, "cells_y", source, int)
     width = data.get("width_mm")
     if width is not None:
         width = _num(data, "width_mm", source)
         if width < cell * max(nx, ny) - 1e-9:
-            raise CaloquantError(f"{source}: 'width_mm' {width} is smaller than the pad grid ({cell * max(nx, ny):g} mm)")
+            raise CaloquantError(
+                f"{source}: 'width_mm' {width} is smaller than the pad grid "
+                f"({cell * max(nx, ny):g} mm)"
+            )
     name = data.get("name", Path(source).stem)
     calib = data.get("calibration", {})
     if not isinstance(calib, dict):
         raise CaloquantError(f"{source}: [calibration] must be a table")
-    return Geometry(name=str(name), cell_size_mm=cell, cells_x=nx, cells_y=ny, sections=tuple(sections),
-                    description=str(data.get("description", "")), width_mm=width,
-                    world_material=_material(data, "world_material", source, "G4_Galactic"),
-                    calibration=calib, source=source)
+    return Geometry(
+        name=str(name),
+        cell_size_mm=cell,
+        cells_x=nx,
+        cells_y=ny,
+        sections=tuple(sections),
+        description=str(data.get("description", "")),
+        width_mm=width,
+        world_material=_material(data, "world_material", source, "G4_Galactic"),
+        calibration=calib,
+        source=source,
+    )
 
 
 def load_geometry(path: str | Path | None = None) -> Geometry:
@@ -198,13 +250,18 @@ def effective_medium(geom: Geometry) -> dict[str, float]:
     z_pass = z_act = 0.0
     w_pass = w_act = 0.0
     for sec in geom.sections:
-        for mat, t, role in ((sec.absorber, sec.absorber_mm, "p"), (sec.active, sec.active_mm, "a"),
-                             (sec.gap, sec.gap_mm, "p")):
+        for mat, t, role in (
+            (sec.absorber, sec.absorber_mm, "p"),
+            (sec.active, sec.active_mm, "a"),
+            (sec.gap, sec.gap_mm, "p"),
+        ):
             if t <= 0:
                 continue
             if mat not in MATERIALS:
-                raise CaloquantError(f"material '{mat}' has no constants for the GFlash engine "
-                                     f"(known: {', '.join(sorted(MATERIALS))})")
+                raise CaloquantError(
+                    f"material '{mat}' has no constants for the GFlash engine "
+                    f"(known: {', '.join(sorted(MATERIALS))})"
+                )
             m = MATERIALS[mat]
             g = m["density"] * t * sec.layers
             mass["Z"] += m["Z"] * g
@@ -226,5 +283,16 @@ def effective_medium(geom: Geometry) -> dict[str, float]:
     layer_mm = total_mm / geom.cells_z
     zp = z_pass / w_pass if w_pass else z
     za = z_act / w_act if w_act else z
-    return {"Z": z, "A": a, "density": rho, "X0_mm": x0, "Ec_MeV": ec, "RM_mm": rm, "layer_mm": layer_mm,
-            "Fs": x0 / layer_mm, "e_hat": 1.0 / (1.0 + 0.007 * (zp - za)), "Z_passive": zp, "Z_active": za}
+    return {
+        "Z": z,
+        "A": a,
+        "density": rho,
+        "X0_mm": x0,
+        "Ec_MeV": ec,
+        "RM_mm": rm,
+        "layer_mm": layer_mm,
+        "Fs": x0 / layer_mm,
+        "e_hat": 1.0 / (1.0 + 0.007 * (zp - za)),
+        "Z_passive": zp,
+        "Z_active": za,
+    }

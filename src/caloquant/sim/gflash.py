@@ -38,15 +38,15 @@ from caloquant.sim.geometry import MATERIALS, Geometry, effective_medium
 # Neutral values: the published parametrization unchanged; `sf` and `stochastic` have no
 # published value for this calorimeter and start from typical W/Si numbers.
 NEUTRAL: dict[str, float] = {
-    "sf": 0.024,          # silicon energy / deposited energy
-    "sf_slope": 0.0,      # relative change of sf per unit of relative depth tau (transition effects)
-    "ln_t_shift": 0.0,    # added to <ln T>
-    "ln_a_shift": 0.0,    # added to <ln a>
-    "sigma_scale": 1.0,   # multiplies s(ln T) and s(ln a)
-    "rc_scale": 1.0,      # multiplies the core radius Rc
-    "rt_scale": 1.0,      # multiplies the tail radius Rt
-    "p_scale": 1.0,       # multiplies the core weight p (clamped to [0, 1])
-    "stochastic": 0.17,   # c_S in GeV^0.5: relative resolution c_S / sqrt(E)
+    "sf": 0.024,  # silicon energy / deposited energy
+    "sf_slope": 0.0,  # relative change of sf per unit of relative depth tau (transition effects)
+    "ln_t_shift": 0.0,  # added to <ln T>
+    "ln_a_shift": 0.0,  # added to <ln a>
+    "sigma_scale": 1.0,  # multiplies s(ln T) and s(ln a)
+    "rc_scale": 1.0,  # multiplies the core radius Rc
+    "rt_scale": 1.0,  # multiplies the tail radius Rt
+    "p_scale": 1.0,  # multiplies the core weight p (clamped to [0, 1])
+    "stochastic": 0.17,  # c_S in GeV^0.5: relative resolution c_S / sqrt(E)
 }
 _R_GRID = np.geomspace(0.01, 200.0, 400)  # radii (in cells) of the transverse table
 
@@ -63,7 +63,8 @@ def shipped_constants() -> dict[str, Any]:
 def _quadrant_cdf(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Integral of R^2 / (pi (x^2 + y^2 + R^2)^2) over [0, x] x [0, y] (x, y >= 0).
 
-    Antiderivative: (1/2pi) [x/sqrt(x^2+R^2) atan(y/sqrt(x^2+R^2)) + y/sqrt(y^2+R^2) atan(x/sqrt(y^2+R^2))];
+    Antiderivative: (1/2pi) [x/sqrt(x^2+R^2) atan(y/sqrt(x^2+R^2)) +
+                             y/sqrt(y^2+R^2) atan(x/sqrt(y^2+R^2))];
     it tends to 1/4 for x, y -> infinity (checked against numerical integration in the tests).
     """
     sx, sy = np.sqrt(x * x + r * r), np.sqrt(y * y + r * r)
@@ -102,8 +103,9 @@ def _numba_kernel():  # noqa: ANN202 - compiled lazily so that importing caloqua
                 v, pc = vis_layer[s, z], p[s, z]
                 i0, w0, i1, w1 = ic[s, z], wc[s, z], it[s, z], wt[s, z]
                 for c in range(nxy):
-                    share = pc * (table[i0, c] * (1.0 - w0) + table[i0 + 1, c] * w0) + \
-                        (1.0 - pc) * (table[i1, c] * (1.0 - w1) + table[i1 + 1, c] * w1)
+                    share = pc * (table[i0, c] * (1.0 - w0) + table[i0 + 1, c] * w0) + (
+                        1.0 - pc
+                    ) * (table[i1, c] * (1.0 - w1) + table[i1 + 1, c] * w1)
                     cont += share * v
                     lam = v * share / e_s
                     k = 0
@@ -145,7 +147,9 @@ _KERNEL: Any = None
 class GFlash:
     """GFlash showers in a :class:`Geometry` (cells in GeV of silicon energy)."""
 
-    def __init__(self, geom: Geometry, constants: dict[str, float] | None = None, particle: str = "e-") -> None:
+    def __init__(
+        self, geom: Geometry, constants: dict[str, float] | None = None, particle: str = "e-"
+    ) -> None:
         if particle not in ("e-", "e+", "gamma"):
             raise CaloquantError(f"particle must be e-, e+ or gamma, got '{particle}'")
         c = dict(NEUTRAL)
@@ -160,10 +164,16 @@ class GFlash:
         edges = [0.0]
         for sec in geom.layers():
             t = 0.0
-            for mat, mm in ((sec.absorber, sec.absorber_mm), (sec.active, sec.active_mm), (sec.gap, sec.gap_mm)):
+            for mat, mm in (
+                (sec.absorber, sec.absorber_mm),
+                (sec.active, sec.active_mm),
+                (sec.gap, sec.gap_mm),
+            ):
                 if mm > 0:
                     if mat not in MATERIALS:
-                        raise CaloquantError(f"material '{mat}' has no constants for the GFlash engine")
+                        raise CaloquantError(
+                            f"material '{mat}' has no constants for the GFlash engine"
+                        )
                     t += mm / MATERIALS[mat]["X0_mm"]
             edges.append(edges[-1] + t)
         self.t_edges = np.asarray(edges)
@@ -174,13 +184,18 @@ class GFlash:
         self.rm_cells = self.med["RM_mm"] / geom.cell_size_mm
 
     # -- longitudinal ----------------------------------------------------------------
-    def longitudinal(self, e_gev: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def longitudinal(
+        self, e_gev: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-shower (T, a) of the Gamma profile, sampling-calorimeter form with fluctuations."""
         c, m = self.c, self.med
         lny = np.log(e_gev * 1000.0 / m["Ec_MeV"])
         t_hom = lny - 0.812
         a_hom = 0.81 + (0.458 + 2.26 / m["Z"]) * lny
-        t_mean = np.log(np.maximum(t_hom - 0.55 / m["Fs"] - 0.69 * (1 - m["e_hat"]), 1e-3)) + c["ln_t_shift"]
+        t_mean = (
+            np.log(np.maximum(t_hom - 0.55 / m["Fs"] - 0.69 * (1 - m["e_hat"]), 1e-3))
+            + c["ln_t_shift"]
+        )
         a_mean = np.log(np.maximum(a_hom - 0.476 / m["Fs"], 1e-3)) + c["ln_a_shift"]
         s_t = np.minimum(1.0 / (-2.5 + 1.25 * lny), 0.5) * c["sigma_scale"]
         s_a = np.minimum(1.0 / (-0.82 + 0.79 * lny), 0.5) * c["sigma_scale"]
@@ -205,7 +220,9 @@ class GFlash:
         lne = np.log(e_gev)[:, None]
         tau = self.t_mid[None, :] / T[:, None]
         rc = (0.0251 + 0.00319 * lne) + (0.1162 - 0.000381 * Z) * tau
-        rt = (0.659 - 0.00309 * Z) * (np.exp(-2.59 * (tau - 0.645)) + np.exp((0.3585 + 0.0412 * lne) * (tau - 0.645)))
+        rt = (0.659 - 0.00309 * Z) * (
+            np.exp(-2.59 * (tau - 0.645)) + np.exp((0.3585 + 0.0412 * lne) * (tau - 0.645))
+        )
         p3 = 1.313 - 0.0686 * lne
         x = ((0.401 + 0.00187 * Z) - tau) / p3
         p = (2.632 - 0.00094 * Z) * np.exp(x - np.exp(x))
@@ -222,7 +239,9 @@ class GFlash:
         i = x.astype(np.int64)
         return i, x - i
 
-    def layer_inputs(self, e_gev: np.ndarray, T: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+    def layer_inputs(
+        self, e_gev: np.ndarray, T: np.ndarray, a: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Per shower and layer: deposited energy (GeV), visible energy before the lateral
         cut, core weight and table positions of Rc and Rt; plus the energy beyond the last layer."""
         lf, beyond = self.layer_fractions(T, a)
@@ -232,7 +251,16 @@ class GFlash:
         dep = e_gev[:, None] * lf
         ic, wc = self._index(rc)
         it, wt = self._index(rt)
-        return {"dep": dep, "vis": dep * sf, "p": p, "ic": ic, "wc": wc, "it": it, "wt": wt, "sf": sf}
+        return {
+            "dep": dep,
+            "vis": dep * sf,
+            "p": p,
+            "ic": ic,
+            "wc": wc,
+            "it": it,
+            "wt": wt,
+            "sf": sf,
+        }
 
     def mean_showers(self, e_gev: np.ndarray, T: np.ndarray, a: np.ndarray) -> np.ndarray:
         """Expected silicon energy per cell (n, Z, X*Y) given (T, a) (no cell fluctuations)."""
@@ -241,9 +269,14 @@ class GFlash:
         def share(i: np.ndarray, w: np.ndarray) -> np.ndarray:
             return self.table[i] * (1 - w[..., None]) + self.table[i + 1] * w[..., None]
 
-        return d["vis"][..., None] * (d["p"][..., None] * share(d["ic"], d["wc"]) + (1 - d["p"])[..., None] * share(d["it"], d["wt"]))
+        return d["vis"][..., None] * (
+            d["p"][..., None] * share(d["ic"], d["wc"])
+            + (1 - d["p"])[..., None] * share(d["it"], d["wt"])
+        )
 
-    def simulate(self, e_gev: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def simulate(
+        self, e_gev: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Showers (n, X, Y, Z) float32 GeV and sums (n, 5) like the Geant4 engine: silicon,
         silicon outside the grid (0), passive, escaped (beyond the last layer or the grid), 0."""
         global _KERNEL
@@ -257,8 +290,20 @@ class GFlash:
         d = self.layer_inputs(e, T, a)
         e_s = self.c["stochastic"] ** 2 * self.c["sf"] / 2.0
         si, vis_in = np.zeros(n), np.zeros(n)
-        _KERNEL(d["vis"], d["p"], d["ic"], d["wc"], d["it"], d["wt"], self.table, e_s, int(rng.integers(2**31 - 1)),
-                cells, si, vis_in)
+        _KERNEL(
+            d["vis"],
+            d["p"],
+            d["ic"],
+            d["wc"],
+            d["it"],
+            d["wt"],
+            self.table,
+            e_s,
+            int(rng.integers(2**31 - 1)),
+            cells,
+            si,
+            vis_in,
+        )
         # deposited energy inside the grid: visible energy inside over the layer's sampling fraction
         with np.errstate(invalid="ignore", divide="ignore"):
             frac_in = np.where(d["vis"].sum(axis=1) > 0, vis_in / d["vis"].sum(axis=1), 0.0)

@@ -56,11 +56,16 @@ def prepare_environment() -> Path:
 
 
 def standard_data_missing() -> list[str]:
-    """The Geant4 data-set variables that the standard EM physics needs and that are unset or empty."""
+    """The Geant4 data-set variables that the standard EM physics needs and that are unset or
+    empty."""
     missing = []
     for var in ("G4LEDATA", "G4ENSDFSTATEDATA"):
         v = os.environ.get(var)
-        if not v or not Path(v).is_dir() or (var == "G4LEDATA" and not (Path(v) / "brem_SB").is_dir()):
+        if (
+            not v
+            or not Path(v).is_dir()
+            or (var == "G4LEDATA" and not (Path(v) / "brem_SB").is_dir())
+        ):
             missing.append(var)
     return missing
 
@@ -100,7 +105,9 @@ def find_headers() -> tuple[Path, str]:
     exe = shutil.which("geant4-config")
     if exe:
         try:
-            flags = subprocess.run([exe, "--cflags"], capture_output=True, text=True, timeout=30).stdout.split()
+            flags = subprocess.run(
+                [exe, "--cflags"], capture_output=True, text=True, timeout=30
+            ).stdout.split()
         except (OSError, subprocess.SubprocessError):
             flags = []
         for f in flags:
@@ -110,21 +117,36 @@ def find_headers() -> tuple[Path, str]:
     if env:
         h = _has_headers(Path(env))
         if h is None:
-            raise CaloquantError(f"CALOQUANT_G4_INCLUDE={env} holds no Geant4 headers (G4Version.hh not found)")
+            raise CaloquantError(
+                f"CALOQUANT_G4_INCLUDE={env} holds no Geant4 headers (G4Version.hh not found)"
+            )
         return h, "CALOQUANT_G4_INCLUDE"
-    shared = Path(os.environ["CALOQUANT_SHARED"]) if os.environ.get("CALOQUANT_SHARED") else REPO.parent / "shared"
+    shared = (
+        Path(os.environ["CALOQUANT_SHARED"])
+        if os.environ.get("CALOQUANT_SHARED")
+        else REPO.parent / "shared"
+    )
     h = _has_headers(shared / "geant4" / "include")
     if h is not None:
         return h, str(shared / "geant4" / "include")
-    raise CaloquantError("Geant4 headers not found: install Geant4 (geant4-config on PATH) or set "
-                         "CALOQUANT_G4_INCLUDE to a Geant4 include directory")
+    raise CaloquantError(
+        "Geant4 headers not found: install Geant4 (geant4-config on PATH) or set "
+        "CALOQUANT_G4_INCLUDE to a Geant4 include directory"
+    )
 
 
 def find_compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    cxx = (
+        os.environ.get("CXX")
+        or shutil.which("g++")
+        or shutil.which("c++")
+        or shutil.which("clang++")
+    )
     if not cxx or not (shutil.which(cxx) or Path(cxx).is_file()):
-        raise CaloquantError("no C++ compiler found for the Geant4 helper: install g++ (e.g. apt-get install g++) "
-                             "or set CXX")
+        raise CaloquantError(
+            "no C++ compiler found for the Geant4 helper: install g++ (e.g. apt-get install g++) "
+            "or set CXX"
+        )
     return cxx
 
 
@@ -151,17 +173,34 @@ def build_helper(force: bool = False) -> Path:
             src = out / "src"
             src.mkdir(exist_ok=True)
             for s in SOURCES:
-                (src / s).write_bytes(resources.files("caloquant.sim").joinpath("g4helper").joinpath(s).read_bytes())
+                (src / s).write_bytes(
+                    resources.files("caloquant.sim").joinpath("g4helper").joinpath(s).read_bytes()
+                )
             tmp = out / f".libcq_g4helper.{os.getpid()}.so"
             # Geant4 symbols stay undefined here: they resolve at load time from the bindings,
             # which Python has loaded with RTLD_GLOBAL.
-            cmd = [cxx, "-O2", "-std=c++17", "-fPIC", "-shared", "-w", f"-I{inc}", "-o", str(tmp),
-                   *(str(src / s) for s in SOURCES)]
+            cmd = [
+                cxx,
+                "-O2",
+                "-std=c++17",
+                "-fPIC",
+                "-shared",
+                "-w",
+                f"-I{inc}",
+                "-o",
+                str(tmp),
+                *(str(src / s) for s in SOURCES),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+                first = next(
+                    (ln for ln in proc.stderr.splitlines() if "error" in ln),
+                    proc.stderr.strip()[:200],
+                )
                 tmp.unlink(missing_ok=True)
-                raise CaloquantError(f"compiling the Geant4 helper failed ({cxx}): {first.strip()[:200]}")
+                raise CaloquantError(
+                    f"compiling the Geant4 helper failed ({cxx}): {first.strip()[:200]}"
+                )
             (out / "build.txt").write_text(" ".join(cmd) + "\n")
             os.replace(tmp, lib)
         finally:
@@ -205,9 +244,13 @@ def load_geant4():  # noqa: ANN201 - returns (geant4_pybind module, ctypes libra
     try:
         lib = ctypes.CDLL(str(lib_path))
     except OSError as exc:
-        raise CaloquantError(f"cannot load the Geant4 helper {lib_path}: {str(exc).split(': ')[-1][:160]}") from None
+        raise CaloquantError(
+            f"cannot load the Geant4 helper {lib_path}: {str(exc).split(': ')[-1][:160]}"
+        ) from None
     if lib.cq_abi_version() != 1:
-        raise CaloquantError(f"{lib_path}: helper interface version {lib.cq_abi_version()}, expected 1")
+        raise CaloquantError(
+            f"{lib_path}: helper interface version {lib.cq_abi_version()}, expected 1"
+        )
     lib.cq_construct_em.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.cq_attach_scoring.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_double]
     lib.cq_take_event.argtypes = [ctypes.c_void_p, ctypes.c_void_p]

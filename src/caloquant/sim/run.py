@@ -76,10 +76,21 @@ class SimConfig:
 
     def key(self, energies: np.ndarray) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"engine": self.engine, "geometry": self.geometry.hash, "physics": self.physics.to_dict(),
-                             "gun": vars(self.gun) | {}, "seed": self.seed, "chunk": self.chunk,
-                             "gflash": self.gflash if self.engine == "gflash" else None}, sort_keys=True,
-                            default=str).encode())
+        h.update(
+            json.dumps(
+                {
+                    "engine": self.engine,
+                    "geometry": self.geometry.hash,
+                    "physics": self.physics.to_dict(),
+                    "gun": vars(self.gun) | {},
+                    "seed": self.seed,
+                    "chunk": self.chunk,
+                    "gflash": self.gflash if self.engine == "gflash" else None,
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
         h.update(np.ascontiguousarray(energies, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
@@ -93,7 +104,9 @@ def check_energies(energies: np.ndarray) -> np.ndarray:
     if np.any(e <= 0):
         raise CaloquantError(f"energy must be > 0 GeV (min {e.min():g})")
     if np.any(e > MAX_ENERGY_GEV):
-        raise CaloquantError(f"energy must be at most {MAX_ENERGY_GEV:g} GeV (10 TeV), got {e.max():g}")
+        raise CaloquantError(
+            f"energy must be at most {MAX_ENERGY_GEV:g} GeV (10 TeV), got {e.max():g}"
+        )
     return e
 
 
@@ -114,11 +127,19 @@ def check_writable(path: Path) -> None:
 _ENGINE: Any = None
 
 
-def _init_worker(cfg: SimConfig, log: str | None) -> None:
-    """Build the engine once per worker process (Geant4: one run manager per process)."""
+def init_worker(cfg: SimConfig, log: str | None) -> None:
+    """Build the engine once per worker process (Geant4: one run manager per process); the
+    initializer of every process pool that simulates (here and in :mod:`caloquant.sim.timing`)."""
     global _ENGINE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _ENGINE = make_engine(cfg, log)
+
+
+def worker_engine() -> Any:
+    """The engine :func:`init_worker` built in this worker process."""
+    if _ENGINE is None:
+        raise CaloquantError("no simulation engine in this process (init_worker was not run)")
+    return _ENGINE
 
 
 def make_engine(cfg: SimConfig, log: str | None = None) -> Any:
@@ -136,22 +157,32 @@ class _Geant4Engine:
     def __init__(self, session: Any, seed: int) -> None:
         self.session, self.seed = session, seed
 
-    def run(self, chunk_index: int, start: int, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        self, chunk_index: int, start: int, energies: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         from caloquant.sim.geant4 import shower_seeds
 
-        return self.session.run(energies, shower_seeds(self.seed, np.arange(start, start + len(energies))))
+        return self.session.run(
+            energies, shower_seeds(self.seed, np.arange(start, start + len(energies)))
+        )
 
 
 class _GFlashEngine:
     def __init__(self, gf: Any, seed: int) -> None:
         self.gf, self.seed = gf, seed
 
-    def run(self, chunk_index: int, start: int, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, chunk_index, 0x6F1A5])))
+    def run(
+        self, chunk_index: int, start: int, energies: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([self.seed, chunk_index, 0x6F1A5]))
+        )
         return self.gf.simulate(energies, rng)
 
 
-def _work(chunk_index: int, start: int, energies: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, float]:
+def _work(
+    chunk_index: int, start: int, energies: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, float]:
     t0 = time.process_time()
     cells, sums = _ENGINE.run(chunk_index, start, energies)
     return chunk_index, cells, sums, time.process_time() - t0
@@ -196,16 +227,26 @@ class _InOrder:
             self.next += 1
 
 
-def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path | None, workers: int,
-               emit: Callable[[int, np.ndarray, np.ndarray, float], None],
-               progress: Callable[[int, int], None] | None = None, log: str | None = None) -> dict[str, Any]:
+def run_chunks(
+    cfg: SimConfig,
+    energies: np.ndarray,
+    workdir: Path | None,
+    workers: int,
+    emit: Callable[[int, np.ndarray, np.ndarray, float], None],
+    progress: Callable[[int, int], None] | None = None,
+    log: str | None = None,
+) -> dict[str, Any]:
     """Simulate every chunk and pass it to ``emit`` in order (streaming). With a ``workdir``,
     finished chunks are also saved there and chunks found there are reused (resumable)."""
     n = len(energies)
     size = cfg.chunk
     starts = list(range(0, n, size))
     order = _InOrder(emit)
-    have = {i: c for i in range(len(starts)) if workdir is not None and (c := _load_chunk(workdir, i)) is not None}
+    have = {
+        i: c
+        for i in range(len(starts))
+        if workdir is not None and (c := _load_chunk(workdir, i)) is not None
+    }
     todo = [i for i in range(len(starts)) if i not in have]
     done = 0
 
@@ -231,7 +272,7 @@ def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path | None, worke
 
         def one(i: int) -> tuple[int, np.ndarray, np.ndarray, float]:
             c0 = time.thread_time()
-            cells, sums = eng.run(i, starts[i], energies[starts[i]:starts[i] + size])
+            cells, sums = eng.run(i, starts[i], energies[starts[i] : starts[i] + size])
             return i, cells, sums, time.thread_time() - c0
 
         with cf.ThreadPoolExecutor(max_workers=workers) as tx:
@@ -244,21 +285,26 @@ def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path | None, worke
                     finished(*f.result(), True)
     elif todo:
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(cfg, log)) as ex:
+        with cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(cfg, log)
+        ) as ex:
             pending: set[cf.Future] = set()
             queue = list(todo)
             try:
                 while queue or pending:
                     while queue and len(pending) < 2 * workers:
                         i = queue.pop(0)
-                        pending.add(ex.submit(_work, i, starts[i], energies[starts[i]:starts[i] + size]))
+                        pending.add(
+                            ex.submit(_work, i, starts[i], energies[starts[i] : starts[i] + size])
+                        )
                     fin, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                     for f in fin:
                         i, cells, sums, cpu = f.result()
                         finished(i, cells, sums, cpu, True)
             except cf.process.BrokenProcessPool:
-                raise CaloquantError(f"a simulation worker died (see {log or 'its output'})") from None
+                raise CaloquantError(
+                    f"a simulation worker died (see {log or 'its output'})"
+                ) from None
             except BaseException:
                 for f in pending:
                     f.cancel()
@@ -268,9 +314,17 @@ def run_chunks(cfg: SimConfig, energies: np.ndarray, workdir: Path | None, worke
     return {"reused_chunks": len(have), "wall_s": time.perf_counter() - t0}
 
 
-def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimConfig | None = None, *,
-             workers: int = 1, fmt: str = "3dgan", cell_cut_gev: float = CELL_CUT_GEV,
-             progress: Callable[[int, int], None] | None = None, keep_chunks: bool = False) -> dict[str, Any]:
+def simulate(
+    output: str | os.PathLike[str],
+    energies: np.ndarray,
+    config: SimConfig | None = None,
+    *,
+    workers: int = 1,
+    fmt: str = "3dgan",
+    cell_cut_gev: float = CELL_CUT_GEV,
+    progress: Callable[[int, int], None] | None = None,
+    keep_chunks: bool = False,
+) -> dict[str, Any]:
     """Simulate one shower per incident energy (GeV) and write them to ``output``.
 
     Cells hold the energy deposited in silicon per pad (GeV, not calibrated to the beam
@@ -279,7 +333,8 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
     physics, cut, geometry (with hash), Geant4 and caloquant versions and the seed.
     Chunks are written as they finish, in order, into a temporary file renamed at the end.
     Geant4 runs keep finished chunks beside the output until success (resumable); GFlash
-    runs are fast enough to redo. Returns a summary (path, n, wall time, showers/s, CPU s per shower).
+    runs are fast enough to redo. Returns a summary (path, n, wall time, showers/s, CPU s per
+    shower).
     """
     from caloquant.data import FORMATS, ShowerWriter, provenance
 
@@ -303,14 +358,22 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
         g4v = geant4_version()
         workdir = out.parent / f".{out.name}.chunks-{cfg.key(e)}"
         workdir.mkdir(parents=True, exist_ok=True)
-    attrs = provenance(engine=cfg.engine, physics_list=cfg.physics.label if cfg.engine == "geant4" else "gflash",
-                       production_cut_mm=cfg.physics.cut_mm if cfg.engine == "geant4" else None,
-                       geometry=cfg.geometry.name, geometry_hash=cfg.geometry.hash,
-                       geometry_json=json.dumps(cfg.geometry.to_dict()), geant4_version=g4v,
-                       particle=cfg.gun.particle, seed=cfg.seed, cell_cut_gev=cell_cut_gev,
-                       gun_position_sigma_mm=cfg.gun.position_sigma_mm, gun_angle_sigma_mrad=cfg.gun.angle_sigma_mrad,
-                       gflash_constants=json.dumps(cfg.gflash) if cfg.engine == "gflash" and cfg.gflash else None,
-                       units="GeV, energy deposited in silicon (not calibrated to the beam energy)")
+    attrs = provenance(
+        engine=cfg.engine,
+        physics_list=cfg.physics.label if cfg.engine == "geant4" else "gflash",
+        production_cut_mm=cfg.physics.cut_mm if cfg.engine == "geant4" else None,
+        geometry=cfg.geometry.name,
+        geometry_hash=cfg.geometry.hash,
+        geometry_json=json.dumps(cfg.geometry.to_dict()),
+        geant4_version=g4v,
+        particle=cfg.gun.particle,
+        seed=cfg.seed,
+        cell_cut_gev=cell_cut_gev,
+        gun_position_sigma_mm=cfg.gun.position_sigma_mm,
+        gun_angle_sigma_mrad=cfg.gun.angle_sigma_mrad,
+        gflash_constants=json.dumps(cfg.gflash) if cfg.engine == "gflash" and cfg.gflash else None,
+        units="GeV, energy deposited in silicon (not calibrated to the beam energy)",
+    )
     n = len(e)
     sums = np.zeros((n, len(SUM_NAMES)))
     cpu = [0.0]
@@ -324,15 +387,24 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
                     s = i * cfg.chunk
                     if cell_cut_gev > 0:
                         cells = np.where(cells < cell_cut_gev, np.float32(0), cells)
-                    w.append(cells, e[s:s + len(cells)])
-                    sums[s:s + len(cells)] = sm
+                    w.append(cells, e[s : s + len(cells)])
+                    sums[s : s + len(cells)] = sm
                     cpu[0] += c
 
-                stats = run_chunks(cfg, e, workdir, workers, emit, progress,
-                                   log=str(workdir / "geant4.log") if workdir is not None else None)
+                stats = run_chunks(
+                    cfg,
+                    e,
+                    workdir,
+                    workers,
+                    emit,
+                    progress,
+                    log=str(workdir / "geant4.log") if workdir is not None else None,
+                )
             with h5py.File(tmp, "a") as h5:
                 for k, name in enumerate(SUM_NAMES):
-                    ds = h5.create_dataset(name, data=sums[:, k].astype(np.float64), compression="gzip")
+                    ds = h5.create_dataset(
+                        name, data=sums[:, k].astype(np.float64), compression="gzip"
+                    )
                     ds.attrs["doc"] = SUM_DOC[name]
     except _Terminate:
         raise KeyboardInterrupt from None
@@ -341,12 +413,25 @@ def simulate(output: str | os.PathLike[str], energies: np.ndarray, config: SimCo
     if workdir is not None and not keep_chunks:
         shutil.rmtree(workdir, ignore_errors=True)
     wall = time.perf_counter() - t0
-    return {"path": str(out), "n": n, "engine": cfg.engine, "wall_s": wall, "showers_per_s": n / wall if wall > 0 else None,
-            "cpu_s_per_shower": cpu[0] / n, "reused_chunks": stats["reused_chunks"], "geometry_hash": cfg.geometry.hash}
+    return {
+        "path": str(out),
+        "n": n,
+        "engine": cfg.engine,
+        "wall_s": wall,
+        "showers_per_s": n / wall if wall > 0 else None,
+        "cpu_s_per_shower": cpu[0] / n,
+        "reused_chunks": stats["reused_chunks"],
+        "geometry_hash": cfg.geometry.hash,
+    }
 
 
-def draw_energies(n: int, seed: int, energy: float | None = None, energy_range: tuple[float, float] | None = None,
-                  energies: np.ndarray | None = None) -> np.ndarray:
+def draw_energies(
+    n: int,
+    seed: int,
+    energy: float | None = None,
+    energy_range: tuple[float, float] | None = None,
+    energies: np.ndarray | None = None,
+) -> np.ndarray:
     """Incident energies (GeV) as in ``caloquant sample`` (same seed, same energies), checked
     for 0 < E <= 10 TeV."""
     from caloquant.data import energies_for

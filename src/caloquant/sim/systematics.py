@@ -33,13 +33,24 @@ VARIANTS: dict[str, Physics] = {
 OBSERVABLES = ("sf", "z_mean", "z_std", "y_std", "resolution")
 # quoted, not measured here: shared/geant4/README.md (relativistic vs parametrized
 # bremsstrahlung below 1 GeV, 100 GeV electrons, 25 x (2.8 mm W + 0.5 mm Si))
-BREMSSTRAHLUNG_QUOTED = {"sf_relativistic": 0.0246, "sf_parametrized": 0.0274, "energy_gev": 100.0,
-                         "sf_rel_shift": 0.0274 / 0.0246 - 1.0, "measured_here": False,
-                         "source": "shared/geant4/README.md (facts established on this machine class)"}
+BREMSSTRAHLUNG_QUOTED = {
+    "sf_relativistic": 0.0246,
+    "sf_parametrized": 0.0274,
+    "energy_gev": 100.0,
+    "sf_rel_shift": 0.0274 / 0.0246 - 1.0,
+    "measured_here": False,
+    "source": "shared/geant4/README.md (facts established on this machine class)",
+}
 
 
-def measure_systematics(out_dir: str | Path, energies: tuple[float, ...] = (50.0,), n: int = 40, seed: int = 77,
-                        workers: int = 1, variants: dict[str, Physics] | None = None) -> dict[str, Any]:
+def measure_systematics(
+    out_dir: str | Path,
+    energies: tuple[float, ...] = (50.0,),
+    n: int = 40,
+    seed: int = 77,
+    workers: int = 1,
+    variants: dict[str, Physics] | None = None,
+) -> dict[str, Any]:
     """Simulate ``n`` electrons per energy with each physics variant and compare to the default."""
     from caloquant.sim.compare import summarize_file
     from caloquant.sim.run import SimConfig, simulate
@@ -61,16 +72,26 @@ def measure_systematics(out_dir: str | Path, energies: tuple[float, ...] = (50.0
         for p, row in pts.items():
             b = base[p]
             shifts[name][p] = {
-                "sf_rel": row["sf"] / b["sf"] - 1.0, "sf_rel_err": float(np.hypot(row["sf_err"] / b["sf"], b["sf_err"] / b["sf"])),
-                "z_mean": row["z_mean"] - b["z_mean"], "z_mean_err": float(np.hypot(row["z_mean_err"], b["z_mean_err"])),
-                "z_std": row["z_std"] - b["z_std"], "z_std_err": float(np.hypot(row["z_std_err"], b["z_std_err"])),
-                "y_std": row["y_std"] - b["y_std"], "y_std_err": float(np.hypot(row["y_std_err"], b["y_std_err"])),
+                "sf_rel": row["sf"] / b["sf"] - 1.0,
+                "sf_rel_err": float(np.hypot(row["sf_err"] / b["sf"], b["sf_err"] / b["sf"])),
+                "z_mean": row["z_mean"] - b["z_mean"],
+                "z_mean_err": float(np.hypot(row["z_mean_err"], b["z_mean_err"])),
+                "z_std": row["z_std"] - b["z_std"],
+                "z_std_err": float(np.hypot(row["z_std_err"], b["z_std_err"])),
+                "y_std": row["y_std"] - b["y_std"],
+                "y_std_err": float(np.hypot(row["y_std_err"], b["y_std_err"])),
                 "resolution_rel": row["resolution"] / b["resolution"] - 1.0,
             }
-    return {"energies_gev": list(energies), "showers_per_variant_and_energy": n, "seed": seed,
-            "variants": {k: v.to_dict() for k, v in (variants or VARIANTS).items()}, "summaries": res, "shifts": shifts,
-            "note": "same seeds for every variant: the shifts are correlated-sample differences, their errors are "
-                    "conservative (uncorrelated sum)"}
+    return {
+        "energies_gev": list(energies),
+        "showers_per_variant_and_energy": n,
+        "seed": seed,
+        "variants": {k: v.to_dict() for k, v in (variants or VARIANTS).items()},
+        "summaries": res,
+        "shifts": shifts,
+        "note": "same seeds for every variant: the shifts are correlated-sample differences, "
+        "their errors are conservative (uncorrelated sum)",
+    }
 
 
 def band_from(measurement: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +107,16 @@ def band_from(measurement: dict[str, Any]) -> dict[str, Any]:
                 if v > worst[k]:
                     worst[k], which[k] = v, name
     brem = BREMSSTRAHLUNG_QUOTED["sf_rel_shift"]
-    return {"sf_rel": float(np.hypot(worst["sf_rel"], brem)), "sf_rel_measured_variants": worst["sf_rel"],
-            "sf_rel_bremsstrahlung_quoted": brem, "z_mean_layers": worst["z_mean"], "z_std_layers": worst["z_std"],
-            "y_std_cells": worst["y_std"], "largest_from": which, "bremsstrahlung": BREMSSTRAHLUNG_QUOTED}
+    return {
+        "sf_rel": float(np.hypot(worst["sf_rel"], brem)),
+        "sf_rel_measured_variants": worst["sf_rel"],
+        "sf_rel_bremsstrahlung_quoted": brem,
+        "z_mean_layers": worst["z_mean"],
+        "z_std_layers": worst["z_std"],
+        "y_std_cells": worst["y_std"],
+        "largest_from": which,
+        "bremsstrahlung": BREMSSTRAHLUNG_QUOTED,
+    }
 
 
 def systematic_band() -> dict[str, Any]:
@@ -97,5 +125,8 @@ def systematic_band() -> dict[str, Any]:
     try:
         return json.loads(p.read_text())["band"]
     except FileNotFoundError:
-        return {"sf_rel": BREMSSTRAHLUNG_QUOTED["sf_rel_shift"], "bremsstrahlung": BREMSSTRAHLUNG_QUOTED,
-                "measured_variants": False}
+        return {
+            "sf_rel": BREMSSTRAHLUNG_QUOTED["sf_rel_shift"],
+            "bremsstrahlung": BREMSSTRAHLUNG_QUOTED,
+            "measured_variants": False,
+        }

@@ -10,30 +10,41 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.sim.run import SimConfig, _init_worker, make_engine
+from caloquant.sim.run import SimConfig, init_worker, make_engine, worker_engine
 
 
 def _time_showers(energy: float, start: int, n: int) -> list[tuple[float, float]]:
     """(wall s, CPU s) of each of n showers, one at a time, in this worker's engine."""
-    from caloquant.sim import run
-
+    engine = worker_engine()
     out = []
     for k in range(n):
         w0, c0 = time.perf_counter(), time.process_time()
-        run._ENGINE.run(start + k, start + k, np.array([energy]))
+        engine.run(start + k, start + k, np.array([energy]))
         out.append((time.perf_counter() - w0, time.process_time() - c0))
     return out
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
     n = len(x)
-    return {"median": float(np.median(x)), "mean": float(x.mean()), "std": float(x.std(ddof=1)) if n > 1 else float("nan"),
-            "sem": float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "min": float(x.min()), "max": float(x.max())}
+    return {
+        "median": float(np.median(x)),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if n > 1 else float("nan"),
+        "sem": float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
 
 
-def time_engine(engine: str = "geant4", energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0),
-                showers_per_point: int = 3, budget_s: float = 120.0, config: SimConfig | None = None,
-                gflash_batch: int = 500, seed: int = 12345) -> dict[str, Any]:
+def time_engine(
+    engine: str = "geant4",
+    energies: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0),
+    showers_per_point: int = 3,
+    budget_s: float = 120.0,
+    config: SimConfig | None = None,
+    gflash_batch: int = 500,
+    seed: int = 12345,
+) -> dict[str, Any]:
     """Seconds per shower of a simulation engine at each energy, on one core, time-boxed.
 
     Geant4: one worker process builds the session, simulates one warm-up shower (physics
@@ -61,18 +72,30 @@ def time_engine(engine: str = "geant4", energies: tuple[float, ...] = (100.0, 20
             for r in range(max(1, showers_per_point)):
                 w0, c0 = time.perf_counter(), time.process_time()
                 eng.run(j * 1000 + r, 0, np.full(gflash_batch, e))
-                w.append(((time.perf_counter() - w0) / gflash_batch, (time.process_time() - c0) / gflash_batch))
+                w.append(
+                    (
+                        (time.perf_counter() - w0) / gflash_batch,
+                        (time.process_time() - c0) / gflash_batch,
+                    )
+                )
             arr = np.asarray(w)
-            per[f"{e:g}"] = {"n": len(w) * gflash_batch, "wall_s_per_shower": _stats(arr[:, 0]),
-                             "cpu_s_per_shower": _stats(arr[:, 1])}
+            per[f"{e:g}"] = {
+                "n": len(w) * gflash_batch,
+                "wall_s_per_shower": _stats(arr[:, 0]),
+                "cpu_s_per_shower": _stats(arr[:, 1]),
+            }
     else:
         from caloquant.sim.helper import build_helper
 
         build_helper()
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(cfg, None)) as ex:
+        with cf.ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=init_worker, initargs=(cfg, None)
+        ) as ex:
             t0 = time.perf_counter()
-            ex.submit(_time_showers, float(min(energies)), 10**6, 1).result()  # start-up + physics tables
+            ex.submit(
+                _time_showers, float(min(energies)), 10**6, 1
+            ).result()  # start-up + physics tables
             setup_s = time.perf_counter() - t0
             for e in sorted(energies):
                 got: list[tuple[float, float]] = []
@@ -84,19 +107,37 @@ def time_engine(engine: str = "geant4", energies: tuple[float, ...] = (100.0, 20
                     per[f"{e:g}"] = {"n": 0, "missing": "time budget spent"}
                     continue
                 arr = np.asarray(got)
-                per[f"{e:g}"] = {"n": len(got), "wall_s_per_shower": _stats(arr[:, 0]), "cpu_s_per_shower": _stats(arr[:, 1])}
-    return {"engine": engine, "label": f"{engine} (measured in this run)", "measured_here": True,
-            "physics": cfg.physics.label if engine == "geant4" else "gflash", "geometry_hash": cfg.geometry.hash,
-            "energies_gev": [float(e) for e in energies], "showers_per_point": showers_per_point, "budget_s": budget_s,
-            "setup_s": setup_s, "wall_s": time.perf_counter() - t_start, "per_energy": per,
-            "complete": all(v.get("n", 0) >= 1 for v in per.values()),
-            "note": "one core, one shower at a time after a warm-up shower; wall and CPU seconds per shower"}
+                per[f"{e:g}"] = {
+                    "n": len(got),
+                    "wall_s_per_shower": _stats(arr[:, 0]),
+                    "cpu_s_per_shower": _stats(arr[:, 1]),
+                }
+    return {
+        "engine": engine,
+        "label": f"{engine} (measured in this run)",
+        "measured_here": True,
+        "physics": cfg.physics.label if engine == "geant4" else "gflash",
+        "geometry_hash": cfg.geometry.hash,
+        "energies_gev": [float(e) for e in energies],
+        "showers_per_point": showers_per_point,
+        "budget_s": budget_s,
+        "setup_s": setup_s,
+        "wall_s": time.perf_counter() - t_start,
+        "per_energy": per,
+        "complete": all(v.get("n", 0) >= 1 for v in per.values()),
+        "note": "one core, one shower at a time after a warm-up shower; "
+        "wall and CPU seconds per shower",
+    }
 
 
-def flat_average(per_energy: dict[str, Any], lo: float = 100.0, hi: float = 500.0, key: str = "wall_s_per_shower") -> tuple[float, float]:
+def flat_average(
+    per_energy: dict[str, Any], lo: float = 100.0, hi: float = 500.0, key: str = "wall_s_per_shower"
+) -> tuple[float, float]:
     """Mean seconds per shower over a flat spectrum in [lo, hi] (trapezoid over the measured
     points, linear in between) and its statistical error (from each point's sem)."""
-    pts = sorted((float(e), v) for e, v in per_energy.items() if v.get("n", 0) >= 1 and lo <= float(e) <= hi)
+    pts = sorted(
+        (float(e), v) for e, v in per_energy.items() if v.get("n", 0) >= 1 and lo <= float(e) <= hi
+    )
     if not pts:
         raise CaloquantError("no measured energy point inside the spectrum")
     if len(pts) == 1:

@@ -13,4 +13,14 @@ from caloquant.train.recipes import RECIPES, Recipe, get_recipe
 from caloquant.train.run import TrainResult, load_run_state, train
 from caloquant.train.trainer import Trainer
 
-__all__ = ["RECIPES", "Dist", "Recipe", "TrainConfig", "TrainResult", "Trainer", "get_recipe", "load_run_state", "train"]
+__all__ = [
+    "RECIPES",
+    "Dist",
+    "Recipe",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "get_recipe",
+    "load_run_state",
+    "train",
+]

@@ -15,8 +15,21 @@ Precision = Literal["fp32", "bf16"]
 
 # Settings that define the trajectory of a run: a resume must keep them. Everything else
 # (epochs, checkpoint interval, threads, logging) may change when a run is continued.
-TRAJECTORY_KEYS = ("model", "width", "init", "batch", "precision", "channels_last", "seed", "data",
-                   "val_data", "val_fraction", "val_n", "shuffle_buffer", "ecal_fit")
+TRAJECTORY_KEYS = (
+    "model",
+    "width",
+    "init",
+    "batch",
+    "precision",
+    "channels_last",
+    "seed",
+    "data",
+    "val_data",
+    "val_fraction",
+    "val_n",
+    "shuffle_buffer",
+    "ecal_fit",
+)
 
 
 @dataclass
@@ -53,18 +66,35 @@ class TrainConfig:
         if self.channels_last is None:
             self.channels_last = default_channels_last(self.model, self.precision)
         if self.model == "gan3d" and self.width != 1.0:
-            raise CaloquantError("width applies to the conv2d model only (the Conv3D 3DGAN has one size)")
+            raise CaloquantError(
+                "width applies to the conv2d model only (the Conv3D 3DGAN has one size)"
+            )
         checks = [
             (self.width > 0, f"width must be > 0, got {self.width}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch >= 2, f"batch must be >= 2 (BatchNorm needs statistics), got {self.batch}"),
-            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got '{self.precision}'"),
-            (self.ecal_fit in ("data", "recipe"), f"ecal_fit must be data or recipe, got '{self.ecal_fit}'"),
-            (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (
+                self.precision in ("fp32", "bf16"),
+                f"precision must be fp32 or bf16, got '{self.precision}'",
+            ),
+            (
+                self.ecal_fit in ("data", "recipe"),
+                f"ecal_fit must be data or recipe, got '{self.ecal_fit}'",
+            ),
+            (
+                0.0 < self.val_fraction < 1.0,
+                f"val_fraction must be in (0, 1), got {self.val_fraction}",
+            ),
             (self.val_n >= 2, f"val_n must be >= 2, got {self.val_n}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (
+                self.checkpoint_every >= 1,
+                f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
+            ),
             (self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}"),
-            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (
+                self.threads is None or self.threads >= 1,
+                f"threads must be >= 1, got {self.threads}",
+            ),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
         ]
         for ok, msg in checks:
@@ -85,8 +115,10 @@ class TrainConfig:
         for key in TRAJECTORY_KEYS:
             mine, theirs = getattr(self, key), saved.get(key)
             if mine != theirs:
-                raise CaloquantError(f"{run_dir} holds a run with {key}={theirs!r}, not {mine!r}; "
-                                     "resume with the same settings or use another output directory")
+                raise CaloquantError(
+                    f"{run_dir} holds a run with {key}={theirs!r}, not {mine!r}; "
+                    "resume with the same settings or use another output directory"
+                )
 
 
 def default_channels_last(model: str, precision: str) -> bool:
@@ -97,7 +129,8 @@ def default_channels_last(model: str, precision: str) -> bool:
 
 
 def expand_data(patterns: list[str]) -> list[str]:
-    """Files named directly or by a glob pattern (quoted on the command line), absolute, in order."""
+    """Files named directly or by a glob pattern (quoted on the command line), absolute, in
+    order."""
     if not patterns:
         raise CaloquantError("no training data given (data files or glob patterns)")
     files: list[str] = []

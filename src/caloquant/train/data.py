@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
 import numpy as np
 
 from caloquant.data import open_showers
@@ -44,12 +45,16 @@ def scan_files(files: list[str], grid: tuple[int, ...]) -> list[int]:
             if r.n == 0:
                 raise CaloquantError(f"{f}: file holds no showers")
             if r.grid != tuple(grid):
-                raise CaloquantError(f"{f}: showers have grid {r.grid}, the model needs {tuple(grid)}")
+                raise CaloquantError(
+                    f"{f}: showers have grid {r.grid}, the model needs {tuple(grid)}"
+                )
             counts.append(r.n)
     return counts
 
 
-def split_rows(files: list[str], counts: list[int], val_fraction: float | None) -> tuple[list[FileRows], list[FileRows]]:
+def split_rows(
+    files: list[str], counts: list[int], val_fraction: float | None
+) -> tuple[list[FileRows], list[FileRows]]:
     """Training rows and held-out rows of each file (no hold-out when ``val_fraction`` is None)."""
     train, held = [], []
     for f, n in zip(files, counts):
@@ -69,14 +74,20 @@ def held_out_energies(parts: list[FileRows]) -> np.ndarray:
     return np.concatenate(out) if out else np.empty(0)
 
 
-def load_rows(parts: list[FileRows], max_n: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_rows(
+    parts: list[FileRows], max_n: int, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_n`` showers (GeV) spread evenly over the given rows (those where the mask
     ``keep`` over :func:`held_out_energies` is true), read file by file in bounded chunks."""
     total = sum(p.stop - p.start for p in parts)
     cand = np.arange(total) if keep is None else np.flatnonzero(keep)
     if cand.size == 0:
-        raise CaloquantError("the validation set is empty (no held-out showers, or none at the validation energies)")
-    take = cand[np.unique(np.linspace(0, cand.size - 1, min(max_n, cand.size)).round().astype(np.int64))]
+        raise CaloquantError(
+            "the validation set is empty (no held-out showers, or none at the validation energies)"
+        )
+    take = cand[
+        np.unique(np.linspace(0, cand.size - 1, min(max_n, cand.size)).round().astype(np.int64))
+    ]
     showers, energies, offset = [], [], 0
     for p in parts:
         n = p.stop - p.start
@@ -97,29 +108,48 @@ def load_rows(parts: list[FileRows], max_n: int, keep: np.ndarray | None = None)
 class ShowerStream:
     """Shuffled, resumable, rank-sharded batches of (showers x cell_scale, energies GeV)."""
 
-    def __init__(self, parts: list[FileRows], batch: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle_buffer: int = 2048, cell_scale: float = 1.0, cell_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        parts: list[FileRows],
+        batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        shuffle_buffer: int = 2048,
+        cell_scale: float = 1.0,
+        cell_threshold: float = 0.0,
+    ) -> None:
         if batch % world:
             raise CaloquantError(f"batch {batch} does not split evenly over {world} processes")
         self.parts, self.batch, self.seed = parts, batch, seed
         self.rank, self.world = rank, world
         self.cell_scale, self.cell_threshold = np.float32(cell_scale), cell_threshold
-        self.blocks = [(i, a, min(a + BLOCK_ROWS, p.stop)) for i, p in enumerate(parts) for a in range(p.start, p.stop, BLOCK_ROWS)]
+        self.blocks = [
+            (i, a, min(a + BLOCK_ROWS, p.stop))
+            for i, p in enumerate(parts)
+            for a in range(p.start, p.stop, BLOCK_ROWS)
+        ]
         self.n = sum(p.stop - p.start for p in parts)
         self.window_blocks = max(1, shuffle_buffer // BLOCK_ROWS)
         if self.n < batch:
-            raise CaloquantError(f"the training data holds {self.n} showers (after the validation hold-out), "
-                                 f"fewer than one batch of {batch}")
+            raise CaloquantError(
+                f"the training data holds {self.n} showers (after the validation hold-out), "
+                f"fewer than one batch of {batch}"
+            )
 
     @property
     def batches_per_epoch(self) -> int:
         return self.n // self.batch
 
     def _order(self, epoch: int) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
-        """Windows (lists of block ids) and, per order position, its window and row in the window."""
+        """Windows (lists of block ids) and, per order position, its window and row in the
+        window."""
         rng = np.random.default_rng([self.seed, epoch])
         perm = rng.permutation(len(self.blocks))
-        windows = [perm[i : i + self.window_blocks].tolist() for i in range(0, len(perm), self.window_blocks)]
+        windows = [
+            perm[i : i + self.window_blocks].tolist()
+            for i in range(0, len(perm), self.window_blocks)
+        ]
         win_of, row_of = [], []
         for w, blocks in enumerate(windows):
             size = sum(self.blocks[b][2] - self.blocks[b][1] for b in blocks)
@@ -128,7 +158,8 @@ class ShowerStream:
         return windows, np.concatenate(win_of), np.concatenate(row_of)
 
     def _load(self, blocks: list[int], readers: dict[int, object]) -> tuple[np.ndarray, np.ndarray]:
-        """One window: its blocks read one by one into a preallocated array (one block in flight)."""
+        """One window: its blocks read one by one into a preallocated array (one block in
+        flight)."""
         for b in blocks:
             i = self.blocks[b][0]
             if i not in readers:
@@ -196,10 +227,16 @@ def data_sources(parts: list[FileRows]) -> dict[str, object]:
             geometries.add(str(a["geometry_hash"]))
         if "physics_list" in a:
             physics.add(str(a["physics_list"]))
-    return {"train_rows_per_engine": per_engine, "geometry_hashes": sorted(geometries), "physics_lists": sorted(physics)}
+    return {
+        "train_rows_per_engine": per_engine,
+        "geometry_hashes": sorted(geometries),
+        "physics_lists": sorted(physics),
+    }
 
 
-def ecal_and_energy(parts: list[FileRows], threshold_gev: float, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def ecal_and_energy(
+    parts: list[FileRows], threshold_gev: float, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Every training shower's ECAL sum (GeV, cells below ``threshold_gev`` dropped, as the
     loader does) and incident energy, read in bounded chunks (two floats per shower are kept)."""
     ecal, energies = [], []
@@ -207,6 +244,10 @@ def ecal_and_energy(parts: list[FileRows], threshold_gev: float, chunk: int = 51
         with open_showers(p.path) as r:
             for lo in range(p.start, p.stop, chunk):
                 s, e = r.read(lo, min(lo + chunk, p.stop))
-                ecal.append(np.where(s < threshold_gev, 0.0, s).reshape(len(s), -1).sum(axis=1, dtype=np.float64))
+                ecal.append(
+                    np.where(s < threshold_gev, 0.0, s)
+                    .reshape(len(s), -1)
+                    .sum(axis=1, dtype=np.float64)
+                )
                 energies.append(e)
     return np.concatenate(ecal), np.concatenate(energies)

@@ -41,12 +41,19 @@ def init(timeout_min: float = 60.0) -> Dist:
     if world <= 1:
         return Dist()
     if not dist.is_gloo_available():
-        raise CaloquantError("this PyTorch build has no gloo backend: distributed CPU training is impossible")
+        raise CaloquantError(
+            "this PyTorch build has no gloo backend: distributed CPU training is impossible"
+        )
     owns = not dist.is_initialized()
     if owns:
         # the timeout covers the longest wait of one rank for another: rank 0's per-epoch validation
         dist.init_process_group("gloo", timeout=_dt.timedelta(minutes=timeout_min))
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns)
+    return Dist(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+        owns,
+    )
 
 
 def shutdown(d: Dist) -> None:

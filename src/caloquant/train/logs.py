@@ -19,7 +19,11 @@ class CsvLog:
         self.path, self.fields = path, fields
         if resume_step is not None and path.exists():
             with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+                rows = [
+                    r
+                    for r in csv.DictReader(f)
+                    if r.get("step", "").isdigit() and int(r["step"]) <= resume_step
+                ]
             tmp = path.with_suffix(".csv.part")
             with tmp.open("w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -45,7 +49,9 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise CaloquantError("TensorBoard logging needs the 'tensorboard' package (pip install tensorboard)") from None
+            raise CaloquantError(
+                "TensorBoard logging needs the 'tensorboard' package (pip install tensorboard)"
+            ) from None
         self._w = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:

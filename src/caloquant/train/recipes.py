@@ -58,7 +58,9 @@ class Recipe:
                 lo, hi = a, b
         return lo, hi
 
-    def for_data(self, energy_range: tuple[float, float], ecal_fit: tuple[float, ...] | None) -> Recipe:
+    def for_data(
+        self, energy_range: tuple[float, float], ecal_fit: tuple[float, ...] | None
+    ) -> Recipe:
         """This recipe applied to other training data: generated showers only at energies the
         data covers (the schedule clipped to ``energy_range``; the authors' data covered their
         whole schedule), and, given ``ecal_fit``, the ECAL target fitted to the data as the
@@ -66,9 +68,15 @@ class Recipe:
         lo, hi = energy_range
         sched = tuple((first, max(a, lo), min(b, hi)) for first, a, b in self.energy_schedule)
         if any(a >= b for _, a, b in sched):
-            raise CaloquantError(f"the training data ({lo:g}-{hi:g} GeV) does not overlap the recipe's energies "
-                                 f"{[(a, b) for _, a, b in self.energy_schedule]}")
-        return replace(self, energy_schedule=sched, ecal_fit=ecal_fit if ecal_fit is not None else self.ecal_fit)
+            raise CaloquantError(
+                f"the training data ({lo:g}-{hi:g} GeV) does not overlap the recipe's energies "
+                f"{[(a, b) for _, a, b in self.energy_schedule]}"
+            )
+        return replace(
+            self,
+            energy_schedule=sched,
+            ecal_fit=ecal_fit if ecal_fit is not None else self.ecal_fit,
+        )
 
     def ecal_target(self, energies_gev: np.ndarray) -> np.ndarray:
         """ECAL sum a generated shower should have, in training units (cells x cell_scale)."""
@@ -92,11 +100,25 @@ RECIPES: dict[str, Recipe] = {
     # eps 1e-8), hard labels, cells in GeV with a 1e-6 threshold, 50 epochs (epoch 49 of 50 is
     # the published one), ECAL target 2 * Ep/100.
     "gan3d": Recipe(
-        name="gan3d", description="CERN 3DGAN, Conv3D (Khattak, Vallecorsa et al.)",
-        loss_weights=(6.0, 0.1, 0.1), real_label=1.0, fake_label=0.0, flip_prob=0.05, g_steps=2,
-        optimizer="rmsprop", lr_g=1e-3, lr_d=1e-3, optimizer_eps=1e-8, lr_decay=None,
-        energy_schedule=((0, 100.0, 500.0),), ecal_fit=(2.0,), cell_scale=1.0, cell_threshold_gev=1e-6,
-        mape_eps=1e-7, leaky_output_epochs=0, default_epochs=50,
+        name="gan3d",
+        description="CERN 3DGAN, Conv3D (Khattak, Vallecorsa et al.)",
+        loss_weights=(6.0, 0.1, 0.1),
+        real_label=1.0,
+        fake_label=0.0,
+        flip_prob=0.05,
+        g_steps=2,
+        optimizer="rmsprop",
+        lr_g=1e-3,
+        lr_d=1e-3,
+        optimizer_eps=1e-8,
+        lr_decay=None,
+        energy_schedule=((0, 100.0, 500.0),),
+        ecal_fit=(2.0,),
+        cell_scale=1.0,
+        cell_threshold_gev=1e-6,
+        mape_eps=1e-7,
+        leaky_output_epochs=0,
+        default_epochs=50,
     ),
     # conv2d_generator.md "Training recipe used by the authors": Adam 5e-4 / 1e-4 (Keras eps
     # 1e-7), decay from epoch 80 (so never within the 30 epochs; per-step decay would freeze the
@@ -107,11 +129,25 @@ RECIPES: dict[str, Recipe] = {
     # Mixed real/generated batches: the one departure, without which this discriminator (BatchNorm
     # right before its heads) cannot learn real from generated at all (trainer docstring).
     "conv2d": Recipe(
-        name="conv2d", description="Conv2D generator of the reduced-precision paper (Rehm et al.)",
-        loss_weights=(6.0, 0.2, 0.1), real_label=0.9, fake_label=0.1, flip_prob=0.05, g_steps=2,
-        optimizer="adam", lr_g=5e-4, lr_d=1e-4, optimizer_eps=1e-7, lr_decay=(80, 0.012),
-        energy_schedule=((0, 100.0, 400.0), (2, 2.0, 500.0)), ecal_fit=(0.0018, -0.023, 0.11, -0.28, 2.21),
-        cell_scale=100.0, cell_threshold_gev=1e-6, mape_eps=2e-7, leaky_output_epochs=2, default_epochs=30,
+        name="conv2d",
+        description="Conv2D generator of the reduced-precision paper (Rehm et al.)",
+        loss_weights=(6.0, 0.2, 0.1),
+        real_label=0.9,
+        fake_label=0.1,
+        flip_prob=0.05,
+        g_steps=2,
+        optimizer="adam",
+        lr_g=5e-4,
+        lr_d=1e-4,
+        optimizer_eps=1e-7,
+        lr_decay=(80, 0.012),
+        energy_schedule=((0, 100.0, 400.0), (2, 2.0, 500.0)),
+        ecal_fit=(0.0018, -0.023, 0.11, -0.28, 2.21),
+        cell_scale=100.0,
+        cell_threshold_gev=1e-6,
+        mape_eps=2e-7,
+        leaky_output_epochs=2,
+        default_epochs=30,
         mixed_batches=True,
     ),
 }
@@ -122,7 +158,9 @@ def fit_ecal(ecal_gev: np.ndarray, energies_gev: np.ndarray, degree: int = 4) ->
     u = Ep/100 (so that ``ecal_target`` = polyval(fit, u) * u, in GeV before the cell scale).
     Least squares on the per-shower ratios; the degree drops where the energies are too few."""
     u = np.asarray(energies_gev, dtype=np.float64) / 100.0
-    ratio = 100.0 * np.asarray(ecal_gev, dtype=np.float64) / np.asarray(energies_gev, dtype=np.float64)
+    ratio = (
+        100.0 * np.asarray(ecal_gev, dtype=np.float64) / np.asarray(energies_gev, dtype=np.float64)
+    )
     deg = int(min(degree, max(len(np.unique(np.round(u, 3))) - 1, 0)))
     return tuple(float(c) for c in np.polyfit(u, ratio, deg))
 

@@ -34,8 +34,17 @@ from caloquant.fileio import atomic_path, write_json
 from caloquant.models import Checkpoint, save_checkpoint
 from caloquant.train import ddp
 from caloquant.train.config import TrainConfig
-from caloquant.train.data import (FileRows, ShowerStream, data_sources, describe_files, ecal_and_energy, held_out_energies,
-                                  load_rows, scan_files, split_rows)
+from caloquant.train.data import (
+    FileRows,
+    ShowerStream,
+    data_sources,
+    describe_files,
+    ecal_and_energy,
+    held_out_energies,
+    load_rows,
+    scan_files,
+    split_rows,
+)
 from caloquant.train.logs import CsvLog, TensorBoardLog
 from caloquant.train.recipes import Recipe, fit_ecal, get_recipe
 from caloquant.train.selection import in_windows, metric_points, validate_epoch
@@ -60,7 +69,9 @@ ProgressFn = Callable[[dict[str, Any]], None]
 LogFn = Callable[[str], None]
 
 
-def train(cfg: TrainConfig, progress: ProgressFn | None = None, log: LogFn | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, progress: ProgressFn | None = None, log: LogFn | None = None
+) -> TrainResult:
     """Train (or, with ``cfg.resume``, continue) a run; one process, or each rank under torchrun."""
     d = ddp.init()
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // d.local_world)
@@ -78,16 +89,22 @@ def load_run_state(path: Path) -> dict[str, Any]:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CaloquantError(f"{path}: corrupt or unreadable training checkpoint ({first[:120]})") from None
+        raise CaloquantError(
+            f"{path}: corrupt or unreadable training checkpoint ({first[:120]})"
+        ) from None
     except Exception as exc:  # pickle errors of a damaged file
-        raise CaloquantError(f"{path}: corrupt or unreadable training checkpoint ({type(exc).__name__})") from None
+        raise CaloquantError(
+            f"{path}: corrupt or unreadable training checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(st, dict) or st.get("caloquant_train_state") != STATE_VERSION:
         raise CaloquantError(f"{path}: not a caloquant training checkpoint")
     return st
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, d: ddp.Dist, progress: ProgressFn | None, log: LogFn | None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, d: ddp.Dist, progress: ProgressFn | None, log: LogFn | None
+    ) -> None:
         self.cfg, self.d = cfg, d
         self.progress, self.log = progress, log or (lambda m: None)
         self.dir = Path(cfg.out)
@@ -105,24 +122,39 @@ class _Run:
             self.val_parts = [FileRows(cfg.val_data, n_val, 0, n_val)]
         else:
             self.train_parts, self.val_parts = split_rows(cfg.data, counts, cfg.val_fraction)
-        self.stream = ShowerStream(self.train_parts, cfg.batch, cfg.seed, self.d.rank, self.d.world,
-                                   cfg.shuffle_buffer, cell_scale, threshold)
+        self.stream = ShowerStream(
+            self.train_parts,
+            cfg.batch,
+            cfg.seed,
+            self.d.rank,
+            self.d.world,
+            cfg.shuffle_buffer,
+            cell_scale,
+            threshold,
+        )
 
     def _saved_state(self) -> dict[str, Any] | None:
         if not self.cfg.resume:
             if self.last.exists():
-                raise CaloquantError(f"{self.dir} already holds a training run (last.pt); "
-                                     "resume it or choose another output directory")
+                raise CaloquantError(
+                    f"{self.dir} already holds a training run (last.pt); "
+                    "resume it or choose another output directory"
+                )
             return None
         if not self.last.exists():
             raise CaloquantError(f"{self.dir}: no last.pt to resume from")
         st = load_run_state(self.last)
         self.cfg.check_resumable(st["config"], self.dir)
         if st["world"] != self.d.world:
-            raise CaloquantError(f"{self.dir} was trained with {st['world']} processes; resume with the same number, "
-                                 f"not {self.d.world}")
+            raise CaloquantError(
+                f"{self.dir} was trained with {st['world']} processes; "
+                f"resume with the same number, not {self.d.world}"
+            )
         if st["files"] != describe_files(self.train_parts):
-            raise CaloquantError(f"{self.dir}: the training files changed since the run started (shower counts differ)")
+            raise CaloquantError(
+                f"{self.dir}: the training files changed since the run started "
+                "(shower counts differ)"
+            )
         return st
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -131,18 +163,33 @@ class _Run:
         rngs = ddp.gather(rng_state(), self.d)
         if not self.d.main:
             return
-        payload = {"caloquant_train_state": STATE_VERSION, "config": self.cfg.to_dict(), "world": self.d.world,
-                   "files": describe_files(self.train_parts), "rng": rngs, "history": self.history,
-                   "elapsed_s": self.elapsed(), **trainer.state()}
+        payload = {
+            "caloquant_train_state": STATE_VERSION,
+            "config": self.cfg.to_dict(),
+            "world": self.d.world,
+            "files": describe_files(self.train_parts),
+            "rng": rngs,
+            "history": self.history,
+            "elapsed_s": self.elapsed(),
+            **trainer.state(),
+        }
         with atomic_path(self.last, suffix=".pt") as tmp:
             torch.save(payload, tmp)
 
     def _save_model(self, trainer: Trainer, record: dict[str, Any]) -> None:
         g, disc = trainer.export()
-        prov = {"trained_by": "caloquant train", "recipe": trainer.recipe.name, "epoch": record["epoch"],
-                "optimisation_metric": record["metric"], "steps": trainer.step_count, "precision": self.cfg.precision,
-                "seed": self.cfg.seed, "data": [p.path for p in self.train_parts], "run_dir": str(self.dir.resolve()),
-                "data_sources": data_sources(self.train_parts)}
+        prov = {
+            "trained_by": "caloquant train",
+            "recipe": trainer.recipe.name,
+            "epoch": record["epoch"],
+            "optimisation_metric": record["metric"],
+            "steps": trainer.step_count,
+            "precision": self.cfg.precision,
+            "seed": self.cfg.seed,
+            "data": [p.path for p in self.train_parts],
+            "run_dir": str(self.dir.resolve()),
+            "data_sources": data_sources(self.train_parts),
+        }
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
 
     def elapsed(self) -> float:
@@ -167,16 +214,30 @@ class _Run:
             trainer.load_state(saved)
             set_rng_state(saved["rng"][d.rank])
             self.history, self.elapsed0 = saved["history"], saved["elapsed_s"]
-            self.log(f"resuming {self.dir} at step {trainer.step_count} (epoch {trainer.epoch + 1}, batch {trainer.next_batch})")
+            self.log(
+                f"resuming {self.dir} at step {trainer.step_count} "
+                f"(epoch {trainer.epoch + 1}, batch {trainer.next_batch})"
+            )
         csv = tb = None
         if d.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             if saved is None:
-                write_json(self.dir / "config.json", {**cfg.to_dict(), "recipe": asdict(r), "spec": trainer.spec.to_dict(),
-                                                      "world": d.world, "files": describe_files(self.train_parts),
-                                                      "data_sources": data_sources(self.train_parts),
-                                                      "validation": {"files": describe_files(self.val_parts),
-                                                                     "n": len(val[1]), "points_gev": self.points}})  # type: ignore[index]
+                write_json(
+                    self.dir / "config.json",
+                    {
+                        **cfg.to_dict(),
+                        "recipe": asdict(r),
+                        "spec": trainer.spec.to_dict(),
+                        "world": d.world,
+                        "files": describe_files(self.train_parts),
+                        "data_sources": data_sources(self.train_parts),
+                        "validation": {
+                            "files": describe_files(self.val_parts),
+                            "n": len(val[1]),
+                            "points_gev": self.points,
+                        },
+                    },
+                )  # type: ignore[index]
             resume_step = trainer.step_count if saved is not None else None
             csv = CsvLog(self.dir / "log.csv", LOG_FIELDS, resume_step)
             tb = TensorBoardLog(self.dir / "tensorboard", resume_step) if cfg.tensorboard else None
@@ -198,8 +259,11 @@ class _Run:
         now = json.loads(json.dumps(asdict(r)))
         if started is not None and started != now:
             diff = sorted(k for k in now if started.get(k) != now[k])
-            raise CaloquantError(f"{self.dir} was started with another recipe ({', '.join(diff)} differ); finish it with "
-                                 "the caloquant version that started it, or start a new run directory")
+            raise CaloquantError(
+                f"{self.dir} was started with another recipe ({', '.join(diff)} differ); "
+                "finish it with the caloquant version that started it, "
+                "or start a new run directory"
+            )
 
     def _recipe_for_data(self, r: Recipe) -> Recipe:
         """The recipe on this data: generated energies within the data's, and with
@@ -211,9 +275,12 @@ class _Run:
         self.fit_note = ""
         if fit is not None:
             resid = ecal / (np.polyval(fit, e / 100.0) * e / 100.0) - 1
-            self.fit_note = (f"ECAL target fitted to {len(e)} training showers ({e.min():.0f}-{e.max():.0f} GeV): "
-                     f"100 Ecal/Ep = polyval({', '.join(f'{c:.4g}' for c in fit)}; Ep/100), per-shower spread "
-                     f"{np.std(resid):.3f}")
+            self.fit_note = (
+                f"ECAL target fitted to {len(e)} training showers "
+                f"({e.min():.0f}-{e.max():.0f} GeV): "
+                f"100 Ecal/Ep = polyval({', '.join(f'{c:.4g}' for c in fit)}; Ep/100), "
+                f"per-shower spread {np.std(resid):.3f}"
+            )
         return out
 
     def _validation_set(self) -> tuple[np.ndarray, np.ndarray]:
@@ -223,18 +290,39 @@ class _Run:
         return load_rows(self.val_parts, self.cfg.val_n, in_windows(e_held, self.points))
 
     def _finish(self, trainer: Trainer) -> TrainResult:
-        best = min(self.history, key=lambda h: h["metric"]) if self.history else None  # ties: the earlier epoch
-        result = TrainResult(self.dir, self.model_path if best else None, best["epoch"] if best else None,
-                             best["metric"] if best else None, trainer.step_count, trainer.epoch, self.history)
+        best = (
+            min(self.history, key=lambda h: h["metric"]) if self.history else None
+        )  # ties: the earlier epoch
+        result = TrainResult(
+            self.dir,
+            self.model_path if best else None,
+            best["epoch"] if best else None,
+            best["metric"] if best else None,
+            trainer.step_count,
+            trainer.epoch,
+            self.history,
+        )
         if self.d.main:
-            write_json(self.dir / "summary.json", {"model": str(result.model) if result.model else None,
-                                                   "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                                                   "steps": result.steps, "epochs_done": result.epochs_done,
-                                                   "elapsed_s": self.elapsed()})
+            write_json(
+                self.dir / "summary.json",
+                {
+                    "model": str(result.model) if result.model else None,
+                    "best_epoch": result.best_epoch,
+                    "best_metric": result.best_metric,
+                    "steps": result.steps,
+                    "epochs_done": result.epochs_done,
+                    "elapsed_s": self.elapsed(),
+                },
+            )
         return result
 
-    def _epochs(self, trainer: Trainer, val: tuple[np.ndarray, np.ndarray] | None, csv: CsvLog | None,
-                tb: TensorBoardLog | None) -> None:
+    def _epochs(
+        self,
+        trainer: Trainer,
+        val: tuple[np.ndarray, np.ndarray] | None,
+        csv: CsvLog | None,
+        tb: TensorBoardLog | None,
+    ) -> None:
         cfg, stream = self.cfg, self.stream
         per_epoch = stream.batches_per_epoch
         rate = 0.0
@@ -248,16 +336,35 @@ class _Run:
                 rate = inst if rate == 0 else 0.9 * rate + 0.1 * inst
                 t_last = now
                 if csv is not None and trainer.step_count % cfg.log_every == 0:
-                    row = {"step": trainer.step_count, "epoch": epoch + 1, "batch": trainer.next_batch, **losses,
-                           "lr_g": trainer.opt_g.param_groups[0]["lr"], "lr_d": trainer.opt_d.param_groups[0]["lr"],
-                           "showers_per_s": inst, "elapsed_s": self.elapsed()}
+                    row = {
+                        "step": trainer.step_count,
+                        "epoch": epoch + 1,
+                        "batch": trainer.next_batch,
+                        **losses,
+                        "lr_g": trainer.opt_g.param_groups[0]["lr"],
+                        "lr_d": trainer.opt_d.param_groups[0]["lr"],
+                        "showers_per_s": inst,
+                        "elapsed_s": self.elapsed(),
+                    }
                     csv.write(row)
                     if tb is not None:
-                        tb.write(trainer.step_count, {f"loss/{k}": v for k, v in losses.items()} | {"showers_per_s": inst})
+                        tb.write(
+                            trainer.step_count,
+                            {f"loss/{k}": v for k, v in losses.items()} | {"showers_per_s": inst},
+                        )
                 if self.progress is not None:
-                    self.progress({"epoch": epoch + 1, "epochs": cfg.epochs, "batch": trainer.next_batch, "batches": per_epoch,
-                                   "step": trainer.step_count, "total_steps": per_epoch * cfg.epochs,  # type: ignore[operator]
-                                   "losses": losses, "showers_per_s": rate})
+                    self.progress(
+                        {
+                            "epoch": epoch + 1,
+                            "epochs": cfg.epochs,
+                            "batch": trainer.next_batch,
+                            "batches": per_epoch,
+                            "step": trainer.step_count,
+                            "total_steps": per_epoch * cfg.epochs,  # type: ignore[operator]
+                            "losses": losses,
+                            "showers_per_s": rate,
+                        }
+                    )
                 if trainer.step_count % cfg.checkpoint_every == 0:
                     self._save_state(trainer)
             trainer.epoch, trainer.next_batch = epoch + 1, 0
@@ -265,10 +372,20 @@ class _Run:
                 self._validate(trainer, val, epoch, tb)
             self._save_state(trainer)
 
-    def _validate(self, trainer: Trainer, val: tuple[np.ndarray, np.ndarray], epoch: int, tb: TensorBoardLog | None) -> None:
+    def _validate(
+        self,
+        trainer: Trainer,
+        val: tuple[np.ndarray, np.ndarray],
+        epoch: int,
+        tb: TensorBoardLog | None,
+    ) -> None:
         t = time.perf_counter()
         g, _ = trainer.export()
-        record = {"epoch": epoch + 1, "step": trainer.step_count, **validate_epoch(trainer.spec, g, val, self.points)}
+        record = {
+            "epoch": epoch + 1,
+            "step": trainer.step_count,
+            **validate_epoch(trainer.spec, g, val, self.points),
+        }
         record["seconds"] = time.perf_counter() - t
         best = min([h["metric"] for h in self.history], default=float("inf"))
         record["selected"] = bool(record["metric"] < best)
@@ -278,8 +395,17 @@ class _Run:
                 h["selected"] = False
         self.history.append(record)
         selected = [h["epoch"] for h in self.history if h["selected"]]
-        write_json(self.dir / "validation.json", {"metric": "optimisation_metric (physics.md 2.6), lower is better",
-                                                  "selected_epoch": selected[0] if selected else None, "epochs": self.history})
+        write_json(
+            self.dir / "validation.json",
+            {
+                "metric": "optimisation_metric (physics.md 2.6), lower is better",
+                "selected_epoch": selected[0] if selected else None,
+                "epochs": self.history,
+            },
+        )
         if tb is not None:
             tb.write(trainer.step_count, {"validation/metric": record["metric"]})
-        self.log(f"epoch {epoch + 1}: optimisation metric {record['metric']:.4g}" + ("  (selected)" if record["selected"] else ""))
+        self.log(
+            f"epoch {epoch + 1}: optimisation metric {record['metric']:.4g}"
+            + ("  (selected)" if record["selected"] else "")
+        )

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.models import ModelSpec, TorchGenerator, generate
+from caloquant.models import ModelSpec, TorchGenerator, sample_showers
 
 VALIDATION_NOISE_SEED = 12345  # the same latent vectors every epoch
 MIN_PER_POINT = 20
@@ -56,29 +56,54 @@ def metric_points(energies: np.ndarray) -> list[float]:
     for p in points:
         k = int(in_windows(e, [p]).sum())
         if k < 2:
-            raise CaloquantError(f"the validation set has {k} shower(s) within {HALF_WIDTH_GEV:g} GeV of {p:g} GeV, "
-                                 "the optimisation metric needs at least 2; give a larger validation set")
+            raise CaloquantError(
+                f"the validation set has {k} shower(s) within {HALF_WIDTH_GEV:g} GeV of {p:g} GeV, "
+                "the optimisation metric needs at least 2; give a larger validation set"
+            )
     return points
 
 
-def epoch_metric(ref: tuple[np.ndarray, np.ndarray], cand: tuple[np.ndarray, np.ndarray], points: list[float]) -> dict[str, Any]:
+def epoch_metric(
+    ref: tuple[np.ndarray, np.ndarray], cand: tuple[np.ndarray, np.ndarray], points: list[float]
+) -> dict[str, Any]:
     """The authors' optimisation metric of ``cand`` against ``ref``: {"metric": total, parts...}."""
-    from caloquant.physics import AUTHORS_ZERO_THRESHOLD_GEV, optimisation_metric  # only rank 0, at epoch ends
+    from caloquant.physics import (
+        AUTHORS_ZERO_THRESHOLD_GEV,
+        optimisation_metric,
+    )  # only rank 0, at epoch ends
 
-    res = optimisation_metric(ref, cand, points=points, half_width=HALF_WIDTH_GEV,
-                              zero_threshold=AUTHORS_ZERO_THRESHOLD_GEV)
+    res = optimisation_metric(
+        ref,
+        cand,
+        points=points,
+        half_width=HALF_WIDTH_GEV,
+        zero_threshold=AUTHORS_ZERO_THRESHOLD_GEV,
+    )
     total = float(res["total"])
-    return {"metric": total if np.isfinite(total) else float("inf"), **{k: res[k] for k in ("position", "profile", "sampling_fraction")}, "points_gev": points}
+    return {
+        "metric": total if np.isfinite(total) else float("inf"),
+        **{k: res[k] for k in ("position", "profile", "sampling_fraction")},
+        "points_gev": points,
+    }
 
 
-def validate_epoch(spec: ModelSpec, generator: nn.Module, ref: tuple[np.ndarray, np.ndarray], points: list[float],
-                   batch: int = 128) -> dict[str, Any]:
+def validate_epoch(
+    spec: ModelSpec,
+    generator: nn.Module,
+    ref: tuple[np.ndarray, np.ndarray],
+    points: list[float],
+    batch: int = 128,
+) -> dict[str, Any]:
     """Generate the held-out energies with a GeV generator (eval mode) and score it."""
     showers, energies = ref
-    fake = generate(TorchGenerator(spec, generator.eval()), energies, seed=VALIDATION_NOISE_SEED, batch=batch)
+    fake = sample_showers(
+        TorchGenerator(spec, generator.eval()), energies, seed=VALIDATION_NOISE_SEED, batch=batch
+    )
     if not np.all(np.isfinite(fake)):
         return {"metric": float("inf"), "note": "generated showers contain NaN or Inf"}
     record = epoch_metric((showers, energies), (fake, energies), points)
     # mean ECAL of the generated sample over the reference's: the energy scale at a glance
-    record["ecal_ratio"] = float(fake.sum(dtype=np.float64) / max(showers.sum(dtype=np.float64), 1e-12))
+    record["ecal_ratio"] = float(
+        fake.sum(dtype=np.float64) / max(showers.sum(dtype=np.float64), 1e-12)
+    )
     return record

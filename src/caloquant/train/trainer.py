@@ -51,8 +51,18 @@ from caloquant.train.ddp import Dist
 from caloquant.train.recipes import Recipe, get_recipe
 from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
 
-LOSS_NAMES = ("d_loss", "d_bce", "d_aux", "d_ecal", "g_loss", "g_bce", "g_aux", "g_ecal",
-              "d_p_real", "d_p_fake")  # the last two: the discriminator's mean p(real) on real / generated
+LOSS_NAMES = (
+    "d_loss",
+    "d_bce",
+    "d_aux",
+    "d_ecal",
+    "g_loss",
+    "g_bce",
+    "g_aux",
+    "g_ecal",
+    "d_p_real",
+    "d_p_fake",
+)  # the last two: the discriminator's mean p(real) on real / generated
 
 
 @dataclass
@@ -81,9 +91,17 @@ def rng_state() -> dict[str, Any]:
     """torch / numpy / python global generator states as plain data (loadable with weights_only)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, mt, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "python": [version, list(mt), gauss]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+        "python": [version, list(mt), gauss],
+    }
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
@@ -95,7 +113,8 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Generator, discriminator, their optimizers and the update rule; one :meth:`step` per batch."""
+    """Generator, discriminator, their optimizers and the update rule; one :meth:`step` per
+    batch."""
 
     def __init__(self, cfg: TrainConfig, dist: Dist = Dist(), recipe: Recipe | None = None) -> None:
         """``recipe``: the model's recipe as applied to the training data (``Recipe.for_data``);
@@ -105,7 +124,10 @@ class Trainer:
         self.recipe = r = recipe or get_recipe(cfg.model)
         spec = r.spec(cfg.width)
         lo, hi = r.energy_schedule[-1][1:]
-        self.spec = replace(spec, energy_range_gev=(max(spec.energy_range_gev[0], lo), min(spec.energy_range_gev[1], hi)))
+        self.spec = replace(
+            spec,
+            energy_range_gev=(max(spec.energy_range_gev[0], lo), min(spec.energy_range_gev[1], hi)),
+        )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         g, d = build(self.spec)
         assert d is not None, f"{self.spec.arch} has no discriminator"
@@ -116,27 +138,38 @@ class Trainer:
         keras_batchnorm(g)
         keras_batchnorm(d)
         if cfg.channels_last:
-            fmt = torch.channels_last_3d if self.spec.arch == "3dgan-conv3d" else torch.channels_last
+            fmt = (
+                torch.channels_last_3d if self.spec.arch == "3dgan-conv3d" else torch.channels_last
+            )
             g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
         self.g_raw, self.d_raw = g.train(), d.train()
-        # DDP averages gradients over ranks in backward(); without it the modules are used as they are
+        # DDP averages gradients over ranks in backward(); without it the modules are used
+        # as they are
         self.g: nn.Module = DistributedDataParallel(g) if dist.active else g
         self.d: nn.Module = DistributedDataParallel(d) if dist.active else d
         if r.optimizer == "adam":
             self.opt_g = torch.optim.Adam(g.parameters(), lr=r.lr_g, eps=r.optimizer_eps)
             self.opt_d = torch.optim.Adam(d.parameters(), lr=r.lr_d, eps=r.optimizer_eps)
         else:  # Keras RMSprop: rho 0.9 is torch's alpha
-            self.opt_g = torch.optim.RMSprop(g.parameters(), lr=r.lr_g, alpha=0.9, eps=r.optimizer_eps)
-            self.opt_d = torch.optim.RMSprop(d.parameters(), lr=r.lr_d, alpha=0.9, eps=r.optimizer_eps)
+            self.opt_g = torch.optim.RMSprop(
+                g.parameters(), lr=r.lr_g, alpha=0.9, eps=r.optimizer_eps
+            )
+            self.opt_d = torch.optim.RMSprop(
+                d.parameters(), lr=r.lr_d, alpha=0.9, eps=r.optimizer_eps
+            )
         self.epoch, self.next_batch, self.step_count = 0, 0, 0
         seed_process(cfg.seed, dist.rank)
         self.set_epoch(0)
 
     def _load_init(self, path: str, g: nn.Module, d: nn.Module) -> tuple[nn.Module, nn.Module]:
         ck = load_checkpoint(path)
-        if ck.spec.arch != self.spec.arch or ck.spec.hparams.get("arch_kwargs", {}) != self.spec.hparams.get("arch_kwargs", {}):
-            raise CaloquantError(f"{path}: holds a {ck.spec.arch} model {ck.spec.hparams.get('arch_kwargs', {})}, "
-                                 f"not the {self.spec.arch} {self.spec.hparams.get('arch_kwargs', {})} being trained")
+        if ck.spec.arch != self.spec.arch or ck.spec.hparams.get(
+            "arch_kwargs", {}
+        ) != self.spec.hparams.get("arch_kwargs", {}):
+            raise CaloquantError(
+                f"{path}: holds a {ck.spec.arch} model {ck.spec.hparams.get('arch_kwargs', {})}, "
+                f"not the {self.spec.arch} {self.spec.hparams.get('arch_kwargs', {})} being trained"
+            )
         # checkpoints are in GeV; training runs in cells x cell_scale
         g_init, d_init = rescale(ck.generator, ck.discriminator, 1.0 / self.recipe.cell_scale)
         g.load_state_dict(g_init.state_dict())
@@ -178,27 +211,47 @@ class Trainer:
     def ecal_target(self, energies: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.recipe.ecal_target(energies.numpy())).float()
 
-    def generate(self, module: nn.Module, noise: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
-        latent = condition_latent(noise.numpy(), energies.numpy(), self.spec)  # the model's own rule
+    def generate(
+        self, module: nn.Module, noise: torch.Tensor, energies: torch.Tensor
+    ) -> torch.Tensor:
+        latent = condition_latent(
+            noise.numpy(), energies.numpy(), self.spec
+        )  # the model's own rule
         return module(torch.from_numpy(latent))
 
-    def losses(self, disc: nn.Module, showers: torch.Tensor, target: torch.Tensor, energies: torch.Tensor,
-               ecal_target: torch.Tensor, context: torch.Tensor | None = None) -> Losses:
+    def losses(
+        self,
+        disc: nn.Module,
+        showers: torch.Tensor,
+        target: torch.Tensor,
+        energies: torch.Tensor,
+        ecal_target: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> Losses:
         """The weighted three-term loss of the discriminator's outputs on ``showers``. ``context``:
         further showers in the same forward pass (they shape BatchNorm's batch statistics; their
         outputs are not part of the loss)."""
         w, eps = self.recipe.loss_weights, self.recipe.mape_eps
         n = len(showers)
         with self.autocast():
-            p, aux, _ = disc(showers if context is None else torch.cat([showers, context.to(showers.dtype)]))
+            p, aux, _ = disc(
+                showers if context is None else torch.cat([showers, context.to(showers.dtype)])
+            )
         p, aux = p[:n], aux[:n]
         bce = F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), target)  # Keras clips to 1e-7
         aux_l = mape(aux, (energies / 100.0).float(), eps)
         ecal_l = mape(showers.float().flatten(1).sum(1), ecal_target, eps)
-        return Losses(w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l, p.detach().float())
+        return Losses(
+            w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l, p.detach().float()
+        )
 
-    def discriminator_backward(self, showers: torch.Tensor, energies: torch.Tensor, real: bool | torch.Tensor,
-                               target: torch.Tensor | None = None) -> Losses:
+    def discriminator_backward(
+        self,
+        showers: torch.Tensor,
+        energies: torch.Tensor,
+        real: bool | torch.Tensor,
+        target: torch.Tensor | None = None,
+    ) -> Losses:
         """Discriminator loss on real or generated showers and its gradients (averaged over ranks).
         ``real``: True, False, or one bool per shower (a mixed batch). ``target``: the real/fake
         targets; by default the recipe's labels with random flips."""
@@ -212,7 +265,9 @@ class Trainer:
         losses.total.backward()
         return losses
 
-    def generator_backward(self, noise: torch.Tensor, energies: torch.Tensor, context: torch.Tensor | None = None) -> Losses:
+    def generator_backward(
+        self, noise: torch.Tensor, energies: torch.Tensor, context: torch.Tensor | None = None
+    ) -> Losses:
         """Generator loss through the frozen discriminator and the generator's gradients;
         ``context``: real showers that share the discriminator's forward pass (mixed batches)."""
         self.opt_g.zero_grad(set_to_none=True)
@@ -221,14 +276,22 @@ class Trainer:
         try:
             with self.autocast():
                 fake = self.generate(self.g, noise, energies)
-            losses = self.losses(self.d_raw, fake, torch.ones(len(energies)), energies, self.ecal_target(energies), context)
+            losses = self.losses(
+                self.d_raw,
+                fake,
+                torch.ones(len(energies)),
+                energies,
+                self.ecal_target(energies),
+                context,
+            )
             losses.total.backward()
         finally:
             self.d_raw.requires_grad_(True)
         return losses
 
     def predict(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n generated showers for the discriminator (Keras ``generator.predict``: inference mode)."""
+        """n generated showers for the discriminator (Keras ``generator.predict``: inference
+        mode)."""
         noise, energies = self.draw(n)
         with torch.no_grad(), self.autocast():
             self.g_raw.eval()
@@ -244,12 +307,19 @@ class Trainer:
         if self.recipe.mixed_batches:
             fake, e_fake = self.predict(n)
             is_real = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
-            d_both = self.discriminator_backward(torch.cat([x, fake]), torch.cat([e, e_fake]), is_real)
+            d_both = self.discriminator_backward(
+                torch.cat([x, fake]), torch.cat([e, e_fake]), is_real
+            )
             self.opt_d.step()
-            d_terms = {"d_loss": d_both.total.item(), "d_bce": d_both.bce.item(), "d_aux": d_both.aux.item(),
-                       # generated showers vs the ECAL fit: the real half's term is 0 by construction
-                       "d_ecal": 2.0 * d_both.ecal.item(), "d_p_real": d_both.p_real[:n].mean().item(),
-                       "d_p_fake": d_both.p_real[n:].mean().item()}
+            d_terms = {
+                "d_loss": d_both.total.item(),
+                "d_bce": d_both.bce.item(),
+                "d_aux": d_both.aux.item(),
+                # generated showers vs the ECAL fit: the real half's term is 0 by construction
+                "d_ecal": 2.0 * d_both.ecal.item(),
+                "d_p_real": d_both.p_real[:n].mean().item(),
+                "d_p_fake": d_both.p_real[n:].mean().item(),
+            }
             context: torch.Tensor | None = x
         else:
             d_real = self.discriminator_backward(x, e, real=True)
@@ -257,11 +327,15 @@ class Trainer:
             fake, e_fake = self.predict(n)
             d_fake = self.discriminator_backward(fake, e_fake, real=False)
             self.opt_d.step()
-            d_terms = {"d_loss": (d_real.total.item() + d_fake.total.item()) / 2,
-                       "d_bce": (d_real.bce.item() + d_fake.bce.item()) / 2,
-                       "d_aux": (d_real.aux.item() + d_fake.aux.item()) / 2,
-                       "d_ecal": d_fake.ecal.item(),  # generated showers vs the ECAL fit (the real term is 0)
-                       "d_p_real": d_real.p_real.mean().item(), "d_p_fake": d_fake.p_real.mean().item()}
+            d_terms = {
+                "d_loss": (d_real.total.item() + d_fake.total.item()) / 2,
+                "d_bce": (d_real.bce.item() + d_fake.bce.item()) / 2,
+                "d_aux": (d_real.aux.item() + d_fake.aux.item()) / 2,
+                # generated showers vs the ECAL fit (the real term is 0)
+                "d_ecal": d_fake.ecal.item(),
+                "d_p_real": d_real.p_real.mean().item(),
+                "d_p_fake": d_fake.p_real.mean().item(),
+            }
             context = None
         g_losses = []
         for _ in range(self.recipe.g_steps):
@@ -278,15 +352,23 @@ class Trainer:
         }
         bad = [k for k, v in out.items() if not np.isfinite(v)]
         if bad:
-            raise CaloquantError(f"training diverged at step {self.step_count}: {bad[0]} is {out[bad[0]]}; "
-                                 "the last checkpoint was written before this step")
+            raise CaloquantError(
+                f"training diverged at step {self.step_count}: {bad[0]} is {out[bad[0]]}; "
+                "the last checkpoint was written before this step"
+            )
         return out
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"generator": self.g_raw.state_dict(), "discriminator": self.d_raw.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "epoch": self.epoch, "next_batch": self.next_batch, "step": self.step_count}
+        return {
+            "generator": self.g_raw.state_dict(),
+            "discriminator": self.d_raw.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+            "next_batch": self.next_batch,
+            "step": self.step_count,
+        }
 
     def load_state(self, st: dict[str, Any]) -> None:
         self.g_raw.load_state_dict(st["generator"])
@@ -297,7 +379,8 @@ class Trainer:
         self.set_epoch(self.epoch)
 
     def export(self) -> tuple[nn.Module, nn.Module]:
-        """Copies of generator and discriminator in GeV, in eval mode, with the deployed ReLU output."""
+        """Copies of generator and discriminator in GeV, in eval mode, with the deployed ReLU
+        output."""
         g, d = rescale(self.g_raw, self.d_raw, self.recipe.cell_scale)
         assert d is not None
         if hasattr(g, "output_slope"):

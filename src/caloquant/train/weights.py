@@ -17,13 +17,18 @@ import copy
 import torch
 from torch import nn
 
-KERAS_BN_MOMENTUM = 0.01  # Keras momentum 0.99 keeps 99 % of the running value; PyTorch counts the new 1 %
+KERAS_BN_MOMENTUM = (
+    0.01  # Keras momentum 0.99 keeps 99 % of the running value; PyTorch counts the new 1 %
+)
 
 
 @torch.no_grad()
-def keras_init(module: nn.Module, he_uniform: tuple[str, ...] = (), glorot_normal: tuple[str, ...] = ()) -> None:
-    """Keras 2 defaults: glorot-uniform kernels, zero biases, BatchNorm gamma 1 / beta 0; layers named in ``he_uniform`` / ``glorot_normal`` use those initialisers
-    (the CERN 3DGAN generator sets them per layer). Keras' glorot_normal is truncated at 2 sigma."""
+def keras_init(
+    module: nn.Module, he_uniform: tuple[str, ...] = (), glorot_normal: tuple[str, ...] = ()
+) -> None:
+    """Keras 2 defaults: glorot-uniform kernels, zero biases, BatchNorm gamma 1 / beta 0; layers
+    named in ``he_uniform`` / ``glorot_normal`` use those initialisers (the CERN 3DGAN generator
+    sets them per layer). Keras' glorot_normal is truncated at 2 sigma."""
     for name, m in module.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
             if name in he_uniform:
@@ -55,7 +60,9 @@ KERAS_INIT = {
 
 
 @torch.no_grad()
-def rescale(gen: nn.Module, disc: nn.Module | None, scale: float) -> tuple[nn.Module, nn.Module | None]:
+def rescale(
+    gen: nn.Module, disc: nn.Module | None, scale: float
+) -> tuple[nn.Module, nn.Module | None]:
     """Copies of (gen, disc) whose cell unit is divided by ``scale``: training units -> GeV with
     ``scale`` = cell_scale, GeV -> training units with 1 / cell_scale."""
     gen = copy.deepcopy(gen)

@@ -98,7 +98,9 @@ class EngineModel(Protocol):
         the engine actually uses (``{"streams": ..., "threads_total": ...}``)."""
         ...
 
-    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+    def profile(
+        self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float
+    ) -> dict[str, Any]:
         """Per-op time shares from the engine's own profiler (see ``opprofile``)."""
         ...
 
@@ -127,20 +129,35 @@ class Backend(Protocol):
         """A short readable name for a unit (for logs)."""
         ...
 
-    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str,
-                   float_precision: str = "fp32", bias_correction: str | None = None,
-                   smooth_quant: float | None = None, f32_from: str | None = None) -> EngineModel:
-        """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's default);
-        ``smooth_quant``: the SmoothQuant alpha for convolutions, only where ``capabilities.smooth_quant``;
-        ``f32_from``: the float part runs in fp32 from this unit on (only where ``capabilities.float_split``)."""
+    def int8_model(
+        self,
+        calib: np.ndarray,
+        int8_units: Sequence[str] | None,
+        calibration: str,
+        float_precision: str = "fp32",
+        bias_correction: str | None = None,
+        smooth_quant: float | None = None,
+        f32_from: str | None = None,
+    ) -> EngineModel:
+        """``bias_correction``: one of ``capabilities.bias_corrections`` (None: the engine's
+        default); ``smooth_quant``: the SmoothQuant alpha for convolutions, only where
+        ``capabilities.smooth_quant``; ``f32_from``: the float part runs in fp32 from this unit on
+        (only where ``capabilities.float_split``)."""
         ...
 
-    def accuracy_control(self, calib: np.ndarray, latents: np.ndarray, metric: Callable[[np.ndarray], float],
-                         max_drop: float) -> EngineModel:
+    def accuracy_control(
+        self,
+        calib: np.ndarray,
+        latents: np.ndarray,
+        metric: Callable[[np.ndarray], float],
+        max_drop: float,
+    ) -> EngineModel:
         """Only where ``capabilities.accuracy_control``."""
         ...
 
-    def fake_quant_plan(self, calib: np.ndarray, int8_units: Sequence[str], calibration: str) -> list[FakeQuant]:
+    def fake_quant_plan(
+        self, calib: np.ndarray, int8_units: Sequence[str], calibration: str
+    ) -> list[FakeQuant]:
         """Only where ``capabilities.qat``: the int8 arithmetic ``int8_model`` (without bias
         correction) would use for these units, on the torch module the backend was built from."""
         ...
@@ -154,8 +171,12 @@ def no_split(f32_from: str | None) -> None:
 
 # name -> (module, backend class, engine-model class); imported on first use (each engine is heavy)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
-    "openvino": ("caloquant.precision.backends.openvino_backend", "OpenVINOBackend", "OpenVINOModel"),
-    "onnxruntime": ("caloquant.precision.backends.onnxruntime_backend", "ONNXRuntimeBackend", "ORTModel"),
+    "openvino": ("caloquant.precision.backends.openvino", "OpenVINOBackend", "OpenVINOModel"),
+    "onnxruntime": (
+        "caloquant.precision.backends.onnxruntime_backend",
+        "ONNXRuntimeBackend",
+        "ORTModel",
+    ),
     "torch": ("caloquant.precision.backends.torch_backend", "TorchBackend", "TorchModel"),
 }
 
@@ -167,7 +188,9 @@ def _cls(name: str, which: int) -> Any:
     try:
         module = importlib.import_module(mod[0])
     except ImportError as exc:
-        raise CaloquantError(f"backend '{name}' is not installed ({exc.name or exc}); install caloquant[all]") from None
+        raise CaloquantError(
+            f"backend '{name}' is not installed ({exc.name or exc}); install caloquant[all]"
+        ) from None
     return getattr(module, mod[which])
 
 
@@ -186,7 +209,9 @@ def capabilities(name: str) -> Capabilities:
     return _cls(name, 1).capabilities  # type: ignore[no-any-return]
 
 
-def load_model(name: str, out_dir: Path, manifest: dict[str, Any], threads: int | None) -> EngineModel:
+def load_model(
+    name: str, out_dir: Path, manifest: dict[str, Any], threads: int | None
+) -> EngineModel:
     """An engine model saved by ``EngineModel.save`` into an artifact directory."""
     if name not in _REGISTRY:
         raise CaloquantError(f"{out_dir}: manifest names unknown backend '{name}'")

@@ -39,8 +39,18 @@ def _session(model_bytes: bytes, threads: int | None, profile_prefix: str | None
 
 
 class ORTModel:
-    def __init__(self, model_bytes: bytes, threads: int | None, layer_precisions: dict[str, str], precision: str) -> None:
-        self.model_bytes, self.threads, self.layer_precisions = model_bytes, threads, layer_precisions
+    def __init__(
+        self,
+        model_bytes: bytes,
+        threads: int | None,
+        layer_precisions: dict[str, str],
+        precision: str,
+    ) -> None:
+        self.model_bytes, self.threads, self.layer_precisions = (
+            model_bytes,
+            threads,
+            layer_precisions,
+        )
         self.precision = precision
         self._sess = _session(model_bytes, threads)
         self._in = self._sess.get_inputs()[0].name
@@ -59,30 +69,47 @@ class ORTModel:
 
     def runners(self, threads: int, streams: int) -> tuple[list[Runner], dict[str, Any]]:
         """One session per stream, ``intra_op_num_threads = threads``."""
+
         def runner(sess: Any) -> Runner:
             name = sess.get_inputs()[0].name
             return lambda x: sess.run(None, {name: x})[0]
 
-        return [runner(_session(self.model_bytes, threads)) for _ in range(streams)], {"streams": streams, "threads_total": threads * streams}
+        return [runner(_session(self.model_bytes, threads)) for _ in range(streams)], {
+            "streams": streams,
+            "threads_total": threads * streams,
+        }
 
-    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
-        """Session profiling: node kernel times, the first run (allocation, kernel selection) left out."""
+    def profile(
+        self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float
+    ) -> dict[str, Any]:
+        """Session profiling: node kernel times, the first run (allocation, kernel selection)
+        left out."""
         with tempfile.TemporaryDirectory() as tmp:
             sess = _session(self.model_bytes, threads, profile_prefix=str(Path(tmp) / "ort"))
             name = sess.get_inputs()[0].name
             sess.run(None, {name: latent})  # warm-up, excluded below
             n, wall = timed_calls(lambda a: sess.run(None, {name: a}), latent, min_calls, budget_s)
             events = json.loads(Path(sess.end_profiling()).read_text())
-        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        runs = sorted(
+            (e["ts"], e["ts"] + e["dur"])
+            for e in events
+            if e.get("cat") == "Session" and e.get("name") == "model_run"
+        )
         first_end = runs[0][1] if runs else -1
         times: dict[str, float] = defaultdict(float)
         per_op: dict[str, float] = defaultdict(float)
         for e in events:
-            if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] <= first_end:
+            if (
+                e.get("cat") != "Node"
+                or not str(e.get("name", "")).endswith("_kernel_time")
+                or e["ts"] <= first_end
+            ):
                 continue
             op = str(e.get("args", {}).get("op_name", "?"))
             ms = e["dur"] / 1000.0
-            cat = "layout" if op in ("ReorderInput", "ReorderOutput") else (categorize(op) or "other")
+            cat = (
+                "layout" if op in ("ReorderInput", "ReorderOutput") else (categorize(op) or "other")
+            )
             times[cat] += ms
             per_op[op] += ms
         return summary(times, per_op, wall, n, tool="ONNX Runtime session profiling")
@@ -97,9 +124,13 @@ class ORTModel:
         if not p.exists():
             raise CaloquantError(f"{out_dir}: ONNX artifact lacks model.onnx")
         try:
-            return cls(p.read_bytes(), threads, manifest.get("layer_precisions", {}), manifest["precision"])
+            return cls(
+                p.read_bytes(), threads, manifest.get("layer_precisions", {}), manifest["precision"]
+            )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise CaloquantError(f"{p}: unreadable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+            raise CaloquantError(
+                f"{p}: unreadable ONNX model ({str(exc).splitlines()[0][:120]})"
+            ) from None
 
 
 class _Reader:
@@ -125,7 +156,9 @@ def _node_label(node: Any) -> str:
 
 class ONNXRuntimeBackend:
     name = "onnxruntime"
-    capabilities = Capabilities(precisions=("fp32", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram"))
+    capabilities = Capabilities(
+        precisions=("fp32", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram")
+    )
 
     @staticmethod
     def prime() -> None:
@@ -140,10 +173,19 @@ class ONNXRuntimeBackend:
         buf = io.StringIO()
         try:
             with contextlib.redirect_stdout(buf):
-                prog = torch.onnx.export(module.eval(), example, dynamo=True, input_names=["latent"], output_names=["showers"],
-                                         dynamic_shapes=({0: torch.export.Dim("n")},), verbose=False)
+                prog = torch.onnx.export(
+                    module.eval(),
+                    example,
+                    dynamo=True,
+                    input_names=["latent"],
+                    output_names=["showers"],
+                    dynamic_shapes=({0: torch.export.Dim("n")},),
+                    verbose=False,
+                )
         except Exception as exc:  # noqa: BLE001
-            raise CaloquantError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            raise CaloquantError(
+                f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         self.fp_proto = prog.model_proto
         onnx.checker.check_model(self.fp_proto)
         self.labels = {n.name: _node_label(n) for n in self.fp_proto.graph.node}
@@ -154,8 +196,14 @@ class ONNXRuntimeBackend:
         if precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            proto = convert_float_to_float16(self.fp_proto, keep_io_types=True, disable_shape_infer=False)
-        lp = {self.labels.get(n.name, n.name): precision for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE}
+            proto = convert_float_to_float16(
+                self.fp_proto, keep_io_types=True, disable_shape_infer=False
+            )
+        lp = {
+            self.labels.get(n.name, n.name): precision
+            for n in self.fp_proto.graph.node
+            if n.op_type in QUANTIZABLE
+        }
         return ORTModel(proto.SerializeToString(), self.threads, lp, precision)
 
     def unit_label(self, unit: str) -> str:
@@ -164,38 +212,76 @@ class ONNXRuntimeBackend:
     def units(self, calib: np.ndarray) -> list[str]:
         return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
 
-    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None, smooth_quant: float | None = None,
-                   f32_from: str | None = None) -> ORTModel:
+    def int8_model(
+        self,
+        calib: np.ndarray,
+        int8_units: Sequence[str] | None,
+        calibration: str,
+        float_precision: str = "fp32",
+        bias_correction: str | None = None,
+        smooth_quant: float | None = None,
+        f32_from: str | None = None,
+    ) -> ORTModel:
         no_split(f32_from)
         if smooth_quant is not None:
-            raise CaloquantError("ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)")
+            raise CaloquantError(
+                "ONNX Runtime has no SmoothQuant for convolutions (capabilities.smooth_quant)"
+            )
         if ";" in calibration:
-            raise CaloquantError(f"ONNX Runtime takes one range estimator for all units, not '{calibration}'")
+            raise CaloquantError(
+                f"ONNX Runtime takes one range estimator for all units, not '{calibration}'"
+            )
         if calibration not in self.capabilities.calibrations:
-            raise CaloquantError(f"ONNX Runtime int8 here has symmetric activations only: calibration '{calibration}' "
-                                 f"is not one of {', '.join(self.capabilities.calibrations)}")
+            raise CaloquantError(
+                "ONNX Runtime int8 here has symmetric activations only: "
+                f"calibration '{calibration}' "
+                f"is not one of {', '.join(self.capabilities.calibrations)}"
+            )
         import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         if float_precision != "fp32":
-            raise CaloquantError(f"ONNX Runtime int8 models keep their float part in fp32, not {float_precision}")
+            raise CaloquantError(
+                f"ONNX Runtime int8 models keep their float part in fp32, not {float_precision}"
+            )
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
-        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                  "histogram": CalibrationMethod.Entropy}[calibration]
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "histogram": CalibrationMethod.Entropy,
+        }[calibration]
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             onnx.save(self.fp_proto, src)
             try:
                 quantize_static(
-                    str(src), str(dst), _Reader("latent", calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                    nodes_to_quantize=chosen, op_types_to_quantize=sorted(QUANTIZABLE),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibMovingAverage": False},
+                    str(src),
+                    str(dst),
+                    _Reader("latent", calib),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    nodes_to_quantize=chosen,
+                    op_types_to_quantize=sorted(QUANTIZABLE),
+                    extra_options={
+                        "ActivationSymmetric": True,
+                        "WeightSymmetric": True,
+                        "CalibMovingAverage": False,
+                    },
                 )
             except Exception as exc:  # noqa: BLE001
-                raise CaloquantError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+                raise CaloquantError(
+                    f"ONNX Runtime quantization failed: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}"
+                ) from None
             data = dst.read_bytes()
         lp = {self.labels.get(u, u): ("int8" if u in chosen else "fp32") for u in units}
         return ORTModel(data, self.threads, lp, "int8")

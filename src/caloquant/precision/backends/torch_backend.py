@@ -20,7 +20,15 @@ from caloquant.runtime import quiet_loggers, torch_threads
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # the layers that carry weights and get a precision of their own (the per-layer precision map)
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WEIGHT_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 
 
 def weight_layers(module: nn.Module) -> list[str]:
@@ -28,8 +36,11 @@ def weight_layers(module: nn.Module) -> list[str]:
     return [n for n, m in module.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
-def _dyn(latent_dim: int) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
-    return (torch.randn(4, latent_dim),), {"dynamic_shapes": ({0: torch.export.Dim("n", min=1, max=65536)},)}
+def export_inputs(latent_dim: int) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
+    """Example input and dynamic batch dimension for ``torch.export`` of a generator."""
+    return (torch.randn(4, latent_dim),), {
+        "dynamic_shapes": ({0: torch.export.Dim("n", min=1, max=65536)},)
+    }
 
 
 @contextlib.contextmanager
@@ -49,15 +60,26 @@ class TorchModel:
     """A torch module or exported program: fp32 eager, bf16 autocast, or int8 (PT2E, compiled
     with inductor). ``threads=None`` runs with the caller's thread setting."""
 
-    def __init__(self, module: nn.Module, precision: str, threads: int | None, layer_precisions: dict[str, str],
-                 program: Any = None, compiled: bool = False) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        precision: str,
+        threads: int | None,
+        layer_precisions: dict[str, str],
+        program: Any = None,
+        compiled: bool = False,
+    ) -> None:
         self.module, self.precision, self.threads = module, precision, threads
         self.layer_precisions, self.program, self.compiled = layer_precisions, program, compiled
         self._fn = torch.compile(module) if compiled else module
 
     def _run(self, fn: Any, latent: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))
-        ctx = torch.autocast("cpu", dtype=_DTYPES[self.precision]) if self.precision in _DTYPES else contextlib.nullcontext()
+        ctx = (
+            torch.autocast("cpu", dtype=_DTYPES[self.precision])
+            if self.precision in _DTYPES
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), ctx, _compile_settings(self.compiled):
             return fn(x).float().numpy()
 
@@ -78,7 +100,11 @@ class TorchModel:
         ``threads`` (set in that thread, which the caller owns). A compiled (int8) program is
         compiled once per thread count: inductor bakes the thread count into its kernels.
         Limitation: the Python parts of an eager forward hold the GIL."""
-        fn = (torch.compile(self.module) if self.threads != threads else self._fn) if self.compiled else self._fn
+        fn = (
+            (torch.compile(self.module) if self.threads != threads else self._fn)
+            if self.compiled
+            else self._fn
+        )
 
         def run(x: np.ndarray) -> np.ndarray:
             if torch.get_num_threads() != threads:
@@ -87,7 +113,9 @@ class TorchModel:
 
         return [run] * streams, {"streams": streams, "threads_total": threads * streams}
 
-    def profile(self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float) -> dict[str, Any]:
+    def profile(
+        self, latent: np.ndarray, threads: int, min_calls: int, budget_s: float
+    ) -> dict[str, Any]:
         """torch.profiler CPU self times; an op's self time goes to the category of the nearest
         enclosing op that has one (``copy_`` inside ``aten::to`` is a cast, inside
         ``contiguous`` a layout change)."""
@@ -106,7 +134,11 @@ class TorchModel:
             key = id(e)
             if key not in memo:
                 own = categorize(e.name)
-                memo[key] = own if own is not None else (cat_of(e.cpu_parent) if e.cpu_parent is not None else "other")
+                memo[key] = (
+                    own
+                    if own is not None
+                    else (cat_of(e.cpu_parent) if e.cpu_parent is not None else "other")
+                )
             return memo[key]
 
         for e in prof.events():
@@ -120,7 +152,7 @@ class TorchModel:
     def save(self, out_dir: Path) -> list[str]:
         prog = self.program
         if prog is None:
-            example, kw = _dyn(self.module_latent_dim())
+            example, kw = export_inputs(self.module_latent_dim())
             prog = torch.export.export(self.module, example, **kw)
         torch.export.save(prog, out_dir / "model.pt2")
         return ["model.pt2"]
@@ -139,12 +171,21 @@ class TorchModel:
         try:
             prog = torch.export.load(p)
         except Exception as exc:  # noqa: BLE001
-            raise CaloquantError(f"{p}: unreadable torch.export program ({str(exc).splitlines()[0][:120]})") from None
+            raise CaloquantError(
+                f"{p}: unreadable torch.export program ({str(exc).splitlines()[0][:120]})"
+            ) from None
         precision = manifest["precision"]
-        return cls(prog.module(), precision, threads, manifest.get("layer_precisions", {}), prog, compiled=(precision == "int8"))
+        return cls(
+            prog.module(),
+            precision,
+            threads,
+            manifest.get("layer_precisions", {}),
+            prog,
+            compiled=(precision == "int8"),
+        )
 
 
-def _quantized_modules(graph: Any) -> set[str]:
+def quantized_modules(graph: Any) -> set[str]:
     """Module paths whose weights the quantizer actually turned into int8 (a dequantize feeds
     the weight input). X86InductorQuantizer annotates only some op types (e.g. not conv3d), so
     asking for int8 is not the same as getting it."""
@@ -180,7 +221,9 @@ class TorchBackend:
 
     def float_model(self, precision: str, f32_from: str | None = None) -> TorchModel:
         no_split(f32_from)
-        return TorchModel(self.module, precision, self.threads, {n: precision for n in self._layers()})
+        return TorchModel(
+            self.module, precision, self.threads, {n: precision for n in self._layers()}
+        )
 
     def unit_label(self, unit: str) -> str:
         return unit
@@ -188,14 +231,27 @@ class TorchBackend:
     def units(self, calib: np.ndarray) -> list[str]:
         return self._layers()
 
-    def int8_model(self, calib: np.ndarray, int8_units: Sequence[str] | None, calibration: str, float_precision: str = "fp32",
-                   bias_correction: str | None = None, smooth_quant: float | None = None,
-                   f32_from: str | None = None) -> TorchModel:
+    def int8_model(
+        self,
+        calib: np.ndarray,
+        int8_units: Sequence[str] | None,
+        calibration: str,
+        float_precision: str = "fp32",
+        bias_correction: str | None = None,
+        smooth_quant: float | None = None,
+        f32_from: str | None = None,
+    ) -> TorchModel:
         no_split(f32_from)
         if smooth_quant is not None:
-            raise CaloquantError("the torch int8 backend has no SmoothQuant for convolutions (capabilities.smooth_quant)")
+            raise CaloquantError(
+                "the torch int8 backend has no SmoothQuant for convolutions "
+                "(capabilities.smooth_quant)"
+            )
         if ";" in calibration:
-            raise CaloquantError(f"the torch int8 backend takes one range estimator for all units, not '{calibration}'")
+            raise CaloquantError(
+                "the torch int8 backend takes one range estimator for all units, "
+                f"not '{calibration}'"
+            )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
@@ -203,12 +259,17 @@ class TorchBackend:
         )
 
         if calibration != "minmax":
-            raise CaloquantError("the torch int8 backend supports calibration 'minmax' only (torchao's x86 quantizer observers)")
+            raise CaloquantError(
+                "the torch int8 backend supports calibration 'minmax' only "
+                "(torchao's x86 quantizer observers)"
+            )
         if float_precision != "fp32":
-            raise CaloquantError(f"torch int8 models keep their float part in fp32, not {float_precision}")
+            raise CaloquantError(
+                f"torch int8 models keep their float part in fp32, not {float_precision}"
+            )
         units = self._layers()
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
-        example, kw = _dyn(self.latent_dim)
+        example, kw = export_inputs(self.latent_dim)
         try:
             graph = torch.export.export(self.module, example, **kw).module()
             q = X86InductorQuantizer()
@@ -225,7 +286,10 @@ class TorchBackend:
         except CaloquantError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise CaloquantError(f"torchao PT2E quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-        done = _quantized_modules(converted)
+            raise CaloquantError(
+                f"torchao PT2E quantization failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}"
+            ) from None
+        done = quantized_modules(converted)
         lp = {u: ("int8" if u in done else "fp32") for u in units}
         return TorchModel(prog.module(), "int8", self.threads, lp, prog, compiled=True)
