@@ -11,15 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from caloquant.precision.config import (
-    BACKENDS,
     CALIBRATIONS,
-    PRECISIONS,
     TOLERANCE_PRESETS,
     QATConfig,
     QuantizeConfig,
     Tolerance,
-    check_supported,
 )
+from caloquant.precision.registry import BACKENDS, PRECISIONS, check_supported
 
 if TYPE_CHECKING:
     from caloquant.precision.api import quantize

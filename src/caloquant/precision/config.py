@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from caloquant.errors import CaloquantError
+from caloquant.precision.registry import check_supported
 from caloquant.timing import TimingConfig
 
 Backend = Literal["openvino", "onnxruntime", "torch"]
@@ -23,8 +24,6 @@ Calibration = Literal[
     "minmax", "percentile", "histogram", "minmax-asym", "percentile-asym", "histogram-asym"
 ]
 
-BACKENDS: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
 CALIBRATIONS: tuple[str, ...] = (
     "minmax",
     "percentile",
@@ -51,31 +50,6 @@ def parse_calibration(spec: str) -> tuple[str, dict[str, str]]:
             f"unknown calibration '{bad[0]}' in '{spec}' (choose from {', '.join(CALIBRATIONS)})"
         )
     return default, overrides
-
-
-# (backend, precision) -> None if supported on this CPU class, else the reason it is not.
-UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("onnxruntime", "bf16"): (
-        "ONNX Runtime's CPU execution provider has no bfloat16 convolution kernels; "
-        "use --backend openvino or torch for bf16"
-    ),
-    ("torch", "fp16"): (
-        "PyTorch CPU float16 convolutions are reference (slow) kernels with no speed-up; "
-        "use --backend openvino (f16 hint) or onnxruntime for fp16"
-    ),
-}
-
-
-def check_supported(backend: str, precision: str) -> None:
-    if backend not in BACKENDS:
-        raise CaloquantError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
-    if precision not in PRECISIONS:
-        raise CaloquantError(
-            f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})"
-        )
-    reason = UNSUPPORTED.get((backend, precision))
-    if reason:
-        raise CaloquantError(f"{precision} on {backend} is not supported: {reason}")
 
 
 @dataclass(frozen=True)

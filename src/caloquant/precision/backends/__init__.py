@@ -23,35 +23,9 @@ import numpy as np
 from torch import nn
 
 from caloquant.errors import CaloquantError
+from caloquant.precision.registry import REGISTRY, Capabilities
 
 Runner = Callable[[np.ndarray], Any]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend offers: ``precisions`` it builds, int8 range ``calibrations``,
-    ``float_remainders``: reduced precisions the float part of an int8 model may run at, and
-    ``accuracy_control``: the name of the engine's own accuracy-aware int8 search (for the head
-    to head; empty where there is none); ``qat``: the backend describes its int8 scheme as a
-    :class:`FakeQuant` plan, so quantization-aware fine-tuning can train against it;
-    ``bias_corrections``: the engine's post-quantization bias corrections (first = default);
-    ``smooth_quant``: the engine's own SmoothQuant for convolutions can be asked per int8 model
-    (``int8_model(..., smooth_quant=alpha)``; a comparison for caloquant's exact equalization);
-    ``per_unit_calibration``: ``int8_model``'s calibration may name a range estimator per unit
-    (``"minmax;conv2.conv=percentile"``, :func:`caloquant.precision.config.per_unit_calibration`);
-    ``float_split``: the float part can run at a reduced precision up to a unit and in fp32 from
-    there (``f32_from`` of ``float_model`` and ``int8_model``; cut points from ``split_points``),
-    for engines without a per-layer precision switch."""
-
-    precisions: tuple[str, ...]
-    calibrations: tuple[str, ...]
-    float_remainders: tuple[str, ...] = ()
-    accuracy_control: str = ""
-    qat: bool = False
-    bias_corrections: tuple[str, ...] = ()
-    smooth_quant: bool = False
-    per_unit_calibration: bool = False
-    float_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,29 +143,17 @@ def no_split(f32_from: str | None) -> None:
         raise CaloquantError("this backend has no split float part (capabilities.float_split)")
 
 
-# name -> (module, backend class, engine-model class); imported on first use (each engine is heavy)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "openvino": ("caloquant.precision.backends.openvino", "OpenVINOBackend", "OpenVINOModel"),
-    "onnxruntime": (
-        "caloquant.precision.backends.onnxruntime_backend",
-        "ONNXRuntimeBackend",
-        "ORTModel",
-    ),
-    "torch": ("caloquant.precision.backends.torch_backend", "TorchBackend", "TorchModel"),
-}
-
-
 def _cls(name: str, which: int) -> Any:
-    if name not in _REGISTRY:
-        raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(_REGISTRY)})")
-    mod = _REGISTRY[name]
+    if name not in REGISTRY:
+        raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(REGISTRY)})")
+    entry = REGISTRY[name]
     try:
-        module = importlib.import_module(mod[0])
+        module = importlib.import_module(entry.module)
     except ImportError as exc:
         raise CaloquantError(
             f"backend '{name}' is not installed ({exc.name or exc}); install caloquant[all]"
         ) from None
-    return getattr(module, mod[which])
+    return getattr(module, (entry.backend_class, entry.model_class)[which - 1])
 
 
 def make_backend(name: str, module: nn.Module, latent_dim: int, threads: int | None) -> Backend:
@@ -206,13 +168,17 @@ def prime_backend(name: str) -> None:
 
 
 def capabilities(name: str) -> Capabilities:
-    return _cls(name, 1).capabilities  # type: ignore[no-any-return]
+    """What backend ``name`` offers (declared in :mod:`caloquant.precision.registry`; the
+    engine is not imported)."""
+    if name not in REGISTRY:
+        raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(REGISTRY)})")
+    return REGISTRY[name].capabilities
 
 
 def load_model(
     name: str, out_dir: Path, manifest: dict[str, Any], threads: int | None
 ) -> EngineModel:
     """An engine model saved by ``EngineModel.save`` into an artifact directory."""
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         raise CaloquantError(f"{out_dir}: manifest names unknown backend '{name}'")
     return _cls(name, 2).load(out_dir, manifest, threads)  # type: ignore[no-any-return]

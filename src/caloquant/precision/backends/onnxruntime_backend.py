@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Capabilities, Runner, no_split
+from caloquant.precision.backends import Runner, no_split
 from caloquant.precision.backends.opprofile import categorize, summary, timed_calls
+from caloquant.precision.registry import REGISTRY
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
 
@@ -156,9 +157,7 @@ def _node_label(node: Any) -> str:
 
 class ONNXRuntimeBackend:
     name = "onnxruntime"
-    capabilities = Capabilities(
-        precisions=("fp32", "fp16", "int8"), calibrations=("minmax", "percentile", "histogram")
-    )
+    capabilities = REGISTRY["onnxruntime"].capabilities
 
     @staticmethod
     def prime() -> None:

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Capabilities, Runner, no_split
+from caloquant.precision.backends import Runner, no_split
 from caloquant.precision.backends.opprofile import categorize, quiet_stderr_fd, summary, timed_calls
+from caloquant.precision.registry import REGISTRY
 from caloquant.runtime import quiet_loggers, torch_threads
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -207,7 +208,7 @@ def quantized_modules(graph: Any) -> set[str]:
 
 class TorchBackend:
     name = "torch"
-    capabilities = Capabilities(precisions=("fp32", "bf16", "int8"), calibrations=("minmax",))
+    capabilities = REGISTRY["torch"].capabilities
 
     @staticmethod
     def prime() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from caloquant.precision.backends import Capabilities, FakeQuant
+from caloquant.precision.backends import FakeQuant
 from caloquant.precision.backends.openvino.compiled import HINTS, OpenVINOModel, float_parts
 from caloquant.precision.backends.openvino.graph import (
     compute_ops,
@@ -29,6 +29,7 @@ from caloquant.precision.backends.openvino.graph import (
     walk,
 )
 from caloquant.precision.backends.openvino.nncf_quantize import NNCFQuantizer
+from caloquant.precision.registry import REGISTRY
 
 __all__ = [
     "OpenVINOBackend",
@@ -45,24 +46,7 @@ __all__ = [
 
 class OpenVINOBackend:
     name = "openvino"
-    capabilities = Capabilities(
-        precisions=("fp32", "bf16", "fp16", "int8"),
-        calibrations=(
-            "minmax",
-            "percentile",
-            "histogram",
-            "minmax-asym",
-            "percentile-asym",
-            "histogram-asym",
-        ),
-        float_remainders=("bf16", "fp16"),
-        accuracy_control="NNCF quantize_with_accuracy_control",
-        qat=True,
-        bias_corrections=("fast", "full", "none"),
-        smooth_quant=True,
-        per_unit_calibration=True,
-        float_split=True,
-    )
+    capabilities = REGISTRY["openvino"].capabilities
 
     @staticmethod
     def prime() -> None:
