@@ -293,3 +293,11 @@ def test_sample_cli_compression(tmp_path: Path, cli) -> None:
         ),
         "gzip level",
     )
+
+
+def test_error_messages_print_user_text_verbatim(tmp_path: Path, cli) -> None:
+    """File names with rich markup in them: `[/x]` crashed the error printer (MarkupError) and
+    `run[red].h5` was printed as `run.h5`."""
+    for name in ("[/x].h5", "run[red].h5"):
+        res = cli("inspect", tmp_path / name)
+        assert_one_line_error(res, name)

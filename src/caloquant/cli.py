@@ -1105,7 +1105,11 @@ def main() -> None:
         _setup_output()
         app()
     except CaloquantError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # the message is printed verbatim: it quotes user text (file names like 'run[red].h5'),
+        # which rich would otherwise read as markup
+        console.print(
+            Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")
