@@ -186,8 +186,7 @@ def model_step(model: str, steps: Steps) -> Record:
     from caloquant.models import model_ref, save_checkpoint
 
     ref = model_ref(model)
-    if not ref.is_float:
-        ref.float_checkpoint()  # the one-line error: the study starts from a float32 model
+    ref.require_float()  # the study starts from a float32 model: say so before any work
     digest = file_sha256(ref.path)[:16]
     slug = _slug(ref.path.stem if Path(model).exists() else model)
     path = steps.run_dir / "models" / slug / "fp32.pt"

@@ -99,14 +99,20 @@ class ModelRef:
     def is_float(self) -> bool:
         return self.kind != "artifact"
 
-    def float_checkpoint(self) -> Any:
-        """The float32 :class:`~caloquant.models.Checkpoint` (a Keras file converted on the fly);
-        a one-line error for an artifact, which holds no float32 weights."""
+    def require_float(self) -> ModelRef:
+        """This reference, or a one-line error for an artifact, which holds no float32 weights
+        (checked before any work; :meth:`float_checkpoint` loads them)."""
         if self.kind == "artifact":
             raise CaloquantError(
                 f"{self.name}: a reduced-precision artifact directory, where a float32 model "
                 "(checkpoint .pt, Keras .hdf5 or built-in name) is needed"
             )
+        return self
+
+    def float_checkpoint(self) -> Any:
+        """The float32 :class:`~caloquant.models.Checkpoint` (a Keras file converted on the fly);
+        a one-line error for an artifact."""
+        self.require_float()
         if self.kind == "keras":
             from caloquant.models.keras import import_keras_3dgan
 

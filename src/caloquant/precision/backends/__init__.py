@@ -143,10 +143,14 @@ def no_split(f32_from: str | None) -> None:
         raise CaloquantError("this backend has no split float part (capabilities.float_split)")
 
 
-def _cls(name: str, which: int) -> Any:
+def _entry(name: str) -> Any:
     if name not in REGISTRY:
         raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(REGISTRY)})")
-    entry = REGISTRY[name]
+    return REGISTRY[name]
+
+
+def _cls(name: str, which: int) -> Any:
+    entry = _entry(name)
     try:
         module = importlib.import_module(entry.module)
     except ImportError as exc:
@@ -170,9 +174,7 @@ def prime_backend(name: str) -> None:
 def capabilities(name: str) -> Capabilities:
     """What backend ``name`` offers (declared in :mod:`caloquant.precision.registry`; the
     engine is not imported)."""
-    if name not in REGISTRY:
-        raise CaloquantError(f"unknown backend '{name}' (choose from {', '.join(REGISTRY)})")
-    return REGISTRY[name].capabilities
+    return _entry(name).capabilities  # type: ignore[no-any-return]
 
 
 def load_model(
