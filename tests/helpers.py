@@ -15,6 +15,8 @@ from caloquant.models import ArchInfo, ModelSpec, register_architecture
 def assert_one_line_error(res: Any, *needles: str) -> None:
     assert res.code != 0, f"expected failure, got exit 0: {res.out}"
     lines = [line for line in res.err.strip().splitlines() if line.strip()]
+    if len(lines) == 2 and lines[1].startswith("try '") and lines[1].endswith(" --help'"):
+        lines = lines[:1]  # a usage error (bad option value, unknown command): its hint to --help
     assert len(lines) == 1, f"expected a one-line error, got:\n{res.err}"
     assert "Traceback" not in res.err
     assert lines[0].startswith("error:"), lines[0]

@@ -79,7 +79,7 @@ def test_same_seed_same_energies_and_latents() -> None:
     np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
     with pytest.raises(CaloquantError, match="outside the model's valid range"):
         m.sample(2, energy=50)
-    with pytest.raises(CaloquantError, match="exactly one of energy, energy_range, energies"):
+    with pytest.raises(CaloquantError, match="exactly one of --energy, --energy-range"):
         m.sample(2)
 
 
@@ -146,9 +146,10 @@ def test_the_physics_recipe_holds_on_the_model_trained_here() -> None:
     man = q.manifest
     assert man["meets_tolerance"] and (man["confirmation"] or {}).get("passes"), man["physics"]
     lp = man["layer_precisions"]
-    assert len(lp) >= 20 and "int8" in lp.values(), (
-        lp
-    )  # the Conv2D generator's units, some of them int8
+    # the Conv2D generator's units; int8 models of some of them pass (within the 60 s budget at
+    # least the units alone; the race against the exact engine model decides what ships)
+    assert len(lp) >= 20 and any(r["most_int8_units_passing"] for r in man["frontier"]), lp
+    assert ("int8" in lp.values()) == (man["race"]["decision"] == "reduced precision"), man["race"]
     assert {"speedup_vs_torch_fp32", "speedup_vs_openvino_fp32_same_graph"} <= set(man["speed"])
     # fresh latents (not the tuner's): mean Ecal at 300 GeV within 2 % of fp32 (100 showers)
     ref, _ = m.sample(100, energy=300, seed=77)

@@ -78,7 +78,7 @@ def test_calochallenge_foreign_file_cube_and_non_cube(tmp_path: Path) -> None:
         showers=np.zeros((4, 6480), np.float32),
         incident_energies=(e * 1000).reshape(-1, 1),
     )
-    with pytest.raises(CaloquantError, match="cannot infer the voxel grid"):
+    with pytest.raises(CaloquantError, match="cannot infer the voxel grid.*'grid_shape' attribute"):
         open_showers(p2)
     with open_showers(p2, grid=(45, 16, 9)) as r:
         assert r.grid == (45, 16, 9)
@@ -158,6 +158,32 @@ def test_inspect_cli(tmp_path: Path, cli) -> None:
     assert res.code == 0 and "3dgan" in res.out and "12" in res.out
     res = cli("inspect", p, "--json")
     assert res.code == 0 and '"n": 12' in res.out
+
+
+def test_inspect_warns_about_impossible_sampling_fractions(tmp_path: Path, cli) -> None:
+    """Ecal/Ep > 1 cannot come from any calorimeter: inspect warns and says which unit the file
+    seems to use (issue 26: int32 ADC counts showed Ecal/Ep = 17818 without a word)."""
+    s, e = fake_showers(6)
+    adc = write_h5(tmp_path / "adc.h5", ECAL=np.rint(s * 5e4).astype(np.int32), energy=e)
+    res = cli("inspect", adc)
+    assert res.code == 0, res.err
+    (warning,) = [line for line in res.err.splitlines() if line.strip()]
+    assert warning.startswith("warning:") and "impossible" in warning
+    assert "not in GeV" in warning and "integer ADC counts" in warning
+    (warning,) = summarize(write_showers(tmp_path / "mev.h5", s * 1000, e))["warnings"]
+    assert "seem to be in MeV" in warning
+    assert summarize(write_showers(tmp_path / "gev.h5", s, e))["warnings"] == []
+
+
+def test_inspect_says_a_folders_manifest_is_corrupt(tmp_path: Path, cli) -> None:
+    """A folder with a damaged manifest.json is not "a folder without one" (issue 26)."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.json").write_text("{broken")
+    assert_one_line_error(cli("inspect", tmp_path / "ds"), "manifest.json: corrupt or unreadable")
+    (tmp_path / "ds" / "manifest.json").write_text('{"kind": "artifact"}')
+    assert_one_line_error(cli("inspect", tmp_path / "ds"), "not a sharded-dataset manifest")
+    (tmp_path / "ds" / "manifest.json").unlink()
+    assert_one_line_error(cli("inspect", tmp_path / "ds"), "no manifest.json")
 
 
 def _bad_files(tmp: Path) -> list[tuple[str, Path, str]]:

@@ -129,6 +129,44 @@ def test_config_checks_every_option_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_another_runs_directory_is_described_in_words(tmp_path: Path) -> None:
+    """Resuming into another run's directory says what differs, in words (issue 26: a model's
+    run resumed with an engine said "batch=None here")."""
+    from caloquant.distributed.plan import check_out_dir, manifest
+    from caloquant.fileio import write_json
+
+    model = {"kind": "model", "sha256": "ab" * 32, "batch": 64}
+    ident = {
+        "producer": model,
+        "seed": 0,
+        "n": 10,
+        "shard_size": 10,
+        "energies": {"kind": "uniform", "range_gev": list(RANGE)},
+        "compression": "lz4",
+        "format": "3dgan",
+    }
+    m = manifest(ident, 1, model, (25, 25, 25), [], False, "t", "t", [])
+    write_json(tmp_path / SHARD_MANIFEST, m)
+    engine = {"kind": "engine", "engine": "gflash", "config_sha256": "cd" * 32}
+    with pytest.raises(CaloquantError) as exc:
+        check_out_dir(tmp_path, {**ident, "producer": engine}, resume=True)
+    assert "None" not in str(exc.value)
+    assert "a model with weights sha256 abababababab at batch 64 there" in str(exc.value)
+    assert "the gflash engine (configuration cdcdcdcdcdcd) here" in str(exc.value)
+    with pytest.raises(CaloquantError, match="--batch: 64 there, 128 here"):
+        check_out_dir(tmp_path, {**ident, "producer": {**model, "batch": 128}}, resume=True)
+
+
+def test_tls_errors_name_the_flags(tmp_path: Path) -> None:
+    """The flags, not the Python parameters (issue 26: messages named `tls_ca_file`)."""
+    from caloquant.distributed import security_from
+
+    with pytest.raises(CaloquantError, match=r"\(--tls-ca-file and --tls-cert; --tls-key unless"):
+        security_from(tmp_path / "ca.pem")
+    with pytest.raises(CaloquantError, match="ca.pem: --tls-ca-file file not found"):
+        security_from(tmp_path / "ca.pem", tmp_path / "c.pem")
+
+
 def test_sharded_dataset_is_checksummed_and_reads_as_one(dataset: Path, cli) -> None:
     m = read_shard_manifest(dataset)
     assert m["complete"] and m["n"] == 50 and m["n_shards"] == 3 and m["seed"] == 0
@@ -325,6 +363,36 @@ def test_resume_remakes_a_damaged_shard_identically(
     assert shard_shas(bad) == shard_shas(dataset)
 
 
+def test_resume_remakes_a_finished_shard_the_manifest_does_not_list(
+    dataset: Path, random_checkpoint: Path, cluster, tmp_path: Path
+) -> None:
+    """Ctrl-C can land after a shard file is complete but before the manifest lists it (issue 26).
+    Such a file has no recorded checksum to be verified by: --resume makes that shard again and
+    says so; a stale or foreign file of that name is replaced by the run's own bytes."""
+    out = tmp_path / "ds"
+    shutil.copytree(dataset, out)
+    m = json.loads((out / SHARD_MANIFEST).read_text())
+    m["complete"] = False
+    m["shards"] = [s for s in m["shards"] if s["path"] != "shard-00001.h5"]
+    (out / SHARD_MANIFEST).write_text(json.dumps(m))
+    shutil.copy(out / "shard-00000.h5", out / "shard-00001.h5")  # complete, but not shard 1
+    logs: list[str] = []
+    cfg = GenerateConfig(
+        50,
+        model=random_checkpoint,
+        shard_size=20,
+        scheduler=cluster.scheduler_address,
+        energy_range=RANGE,
+        threads=1,
+        resume=True,
+    )
+    res = generate(out, cfg, log=logs.append)
+    assert (res.shards_made, res.shards_reused) == (1, 2)
+    assert any("1 shard files not in the manifest are made again" in line for line in logs), logs
+    assert shard_shas(out) == shard_shas(dataset)
+    assert file_sha256(out / "shard-00001.h5") == shard_shas(dataset)["shard-00001.h5"]
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing(cluster, random_checkpoint: Path, tmp_path: Path) -> None:
     """SIGKILL one of two workers while both are busy: its task runs again elsewhere, and the
@@ -449,6 +517,59 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(
     assert shard_shas(out) == shard_shas(
         ref
     )  # 1 worker + 2 workers, interrupted = 2 workers, uninterrupted
+
+
+def test_ctrl_c_says_once_what_is_complete(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while shards are made: the interrupt carries how many are complete and how to go
+    on, and `caloquant generate` says it in ONE line (not that line and then "interrupted"),
+    exit 130; the manifest records the run. No cluster: a stand-in whose first wait is Ctrl-C."""
+    import caloquant.distributed.api as api
+
+    class Client:
+        loop = None
+        cancelled = False
+
+        def submit(self, *args, **kwargs):
+            return object()
+
+        def cancel(self, futures, force=False):
+            Client.cancelled = True
+
+        def close(self, timeout=None):
+            pass
+
+    class Cluster:
+        dashboard_link = "-"
+
+        def close(self, timeout=None):
+            pass
+
+    def ctrl_c(futures, loop=None):
+        raise KeyboardInterrupt
+        yield  # a generator, as distributed.as_completed is
+
+    monkeypatch.setattr(api, "local_cluster", lambda workers, threads: (Cluster(), Client()))
+    monkeypatch.setattr(distributed, "as_completed", ctrl_c)
+    out = tmp_path / "g"
+    with pytest.raises(KeyboardInterrupt, match="0 of 2 shards complete in .*--resume"):
+        generate(out, GenerateConfig(4, engine="gflash", energy_range=RANGE, shard_size=2))
+    assert Client.cancelled and not read_shard_manifest(out)["complete"]
+    shutil.rmtree(out)
+    res = cli(
+        *"generate --engine gflash --n 4 --energy-range 100:500 --shard-size 2".split(),
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "-o",
+        out,
+    )
+    said = [ln for ln in res.err.splitlines() if "interrupted" in ln]  # (the cluster line before)
+    assert res.code == 130 and len(said) == 1, res.err
+    assert said[0].startswith("interrupted: 0 of 2 shards complete in ") and "--resume" in said[0]
+    assert res.err.rstrip().endswith("(--resume)")
 
 
 def _certificate_authority(tmp: Path, name: str):

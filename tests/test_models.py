@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import h5py
@@ -135,11 +137,22 @@ def test_corrupt_checkpoints(tmp_path: Path, random_checkpoint: Path, cli) -> No
         (wrong, "do not fit"),
         (nanw, "NaN"),
     ]
+    pickled = tmp_path / "pickle.pt"
+    pickled.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    cases.append((pickled, "never unpickled"))  # and no two-line torch warning before it
     for path, needle in cases:
         out = tmp_path / f"{path.stem}_out.h5"
         res = cli("sample", "--model", path, "--n", 2, "--energy", 200, "-o", out)
         assert_one_line_error(res, needle)
         assert not out.exists()
+    with warnings.catch_warnings(record=True) as caught:  # pytest would hide them from stderr
+        warnings.simplefilter("always")
+        with pytest.raises(CaloquantError, match="never unpickled"):
+            load_checkpoint(pickled)
+    assert not caught, [str(w.message) for w in caught]
+    # whole messages, not cut mid-sentence (issue 26)
+    res = cli("sample", "--model", trunc, "--n", 2, "--energy", 200, "-o", tmp_path / "t.h5")
+    assert res.err.strip().endswith("failed finding central directory)"), res.err
 
 
 def test_keras_file_of_another_architecture(
@@ -250,6 +263,7 @@ def test_sample_bad_input(random_checkpoint: Path, tmp_path: Path, cli) -> None:
     np.save(tmp_path / "nannoise.npy", np.full((4, 200), np.nan, np.float32))
     np.save(tmp_path / "e.npy", np.array([100.0, np.nan, 200.0, 300.0]))
     (tmp_path / "junk.npy").write_text("junk")
+    np.save(tmp_path / "objects.npy", np.array([{"e": 1}] * 4, dtype=object), allow_pickle=True)
     m = ("--model", random_checkpoint, "--n", 4, "-o", out)
     cases = [
         (("--energy", 600), "outside the model's valid range"),
@@ -261,15 +275,70 @@ def test_sample_bad_input(random_checkpoint: Path, tmp_path: Path, cli) -> None:
         (("--energy", 200, "--noise", tmp_path / "badnoise.npy"), "noise has shape"),
         (("--energy", 200, "--noise", tmp_path / "nannoise.npy"), "NaN"),
         (("--energy", 200, "--noise", tmp_path / "missing.npy"), "not found"),
-        (("--energy", 200, "--noise", tmp_path / "junk.npy"), "not a readable"),
+        (("--energy", 200, "--noise", tmp_path / "junk.npy"), "no NumPy header"),
+        (("--energies", tmp_path / "objects.npy"), "holds Python objects"),
         (("--energies", tmp_path / "e.npy"), "NaN"),
         ((), "exactly one of"),
     ]
     for extra, needle in cases:
         assert_one_line_error(cli("sample", *m, *extra), needle)
         assert not out.exists()
+    # the flag, not the Python field (issue 26)
+    assert "; --allow-extrapolation forces" in cli("sample", *m, "--energy", 600).err
     res = cli("sample", *m, "--energy", 600, "--allow-extrapolation")
     assert res.code == 0 and out.exists()
+
+
+def test_conv2d_g4_is_valid_over_the_range_it_was_trained_for(tmp_path: Path, cli) -> None:
+    """conv2d-g4 was trained on sets flat in 100-500 GeV, and both ends are accepted (issue 26:
+    its spec recorded the extreme energies drawn, 100.02-499.987 GeV, and refused them)."""
+    from caloquant.models import model_ref
+
+    assert model_ref("conv2d-g4").float_checkpoint().spec.energy_range_gev == (100.0, 500.0)
+    for e in (100, 500):
+        out = tmp_path / f"{e}.h5"
+        res = cli("sample", "--model", "conv2d-g4", "--n", 2, "--energy", e, "-o", out)
+        assert res.code == 0, res.err
+        assert out.exists()
+
+
+def test_ctrl_c_during_sample_says_nothing_was_written(
+    random_checkpoint: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-sample: exit 130, one line saying so, and no output or temporary file (issue
+    26: it exited silently)."""
+    import caloquant.models
+
+    real = caloquant.models.generate_batches
+
+    def interrupted(*args, **kwargs):
+        batches = real(*args, **kwargs)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(caloquant.models, "generate_batches", interrupted)
+    out = tmp_path / "out" / "s.h5"
+    res = cli(
+        "sample", "--model", random_checkpoint, "--n", 8, "--batch", 2, "--energy", 200, "-o", out
+    )
+    assert res.code == 130 and res.err.strip() == "interrupted, nothing written", res.err
+    assert not out.exists() and not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_usage_errors_are_one_line_and_a_hint(cli) -> None:
+    """Typer's usage errors (bad option value, unknown command or option) as the tool's other
+    errors: one `error:` line, a hint to --help, exit 2 (issue 26: a 5-6 line box)."""
+    cases = [
+        (("sample", "--n", "abc"), "error: invalid value for '--n'", "caloquant sample"),
+        (("smaple",), "error: no such command 'smaple'", "caloquant"),
+        (("sample", "--bogus"), "error: no such option: --bogus", "caloquant sample"),
+    ]
+    for args, first, cmd in cases:
+        res = cli(*args)
+        lines = [line for line in res.err.splitlines() if line.strip()]
+        assert res.code == 2 and len(lines) == 2, res.err
+        assert lines[0].startswith(first) and lines[1] == f"try '{cmd} --help'", res.err
+        assert_one_line_error(res, first.removeprefix("error: "))  # the hint line is allowed
 
 
 def test_console_script_errors_without_traceback(tmp_path: Path) -> None:

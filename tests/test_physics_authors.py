@@ -232,6 +232,22 @@ def test_optimisation_metric_matches_the_authors_formula_on_toy_showers() -> Non
     assert ours["sampling_fraction"] > 0.02  # 3 % more energy is seen
 
 
+def test_only_ganutils_metric_counts_the_position_term_twice() -> None:
+    """The record of the authors' code says which version double-counts the position term:
+    only GANutils.metric. paramScan/TestingObjective.py has no `metric` (its metric4 and metric3
+    count it once), which the docs and the docstring once claimed (issue 26)."""
+    from caloquant.physics import optimisation
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text()
+    for text in (optimisation.__doc__ or "", docs):
+        flat = " ".join(text.split())
+        assert "paramScan/TestingObjective.metric" not in flat
+        assert "GANutils.metric`` contains the position block twice" in flat or (
+            "GANutils.metric` contains the position block twice" in flat
+        )
+        assert "metric4" in flat and "metric3" in flat
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. thresholds
 
@@ -255,7 +271,7 @@ def test_thresholds_change_what_they_should_and_are_recorded() -> None:
     assert a0["n_hits"]["ref"] == pytest.approx(expected_hits)
     lost = np.where(s < 1e-4, s, 0).reshape(len(s), -1).sum(axis=1, dtype=np.float64)
     assert b0["ecal_gev"]["ref"] - z0["ecal_gev"]["ref"] == pytest.approx(lost.mean(), rel=1e-5)
-    with pytest.raises(CaloquantError, match="zero_threshold"):
+    with pytest.raises(CaloquantError, match="--zero-threshold"):
         validate((s, e), (s, e), zero_threshold=-1.0)
 
 
@@ -296,7 +312,7 @@ def test_validate_cli_thresholds_and_new_outputs(tmp_path: Path, cli) -> None:
         (s[:60], e[:60]), (s[60:], e[60:]), bins="edges:100,150,200", distances=False, detail=False
     ).to_dict()
     assert "need at least 2" in r["optimisation_metric"]["skipped"]
-    assert_one_line_error(cli("validate", fa, fb, "--hit-threshold", "-1"), "hit_threshold", ">= 0")
+    assert_one_line_error(cli("validate", fa, fb, "--hit-threshold", "-1"), "hit-threshold", ">= 0")
     assert_one_line_error(cli("validate", fa, fb, "--metric-points", "110,x"), "--metric-points")
 
 

@@ -29,10 +29,12 @@ from caloquant.precision import (
     quantize,
 )
 from caloquant.precision.backends import make_backend
-from caloquant.timing import TimingConfig
+from caloquant.timing import RaceConfig, TimingConfig
 from tests.helpers import assert_one_line_error
 
 FAST_TIMING = TimingConfig(window_s=0.2, rounds=1, warmup_s=0.05)
+# the final race against the exact engine model: the fewest rounds, time-boxed
+FAST_RACE = RaceConfig(min_rounds=3, max_rounds=8, budget_s=8.0)
 
 
 class Tiny3D(nn.Module):
@@ -96,6 +98,7 @@ def fast_cfg(**kw) -> QuantizeConfig:
         batch=16,
         seed=0,
         timing=FAST_TIMING,
+        race=FAST_RACE,
         head_to_head=False,
         threads=2,
     )
@@ -149,7 +152,7 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     ck, _ = tiny_ckpt
     res, art = tuned
     tol = Tolerance(**res.manifest["tolerance"])
-    lp = res.manifest["layer_precisions"]
+    lp = _searched(res.manifest)  # what the int8 search admitted (the race then chose)
     assert res.ok, res.manifest["physics"]
     conf = res.manifest[
         "confirmation"
@@ -191,15 +194,72 @@ def test_tuner_keeps_exactly_the_sensitive_layer_in_float(tiny_ckpt, tuned, tmp_
     # the frontier, technique by technique: every own trial counted once, in the tuner's order;
     # its sensitivity row is the measured trials'
     fr = res.manifest["frontier"]
-    assert fr[0]["technique"] == "sensitivity" and sum(r["trials"] for r in fr) == len(own), fr
+    assert [r["technique"] for r in fr][:2] == ["exact engine model", "sensitivity"], fr
+    assert sum(r["trials"] for r in fr) == len(own), fr
     closest = min((t for t in alone.values() if not t["passes"]), key=lambda t: t["badness"])
-    assert fr[0]["closest_failing"]["name"] == closest["name"] == "only conv_b", fr[0]
-    assert fr[0]["passing"] == sum(t["passes"] for t in alone.values()) == len(lp) - 1, fr[0]
+    assert fr[1]["closest_failing"]["name"] == closest["name"] == "only conv_b", fr[1]
+    assert fr[1]["passing"] == sum(t["passes"] for t in alone.values()) == len(lp) - 1, fr[1]
     best = max(
         (r["fastest_passing"] for r in fr if "fastest_passing" in r),
         key=lambda f: f["showers_per_s"],
     )
     assert best["speedup_vs_torch_fp32"] > 0 and best["worst_ecal_rel"] <= tol.ecal_rel
+
+
+def _searched(manifest) -> dict[str, str]:  # noqa: ANN001
+    """Unit -> int8 or fp32 as the physics int8 search admitted them (``int8_search``)."""
+    s = manifest["int8_search"]
+    return {u: "int8" for u in s["int8_units"]} | {u: "fp32" for u in s["float_units"]}
+
+
+def test_the_exact_engine_model_races_every_reduced_candidate(tuned) -> None:
+    """Candidate zero: the engine's fp32 model of the rewritten graph is evaluated first and
+    raced against the passing candidates in paired rounds; a reduced-precision model is chosen
+    only where its ratio to the exact model is 'faster' (beyond the tie band with confidence),
+    otherwise the exact model is the answer and the manifest says why."""
+    res, art = tuned
+    m = res.manifest
+    log = json.loads((art / "tuning_log.json").read_text())["trials"]
+    assert log[0]["name"] == "fp32 engine model (exact)" and log[0]["config"]["exact"], log[0]
+    assert log[0]["passes"] and log[0]["physics"]["worst_ecal_rel"] < 1e-4
+    race = m["race"]
+    assert race["reference"] == "fp32 engine model (exact)" and race["rounds"] >= 3, race
+    assert set(race["host_load"]) >= {"other_load_pct", "loadavg_1m_before"}
+    for c in race["candidates"][1:]:
+        assert len(c["ratio_rounds"]) == race["rounds"] == len(c["showers_per_s_rounds"])
+        lo, hi = c["ratio_interval"]
+        assert lo <= c["ratio"] <= hi and c["verdict"] in ("faster", "slower", "tie", "open")
+    faster = {c["name"] for c in race["candidates"][1:] if c["verdict"] == "faster"}
+    if race["decision"] == "exact model":
+        assert m["executed_precision"] == "fp32" and "int8" not in m["layer_precisions"].values()
+        assert "does not pay on this CPU" in race["why"] or faster, race["why"]
+    else:
+        assert race["decision"] == "reduced precision" and res.chosen.name in faster, race
+        assert m["executed_precision"].startswith("int8")
+
+
+def test_a_precision_executed_as_another_is_not_tried(tiny_ckpt, tuned) -> None:
+    """bf16 runs as fp32 on a CPU without bf16 arithmetic (AVX2), fp16 as bf16 without fp16
+    arithmetic (Zen 4): such a precision is not trialled, timed or reported again; the manifest
+    lists it under skipped_precisions. Which branch runs depends on the CPU: the test reads
+    what the engine reports it executes, as the tuner does."""
+    res, _ = tuned
+    be = make_backend("openvino", tiny_ckpt[0].generator, TINY_SPEC.latent_dim, 2)
+    ex, tried, expected = {}, {"fp32"}, set()
+    for p in ("bf16", "fp16"):
+        ex[p] = be.float_model(p).executed_precision()
+        if ex[p] in tried:
+            expected.add(p)
+        tried.add(ex[p])
+    skipped = {s["precision"]: s for s in res.manifest["skipped_precisions"]}
+    assert set(skipped) == expected, (ex, skipped)
+    for p, s in skipped.items():
+        assert s["executes_as"] == ex[p] and "already tried" in s["reason"]
+    floats = [t for t in res.trials if t.step in ("reduced float remainder", "split float part")]
+    trialled = {t.config.get("float_precision") for t in floats}
+    assert not trialled & expected and trialled >= {"bf16", "fp16"} - expected, trialled
+    # the layer precisions say what executes: no layer labelled with a skipped precision
+    assert not set(res.manifest["layer_precisions"].values()) & expected
 
 
 def test_units_that_pass_alone_are_tried_together_first(tiny_ckpt, tuned) -> None:
@@ -237,7 +297,7 @@ def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> No
             eval_n_per_point=150,
         ),
     )
-    assert tuned[0].manifest["layer_precisions"]["conv_b"] != "int8"
+    assert _searched(tuned[0].manifest)["conv_b"] != "int8"
     only_b = [
         t
         for t in res.trials
@@ -249,16 +309,13 @@ def test_equalization_brings_the_hostile_layer_into_int8(tiny_ckpt, tuned) -> No
         orig,
         eq,
     )  # about 10 -> 0.2 when measured (AMX, AVX2)
-    assert res.ok and res.manifest["layer_precisions"]["conv_b"] == "int8", res.manifest[
-        "layer_precisions"
-    ]
+    assert res.ok and _searched(res.manifest)["conv_b"] == "int8", res.manifest["int8_search"]
+    assert res.manifest["int8_search"]["graph"] == "equalized alpha=1"
     rw = res.manifest["rewrite"]
-    assert rw["graph"] == "equalized alpha=1"
-    assert (
-        rw["equalization"]["conv_b"]["range_spread_before"]
-        > 100
-        > rw["equalization"]["conv_b"]["range_spread_after"]
-    )
+    if rw["graph"] != "original":  # the race chose a model of the equalized graph
+        assert rw["graph"] == "equalized alpha=1"
+        eq = rw["equalization"]["conv_b"]
+        assert eq["range_spread_before"] > 100 > eq["range_spread_after"]
 
 
 def test_pass_decision_counts_the_statistical_error() -> None:
@@ -734,9 +791,9 @@ def test_head_to_head_runs_every_tool_at_the_same_tolerance(tuned) -> None:
         and len(sp["chosen_rounds"]) == 3
         and len(sp["engine_fp32_rounds"]) == 3
     )
-    assert sp["speedup_vs_openvino_fp32_same_graph"] > 0 and res.manifest[
-        "executed_precision"
-    ].startswith("int8+")
+    assert sp["speedup_vs_openvino_fp32_same_graph"] > 0
+    int8 = res.manifest["race"]["decision"] == "reduced precision"
+    assert res.manifest["executed_precision"].startswith("int8+") == int8
 
 
 def _copy(src: Path, dst: Path) -> Path:

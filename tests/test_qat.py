@@ -213,6 +213,7 @@ def test_a_diverging_qat_keeps_the_post_training_result(tmp_path: Path) -> None:
         and res.manifest["qat"][0]["lr"] == 50.0
     )
     assert res.ok and res.manifest["layer_precisions"]["conv_b"] != "int8"
+    assert "conv_b" in res.manifest["int8_search"]["float_units"]
     assert res.manifest["rewrite"]["graph"] == "original"
 
 

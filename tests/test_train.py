@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -239,6 +240,58 @@ def test_init_from_the_cern_3dgan(
     losses = tr.step(s, e)
     assert all(np.isfinite(v) for v in losses.values())
     assert not torch.equal(tr.g_raw.output_conv.weight, ref.generator.output_conv.weight)
+
+
+def test_init_takes_a_built_in_model_name(tmp_path: Path) -> None:
+    """--init resolves like every --model (issue 26): a built-in name starts from its weights; an
+    unknown name is refused when the configuration is made, naming the choices."""
+    from caloquant.models import model_ref
+
+    cfg = TrainConfig(
+        data=["unused.h5"], out=str(tmp_path / "r"), model="conv2d", width=0.5, init="conv2d-g4"
+    )
+    assert cfg.init == "conv2d-g4"
+    g, _ = Trainer(cfg).export()
+    ref = model_ref("conv2d-g4").float_checkpoint()
+    for (k, v), v2 in zip(g.state_dict().items(), ref.generator.state_dict().values()):
+        torch.testing.assert_close(v, v2, msg=k)
+    with pytest.raises(CaloquantError, match="built-in: cern-3dgan"):
+        TrainConfig(data=["unused.h5"], out=str(tmp_path / "r"), init="conv2d-g5")
+
+
+def test_valid_range_is_the_range_the_data_were_made_for(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """The model's valid energy range is the one its training data were made for, as their
+    generator declared it (a file attribute, a reference set's manifest) or --energy-range, not
+    the extreme energies drawn (issue 26: conv2d-g4 refused 100 and 500 GeV)."""
+    from caloquant.train.data import declared_energy_range
+
+    declared = toy_file(tmp_path / "declared.h5", 10, 40, {"energy_range_gev": [100.0, 200.0]})
+    res = train(tiny_cfg(toy, tmp_path / "run", data=[str(declared)]))
+    ck = load_checkpoint(res.model)
+    assert ck.spec.energy_range_gev == (100.0, 200.0)
+    assert "energy_range_gev attribute" in ck.provenance["energy_range"]
+    # a shard of a reference set, beside the set's manifest: the set's definition declares it
+    (tmp_path / "train").mkdir()
+    shard = toy_file(tmp_path / "train" / "shard_0000.h5", 2, 50)
+    (tmp_path / "train" / "manifest.json").write_text(json.dumps({"set": "train", "shards": []}))
+    parts, _ = split_rows([str(shard)], [6], None)
+    assert declared_energy_range(parts) == ((100.0, 500.0), ANY)
+    # nothing declared: None (the run falls back to the extremes, and says so in its log)
+    parts, _ = split_rows([str(toy["train"])], [30], None)
+    assert declared_energy_range(parts) is None
+    # declared by the training command; data outside it, or an impossible range, are refused
+    with pytest.raises(CaloquantError, match="outside --energy-range 120:300"):
+        train(tiny_cfg(toy, tmp_path / "run2", energy_range=(120, 300)))
+    with pytest.raises(CaloquantError, match="--energy-range"):
+        tiny_cfg(toy, tmp_path / "run3", energy_range=(0, 300))
+    # one check for the CLI's "LO:HI" and the Python API's pair: the shared parse_energy_range,
+    # with its 10 TeV limit
+    assert tiny_cfg(toy, tmp_path / "run3", energy_range="120:300").energy_range == (120.0, 300.0)
+    for bad in ((100, 2e4), "100:20000", (100, float("inf")), "abc"):
+        with pytest.raises(CaloquantError, match="--energy-range"):
+            tiny_cfg(toy, tmp_path / "run3", energy_range=bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,7 +748,7 @@ def test_bad_input_ends_in_one_line(
         "-o",
         tmp_path / "run",
     )
-    assert_one_line_error(r, "batch=4")
+    assert_one_line_error(r, "batch=4 (--batch)")  # names the flag
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "last.pt").write_bytes(b"not a checkpoint")
     r = cli(

@@ -84,16 +84,13 @@ class Model:
         Give one of ``energy``, ``energy_range`` (uniform) or ``energies``; ``noise`` is raw
         N(0, 1) noise (N, noise_dim). The same seed gives the same energies and latents for
         any model of the same spec, so two models' samples can be compared shower by shower."""
-        from caloquant.models import check_energy_range, energies_for, sample_showers
+        from caloquant.data import Energies
+        from caloquant.models import check_energy_range, sample_showers
+        from caloquant.options import MAX_BATCH, check_int
 
-        e_arr = None if energies is None else np.asarray(energies, dtype=np.float64)
-        if n is None:
-            if e_arr is None:
-                raise CaloquantError("give n, or energies to fix it")
-            n = len(e_arr.reshape(-1))
-        if n < 1:
-            raise CaloquantError(f"n must be positive, got {n}")
-        e = energies_for(n, seed, energy, energy_range, e_arr)
+        # the checks of `caloquant sample` (n, seed, energies: caloquant.data.Energies)
+        e = Energies(n, seed, energy, energy_range, energies).values()
+        batch = check_int(batch, "--batch", 1, MAX_BATCH)
         check_energy_range(e, self.spec, allow_extrapolation)
         return sample_showers(self.generator, e, seed=seed, noise=noise, batch=batch), e
 

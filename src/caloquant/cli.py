@@ -26,7 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from caloquant.distributed import GenerateConfig
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, reason
+from caloquant.fileio import check_output
+from caloquant.options import MAX_BATCH, MAX_THREADS, check_int
 from caloquant.precision import BACKENDS, PRECISIONS, QATConfig, QuantizeConfig
 from caloquant.run import RunConfig
 
@@ -80,8 +82,7 @@ def set_threads(threads: int) -> None:
     command line owns its process, so this is set once, for the whole command."""
     import torch
 
-    if threads < 1:
-        raise CaloquantError(f"--threads must be at least 1, got {threads}")
+    threads = check_int(threads, "--threads", 1, MAX_THREADS)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
@@ -124,23 +125,21 @@ SKIP_CHECK_HELP = (
 )
 
 
-def _parse_range(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in text.split(":"))
-    except ValueError:
-        raise CaloquantError(f"--energy-range must look like LO:HI in GeV, got '{text}'") from None
-    return lo, hi
-
-
 def _load_npy(path: Path, what: str) -> np.ndarray:
     if not path.exists():
         raise CaloquantError(f"{path}: {what} file not found")
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise CaloquantError(f"{path}: not a .npy {what} file (no NumPy header)")
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CaloquantError(
-            f"{path}: not a readable .npy {what} file ({str(exc)[:100]})"
-        ) from None
+        if "Object arrays" in str(exc):  # never unpickled: loading objects can run code
+            raise CaloquantError(
+                f"{path}: the {what} file holds Python objects (an object-dtype array), "
+                "not numbers; save a float array"
+            ) from None
+        raise CaloquantError(f"{path}: not a readable .npy {what} file ({reason(exc)})") from None
 
 
 @app.command()
@@ -154,6 +153,7 @@ def inspect(
     s = summarize(file)
     if as_json:
         out.print_json(json.dumps(s))
+        _warn(s["warnings"])
         return
     t = Table(title=str(file), show_header=False)
     t.add_row("format", s["format"])
@@ -169,6 +169,15 @@ def inspect(
     for k, v in s["attrs"].items():
         t.add_row(f"attr {k}", str(v))
     out.print(t)
+    _warn(s["warnings"])
+
+
+def _warn(messages: list[str]) -> None:
+    """One ``warning: ...`` line each on stderr, printed verbatim (they may quote user text)."""
+    for m in messages:
+        console.print(
+            Text.assemble(("warning:", "bold yellow"), " ", m), highlight=False, soft_wrap=True
+        )
 
 
 @app.command("import-keras")
@@ -182,6 +191,7 @@ def import_keras(
     """Convert the CERN 3DGAN Keras weights into a caloquant checkpoint."""
     from caloquant.models import import_keras_3dgan, save_checkpoint
 
+    check_output(output)
     ckpt = import_keras_3dgan(generator, discriminator)
     save_checkpoint(output, ckpt)
     n = sum(p.numel() for p in ckpt.generator.parameters())
@@ -252,18 +262,20 @@ def sample(
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
     from caloquant.api import load
-    from caloquant.data import FORMATS, ShowerWriter, compression_options, provenance
-    from caloquant.models import check_energy_range, energies_for, generate_batches
+    from caloquant.data import FORMATS, Energies, ShowerWriter, compression_options, provenance
+    from caloquant.models import check_energy_range, generate_batches
 
+    # every option first (no model is loaded, nothing is drawn or written before)
+    check_output(output)
     compression_options(compression)
-    if n < 1:
-        raise CaloquantError(f"--n must be positive, got {n}")
     if fmt not in FORMATS:
         raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    check_int(batch, "--batch", 1, MAX_BATCH)
     set_threads(threads)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
+    asked = Energies(n, seed, energy, energy_range, e_arr)
     noise_arr = _load_npy(noise, "noise") if noise is not None else None
-    e = energies_for(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    e = asked.values()
     m = load(model, threads, skip_self_check)
     gen = m.generator
     check_energy_range(e, gen.spec, allow_extrapolation)
@@ -278,14 +290,19 @@ def sample(
         **extra,
     )
     # the writer compresses and writes on its own thread while the model draws the next batch
-    with (
-        ShowerWriter(output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression) as w,
-        progress() as bar,
-    ):  # type: ignore[arg-type]
-        task = bar.add_task("sampling", total=n)
-        for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
-            w.append(showers, eb)
-            bar.advance(task, len(eb))
+    try:
+        with (
+            ShowerWriter(
+                output, gen.spec.grid, fmt, attrs, expected_n=n, compression=compression
+            ) as w,
+            progress() as bar,
+        ):  # type: ignore[arg-type]
+            task = bar.add_task("sampling", total=n)
+            for showers, eb in generate_batches(gen, e, seed, noise_arr, batch):
+                w.append(showers, eb)
+                bar.advance(task, len(eb))
+    except KeyboardInterrupt:  # the writer removed its temporary file: OUTPUT never appeared
+        raise Interrupted("interrupted, nothing written") from None
     out.print(f"wrote {n} showers to {output}")
 
 
@@ -371,15 +388,15 @@ tolerant."""
     from caloquant.distributed import GenerateProgress, security_from
     from caloquant.distributed import generate as run_generate
 
+    check_output(output, folder=True)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
-    e_range = _parse_range(energy_range) if energy_range else None
     security = security_from(tls_ca_file, tls_cert, tls_key) if scheduler is not None else None
     # every option is checked here, before a cluster is started or anything is written
     cfg = GenerateConfig(
         n=n,
         model=model,
         engine=engine,
-        energy_range=e_range,
+        energy_range=energy_range,  # "LO:HI", parsed and checked by the config
         energies=e_arr,
         shard_size=shard_size,
         seed=seed,
@@ -410,9 +427,12 @@ tolerant."""
                 description=f"shards {p.shards_done}/{p.shards_total}",
             )
 
-        res = run_generate(
-            output, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False)
-        )
+        try:
+            res = run_generate(
+                output, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False)
+            )
+        except KeyboardInterrupt as exc:  # it says how many shards are complete: one line
+            raise Interrupted(str(exc) or "interrupted") from None
     out.print(
         f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} "
         f"({res.shards_made} made, "
@@ -473,8 +493,9 @@ def simulate(
     from caloquant.sim import Gun, Physics, SimConfig, draw_energies, load_geometry
     from caloquant.sim import simulate as run_simulate
 
+    check_output(output)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
-    e = draw_energies(n, seed, energy, _parse_range(energy_range) if energy_range else None, e_arr)
+    e = draw_energies(n, seed, energy, energy_range, e_arr)  # checked before anything is drawn
     cfg = SimConfig(
         engine=engine,
         geometry=load_geometry(geometry),
@@ -568,6 +589,10 @@ metric, and modern generative metrics."""
     from caloquant.physics import validate as run_validate
     from caloquant.report import validation_plots, validation_tables
 
+    if json_out is not None:
+        check_output(json_out, option="--json")
+    if plots is not None:
+        check_output(plots, folder=True, option="--plots")
     set_threads(threads)
     try:
         points, half = parse_points(metric_points)
@@ -674,10 +699,11 @@ def quantize(
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
     from caloquant.models import model_ref
-    from caloquant.precision import Tolerance
+    from caloquant.precision import Tolerance, check_artifact_dir
     from caloquant.precision import quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
 
+    check_artifact_dir(output)  # refused now, not after the tuning
     set_threads(threads)
     cfg = QuantizeConfig(
         backend=backend,
@@ -776,6 +802,7 @@ def run_cmd(
 benchmark, one HTML report."""
     from caloquant.run import run
 
+    check_output(output, folder=True)
     set_threads(threads)
     cfg = RunConfig(
         models=tuple(model or ()),
@@ -871,7 +898,7 @@ def bench(
 vs Monte Carlo."""
     import shlex
 
-    from caloquant.bench import BenchConfig, parse_int_list, run_bench
+    from caloquant.bench import BenchConfig, run_bench
     from caloquant.models import DEFAULT_MODEL
     from caloquant.report import (
         bench_machine_line,
@@ -882,10 +909,15 @@ vs Monte Carlo."""
         bench_results_table,
     )
 
+    if json_out is not None:
+        check_output(json_out, option="--json")
+    if plots is not None:
+        check_output(plots, folder=True, option="--plots")
+    # every option is checked here, before a model is loaded or anything measured
     cfg = BenchConfig(
-        threads=parse_int_list(threads, "--threads"),
-        streams=parse_int_list(streams, "--streams"),
-        batches=parse_int_list(batch, "--batch"),
+        threads=threads,
+        streams=streams,
+        batches=batch,
         duration_s=duration,
         rounds=rounds,
         profile=profile,
@@ -949,9 +981,11 @@ def train_cmd(
         ),
     ] = 1.0,
     init: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
-            "--init", help="Start from this caloquant checkpoint (e.g. an imported CERN 3DGAN)."
+            "--init",
+            help="Start from this model of the same architecture: built-in name (see `caloquant "
+            "models`), checkpoint (.pt) or Keras 2 generator weights (.hdf5).",
         ),
     ] = None,
     epochs: Annotated[
@@ -1027,17 +1061,27 @@ def train_cmd(
             "or recipe (their published constants).",
         ),
     ] = "data",
+    energy_range: Annotated[
+        Optional[str],
+        typer.Option(
+            "--energy-range",
+            help="LO:HI in GeV: the incident energies the training data were made for, the "
+            "model's valid range (default: as the data's generator declared it, else the lowest "
+            "and highest training energy).",
+        ),
+    ] = None,
 ) -> None:
     """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data \
 parallelism."""
     from caloquant.train import TrainConfig, train
 
+    check_output(output, folder=True)
     cfg = TrainConfig(
         data=data,
         out=str(output),
         model=model,
         width=width,
-        init=str(init) if init else None,
+        init=init,
         epochs=epochs,
         batch=batch,
         precision=precision,
@@ -1052,6 +1096,7 @@ parallelism."""
         threads=threads,
         tensorboard=tensorboard,
         ecal_fit=ecal_fit,
+        energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:
         task = bar.add_task("training", total=None)
@@ -1099,21 +1144,62 @@ def _write_outputs(
         out.print(f"wrote {len(paths)} plots to {plots}")
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what the command has to say about it (printed by :func:`main`, exit 130).
+    Not a KeyboardInterrupt: click would turn that into a silent exit."""
+
+
+def _say(label: str, message: str) -> None:
+    """One line on stderr, the message verbatim: it quotes user text (file names like
+    'run[red].h5'), which rich would otherwise read as markup."""
+    text = Text.assemble((label, "bold red"), " ", message) if label else Text(message, "bold red")
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def _refuse_empty_arguments(args: list[str]) -> None:
+    """An empty value (``-o ''``, ``--json=``) names nothing: Typer would read it as the current
+    folder. Refused before any command runs, naming the option."""
+    for i, a in enumerate(args):
+        flag, eq, value = a.partition("=")
+        if a.startswith("--") and eq and not value.strip():
+            raise CaloquantError(f"{flag}: empty value")
+        if not a.strip():
+            before = args[i - 1] if i and args[i - 1].startswith("-") else None
+            raise CaloquantError(f"{before}: empty value" if before else "empty argument")
+
+
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
+    # click's UsageError as this Typer raises it (Typer 0.2x vendors click as typer._click):
+    # the public BadParameter derives from it in every version
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
         _setup_output()
-        app()
-    except CaloquantError as exc:
-        # the message is printed verbatim: it quotes user text (file names like 'run[red].h5'),
-        # which rich would otherwise read as markup
-        console.print(
-            Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True
-        )
+        _refuse_empty_arguments(sys.argv[1:])
+        # not standalone: usage errors come back here (said in one line, not in a box), and
+        # Ctrl-C comes back as exit code 130 (or Abort) instead of a silent exit
+        code = app(standalone_mode=False, prog_name="caloquant")
+    except usage_error as exc:  # a bad option value, an unknown command or option, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `caloquant` alone: the help is printed
+            sys.exit(2)
+        err: Any = exc
+        msg = " ".join(err.format_message().split()).rstrip(".")
+        _say("error:", msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg)
+        where = err.ctx.command_path if getattr(err, "ctx", None) is not None else "caloquant"
+        console.print(Text(f"try '{where} --help'"), highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
+    except CaloquantError as exc:
+        _say("error:", str(exc))
+        sys.exit(2)
+    except Interrupted as exc:
+        _say("", str(exc))
         sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:
+        _say("", "interrupted")
+    # always a SystemExit, as click's standalone mode ends (callers in-process rely on it)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,14 @@ anything else is a bug and keeps its traceback.
 
 class CaloquantError(Exception):
     """Bad input or an impossible request, explained in one line."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's message as a whole clause for a one-line error: its first line up to the
+    end of its first sentence (libraries append advice and internals after it), never cut
+    mid-sentence; the exception's type when it says nothing."""
+    first = (str(exc).strip().splitlines() or [""])[0].strip()
+    if not first:
+        return type(exc).__name__
+    head, sep, _ = first.partition(". ")
+    return head if sep else first.rstrip(".")

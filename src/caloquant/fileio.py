@@ -1,6 +1,7 @@
 """Atomic output files: write to a temporary sibling, rename on success.
 
-An interrupted or failed run never leaves a half-written file under the final name.
+An interrupted or failed run never leaves a half-written file under the final name; an output
+that cannot be written is refused before any work (``check_output``, used by every command).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from caloquant.errors import CaloquantError
 
 
 def umask_mode(directory: bool = False) -> int:
@@ -39,6 +42,61 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output(
+    path: str | os.PathLike[str] | None, *, folder: bool = False, option: str = "-o"
+) -> Path:
+    """The one check of an output path, run by every command before any work; creates nothing.
+
+    Refuses an empty path, an existing folder where a file is expected (``folder=False``) or an
+    existing file where a folder is expected, anything else that exists and is not a regular
+    file or folder (a device, a socket), a parent that is a file, and a parent (or the nearest
+    existing ancestor, which the write would create the rest under) that this process cannot
+    write into. ``option`` names the flag in the one-line error."""
+    text = "" if path is None else os.fspath(path)
+    if not str(text).strip():
+        raise CaloquantError(f"{option}: empty output path")
+    p = Path(text)
+    where = f"{option} {text}"
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise CaloquantError(f"{where}: exists and is a file, expected an output folder")
+        if p.is_dir() and not _can_write_in(p):
+            raise CaloquantError(f"{where}: cannot write the output into this folder")
+    else:
+        if p.is_dir():
+            raise CaloquantError(f"{where}: is a folder, expected an output file name")
+        if str(text).endswith(("/", os.sep)):
+            raise CaloquantError(f"{where}: names a folder, expected an output file name")
+        if p.exists() and not p.is_file():
+            raise CaloquantError(
+                f"{where}: exists and is not a regular file (refusing to write the output over it)"
+            )
+    ancestor = p.absolute().parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CaloquantError(
+            f"{where}: cannot write the output: {ancestor} is a file, not a folder"
+        )
+    if not _can_write_in(ancestor):
+        raise CaloquantError(f"{where}: cannot write the output into folder {ancestor}")
+    return p
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permissions alone say yes to root on a
+    read-only file system or in /proc)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".caloquant-write-test.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

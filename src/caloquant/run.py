@@ -14,6 +14,7 @@ atomically, so an interrupted run never leaves a half-written report or step.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -23,6 +24,15 @@ import numpy as np
 from rich.console import Console
 
 from caloquant.errors import CaloquantError
+from caloquant.fileio import check_output
+from caloquant.options import (
+    MAX_SHOWERS_PER_CALL,
+    MAX_THREADS,
+    check_int,
+    check_seconds,
+    check_seed,
+    check_showers,
+)
 from caloquant.study_steps import (  # StudyVariant, StudySettings, Steps: also run's names
     Record,
     Steps,
@@ -56,6 +66,10 @@ QUICK_VARIANTS = (
     StudyVariant("int8_physics", "int8", "openvino", "physics"),
 )
 FLOATS = ("tune_budget_s", "bench_duration_s", "mc_budget_s")  # 20 and 20.0: the same step keys
+FLAGS = {"tune_budget_s": "--tune-budget", "bench_duration_s": "--bench-duration"}
+FLAGS |= {"mc_budget_s": "--mc-budget", "n_flat": "--showers", "n_per_point": "--per-point"}
+ENGINES = ("geant4", "gflash")
+MIN_FLAT = 20  # reference showers flat over the model's range: fewer make no validation
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,38 @@ class RunConfig:
     classifier: bool = True
     variants: tuple[StudyVariant, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        """Every value given is checked here, before a run folder is made (one-line errors
+        naming the flag); the defaults are checked once, by the tests."""
+        if isinstance(self.models, (str, bytes)) or not all(
+            isinstance(m, str) and m.strip() for m in self.models
+        ):
+            raise CaloquantError(f"--model must name models, got {self.models!r}")
+        checked: dict[str, Any] = {
+            "threads": check_int(self.threads, "--threads", 1, MAX_THREADS),
+            "seed": check_seed(self.seed),
+        }
+        if self.n_flat is not None:
+            checked["n_flat"] = check_showers(self.n_flat, "--showers", MIN_FLAT)
+        if self.n_per_point is not None:
+            n = check_int(self.n_per_point, "--per-point", 0)
+            if n * len(POINTS_GEV) > MAX_SHOWERS_PER_CALL:
+                raise CaloquantError(
+                    f"--per-point must be at most {MAX_SHOWERS_PER_CALL // len(POINTS_GEV):,} "
+                    f"({len(POINTS_GEV)} energy points), got {n}"
+                )
+            checked["n_per_point"] = n
+        if self.engine is not None and self.engine not in ENGINES:
+            raise CaloquantError(
+                f"--engine must be {' or '.join(ENGINES)} (the reference engine), "
+                f"got '{self.engine}'"
+            )
+        for k in FLOATS:
+            if getattr(self, k) is not None:
+                checked[k] = check_seconds(getattr(self, k), FLAGS[k] + " (s)")
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+
     def resolve(self) -> StudySettings:
         """Every setting with its default filled in; a bad one is a one-line error."""
         given = {
@@ -100,10 +146,10 @@ class RunConfig:
             variants=(fp[0], *(v for v in s.variants if not v.is_fp32)),
             **{k: float(getattr(s, k)) for k in FLOATS},
         )
-        if s.n_flat < 20:
-            raise CaloquantError(f"n_flat must be at least 20 showers, got {s.n_flat}")
-        if s.engine not in ("geant4", "gflash"):
-            raise CaloquantError(f"engine must be geant4 or gflash, got '{s.engine}'")
+        if s.n_flat < MIN_FLAT:
+            raise CaloquantError(f"--showers must be at least {MIN_FLAT}, got {s.n_flat}")
+        if s.engine not in ENGINES:
+            raise CaloquantError(f"--engine must be geant4 or gflash, got '{s.engine}'")
         return s
 
     @classmethod
@@ -220,15 +266,31 @@ def _study_model(
 
 
 def run(config: RunConfig, run_dir: str | Path, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume) the study into ``run_dir``; returns the report dictionary (report.json)."""
+    """Run (or resume) the study into ``run_dir``; returns the report dictionary (report.json).
+    Every setting and model is checked first: a bad one leaves no run folder behind."""
+    from caloquant.models import model_ref
+
+    out = check_output(run_dir, folder=True)
+    con = console or Console()
+    s = config.resolve()
+    for m in s.models:  # the study starts from float32 models: each named before any work
+        model_ref(m).require_float()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(s, out, con)
+    except BaseException:
+        if created and not any((out / "steps").glob("*.json")):
+            shutil.rmtree(out, ignore_errors=True)  # no finished step: nothing to resume
+        raise
+
+
+def _run(s: StudySettings, out: Path, con: Console) -> dict[str, Any]:
     from caloquant.report.html import write_report
     from caloquant.report.study_inputs import Reference, StudyOutcome
     from caloquant.report.study_report import study_report
     from caloquant.sim import draw_energies
 
-    con, out = console or Console(), Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    s = config.resolve()
     t_start = time.perf_counter()
     steps = Steps(out, con)
     models = [model_step(m, steps) for m in s.models]

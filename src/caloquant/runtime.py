@@ -122,3 +122,34 @@ def cpu_class(flags: set[str] | list[str]) -> str:
     if "avx_vnni" in f:
         return "x86-avx2-vnni"
     return "x86-avx2" if "avx2" in f else "other"
+
+
+def fast_kernels(flags: set[str] | list[str]) -> dict[str, str]:
+    """Which reduced-precision arithmetic the CPU has in hardware, per precision, in words (what
+    decides whether int8, bf16 or fp16 can beat fp32 on it): int8 dot products (AMX tiles,
+    AVX-512 VNNI, AVX-VNNI, or plain AVX2 without a dot-product instruction), bf16 (AMX,
+    AVX-512 BF16, or none: OpenVINO then runs a bf16 hint as fp32) and fp16 arithmetic."""
+    f = set(flags)
+    if "amx_int8" in f:
+        int8 = "AMX int8 tiles"
+    elif "avx512_vnni" in f:
+        int8 = "AVX-512 VNNI dot products"
+    elif "avx_vnni" in f:
+        int8 = "AVX-VNNI (256-bit) dot products"
+    elif "avx2" in f:
+        int8 = "AVX2 only (no int8 dot-product instruction: about fp32's speed at best)"
+    else:
+        int8 = "none known"
+    if "amx_bf16" in f:
+        bf16 = "AMX bf16 tiles"
+    elif "avx512_bf16" in f:
+        bf16 = "AVX-512 BF16 dot products"
+    else:
+        bf16 = "none (OpenVINO runs bf16 as fp32)"
+    if "amx_fp16" in f:
+        fp16 = "AMX fp16 tiles"
+    elif "avx512_fp16" in f:
+        fp16 = "AVX-512 FP16 arithmetic"
+    else:
+        fp16 = "none (OpenVINO runs fp16 as bf16 where it has bf16, else as fp32)"
+    return {"int8": int8, "bf16": bf16, "fp16": fp16}

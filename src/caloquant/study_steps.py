@@ -210,7 +210,7 @@ def model_step(model: str, steps: Steps) -> Record:
 
 def quantize_step(model: Record, v: StudyVariant, s: StudySettings, steps: Steps) -> Record:
     from caloquant.api import load, quantize
-    from caloquant.timing import TimingConfig
+    from caloquant.timing import RaceConfig, TimingConfig
 
     out = steps.run_dir / "models" / model["slug"] / v.name
     opts: dict[str, Any] = {"time_budget_s": s.tune_budget_s, "seed": s.seed}
@@ -219,6 +219,7 @@ def quantize_step(model: Record, v: StudyVariant, s: StudySettings, steps: Steps
             "eval_n_per_point": 40,
             "calib_n": 128,
             "timing": TimingConfig(window_s=0.3, rounds=2),
+            "race": RaceConfig(min_rounds=3, max_rounds=8, budget_s=20.0),
         }
     inputs = {
         "model": model["_key"],

@@ -1,5 +1,7 @@
 """The benchmark grid: every model x threads x streams x batch, timed with a warm-up and a time
-budget; memory, per-op profile, roofline and Monte Carlo speed-up alongside.
+budget; memory, per-op profile, roofline (against ceilings measured with each model's own
+engine and precision, ``caloquant.bench.ceilings``) and Monte Carlo speed-up (at the cores in
+use and per core) alongside.
 
 Timing is robust to interference the guest cannot see. On a shared cloud host a core's
 throughput changes by itself for seconds at a time with no other process in the guest and no
@@ -26,14 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from caloquant.bench.ceilings import measure_ceilings, merge_ceilings
 from caloquant.bench.config import BenchConfig
 from caloquant.bench.machine import (
-    OtherLoad,
     RssSampler,
     host_probe,
-    load_snapshot,
     machine_info,
-    measure_ceilings,
     memory_bandwidth_gbs,
     release_memory,
     rss_bytes,
@@ -45,7 +45,7 @@ from caloquant.bench.montecarlo import (
     time_mc_engine,
 )
 from caloquant.bench.profile import CATEGORY_HELP, profile_variant
-from caloquant.bench.summary import finish_results, merge_ceilings, probe_summary, run_notes
+from caloquant.bench.summary import finish_results, probe_summary, run_notes
 from caloquant.bench.variants import (
     ModelRequest,
     Variant,
@@ -57,7 +57,7 @@ from caloquant.bench.variants import (
 )
 from caloquant.errors import CaloquantError
 from caloquant.runtime import usable_cores
-from caloquant.timing import time_streams
+from caloquant.timing import OtherLoad, load_snapshot, time_streams
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,13 @@ RESULT_KEYS = (
     "ms_per_shower",
     "peak_rss_mb",
     "model_bytes",
+    "cores_used",
+    "ceiling_gflops",
+    "roofline_fraction",
+    "speedup_vs_mc_engine",
+    "speedup_vs_mc_engine_per_core",
+    "speedup_vs_mc_engine_per_core_err",
+    "speedup_vs_mc_engine_per_core_per_energy",
 )
 Progress = Callable[[int, int, str], None]  # (total steps, steps done, what is running)
 
@@ -105,6 +112,7 @@ def _row(
     loads = [w["other_load_pct"] for w in windows if w["other_load_pct"] is not None]
     own = run_rss0 + (m.info["model_rss_mb"] * MB) + max(w["rss_growth_bytes"] for w in windows)
     flops = v.flops_per_shower
+    used = max(1, min(eff["threads_total"] or t * s, cores))
     return {
         "model": label,
         "backend": v.backend,
@@ -133,17 +141,20 @@ def _row(
         "threads_total_effective": eff["threads_total"],
         "streams_effective": eff["streams"],
         "oversubscribed": t * s > cores,
+        "cores_used": used,
         "other_load_pct": max(loads) if loads else None,
         "retries": int(sum(w["retries"] for w in windows)),
         "time_boxed": any(w["time_boxed"] for w in windows),
         "achieved_gflops": round(flops * med / 1e9, 2) if flops else None,
         "ceiling_gflops": None,  # filled in once the run's ceilings are final
+        "ceiling_engine": None,
         "roofline_fraction": None,
+        "roofline_note": "no ceiling: not measured in this run",
         "speedup_vs_geant4_literature": round(
             float(GEANT4_LITERATURE["seconds_per_shower"]) * med, 0
         ),
         "speedup_vs_mc_measured": round(mc["seconds_per_shower"] * med, 2) if mc else None,
-        **engine_speedups(mc_engine, med),
+        **engine_speedups(mc_engine, med, used),
     }
 
 
@@ -282,9 +293,12 @@ def run_bench(
     ceilings: dict[str, Any] | None = None
     bandwidth = None
     counts = sorted({1} | {min(t * s, cores) for t in cfg.threads for s in cfg.streams})
+    engines: dict[str, set[str]] = {}  # each model is held to its own engine's ceiling
+    for m in loaded:
+        engines.setdefault(m.variant.backend, set()).add(m.variant.precision)
     if cfg.ceilings:
         step("machine ceilings")
-        ceilings = measure_ceilings(counts)
+        ceilings = measure_ceilings(counts, engines)
         bandwidth = memory_bandwidth_gbs()
         step("machine ceilings", 1)
     mc_engine = None
@@ -318,9 +332,9 @@ def run_bench(
 
     if ceilings is not None:
         step("machine ceilings (again)")
-        ceilings = merge_ceilings(ceilings, measure_ceilings(counts))
+        ceilings = merge_ceilings(ceilings, measure_ceilings(counts, engines))
         step("machine ceilings (again)", 1)
-    finish_results(model_infos, results, ceilings, cores)
+    finish_results(model_infos, results, ceilings)
     machine["load_after"] = load_snapshot()
     return {
         "caloquant_bench": BENCH_FORMAT,

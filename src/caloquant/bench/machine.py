@@ -1,5 +1,6 @@
 """The machine a benchmark ran on: CPU, cores, ISA flags, library versions, load; resident
-memory of this process; and measured matrix-throughput ceilings (the roofline's roof)."""
+memory of this process; a fixed torch matmul that shows how fast the host is right now
+(the roofline's ceilings are in ``caloquant.bench.ceilings``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.runtime import RELEVANT_FLAGS, cpuinfo, usable_cores
+from caloquant.timing import OtherLoad
 
 LIBRARIES = (
     "caloquant",
@@ -28,7 +30,6 @@ LIBRARIES = (
     "torchao",
     "psutil",
 )
-CEILING_DTYPES = ("fp32", "bf16", "fp16", "int8")
 
 
 def _versions() -> dict[str, str | None]:
@@ -39,27 +40,6 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[lib] = None
     return out
-
-
-def _cpu_pressure() -> float | None:
-    """Share of the last 10 s in which runnable tasks waited for a CPU (Linux PSI), in %."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        return float(first.split("avg10=")[1].split()[0])
-    return None
-
-
-def load_snapshot() -> dict[str, Any]:
-    """How busy the machine is (other processes distort timings): load averages and CPU pressure."""
-    try:
-        la = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        la = None
-    return {
-        "loadavg_1_5_15": la,
-        "cpu_pressure_avg10_pct": _cpu_pressure(),
-        "time_unix": round(time.time(), 1),
-    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -92,41 +72,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # --- other load during a measurement -----------------------------------------------------------
-
-_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds the whole machine has spent busy (all CPUs; steal time included)."""
-    try:
-        f = Path("/proc/stat").read_text().splitlines()[0].split()
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[1:9])
-        return (user + nice + system + irq + softirq + steal) / _HZ
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class OtherLoad:
-    """Share of the machine's CPU capacity used by anything but this process (other processes,
-    hypervisor steal) while the block runs, in % (None where /proc/stat is missing). Other load
-    slows the benchmark down: 50 % on 2 cores is one core taken away."""
-
-    def __enter__(self) -> OtherLoad:
-        self.pct: float | None = None
-        self._t, self._busy, self._self = (
-            time.perf_counter(),
-            _machine_busy_s(),
-            sum(os.times()[:2]),
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy = _machine_busy_s()
-        wall = time.perf_counter() - self._t
-        if busy is None or self._busy is None or wall <= 0:
-            return
-        other = (busy - self._busy) - (sum(os.times()[:2]) - self._self)
-        self.pct = round(max(0.0, 100 * other / (wall * (os.cpu_count() or 1))), 1)
 
 
 def wait_for_quiet(
@@ -196,10 +141,11 @@ class RssSampler:
         self.peak = max(self.peak, rss_bytes())
 
 
-# --- compute ceilings ------------------------------------------------------------------------
+# --- matmul throughput ------------------------------------------------------------------------
 
 
-def _matmul_fn(dtype: str, n: int) -> Any:
+def matmul_fn(dtype: str, n: int) -> Any:
+    """An n x n matmul of ``dtype`` in torch (int8: ``torch._int_mm``), as a no-argument call."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -218,7 +164,7 @@ def _matmul_seconds(dtype: str, n: int, budget_s: float) -> list[float]:
     calls, after two warm-up calls. Time-boxed: when the first call alone exceeds the budget
     (a dtype without native kernels, e.g. fp16 on a CPU without fp16 arithmetic, runs at a
     few GFLOP/s), that call is the only measurement."""
-    fn = _matmul_fn(dtype, n)
+    fn = matmul_fn(dtype, n)
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -252,75 +198,6 @@ def host_probe(n: int = 512, budget_s: float = 0.04) -> dict[str, float | None]:
     finally:
         torch.set_num_threads(before)
     return out
-
-
-def measure_ceilings(
-    thread_counts: list[int], budget_s: float = 0.25, sizes: tuple[int, ...] = (1024, 2048)
-) -> dict[str, Any]:
-    """Best measured square-matmul throughput (GFLOP/s; GOP/s for int8) per dtype and thread count.
-
-    torch.mm (oneDNN/MKL) for fp32, bf16, fp16 and torch._int_mm (oneDNN, VNNI/AMX int8) for
-    int8; the best of repeated calls over two sizes, after a warm-up. One op = one multiply or
-    one add (a multiply-accumulate counts 2), the same convention as the model FLOP counts.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    out: dict[str, Any] = {
-        "method": "square matmul, best of repeated calls (torch.mm; torch._int_mm for int8)",
-        "budget_s_per_point": budget_s,
-        "sizes": list(sizes),
-        "gflops": {},
-    }
-    try:
-        with OtherLoad() as ol:
-            _measure(out, thread_counts, budget_s, sizes)
-        out["other_load_pct"] = ol.pct
-        counts = sorted(thread_counts)
-        for lo, hi in zip(counts, counts[1:]):
-            a, b = out["gflops"][str(lo)], out["gflops"][str(hi)]
-            slow = [d for d in CEILING_DTYPES if a[d] and b[d] and b[d] < 0.9 * a[d]]
-            if slow:
-                out.setdefault("warnings", []).append(
-                    f"{hi}-thread ceiling below the {lo}-thread one for {', '.join(slow)}: "
-                    "other work was running"
-                )
-        if ol.pct is not None and ol.pct > 10:
-            out.setdefault("warnings", []).append(
-                f"other processes used {ol.pct:.0f} % of the CPUs while the ceilings were measured"
-            )
-    finally:
-        torch.set_num_threads(before)
-    return out
-
-
-def _measure(
-    out: dict[str, Any], thread_counts: list[int], budget_s: float, sizes: tuple[int, ...]
-) -> None:
-    """Fill ``out['gflops'][threads][dtype]`` with the best rate over ``sizes`` (ascending);
-    a size whose single call exceeded the budget ends that dtype's sizes (noted in the JSON)."""
-    import torch
-
-    for t in thread_counts:
-        torch.set_num_threads(t)
-        row: dict[str, float | None] = {}
-        for dt in CEILING_DTYPES:
-            best = 0.0
-            try:
-                for n in sorted(sizes):
-                    times = _matmul_seconds(dt, n, budget_s)
-                    best = max(best, 2 * n**3 / min(times))
-                    if len(times) == 1:
-                        out.setdefault("time_boxed", []).append(
-                            f"{dt} at {t} thread(s): one {n}x{n} call took {times[0]:.2f} s "
-                            f"(> {budget_s} s budget): "
-                            "no fast native kernel on this CPU; larger sizes skipped"
-                        )
-                        break
-                row[dt] = round(best / 1e9, 1)
-            except (RuntimeError, NotImplementedError):  # no kernel for this dtype on this build
-                row[dt] = None
-        out["gflops"][str(t)] = row
 
 
 def memory_bandwidth_gbs(mb: int = 256, budget_s: float = 0.2) -> float:

@@ -1,51 +1,82 @@
-"""What a benchmark run reports beside its result rows: roofline fractions and per-model bests,
-the ceilings measured at both ends of the run, the host probe's spread, the notes that explain
-the columns, and the comparison of two runs (`compare_runs`)."""
+"""What a benchmark run reports beside its result rows: roofline fractions (against the ceiling
+of the row's own engine and precision) and per-model bests, the host probe's spread, the notes
+that explain the columns, and the comparison of two runs (`compare_runs`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caloquant.bench.ceilings import ceiling_for, ceiling_key
 from caloquant.errors import CaloquantError
 
 if TYPE_CHECKING:
     from caloquant.bench.config import BenchConfig
 
+log = logging.getLogger(__name__)
+# a model's best grid point, as ``models[i]["best"]`` of the report
+BEST_KEYS = (
+    "threads",
+    "streams",
+    "batch",
+    "showers_per_s",
+    "ms_per_shower",
+    "cores_used",
+    "ceiling_gflops",
+    "ceiling_engine",
+    "roofline_fraction",
+    "roofline_note",
+    "speedup_vs_geant4_literature",
+    "speedup_vs_mc_engine",
+    "speedup_vs_mc_engine_err",
+    "speedup_vs_mc_engine_per_core",
+    "speedup_vs_mc_engine_per_core_err",
+)
 
-def _ceiling_key(precision: str) -> str:
-    return precision if precision in ("fp32", "bf16", "fp16", "int8") else "fp32"
+
+def _roofline(r: dict[str, Any], ceilings: dict[str, Any]) -> None:
+    """Fill a row's ceiling (its own engine and precision, at the cores it used) and fraction.
+    No ceiling: None and the reason. A fraction above 1 means the ceiling is not the engine's
+    peak for this work (or was measured while the host was slower): a bug of the measurement,
+    never reported as a fraction."""
+    ceil, why = ceiling_for(ceilings, r["backend"], r["precision"], r["cores_used"])
+    r["ceiling_gflops"], r["ceiling_engine"] = ceil, f"{r['backend']} {ceiling_key(r['precision'])}"
+    r["roofline_fraction"], r["roofline_note"] = None, why
+    if ceil is None or r["achieved_gflops"] is None:
+        return
+    frac = r["achieved_gflops"] / ceil
+    if frac > 1:
+        r["roofline_note"] = (
+            f"not reported: achieved {r['achieved_gflops']:g} GFLOP/s is above the "
+            f"{r['ceiling_engine']} ceiling of {ceil:g} GFLOP/s at {r['cores_used']} thread(s), so "
+            "that ceiling is not the engine's peak for this model"
+        )
+        log.warning(
+            "%s (%s, %s threads x %s streams, batch %s): roofline %s",
+            r["model"],
+            r["backend"],
+            r["threads"],
+            r["streams"],
+            r["batch"],
+            r["roofline_note"],
+        )
+        return
+    r["roofline_fraction"] = round(frac, 4)
 
 
 def finish_results(
-    infos: list[dict[str, Any]],
-    results: list[dict[str, Any]],
-    ceilings: dict[str, Any] | None,
-    cores: int,
+    infos: list[dict[str, Any]], results: list[dict[str, Any]], ceilings: dict[str, Any] | None
 ) -> None:
     """Roofline fractions against the run's final ceilings; per-model best point and latency."""
     for r in results:
-        if ceilings and r["achieved_gflops"] is not None:
-            used = min(r["threads_total_effective"], cores)
-            ceil = ceilings["gflops"].get(str(used), {}).get(_ceiling_key(r["precision"]))
-            r["ceiling_gflops"] = ceil
-            r["roofline_fraction"] = round(r["achieved_gflops"] / ceil, 4) if ceil else None
+        if ceilings:
+            _roofline(r, ceilings)
     for info in infos:
         rows = [r for r in results if r["model"] == info["model"]]
         best = max(rows, key=lambda r: r["showers_per_s"])
-        info["best"] = {
-            k: best[k]
-            for k in (
-                "threads",
-                "streams",
-                "batch",
-                "showers_per_s",
-                "ms_per_shower",
-                "roofline_fraction",
-                "speedup_vs_geant4_literature",
-            )
-        }
+        info["best"] = {k: best.get(k) for k in BEST_KEYS}
         info["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
         one = [r for r in rows if r["batch"] == 1 and r["streams"] == 1]
         if one:
@@ -53,29 +84,6 @@ def finish_results(
             info["latency_batch1"] = {
                 k: fastest[k] for k in ("threads", "latency_ms_p50", "latency_ms_p99")
             }
-
-
-def merge_ceilings(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Best of two ceiling measurements (start and end of the run), both kept."""
-    out = dict(a)
-    out["gflops"] = {
-        t: {
-            d: max(
-                (x for x in (a["gflops"][t][d], b["gflops"][t][d]) if x is not None), default=None
-            )
-            for d in a["gflops"][t]
-        }
-        for t in a["gflops"]
-    }
-    out["measurements"] = [
-        {"when": "start", "gflops": a["gflops"], "other_load_pct": a.get("other_load_pct")},
-        {"when": "end", "gflops": b["gflops"], "other_load_pct": b.get("other_load_pct")},
-    ]
-    out["warnings"] = a.get("warnings", []) + b.get("warnings", [])
-    out["method"] = (
-        a["method"] + "; best of a measurement at the start and one at the end of the run"
-    )
-    return out
 
 
 def probe_summary(probes: list[dict[str, float | None]]) -> dict[str, Any]:
@@ -115,9 +123,16 @@ def run_notes(cfg: BenchConfig) -> list[str]:
         "host_probe: a fixed 1-thread fp32 and int8 matmul timed at the start of every round; "
         "its spread shows how much "
         "the machine's own speed moved during the run (0 % is a quiet host)",
-        "roofline_fraction: FLOPs per shower x showers/s over the measured matmul ceiling "
-        "of the model's precision "
-        "at the threads in use (int8 models with float layers are held to the int8 ceiling)",
+        "roofline_fraction: FLOPs per shower x showers/s over the matmul ceiling measured "
+        "with the row's own engine and precision (ceiling_engine; int8 models with float "
+        "layers are held to the int8 ceiling) at the cores in use (cores_used); None with "
+        "roofline_note where that engine has no ceiling for the precision, or where the "
+        "model would exceed it (a fraction above 1 is never reported)",
+        "speedup_vs_mc_engine: the model at the row's threads x streams (cores_used cores) "
+        "against the Monte Carlo engine on one core; speedup_vs_mc_engine_per_core: showers/s "
+        "per core against the engine's showers/s per core (= speedup_vs_mc_engine / "
+        "cores_used); both per energy (_per_energy) and with errors from the spread of the "
+        "timed Monte Carlo showers (_err)",
         "speedup_vs_geant4_literature uses a Geant4 time from the literature, "
         "NOT measured here (see monte_carlo)",
         "other_load_pct: share of the machine's CPUs used by other processes "

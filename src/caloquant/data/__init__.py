@@ -8,7 +8,7 @@ readers), ``source`` (:func:`open_showers`: a file or a sharded dataset, one int
 """
 
 from caloquant.data.checks import check_chunk
-from caloquant.data.energies import energies_for
+from caloquant.data.energies import Energies, energies_for
 from caloquant.data.formats import FORMATS, MEV_PER_GEV, Format, ShowerReader
 from caloquant.data.sharded import (
     SHARD_MANIFEST,
@@ -32,6 +32,7 @@ from caloquant.data.writers import (
 
 __all__ = [
     "COMPRESSIONS",
+    "Energies",
     "FORMATS",
     "MEV_PER_GEV",
     "SHARDED_VERSION",

@@ -6,9 +6,88 @@ fast engines do not pay for importing it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from caloquant.errors import CaloquantError
+from caloquant.options import (
+    check_energies,
+    check_energy,
+    check_int,
+    check_seed,
+    check_showers,
+    parse_energy_range,
+)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity (energies may be a big array)
+class Energies:
+    """The incident energies of one ``sample`` or ``simulate`` call, as asked: ``n`` showers
+    (``--n``, at most ``MAX_SHOWERS_PER_CALL``), ``seed`` (``--seed``), and exactly one of
+    ``energy`` (``--energy``), ``energy_range`` (``--energy-range``: "LO:HI" or a pair, GeV)
+    or ``energies`` (``--energies``: one per shower; ``n`` None takes their number).
+
+    Every value is checked on construction (one-line errors naming the flag), before anything
+    is drawn; :meth:`values` draws them (the same seed gives the same energies everywhere)."""
+
+    n: int | None
+    seed: int = 0
+    energy: float | None = None
+    energy_range: tuple[float, float] | str | None = None
+    energies: Any = None
+
+    def __post_init__(self) -> None:
+        given = [
+            f
+            for f, v in (("--energy", self.energy), ("--energy-range", self.energy_range))
+            if v is not None
+        ] + (["--energies"] if self.energies is not None else [])
+        if len(given) != 1:
+            raise CaloquantError(
+                "give exactly one of --energy, --energy-range or --energies"
+                + (f" (got {' and '.join(given)})" if given else "")
+            )
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        if self.energies is not None:
+            if self.n is not None:
+                check_showers(self.n)
+            e = check_energies(self.energies, n=self.n)
+            check_showers(len(e), "--energies (its number of values)")
+            e.flags.writeable = False
+            object.__setattr__(self, "energies", e)
+            object.__setattr__(self, "n", len(e))
+            return
+        if self.n is None:
+            raise CaloquantError("give the number of showers (--n), or --energies to fix it")
+        object.__setattr__(self, "n", check_showers(self.n))
+        if self.energy is not None:
+            object.__setattr__(self, "energy", check_energy(self.energy))
+        else:
+            object.__setattr__(self, "energy_range", parse_energy_range(self.energy_range))
+
+    def values(self) -> np.ndarray:
+        """The ``n`` energies (GeV, float64)."""
+        assert self.n is not None
+        return _draw(self.n, self.seed, self.energy, self.energy_range, self.energies)  # type: ignore[arg-type]
+
+
+def _draw(
+    n: int,
+    seed: int,
+    energy: float | None,
+    energy_range: tuple[float, float] | None,
+    energies: np.ndarray | None,
+) -> np.ndarray:
+    if energies is not None:
+        return np.array(energies, dtype=np.float64)
+    if energy is not None:
+        return np.full(n, float(energy))
+    assert energy_range is not None
+    lo, hi = energy_range
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed).spawn(2)[0]))
+    return rng.uniform(lo, hi, size=n)
 
 
 def energies_for(
@@ -18,25 +97,17 @@ def energies_for(
     energy_range: tuple[float, float] | None = None,
     energies: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly."""
-    given = sum(x is not None for x in (energy, energy_range, energies))
-    if given != 1:
-        raise CaloquantError("give exactly one of energy, energy_range, energies")
+    """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly; the
+    checks of :class:`Energies` except the seed's upper limit (``generate`` draws a shard's
+    energies from a 128-bit shard seed)."""
+    if energies is None and (energy is None) == (energy_range is None):
+        raise CaloquantError("give exactly one of --energy, --energy-range or --energies")
+    if energies is not None and (energy is not None or energy_range is not None):
+        raise CaloquantError("give exactly one of --energy, --energy-range or --energies")
+    n = check_showers(n)
+    seed = check_int(seed, "--seed", 0)
     if energies is not None:
-        e = np.asarray(energies, dtype=np.float64).reshape(-1)
-        if e.shape[0] != n:
-            raise CaloquantError(f"energies file holds {e.shape[0]} values but n is {n}")
-    elif energy is not None:
-        e = np.full(n, float(energy))
-    else:
-        assert energy_range is not None
-        lo, hi = energy_range
-        if not lo < hi:
-            raise CaloquantError(f"energy range {lo}:{hi} is empty (need LO < HI)")
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed).spawn(2)[0]))
-        e = rng.uniform(lo, hi, size=n)
-    if not np.all(np.isfinite(e)):
-        raise CaloquantError("incident energy is NaN or Inf")
-    if np.any(e <= 0):
-        raise CaloquantError(f"incident energy is zero or negative (min {e.min():g} GeV)")
-    return e
+        return check_energies(energies, n=n)
+    if energy is not None:
+        return _draw(n, seed, check_energy(energy), None, None)
+    return _draw(n, seed, None, parse_energy_range(energy_range), None)

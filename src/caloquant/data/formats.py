@@ -262,7 +262,8 @@ def _open_calochallenge(p: Path, h5: h5py.File, grid: tuple[int, ...] | None) ->
         if side is None:
             raise CaloquantError(
                 f"{p}: cannot infer the voxel grid of {nvox} voxels (not a cube); "
-                "give the grid shape"
+                "record it in the file's 'grid_shape' attribute (X, Y, Z), as caloquant's "
+                "writer does"
             )
         grid = (side, side, side)
     if int(np.prod(grid)) != nvox:

@@ -34,7 +34,7 @@ import numpy as np
 
 from caloquant.data.checks import check_chunk, check_energies
 from caloquant.data.formats import Format, ShowerReader, open_shower_file, row_blocks
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import file_sha256
 
 SHARD_MANIFEST = "manifest.json"
@@ -68,8 +68,8 @@ def read_shard_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CaloquantError(f"{d}: not a sharded dataset (no {SHARD_MANIFEST})")
     try:
         m = json.loads(mf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaloquantError(f"{mf}: unreadable manifest ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise CaloquantError(f"{mf}: corrupt or unreadable manifest ({reason(exc)})") from None
     if not isinstance(m, dict) or "caloquant_sharded" not in m:
         raise CaloquantError(f"{mf}: not a sharded-dataset manifest (no 'caloquant_sharded' key)")
     if m["caloquant_sharded"] != SHARDED_VERSION:

@@ -18,7 +18,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from caloquant.data.formats import Format, open_shower_file
-from caloquant.data.sharded import is_sharded, open_sharded
+from caloquant.data.sharded import SHARD_MANIFEST, is_sharded, open_sharded, read_shard_manifest
 from caloquant.errors import CaloquantError
 
 
@@ -65,6 +65,8 @@ def open_showers(path: str | os.PathLike[str], grid: tuple[int, ...] | None = No
     p = Path(path)
     if p.is_dir() and is_sharded(p):
         return open_sharded(p)
+    if p.is_dir() and (p / SHARD_MANIFEST).is_file():
+        read_shard_manifest(p)  # says why it is not one: corrupt, or another kind of manifest
     return open_shower_file(p, grid)
 
 
@@ -86,7 +88,9 @@ def summarize(path: str | os.PathLike[str], chunk: int = 1024) -> dict[str, Any]
         emin, emax = np.inf, -np.inf
         ecal_sum = 0.0
         occ = 0.0
+        whole = True  # every cell a whole number: integer counts rather than energies
         for s, e in r.iter_chunks(chunk):
+            whole = whole and bool(np.all(s == np.rint(s)))
             ecal = s.reshape(len(s), -1).sum(axis=1, dtype=np.float64)
             ratio = ecal / e
             ratio_sum += ratio.sum()
@@ -112,4 +116,28 @@ def summarize(path: str | os.PathLike[str], chunk: int = 1024) -> dict[str, Any]
             },
             "hit_fraction_mean": occ / r.n,
             "attrs": r.attrs,
+            "warnings": unit_warnings(float(mean), whole, r.format),
         }
+
+
+def unit_warnings(ecal_over_ep: float, whole_cells: bool, fmt: str) -> list[str]:
+    """What an impossible mean Ecal/Ep says about a file's units. A calorimeter cannot record
+    more energy than the particle brought (Ecal/Ep <= 1; a sampling calorimeter sees ~1-30 %),
+    so a larger ratio means the cells are not in the unit the format prescribes (GeV for
+    3DGAN files, MeV for CaloChallenge ones, read as GeV here)."""
+    if not ecal_over_ep > 1.0:
+        return []
+    unit = "GeV" if fmt == "3dgan" else "MeV"
+    if whole_cells:
+        guess = "every cell is a whole number: integer ADC counts (or another integer unit)"
+    elif ecal_over_ep <= 1000.0:
+        guess = (
+            f"the cells seem to be in {'MeV' if unit == 'GeV' else 'keV'} "
+            f"(Ecal/Ep would be {ecal_over_ep / 1000:.3g} in {unit})"
+        )
+    else:
+        guess = "the cells are in an unknown unit"
+    return [
+        f"mean Ecal/Ep = {ecal_over_ep:.5g} is impossible for any calorimeter (the cells hold "
+        f"more energy than the incident particle): the cells are not in {unit}; {guess}"
+    ]

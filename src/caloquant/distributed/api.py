@@ -48,7 +48,7 @@ from caloquant.distributed.plan import (
 from caloquant.distributed.producers import ShardProducer, producer_for
 from caloquant.distributed.worker import ShardTask, make_shard, threads_per_host
 from caloquant.errors import CaloquantError
-from caloquant.fileio import write_json
+from caloquant.fileio import check_output, write_json
 from caloquant.runtime import usable_cores
 
 
@@ -147,7 +147,7 @@ def generate(
 
     cfg = _as_config(config, options)
     t_start = time.perf_counter()
-    out = Path(out_dir).absolute()
+    out = check_output(out_dir, folder=True).absolute()
     producer = producer_for(cfg.model, cfg.engine, cfg.batch, cfg.seed, cfg.engine_config)
     shard_size = cfg.shard_size or producer.default_shard_size
     shards = plan_shards(cfg.n, shard_size)
@@ -169,9 +169,14 @@ def generate(
         good = verify_shards(out, recorded)
         done = {int(s["index"]): s for s, ok in zip(recorded, good) if ok}
         bad = len(recorded) - len(done)
+        listed = {int(s["index"]) for s in recorded}
+        # a shard file the manifest does not list (finished while an interrupted run shut down)
+        # has no recorded checksum to verify it by: it is made again, the same bytes
+        unlisted = sum(s.index not in listed and (out / s.path).exists() for s in shards)
         log(
             f"resume: {len(done)} of {len(shards)} shards complete and valid"
             + (f"; {bad} failed the checksum and are made again" if bad else "")
+            + (f"; {unlisted} shard files not in the manifest are made again" if unlisted else "")
         )
     # None: each remote worker uses its cores / task slots
     threads = cfg.threads if cfg.threads is not None else producer.engine_threads
@@ -394,10 +399,11 @@ class _Run:
             with contextlib.suppress(Exception):
                 client.cancel(futures, force=True)
             if isinstance(exc, KeyboardInterrupt):
-                self.log(
+                # the interrupt carries what is left: the CLI says it as its one line (exit 130)
+                raise KeyboardInterrupt(
                     f"interrupted: {len(self.done)} of {len(self.shards)} shards complete in "
                     f"{self.out}; continue with resume (--resume)"
-                )
+                ) from None
             raise
         wall = time.perf_counter() - t_submit
         return self.finish(t_start, wall)

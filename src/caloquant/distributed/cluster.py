@@ -40,13 +40,13 @@ def security_from(
         return Security()
     if tls_ca_file is None or tls_cert is None:
         raise CaloquantError(
-            "TLS needs a CA file and a client certificate (tls_ca_file and "
-            "tls_cert; tls_key unless the key is in the certificate file)"
+            "TLS needs a CA file and a client certificate (--tls-ca-file and --tls-cert; "
+            "--tls-key unless the key is in the certificate file)"
         )
+    flags = {"tls_ca_file": "--tls-ca-file", "tls_client_cert": "--tls-cert"}
     for name, v in given.items():
         if v is not None and not Path(v).is_file():
-            what = name.replace("_client", "").replace("_file", "")
-            raise CaloquantError(f"{v}: {what} file not found")
+            raise CaloquantError(f"{v}: {flags.get(name, '--tls-key')} file not found")
     files = {k: str(v) for k, v in given.items() if v is not None}
     return Security(require_encryption=True, **files)
 

@@ -19,8 +19,20 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
+from caloquant.options import (
+    MAX_BATCH,
+    MAX_SHOWERS_PER_CALL,
+    MAX_THREADS,
+    as_int,
+    check_energies,
+    check_float,
+    check_int,
+    check_seed,
+    parse_energy_range,
+)
 
 ENGINES: tuple[str, ...] = ("geant4", "gflash")
+MAX_SHOWERS_PER_RUN = 1_000_000_000  # and at most MAX_SHARDS shards (distributed.plan)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: compared by identity (energies may be a big array)
@@ -51,7 +63,7 @@ class GenerateConfig:
     n: int
     model: str | Path | None = None
     engine: str | None = None
-    energy_range: tuple[float, float] | None = None
+    energy_range: tuple[float, float] | str | None = None  # "LO:HI" is parsed (the CLI)
     energies: np.ndarray | None = None
     shard_size: int | None = None
     seed: int = 0
@@ -76,32 +88,38 @@ class GenerateConfig:
         return f.default
 
     def __post_init__(self) -> None:
+        n = as_int(self.n, "number of showers (--n)")
+        if n < 1:
+            raise CaloquantError(f"number of showers (--n) must be positive, got {n}")
+        if n > MAX_SHOWERS_PER_RUN:
+            raise CaloquantError(
+                f"number of showers (--n) must be at most {MAX_SHOWERS_PER_RUN:,} per run, "
+                f"got {n} (split the production into several runs)"
+            )
+        object.__setattr__(self, "n", n)
+        for name, flag, lo, hi in (
+            ("shard_size", "shard size (--shard-size)", 1, MAX_SHOWERS_PER_CALL),
+            ("workers", "workers (--workers)", 1, None),
+            ("threads", "threads (--threads)", 1, MAX_THREADS),
+            ("batch", "batch size (--batch)", 1, MAX_BATCH),
+            ("retries", "retries (--retries)", 0, None),
+        ):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(getattr(self, name), flag, lo, hi))
+        object.__setattr__(self, "seed", check_seed(self.seed, "seed (--seed)"))
+        object.__setattr__(
+            self,
+            "connect_timeout",
+            check_float(
+                self.connect_timeout, "connect timeout (--connect-timeout, s)", positive=True
+            ),
+        )
         checks = [
-            (self.n >= 1, f"number of showers (--n) must be positive, got {self.n}"),
-            (
-                self.shard_size is None or self.shard_size >= 1,
-                f"shard size (--shard-size) must be positive, got {self.shard_size}",
-            ),
-            (
-                self.workers is None or self.workers >= 1,
-                f"workers (--workers) must be at least 1, got {self.workers}",
-            ),
-            (
-                self.threads is None or self.threads >= 1,
-                f"threads (--threads) must be at least 1, got {self.threads}",
-            ),
-            (self.batch >= 1, f"batch size (--batch) must be at least 1, got {self.batch}"),
-            (self.retries >= 0, f"retries (--retries) must be >= 0, got {self.retries}"),
-            (
-                self.connect_timeout > 0,
-                f"connect timeout (--connect-timeout) must be > 0 s, got {self.connect_timeout}",
-            ),
-            (self.seed >= 0, f"seed (--seed) must be >= 0, got {self.seed}"),
             (
                 self.model is None or self.engine is None,
                 (
-                    "give exactly one of model (--model: a name, checkpoint or artifact) or engine "
-                    "(--engine: geant4 or gflash)"
+                    "give exactly one of --model (a name, checkpoint or artifact) or --engine "
+                    "(geant4 or gflash)"
                 ),
             ),
             (
@@ -117,10 +135,7 @@ class GenerateConfig:
             ),
             (
                 (self.energy_range is None) != (self.energies is None),
-                (
-                    "give exactly one of energy_range (--energy-range LO:HI, GeV) or energies "
-                    "(--energies, one per shower)"
-                ),
+                ("give exactly one of --energy-range (LO:HI, GeV) or --energies (one per shower)"),
             ),
         ]
         for ok, msg in checks:
@@ -139,33 +154,10 @@ class GenerateConfig:
 
     @staticmethod
     def _checked_range(energy_range: Any) -> tuple[float, float]:
-        try:
-            lo, hi = (float(x) for x in energy_range)
-        except (TypeError, ValueError):
-            raise CaloquantError(
-                f"energy range (--energy-range) must be two numbers LO, HI in "
-                f"GeV, got {energy_range!r}"
-            ) from None
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or not lo < hi:
-            raise CaloquantError(
-                f"energy range (--energy-range) {lo:g}:{hi:g} must satisfy 0 < LO < HI (GeV)"
-            )
-        return lo, hi
+        return parse_energy_range(energy_range, "energy range (--energy-range)")
 
     def _checked_energies(self, energies: Any) -> np.ndarray:
         """A read-only float64 copy: the config is frozen, and the caller's array stays theirs."""
-        from caloquant.data import check_chunk
-
-        try:
-            e = np.array(energies, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            msg = "energies (--energies) must be numbers, one per shower (GeV)"
-            raise CaloquantError(msg) from None
-        if e.shape[0] != self.n:
-            raise CaloquantError(
-                f"energies (--energies) holds {e.shape[0]} values but the number "
-                f"of showers (--n) is {self.n}"
-            )
-        check_chunk(np.zeros((0,)), e, "energies (--energies)")
+        e = check_energies(energies, "energies (--energies)", n=self.n)
         e.flags.writeable = False
         return e

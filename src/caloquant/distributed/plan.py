@@ -48,12 +48,20 @@ class Shard:
         return self.start, self.start + self.n
 
 
+MAX_SHARDS = 1_000_000  # per run: the manifest lists every shard
+
+
 def plan_shards(n: int, shard_size: int) -> list[Shard]:
     if n < 1:
-        raise CaloquantError(f"number of showers must be positive, got {n}")
+        raise CaloquantError(f"number of showers (--n) must be positive, got {n}")
     if shard_size < 1:
-        raise CaloquantError(f"shard size must be positive, got {shard_size}")
+        raise CaloquantError(f"shard size (--shard-size) must be positive, got {shard_size}")
     k = -(-n // shard_size)
+    if k > MAX_SHARDS:
+        raise CaloquantError(
+            f"{n:,} showers in shards of {shard_size:,} make {k:,} shards, more than "
+            f"{MAX_SHARDS:,} per run: raise --shard-size or split the run"
+        )
     return [
         Shard(i, i * shard_size, min(shard_size, n - i * shard_size), shard_name(i, k))
         for i in range(k)
@@ -99,13 +107,31 @@ _LABELS = {
 }
 
 
+def _producer(p: Any) -> str:
+    """A run's producer identity in words (a model by its weights, an engine by name)."""
+    if not isinstance(p, dict):
+        return str(p)
+    if p.get("kind") == "model":
+        return f"a model with weights sha256 {str(p.get('sha256'))[:12]} at batch {p.get('batch')}"
+    if p.get("kind") == "engine":
+        return f"the {p.get('engine')} engine (configuration {str(p.get('config_sha256'))[:12]})"
+    return json.dumps(p, sort_keys=True)
+
+
 def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two run identities, as "LABEL: THEIRS there, OURS here"."""
     for k in _LABELS:
         if old.get(k) != new.get(k):
             a, b = old.get(k), new.get(k)
-            if isinstance(a, dict) and isinstance(b, dict):
+            if k == "producer":
+                if isinstance(a, dict) and isinstance(b, dict) and a.get("kind") == b.get("kind"):
+                    if a.get("batch") != b.get("batch") and a.get("sha256") == b.get("sha256"):
+                        return f"--batch: {a.get('batch')} there, {b.get('batch')} here"
+                a, b = _producer(a), _producer(b)
+            elif isinstance(a, dict) and isinstance(b, dict):
                 sub = next((kk for kk in sorted(set(a) | set(b)) if a.get(kk) != b.get(kk)), "")
-                a, b = f"{sub}={a.get(sub)}", f"{sub}={b.get(sub)}"
+                a = f"{sub}={a[sub]}" if sub in a else f"no {sub}"
+                b = f"{sub}={b[sub]}" if sub in b else f"no {sub}"
             return f"{_LABELS[k]}: {a} there, {b} here"
     return "run identity differs"
 

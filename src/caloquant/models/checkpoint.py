@@ -12,6 +12,8 @@ A checkpoint is one ``torch.save`` file holding plain data only (loaded with
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import atomic_path
 from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
@@ -196,7 +198,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if p.is_dir():
         raise CaloquantError(f"{p}: is a directory, expected a caloquant checkpoint (.pt)")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a plain pickle before refusing it
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location="cpu", weights_only=True)
     except (
         RuntimeError,
         EOFError,
@@ -206,9 +210,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         AttributeError,
         ImportError,
     ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({first[:160]})") from None
-    except Exception as exc:  # pickle.UnpicklingError and friends from a damaged file
+        raise CaloquantError(f"{p}: corrupt or unreadable checkpoint ({reason(exc)})") from None
+    except pickle.UnpicklingError:
+        raise CaloquantError(
+            f"{p}: corrupt, or a pickle of objects other than weights "
+            "(never unpickled: loading one can run code)"
+        ) from None
+    except Exception as exc:  # other errors of a damaged file
         raise CaloquantError(
             f"{p}: corrupt or unreadable checkpoint ({type(exc).__name__})"
         ) from None
@@ -238,10 +246,10 @@ def _load_state(module: nn.Module, state: Any, p: Path, what: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
+        lines = str(exc).strip().splitlines()
+        detail = lines[1].strip().rstrip(".") if len(lines) > 1 else reason(exc)
         raise CaloquantError(
-            f"{p}: {what} weights do not fit the architecture ({detail[:200]})"
+            f"{p}: {what} weights do not fit the architecture ({detail})"
         ) from None
     for name, t in state.items():
         if torch.is_floating_point(t) and not torch.isfinite(t).all():

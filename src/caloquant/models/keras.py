@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import file_sha256
 from caloquant.models.checkpoint import SPEC_3DGAN, Checkpoint, build
 
@@ -32,7 +32,7 @@ def _layer_weights(path: Path) -> dict[str, dict[str, np.ndarray]]:
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
-        raise CaloquantError(f"{path}: unreadable HDF5 file ({str(exc)[:120]})") from None
+        raise CaloquantError(f"{path}: unreadable HDF5 file ({reason(exc)})") from None
     with h5:
         if "layer_names" not in h5.attrs:
             raise CaloquantError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")

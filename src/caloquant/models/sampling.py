@@ -54,7 +54,7 @@ def check_energy_range(
         raise CaloquantError(
             f"{int(bad.sum())} energies outside the model's valid range {lo:g}-{hi:g} GeV "
             f"(min {energies.min():g}, max {energies.max():g}); "
-            "use allow_extrapolation (--allow-extrapolation) to force"
+            "--allow-extrapolation forces them"
         )
 
 

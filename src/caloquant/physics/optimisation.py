@@ -27,10 +27,11 @@ Departures from the authors' code, each on purpose:
    (NaN, if the candidate is 0 too) or x/0 (inf), and the whole metric NaN or inf. Here such
    slices are left out of that axis's average; how many were left out and how much candidate
    energy they hold are reported (``empty_slices``, ``cand_gev_in_empty_slices``).
-2. ``GANutils.metric`` (and ``paramScan/TestingObjective.metric``) contain the position block
-   twice, so the position term is counted twice. ``analysis/TestingObjective.metric``, whose
-   plots label the parts "moment", "energy profile" and "sampling fraction" error, counts it
-   once; that documented intent is what is implemented.
+2. ``GANutils.metric`` contains the position block twice, so the position term is counted
+   twice. Every other version counts it once: ``analysis/TestingObjective.metric``, whose plots
+   label the parts "moment", "energy profile" and "sampling fraction" error, and
+   ``paramScan/TestingObjective.py`` (which has no ``metric``; its ``metric4`` and ``metric3``);
+   that documented intent is what is implemented.
 3. Sample means skip showers whose moments are undefined (zero total energy), and the
    sampling-fraction term skips pairs whose reference shower is empty; the authors drop empty
    reference showers on reading and would get NaN from an empty generated one.

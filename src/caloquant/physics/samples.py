@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -12,6 +12,7 @@ import numpy as np
 
 from caloquant.data import check_chunk, open_showers
 from caloquant.errors import CaloquantError
+from caloquant.options import as_float, check_energy, check_float, check_seed
 
 # A sample: a path to a shower file (either format), or (showers (N, X, Y, Z) in GeV,
 # energies (N,) in GeV).
@@ -59,7 +60,28 @@ def as_sample(src: Source, name: str) -> Sample:
 
 def check_threshold(value: float, name: str) -> float:
     """A cell-energy threshold must be a finite number >= 0 (GeV)."""
-    v = float(value)
+    v = as_float(value, name)
     if not np.isfinite(v) or v < 0:
         raise CaloquantError(f"{name} must be a finite energy >= 0 GeV, got {value}")
     return v
+
+
+def check_options(
+    hit_threshold: float,
+    zero_threshold: float,
+    seed: int,
+    metric_points: Sequence[float],
+    metric_half_width: float,
+) -> tuple[float, float, int, tuple[tuple[float, ...], float]]:
+    """The options of a validation, checked before any shower is read (one-line errors naming
+    the flags): the thresholds, the seed and the optimisation metric's energy windows."""
+    points = tuple(check_energy(p, "--metric-points") for p in metric_points)
+    if not points:
+        raise CaloquantError("--metric-points needs at least one energy (GeV)")
+    half = check_float(metric_half_width, "--metric-points half-width (GeV)", positive=True)
+    return (
+        check_threshold(hit_threshold, "--hit-threshold"),
+        check_threshold(zero_threshold, "--zero-threshold"),
+        check_seed(seed),
+        (points, half),
+    )

@@ -54,7 +54,7 @@ from caloquant.physics.optimisation import (
     metric_from_features,
 )
 from caloquant.physics.resolution import RESOLUTION_MODEL, fit_resolution
-from caloquant.physics.samples import Sample, Source, as_sample, check_threshold
+from caloquant.physics.samples import Sample, Source, as_sample, check_options
 from caloquant.physics.stats import compare as _compare
 from caloquant.physics.stats import (
     profile_moment_pseudo,
@@ -179,8 +179,7 @@ def validate(
     progress: Callable[[int], None] | None = None,
     detail: bool = True,
 ) -> ValidationReport:
-    """Validate ``cand`` against ``ref``; both are files (either format) or (showers, energies)
-    arrays.
+    """Validate ``cand`` against ``ref``: files (either format) or (showers, energies) arrays.
 
     ``paired``: the two samples share latent vectors and order (same energies row by row);
     adds the pixel-wise comparison and uses paired errors. ``distances``: FPD, KPD and
@@ -190,8 +189,9 @@ def validate(
     energy windows (GeV) of the authors' optimisation metric (``optimisation_metric``).
     ``progress`` is called with the number of showers processed after each chunk.
     """
-    hit_threshold = check_threshold(hit_threshold, "hit_threshold")
-    zero_threshold = check_threshold(zero_threshold, "zero_threshold")
+    hit_threshold, zero_threshold, seed, windows = check_options(
+        hit_threshold, zero_threshold, seed, metric_points, metric_half_width
+    )
     sr, sc = as_sample(ref, "REF"), as_sample(cand, "CAND")
     try:
         return _validate(
@@ -205,7 +205,7 @@ def validate(
             seed,
             hit_threshold,
             zero_threshold,
-            (tuple(metric_points), metric_half_width),
+            windows,
             progress,
             detail,
         )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from caloquant.precision.artifact import (
         ArtifactGenerator,
         QuantizeResult,
+        check_artifact_dir,
         load_artifact,
         load_generator,
     )
@@ -46,6 +47,7 @@ _LAZY = {
     "quantize": "api",
     "ArtifactGenerator": "artifact",
     "QuantizeResult": "artifact",
+    "check_artifact_dir": "artifact",
     "load_artifact": "artifact",
     "load_generator": "artifact",
     "Backend": "backends",
@@ -81,6 +83,7 @@ __all__ = [
     "Tolerance",
     "calibration_latents",
     "capabilities",
+    "check_artifact_dir",
     "check_supported",
     "fuse_upsample_conv",
     "is_artifact",

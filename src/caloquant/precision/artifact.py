@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import file_sha256, umask_mode, write_json
+from caloquant.fileio import check_output, file_sha256, umask_mode, write_json
 from caloquant.models import Checkpoint, ModelRef, ModelSpec, TorchGenerator
 from caloquant.precision.backends import EngineModel, load_model
 from caloquant.precision.canary import run_check, save_canary
@@ -30,6 +30,17 @@ from caloquant.precision.trial import Trial
 from caloquant.runtime import torch_threads
 
 log = logging.getLogger(__name__)
+
+
+def check_artifact_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Where an artifact may be written (checked before any tuning): a new folder, an empty
+    one or an existing artifact (replaced); not a file or any other non-empty folder."""
+    out = check_output(out_dir, folder=True)
+    if out.is_dir() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise CaloquantError(
+            f"-o {out}: exists and is not a caloquant artifact; refusing to overwrite"
+        )
+    return out
 
 
 class _EngineGenerator:
@@ -72,15 +83,7 @@ class QuantizeResult(_EngineGenerator):
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write the artifact directory atomically (a temporary sibling, renamed at the end);
         an existing artifact of that name is replaced, any other existing folder is refused."""
-        out = Path(out_dir)
-        if (
-            out.exists()
-            and not (out / MANIFEST).exists()
-            and (not out.is_dir() or any(out.iterdir()))
-        ):
-            raise CaloquantError(
-                f"{out}: exists and is not a caloquant artifact; refusing to overwrite"
-            )
+        out = check_artifact_dir(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:

@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from caloquant.errors import CaloquantError
+from caloquant.options import (
+    MAX_BATCH,
+    MAX_SHOWERS_PER_CALL,
+    MAX_THREADS,
+    as_float,
+    check_float,
+    check_int,
+    check_seed,
+)
 from caloquant.precision.registry import check_supported
-from caloquant.timing import TimingConfig
+from caloquant.timing import RaceConfig, TimingConfig
 
 Backend = Literal["openvino", "onnxruntime", "torch"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
@@ -78,19 +87,33 @@ class Tolerance:
         p = Path(spec)
         if not p.exists():
             raise CaloquantError(
-                f"tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) "
+                f"--tolerance '{spec}' is neither a preset ({', '.join(TOLERANCE_PRESETS)}) "
                 "nor a file"
             )
+        if not p.is_file():
+            raise CaloquantError(f"--tolerance {p}: is a folder, expected a JSON file or a preset")
         try:
             d = json.loads(p.read_text())
-            return cls(**{k: float(v) for k, v in d.items()})
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise CaloquantError(f"{p}: malformed tolerance file ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+            raise CaloquantError(f"--tolerance {p}: malformed tolerance file ({first})") from None
+        names = tuple(cls.__dataclass_fields__)
+        if not isinstance(d, dict):
+            raise CaloquantError(
+                f"--tolerance {p}: must hold a JSON object with any of {', '.join(names)} "
+                f'(like {{"ecal_rel": 0.005}}), got a JSON {type(d).__name__}'
+            )
+        unknown = sorted(str(k) for k in d if k not in names)
+        if unknown:
+            raise CaloquantError(
+                f"--tolerance {p}: unknown field(s) {', '.join(unknown)} "
+                f"(known: {', '.join(names)})"
+            )
+        return cls(**{k: as_float(v, f"--tolerance {p}: {k}") for k, v in d.items()})
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
-            if not v >= 0:
-                raise CaloquantError(f"tolerance {k} must be a non-negative number, got {v}")
+            object.__setattr__(self, k, check_float(v, f"tolerance {k}", minimum=0.0))
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -131,8 +154,8 @@ class QATConfig:
     state_dir: str | None = None
 
     def __post_init__(self) -> None:
+        check_float(self.minutes, "--qat-minutes", minimum=0.0, finite=False)
         checks = [
-            (self.minutes >= 0, f"qat minutes must be >= 0, got {self.minutes}"),
             (
                 self.max_steps is None or self.max_steps >= 1,
                 f"qat max_steps must be >= 1, got {self.max_steps}",
@@ -188,8 +211,10 @@ class QuantizeConfig:
     extend_factor: int = 3
     # quantization-aware fine-tuning of the units post-training int8 could not take (physics int8)
     qat: QATConfig = field(default_factory=QATConfig)
-    # speed measurements: interleaved rounds for the reported speeds (the final race uses up to 3)
+    # speed measurements: interleaved rounds for the reported speeds, windows of the final race
     timing: TimingConfig = field(default_factory=TimingConfig)
+    # the final race of the candidates against the exact engine model (paired rounds, tie band)
+    race: RaceConfig = field(default_factory=RaceConfig)
 
     def __post_init__(self) -> None:
         check_supported(self.backend, self.precision)
@@ -203,16 +228,13 @@ class QuantizeConfig:
             raise CaloquantError(f"extend_factor must be >= 0, got {self.extend_factor}")
         if any(not 0.0 <= a <= 1.0 for a in self.equalize_alphas):
             raise CaloquantError(f"equalize_alphas must lie in [0, 1], got {self.equalize_alphas}")
-        if self.calib_n < 8:
-            raise CaloquantError(f"calib_n must be at least 8, got {self.calib_n}")
-        if self.eval_n_per_point < 2:
-            raise CaloquantError(
-                f"eval_n_per_point must be at least 2, got {self.eval_n_per_point}"
-            )
-        if self.batch < 1:
-            raise CaloquantError(f"batch must be at least 1, got {self.batch}")
-        if self.threads is not None and self.threads < 1:
-            raise CaloquantError(f"threads must be at least 1, got {self.threads}")
+        check_int(self.calib_n, "--calib-n", 8, MAX_SHOWERS_PER_CALL)
+        check_int(self.eval_n_per_point, "--eval-n", 2, MAX_SHOWERS_PER_CALL)
+        check_int(self.batch, "--batch", 1, MAX_BATCH)
+        if self.threads is not None:
+            check_int(self.threads, "--threads", 1, MAX_THREADS)
+        check_seed(self.seed)
+        check_float(self.time_budget_s, "tuning time budget (s)", positive=True)
 
     @property
     def searches_int8(self) -> bool:
@@ -234,5 +256,6 @@ class QuantizeConfig:
         d = asdict(self)
         d["tolerance"] = self.tolerance.to_dict()
         d["timing"] = self.timing.to_dict()
+        d["race"] = self.race.to_dict()
         d["qat"] = asdict(self.qat)
         return d

@@ -60,6 +60,11 @@ class Manifest(Mapping[str, Any]):
     rewrite: dict[str, Any] = field(default_factory=dict)
     qat: list[dict[str, Any]] | None = None
     frontier: list[dict[str, Any]] | None = None
+    # the physics int8 search: what it admitted in int8 (whatever the race then chose), the
+    # final race against the exact engine model, and precisions not tried (executed as another)
+    int8_search: dict[str, Any] | None = None
+    race: dict[str, Any] | None = None
+    skipped_precisions: list[dict[str, str]] = field(default_factory=list)
     tuning_seconds: float | None = None
     # written when the artifact is saved
     files: list[str] = field(default_factory=list)

@@ -415,5 +415,8 @@ class QuantizePipeline:
             frontier=frontier(tuner.trials, baseline["showers_per_s"])
             if cfg.searches_int8
             else None,
+            int8_search=tuner.search,
+            race=tuner.race_info,
+            skipped_precisions=tuner.skipped_precisions,
             tuning_seconds=round(time.perf_counter() - self.t_start, 1),
         )

@@ -39,8 +39,18 @@ calls in that order; 8 and 9 are ``Tuner`` methods here. Each trial is a
    docs/findings.md 11); the first cut that passes ends the search for that precision. The
    physics check decides per CPU (bf16 Conv3D is wrong on the Intel AMX class, findings 1), so
    the split found is the tuning CPU's.
-8. *Speed is measured*, never assumed (``Tuner.best``, ``Tuner.race``): every configuration
-   that meets the tolerance is timed (batch, threads as configured) and the fastest one wins.
+0. *Candidate zero* (``Tuner.exact_candidate``): the engine's fp32 model of the rewritten
+   graph, exact to float rounding. It is in every final race, and is the answer wherever no
+   reduced precision beats it.
+8. *Speed is measured*, never assumed (``Tuner.best``, :mod:`caloquant.precision.choice`):
+   every configuration that meets the tolerance is timed (batch, threads as configured); the
+   fastest ones race the exact model in paired interleaved rounds, and a reduced-precision
+   candidate wins only if its speed ratio to the exact model lies beyond the tie band with
+   confidence (``QuantizeConfig.race``; more rounds while that is open). The manifest's
+   ``race`` records the ratios, their intervals, the host load and the decision in words.
+   A float precision the engine executes as another one already tried (bf16 as fp32 without
+   bf16 arithmetic, fp16 as bf16 without fp16 arithmetic) is not trialled at all
+   (``skipped_precisions``).
 9. *Confirmation*: "meets the tolerance" means every deviation plus ``margin_sigma`` standard
    errors is within it (a 200-shower point's error is of the order of the tolerance), and the
    choice must pass again on a second, independent set of latents; where it does not, the next
@@ -60,6 +70,7 @@ import numpy as np
 
 from caloquant.precision import tuner_steps as steps
 from caloquant.precision.backends import Backend
+from caloquant.precision.choice import decision, final_race
 from caloquant.precision.config import QuantizeConfig
 from caloquant.precision.evaluation import (
     EvalSet,
@@ -71,12 +82,11 @@ from caloquant.precision.evaluation import (
 )
 from caloquant.precision.trial import Trial
 from caloquant.precision.tuner_steps import QatFn
-from caloquant.timing import interleaved, throughput
+from caloquant.runtime import cpu_identity, fast_kernels
+from caloquant.timing import throughput
 
 log = logging.getLogger(__name__)
 SPEED_TIE = 0.10  # candidates within 10 % of the fastest are treated as equally fast
-RACE_BAND = 0.30  # candidates within 30 % of the fastest single timing go to the final race
-RACE_ROUNDS = 3
 
 
 class Tuner:
@@ -105,13 +115,19 @@ class Tuner:
         self.bias_correction: dict[str, str] = {}
         self.confirm_set = confirm_set
         self._confirm_ev: EvalSet | None = None
-        self.graph = "original"
-        self.graphs = graphs or {}
+        self.graph, self.graphs = "original", graphs or {}
         self.caps = backend.capabilities
         self.trials: list[Trial] = []
         self.step = ""  # the technique being tried (recorded on every trial)
         self.bench_batch = evalset.latents[: cfg.batch]
         self.t0 = time.perf_counter()
+        self.exact: Trial | None = None  # candidate zero (physics int8 search)
+        self.race_info: dict[str, Any] | None = None
+        self.skipped_precisions: list[dict[str, str]] = []
+        self.search: dict[str, Any] | None = None  # what the int8 search admitted
+        self._executes_as: dict[str, str] = {}
+        self.cpu = cpu_identity()
+        self.kernels = fast_kernels(self.cpu["flags"])  # type: ignore[arg-type]
 
     # -- one trial -------------------------------------------------------------------------
     def evaluate(
@@ -248,6 +264,7 @@ class Tuner:
         )
 
     def physics_int8(self) -> Trial:
+        self.exact_candidate()
         units = self.backend.units(self.calib)
         cal0 = self.cfg.calibration
         log.info(
@@ -321,92 +338,92 @@ class Tuner:
         accepted, best_cal = steps.per_unit_calibration(self, order, accepted, best_cal)
         accepted, best_cal = steps.equalized(self, order, accepted, best_cal)
         accepted, best_cal = steps.finetuned(self, order, accepted, best_cal)
+        self.search = {
+            "int8_units": [self.short(u) for u in accepted],
+            "float_units": [self.short(u) for u in units if u not in accepted],
+            "calibration": best_cal,
+            "graph": self.graph,
+        }
         steps.reduced_float(self, accepted, best_cal)
         return self.best()
 
-    def split_float_part(self, precisions: list[str], accepted: list[str], cal: str) -> None:
-        """The reduced float ``precisions`` run up to a cut and in fp32 from there
-        (:func:`caloquant.precision.tuner_steps.split_float_part`)."""
-        steps.split_float_part(self, precisions, accepted, cal)
+    def exact_candidate(self) -> None:
+        """Candidate zero: the engine's fp32 model of the graph the search starts from (the
+        rewritten graph, the same function as the original to float rounding). It needs no
+        physics margin, and every reduced-precision candidate must beat it in the final race
+        (:meth:`best`): on a CPU without fast int8 or bf16 kernels it is the answer."""
+        self.begin_step(
+            "exact engine model", "0. candidate zero: the engine's fp32 model of [%s]", self.graph
+        )
+        self.exact = self.evaluate(
+            "fp32 engine model (exact)",
+            lambda: self.backend.float_model("fp32"),
+            {"precision": "fp32", "float_precision": "fp32", "graph": self.graph, "exact": True},
+            timed=True,
+        )
 
-    def race(self, ok: list[Trial]) -> list[Trial]:
-        """Re-time the passing candidates near the top, interleaved, several rounds: a single
-        timing per trial taken minutes apart is too noisy to pick a winner from (the same
-        configuration measured 530 and 790 showers/s in one run on a shared 2-core machine).
-        Each candidate's speed becomes the median over rounds (all timings kept in the log)."""
-        top = max(t.speed["showers_per_s"] for t in ok)  # type: ignore[index]
-        field = [
-            t
-            for t in ok
-            if t.speed["showers_per_s"] >= (1 - RACE_BAND) * top  # type: ignore[index]
-        ]
-        if len(field) < 2:
-            return field
-        rounds = min(RACE_ROUNDS, self.cfg.timing.rounds)
-        log.info(
-            "7. final race: %d passing candidates re-timed in %d interleaved rounds",
-            len(field),
-            rounds,
+    def executes_as(self, precision: str) -> str:
+        """The precision the engine executes a float ``precision`` as on this CPU (bf16 as fp32
+        without bf16 arithmetic, fp16 as bf16 without fp16 arithmetic): the engine's own answer."""
+        if precision not in self._executes_as:
+            self._executes_as[precision] = self.backend.float_model(precision).executed_precision()
+        return self._executes_as[precision]
+
+    def skip_precision(self, precision: str, executes_as: str) -> None:
+        """``precision`` is not trialled: the engine runs it as ``executes_as``, already tried."""
+        why = (
+            f"the engine executes {precision} as {executes_as} on this CPU "
+            f"({self.cpu['cpu_class']}: {precision} arithmetic "
+            f"{self.kernels.get(precision, 'unknown')}); {executes_as} is already tried"
         )
-        res = interleaved(
-            {str(i): t.model for i, t in enumerate(field)},
-            self.bench_batch,
-            self.cfg.timing,
-            rounds,
+        self.skipped_precisions.append(
+            {"precision": precision, "executes_as": executes_as, "reason": why}
         )
-        for i, t in enumerate(field):
-            r = res[str(i)]
-            t.speed = dict(
-                t.speed or {},
-                showers_per_s=r["showers_per_s"],
-                ms_per_shower=r["ms_per_shower"],
-                race=r["rounds"],
-            )
-            log.info(
-                "  %s: %.0f showers/s (rounds: %s)",
-                t.name,
-                r["showers_per_s"],
-                ", ".join(f"{v:.0f}" for v in r["rounds"]),
-            )
-        return field
+        log.info("  %s: not tried, %s", precision, why)
 
     def best(self) -> Trial:
-        """The fastest passing trial, chosen reproducibly: after the final race, among the
-        trials within SPEED_TIE of the best, the one with the most int8 units (smaller file),
-        then a bf16 float part, then the earliest. Timing noise cannot flip the choice unless
-        two candidates differ by about SPEED_TIE."""
+        """The choice. Without a race (one passing trial, or no exact candidate): that trial.
+        With the exact engine model (physics int8 search): the final race (``final_race``); a
+        reduced-precision candidate is chosen only if it is faster than the exact model beyond
+        the tie band with confidence ('faster'); among those, the ones within SPEED_TIE of the
+        fastest ratio, the one with the most int8 units (smaller file), then a bf16 float part,
+        then the earliest. It must pass again on independent latents; otherwise the next one
+        is confirmed; the exact model is the answer when no candidate is faster or none is
+        confirmed (a reduced precision does not pay on this CPU: the manifest's ``race`` says
+        why)."""
         ok = [t for t in self.trials if t.passes and t.speed and not t.config.get("external")]
         if not ok:
             return min(
                 (t for t in self.trials if not t.config.get("external")), key=lambda t: t.badness
             )
-        # only the re-timed candidates compete: their speeds come from the same rounds
-        raced = self.race(ok)
-        top = max(t.speed["showers_per_s"] for t in raced)  # type: ignore[index]
-        near = [
-            t
-            for t in raced
-            if t.speed["showers_per_s"] >= (1 - SPEED_TIE) * top  # type: ignore[index]
-        ]
-        ranked = sorted(
-            near,
-            key=lambda t: (
-                len(t.config.get("int8_units", [])),
-                t.config.get("float_precision") == "bf16",
-                -self.trials.index(t),
-            ),
-            reverse=True,
-        )
-        ranked += sorted(
-            (t for t in ok if t not in near),
-            key=lambda t: -t.speed["showers_per_s"],  # type: ignore[index]
-        )
-        if self.confirm_set is None:
-            return ranked[0]
-        for t in ranked:  # the first choice that passes again on independent latents
-            if self.confirm(t):
-                return t
-        return ranked[0]
+        if self.exact is None or self.exact not in ok or len(ok) == 1:
+            ranked = sorted(ok, key=lambda t: -t.speed["showers_per_s"])  # type: ignore[index]
+        else:
+            field = final_race(self, ok)
+            faster = [t for t in field[1:] if t.speed["verdict"] == "faster"]  # type: ignore[index]
+            top = max((t.speed["ratio_to_exact"] for t in faster), default=0.0)  # type: ignore[index]
+            near = [t for t in faster if t.speed["ratio_to_exact"] >= (1 - SPEED_TIE) * top]  # type: ignore[index]
+            ranked = sorted(
+                near,
+                key=lambda t: (
+                    len(t.config.get("int8_units", [])),
+                    t.config.get("float_precision") == "bf16",
+                    -self.trials.index(t),
+                ),
+                reverse=True,
+            )
+            ranked += sorted(
+                (t for t in faster if t not in near),
+                key=lambda t: -t.speed["ratio_to_exact"],  # type: ignore[index]
+            )
+            ranked.append(self.exact)
+        if self.confirm_set is not None:
+            ranked = next((ranked[i:] for i, t in enumerate(ranked) if self.confirm(t)), ranked)
+        choice = ranked[0]
+        if self.exact is not None:  # the physics int8 search: say what was chosen and why
+            info = self.race_info or {"reference": self.exact.name, "candidates": []}
+            self.race_info = info | decision(self, choice)
+        return choice
 
     def confirm(self, trial: Trial) -> bool:
         """The same physics check on the second latent set; the result goes into the trial."""

@@ -61,6 +61,10 @@ class TunerLike(Protocol):
 
     def begin_step(self, technique: str, msg: str, *args: Any) -> None: ...
 
+    def executes_as(self, precision: str) -> str: ...
+
+    def skip_precision(self, precision: str, executes_as: str) -> None: ...
+
 
 def per_unit_calibration(
     tuner: TunerLike, order: list[str], accepted: list[str], cal: str
@@ -195,16 +199,29 @@ def best_calibration(tuner: TunerLike, units: list[str], default: str) -> str:
 def reduced_float(tuner: TunerLike, accepted: list[str], cal: str) -> None:
     """Step 7: the accepted int8 units (with the range estimators chosen for them) and each
     reduced float precision the backend offers for the float remainder; the precisions that
-    fail go on to :func:`split_float_part`."""
+    fail go on to :func:`split_float_part`. A precision the engine executes as one already
+    tried (fp32 by every trial so far; bf16 runs as fp32 without bf16 arithmetic, fp16 as
+    bf16 without fp16 arithmetic) is not trialled: it would time and report the same model
+    under another name (``TunerLike.skip_precision``)."""
     if not tuner.caps.float_remainders:
+        return
+    tried, todo = {"fp32"}, []
+    for fprec in tuner.caps.float_remainders:
+        ex = tuner.executes_as(fprec)
+        if ex in tried:
+            tuner.skip_precision(fprec, ex)
+        else:
+            tried.add(ex)
+            todo.append(fprec)
+    if not todo:
         return
     tuner.begin_step(
         "reduced float remainder",
         "6. float remainder in reduced precision (%s)",
-        ", ".join(tuner.caps.float_remainders),
+        ", ".join(todo),
     )
     failed = []
-    for fprec in tuner.caps.float_remainders:
+    for fprec in todo:
         if tuner.out_of_time():
             break
         if not tuner.int8(
@@ -221,8 +238,8 @@ def split_float_part(
     tuner: TunerLike, precisions: list[str], accepted: list[str], cal: str
 ) -> None:
     """Step 7, second half (logged as 6b): the reduced float ``precisions`` that failed as the
-    whole float remainder, run up to a cut and in fp32 from there. A precision the CPU executes
-    as another one already tried (fp16 runs as bf16 without fp16 arithmetic) is skipped."""
+    whole float remainder, run up to a cut and in fp32 from there (each executes as a precision
+    of its own: :func:`reduced_float` skipped the others)."""
     if not (tuner.caps.float_split and precisions) or tuner.out_of_time():
         return
     points = tuner.backend.split_points(tuner.calib)
@@ -233,13 +250,7 @@ def split_float_part(
         "6b. reduced float precision up to a cut, fp32 from there (cuts: %s)",
         ", ".join(map(tuner.short, points)),
     )
-    executed: set[str] = set()
     for fprec in precisions:
-        ex = tuner.backend.float_model(fprec).executed_precision()
-        if ex in executed:
-            log.info("  %s: runs as %s here, already tried", fprec, ex)
-            continue
-        executed.add(ex)
         for cut in reversed(points):
             if tuner.out_of_time():
                 return

@@ -33,11 +33,15 @@ def bench_machine_line(rep: dict[str, Any]) -> str:
     )
     c = rep.get("ceilings")
     if c:
-        parts = [
-            f"{t} thr: " + ", ".join(f"{k} {v:g}" for k, v in row.items() if v)
-            for t, row in c["gflops"].items()
-        ]
-        s += "\nmatmul ceilings [GFLOP/s]: " + "; ".join(parts)
+        # per engine (older reports: torch's only, under "gflops")
+        engines = c.get("engines") or {"torch": {"gflops": c["gflops"]}}
+        for eng, e in engines.items():
+            parts = [
+                f"{t} thr: " + ", ".join(f"{k} {v:g}" for k, v in row.items() if v)
+                for t, row in e["gflops"].items()
+            ]
+            s += f"\n{eng} matmul ceilings [GFLOP/s, int8 GOP/s]: " + "; ".join(parts)
+            s += "".join(f"; {d}: {why}" for d, why in e.get("missing", {}).items())
         if rep.get("memory_bandwidth_gbs"):
             s += f"; copy bandwidth {rep['memory_bandwidth_gbs']:g} GB/s"
         for w in c.get("warnings", []):
@@ -48,8 +52,52 @@ def bench_machine_line(rep: dict[str, Any]) -> str:
     return s
 
 
+def _roof(r: dict[str, Any]) -> str:
+    """% of the ceiling of the row's own engine and precision; '-' without one, and never a
+    fraction above 1 (an older report may hold one: not shown)."""
+    f = r.get("roofline_fraction")
+    return "-" if f is None or f > 1 else f"{100 * f:.1f}"
+
+
+def cores_used(rep: dict[str, Any], r: dict[str, Any]) -> int:
+    """The cores a row (or a model's best point) ran on: threads x streams as the engine applied
+    them, at most the usable cores (a report from before ``cores_used``: threads x streams)."""
+    return int(
+        r.get("cores_used") or min(r["threads"] * r["streams"], rep["machine"]["usable_cores"])
+    )
+
+
+def mc_per_core(rep: dict[str, Any], r: dict[str, Any]) -> tuple[float, float] | None:
+    """Speed-up per core against the Monte Carlo engine timed in the run, and its error: the
+    row's own (``speedup_vs_mc_engine_per_core``), or from the flat-spectrum time for a report
+    written before it; None without a timed engine."""
+    if r.get("speedup_vs_mc_engine_per_core") is not None:
+        return r["speedup_vs_mc_engine_per_core"], r.get("speedup_vs_mc_engine_per_core_err") or 0
+    eng = rep["monte_carlo"].get("engine")
+    if not eng:
+        return None
+    f = r["showers_per_s"] * eng.get("cores", 1) / cores_used(rep, r)
+    return eng["flat_mean_s_per_shower"] * f, eng["flat_mean_s_per_shower_err"] * f
+
+
+def _per_core(rep: dict[str, Any], r: dict[str, Any]) -> str:
+    v = mc_per_core(rep, r)
+    return "-" if v is None else f"{v[0]:,.0f} +- {v[1]:,.0f}"
+
+
+def _roof_notes(rows: list[dict[str, Any]]) -> str:
+    """The distinct reasons a row has no roofline fraction (a model above its ceiling first)."""
+    notes = dict.fromkeys(
+        f"{r['model']}: {r['roofline_note']}"
+        for r in sorted(rows, key=lambda r: "above" not in (r.get("roofline_note") or ""))
+        if r.get("roofline_note")
+    )
+    return "; ".join(list(notes)[:4]) + (f"; ... ({len(notes) - 4} more)" if len(notes) > 4 else "")
+
+
 def bench_results_table(rep: dict[str, Any]) -> Table:
     """One row per grid point."""
+    eng = rep["monte_carlo"].get("engine")
     t = Table(
         title="Inference speed (median of windows after warm-up, ± half their range, best window)"
     )
@@ -70,15 +118,14 @@ def bench_results_table(rep: dict[str, Any]) -> Table:
         ("other load", "right"),
     ):
         t.add_column(col, justify=j)  # type: ignore[arg-type]
+    if eng:
+        t.add_column(f"x {eng['engine']} per core", justify="right")
     prev = None
     for r in rep["results"]:
         lat = (
             f"{r['latency_ms_p50']:.2f}/{r['latency_ms_p99']:.2f}"
             if r.get("latency_ms_p50") is not None
             else ""
-        )
-        roof = _opt(
-            100 * r["roofline_fraction"] if r.get("roofline_fraction") is not None else None, ".1f"
         )
         t.add_row(
             r["model"] if r["model"] != prev else "",
@@ -93,14 +140,24 @@ def bench_results_table(rep: dict[str, Any]) -> Table:
             f"{r['ms_per_shower']:.3f}",
             lat,
             f"{r['peak_rss_mb']:.0f}",
-            roof,
+            _roof(r),
             _other(r.get("other_load_pct"), rep),
+            *([_per_core(rep, r)] if eng else []),
         )
         prev = r["model"]
     t.caption = (
         "* threads x streams exceeds the usable cores (oversubscribed); other load: % of the CPUs "
-        "used by other processes during the point"
+        "used by other processes during the point; % roof: of the matmul ceiling of the row's "
+        "own engine and precision at the cores it used ('-': none)"
     )
+    if eng:
+        t.caption += (
+            f"; x {eng['engine']} per core: showers/s per core used (threads x streams, at most "
+            f"the usable cores) against {eng['engine']}'s showers/s on its one core, flat "
+            "spectrum, error from the Monte Carlo timing"
+        )
+    if notes := _roof_notes(rep["results"]):
+        t.caption += f"; no roofline fraction: {notes}"
     if rep.get("contended_points"):
         t.caption += (
             f"; [yellow]{rep['contended_points']} point(s) measured while other processes "
@@ -133,11 +190,12 @@ def bench_models_table(rep: dict[str, Any]) -> Table:
         t.add_column("x MC (measured)", justify="right")
     eng = rep["monte_carlo"].get("engine")
     if eng:
+        flat = f"flat {eng['flat_range_gev'][0]:g}-{eng['flat_range_gev'][1]:g} GeV"
         t.add_column(
-            f"x {eng['engine']} (measured, flat "
-            f"{eng['flat_range_gev'][0]:g}-{eng['flat_range_gev'][1]:g} GeV)",
+            f"x {eng['engine']} (measured, {flat}; model at thr x str cores, MC on 1 core)",
             justify="right",
         )
+        t.add_column(f"x {eng['engine']} per core (measured, {flat})", justify="right")
     for m in rep["models"]:
         b = m["best"]
         ok = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[m.get("meets_tolerance")]
@@ -154,10 +212,7 @@ def bench_models_table(rep: dict[str, Any]) -> Table:
             _opt((m["flops_per_shower"] or 0) / 1e9 if m["flops_per_shower"] else None, ".3f"),
             f"{b['showers_per_s']:.1f}",
             f"{b['threads']}/{b['streams']}/{b['batch']}",
-            _opt(
-                100 * b["roofline_fraction"] if b.get("roofline_fraction") is not None else None,
-                ".1f",
-            ),
+            _roof(b),
             _opt(lat, ".2f"),
             f"{b['speedup_vs_geant4_literature']:,.0f}",
         ]
@@ -168,11 +223,19 @@ def bench_models_table(rep: dict[str, Any]) -> Table:
                 f"{eng['flat_mean_s_per_shower'] * b['showers_per_s']:,.0f} "
                 f"+- {eng['flat_mean_s_per_shower_err'] * b['showers_per_s']:,.0f}"
             )
+            cells.append(_per_core(rep, b))
         t.add_row(*cells)
     t.caption = (
         f"Geant4: {g4['seconds_per_shower']:g} s/shower from the literature, NOT measured here "
-        f"(see JSON monte_carlo). 'physics ok': the artifact's tolerance check; '-' = not checked."
+        f"(see JSON monte_carlo). 'physics ok': the artifact's tolerance check; '-' = not checked. "
+        "% roof: of the matmul ceiling of the model's own engine and precision ('-': none)."
     )
+    if eng:
+        t.caption += (
+            f" x {eng['engine']}: the model at its best point's threads x streams against "
+            f"{eng['engine']} on one core; per core: showers/s per core used against "
+            f"{eng['engine']}'s showers/s per core."
+        )
     return t
 
 

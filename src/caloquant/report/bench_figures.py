@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from caloquant.report.bench import cores_used
+
 PREC_COLORS = {"fp32": "tab:blue", "bf16": "tab:orange", "fp16": "tab:purple", "int8": "tab:red"}
 BACKEND_MARKERS = {"torch": "o", "openvino": "s", "onnxruntime": "^"}
 CAT_COLORS = {
@@ -96,12 +98,14 @@ def _speedup_plot(rep: dict[str, Any], out: Path) -> Path:
     ms = rep["models"]
     mcs = rep["monte_carlo"]
     g4, mc, eng = mcs["geant4_literature"], mcs.get("measured"), mcs.get("engine")
-    series: list[tuple[str, float, float | None, dict[str, Any]]] = [
+    ones = [1.0] * len(ms)
+    series: list[tuple[str, float, float | None, dict[str, Any], list[float]]] = [
         (
             f"vs Geant4 {g4['seconds_per_shower']:g} s/shower (literature, not measured here)",
             g4["seconds_per_shower"],
             None,
             {},
+            ones,
         )
     ]
     if mc:
@@ -111,27 +115,40 @@ def _speedup_plot(rep: dict[str, Any], out: Path) -> Path:
                 mc["seconds_per_shower"],
                 None,
                 {"color": "white", "hatch": "//"},
+                ones,
             )
         )
     if eng:
         lo, hi = eng["flat_range_gev"]
         series.append(
             (
-                f"vs {eng['engine']} measured in this run ({eng.get('physics', '')}, one core, "
-                "mean over a flat "
-                f"{lo:g}-{hi:g} GeV spectrum: {eng['flat_mean_s_per_shower']:.3g} s/shower)",
+                f"vs {eng['engine']} measured in this run ({eng.get('physics', '')}, flat "
+                f"{lo:g}-{hi:g} GeV: {eng['flat_mean_s_per_shower']:.3g} s/shower on one core;"
+                "\nmodel on its best point's threads x streams)",
                 eng["flat_mean_s_per_shower"],
                 eng["flat_mean_s_per_shower_err"],
                 {"color": "white", "hatch": "xx"},
+                ones,
+            )
+        )
+        series.append(
+            (
+                f"vs {eng['engine']} per core (showers/s per core used against "
+                f"{eng['engine']}'s on its one core)",
+                eng["flat_mean_s_per_shower"],
+                eng["flat_mean_s_per_shower_err"],
+                {"color": "white", "hatch": ".."},
+                [1 / cores_used(rep, m["best"]) for m in ms],
             )
         )
     fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(ms) + 3), 5.8))
     x = np.arange(len(ms), dtype=float)
     w = 0.8 / len(series)
     colors = [PREC_COLORS.get(m["precision"], "grey") for m in ms]
-    for k, (label, sec, err, style) in enumerate(series):
-        vals = np.array([m["best"]["showers_per_s"] * sec for m in ms])
-        errs = None if err is None else np.array([m["best"]["showers_per_s"] * err for m in ms])
+    for k, (label, sec, err, style, scale) in enumerate(series):
+        sps = np.array([m["best"]["showers_per_s"] for m in ms]) * np.array(scale)
+        vals = sps * sec
+        errs = None if err is None else sps * err
         bars = ax.bar(
             x + (k - (len(series) - 1) / 2) * w,
             vals,
@@ -212,10 +229,18 @@ def _profile_plot(rep: dict[str, Any], out: Path) -> Path | None:
 
 
 def _roofline_plot(rep: dict[str, Any], out: Path) -> Path | None:
+    """Bars per model: the best point's fraction of the matmul ceiling of the model's own engine
+    and precision. A model without such a ceiling, or above it (a fraction above 1 is a fault of
+    the ceiling, never drawn), is named under the plot instead."""
     from caloquant.report.plots import save_figure
 
     plt = _plt()
-    ms = [m for m in rep["models"] if m["best"].get("roofline_fraction") is not None]
+
+    def ok(m: dict[str, Any]) -> bool:
+        f = m["best"].get("roofline_fraction")
+        return f is not None and 0 < f <= 1
+
+    ms = [m for m in rep["models"] if ok(m)]
     if not ms:
         return None
     fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(ms) + 3), 5.0))
@@ -230,13 +255,31 @@ def _roofline_plot(rep: dict[str, Any], out: Path) -> Path | None:
         ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.1f}%", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(
         range(len(ms)),
-        [f"{m['model']}\n{m['backend']} {m['precision']}" for m in ms],
+        [
+            f"{m['model']}\n{m['backend']} {m['precision']}"
+            + (
+                f"\nceiling: {m['best']['ceiling_engine']}"
+                if m["best"].get("ceiling_engine")
+                else ""
+            )
+            for m in ms
+        ],
         rotation=20,
         ha="right",
         fontsize=9,
     )
-    ax.set_ylabel("% of the matmul ceiling (best point)")
-    ax.set_title("Achieved fraction of the measured ceiling of each precision", fontsize=13)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("% of the engine's matmul ceiling (best point)")
+    ax.set_title("Achieved fraction of the ceiling of each engine and precision", fontsize=13)
+    left_out = [m["model"] for m in rep["models"] if not ok(m)]
+    if left_out:
+        fig.text(
+            0.01,
+            0.01,
+            "no fraction (no ceiling of their engine and precision, or above it): "
+            + ", ".join(left_out),
+            fontsize=8,
+        )
     return save_figure(fig, out / "roofline_fraction.png")
 
 

@@ -19,6 +19,7 @@ from caloquant.report.bench import (
     bench_mc_table,
     bench_profile_table,
     bench_results_table,
+    cores_used,
 )
 from caloquant.report.html import report_dict, section
 from caloquant.report.study import (
@@ -81,6 +82,7 @@ def _within(
 
 def _collect(study: StudyOutcome, bench: Benchmark, ecal_rel: float) -> _Collected:
     eng = bench.data["monte_carlo"].get("engine")
+    mc_cores = (eng or {}).get("cores", 1)
     refs = study.references
     c = _Collected()
     for model in study.per_model:
@@ -111,6 +113,9 @@ def _collect(study: StudyOutcome, bench: Benchmark, ecal_rel: float) -> _Collect
                 c.tuner.append(tuner_table(label, art.manifest, art.trials, art.chosen))
                 c.head_to_head.append(head_to_head_table(art.manifest))
             b = m["best"]
+            # the cores of the best point (threads x streams, at most the usable cores); per
+            # core: showers/s per core used against the Monte Carlo's per core (it uses one)
+            cores = cores_used(bench.data, b)
             c.rows.append(
                 {
                     "model": model.slug,
@@ -128,6 +133,17 @@ def _collect(study: StudyOutcome, bench: Benchmark, ecal_rel: float) -> _Collect
                     "speedup_vs_mc_err": (
                         eng["flat_mean_s_per_shower_err"] * b["showers_per_s"] if eng else None
                     ),
+                    "cores_used": cores,
+                    "speedup_vs_mc_per_core": (
+                        eng["flat_mean_s_per_shower"] * b["showers_per_s"] * mc_cores / cores
+                        if eng
+                        else None
+                    ),
+                    "speedup_vs_mc_per_core_err": (
+                        eng["flat_mean_s_per_shower_err"] * b["showers_per_s"] * mc_cores / cores
+                        if eng
+                        else None
+                    ),
                     "bytes": art.size_bytes if art else model.fp32_bytes,
                     "size_ratio": art.size_bytes / art.fp32_param_bytes if art else 1.0,
                     "layer_precisions": dict(art.layer_precisions) if art else None,
@@ -135,6 +151,8 @@ def _collect(study: StudyOutcome, bench: Benchmark, ecal_rel: float) -> _Collect
                     "within_tolerance": ok,
                     "auc_vs_reference": (rep_ref.get("classifier") or {}).get("auc"),
                     "metric_vs_reference": (rep_ref.get("optimisation_metric") or {}).get("total"),
+                    # the tuner's final race against the exact engine model (decision, why)
+                    "race": (art.manifest.get("race") or None) if art else None,
                 }
             )
     return c
@@ -151,8 +169,9 @@ def _recommend(rows: list[dict[str, Any]], bench: dict[str, Any], mc_label: str)
         r for r in rows if not r["within_tolerance"] and r["showers_per_s"] > best["showers_per_s"]
     ]
     mc = (
-        f", {best['speedup_vs_mc']:,.0f}±{best['speedup_vs_mc_err']:,.0f}x the {mc_label} "
-        "Monte Carlo"
+        f", {best['speedup_vs_mc_per_core']:,.0f}±{best['speedup_vs_mc_per_core_err']:,.0f}x "
+        f"the {mc_label} Monte Carlo per core ({best['speedup_vs_mc']:,.0f}x with "
+        f"{best['cores_used']} cores against one)"
         if best["speedup_vs_mc"]
         else ""
     )
@@ -170,6 +189,12 @@ def _recommend(rows: list[dict[str, Any]], bench: dict[str, Any], mc_label: str)
     if best["auc_vs_reference"] is not None:
         txt += f"; against the reference its classifier AUC is {best['auc_vs_reference']:.3f}"
     txt += "."
+    exact = [r for r in rows if (r.get("race") or {}).get("decision") == "exact model"]
+    for r in exact:  # the physics int8 search returned the exact engine model: say why
+        txt += (
+            f" The tuner of {r['model']} {r['variant']} returned the exact fp32 engine model: "
+            f"{r['race']['why']}."
+        )
     if faster_bad:
         txt += (
             " Faster but outside tolerance (the tuner's paired check of energy and moments, or "
@@ -192,7 +217,9 @@ MC_NOTE = (
     " energy differs from this mean: see the per-energy table). The data-free analytic EM"
     " physics list and this geometry are not the full Geant4 set-up the CERN 3DGAN was"
     " trained on, which costs more per shower: the literature bar (17 s/shower, derived)"
-    " is that set-up's scale."
+    " is that set-up's scale. 'x {engine}' is the model at its best point's threads x streams"
+    " (up to {cores} cores) against the Monte Carlo on one core; 'per core' divides by the"
+    " cores the model used: showers/s per core against showers/s per core."
 )
 
 
@@ -209,7 +236,12 @@ def _bench_note(bench: dict[str, Any], skipped: Mapping[str, str]) -> str:
     if eng := bench["monte_carlo"].get("engine"):
         lo, hi = eng["flat_range_gev"]
         note += MC_NOTE.format(
-            engine=eng["engine"], physics=eng.get("physics"), n=len(eng["per_energy"]), lo=lo, hi=hi
+            engine=eng["engine"],
+            physics=eng.get("physics"),
+            n=len(eng["per_energy"]),
+            lo=lo,
+            hi=hi,
+            cores=bench["machine"]["usable_cores"],
         )
     return note
 
@@ -267,7 +299,10 @@ def _sections(
             [bench_profile_table(bench)],
             [
                 ("Per-op time profile", bplots.get("profile_pies.png")),
-                ("Achieved fraction of the matmul ceiling", bplots.get("roofline_fraction.png")),
+                (
+                    "Achieved fraction of the matmul ceiling of each engine and precision",
+                    bplots.get("roofline_fraction.png"),
+                ),
             ],
         ),
         section(

@@ -13,6 +13,7 @@ Public API used by the CLI and other stages:
 * :func:`systematic_band` - the systematic band of the data-free physics.
 """
 
+from caloquant.sim.engines import ENGINES, SimConfig, make_engine
 from caloquant.sim.geant4 import (
     COMPTON_MODELS,
     CONVERSION_MODELS,
@@ -39,12 +40,9 @@ from caloquant.sim.reference import (
 )
 from caloquant.sim.run import (
     CELL_CUT_GEV,
-    ENGINES,
     MAX_ENERGY_GEV,
     SUM_NAMES,
-    SimConfig,
     draw_energies,
-    make_engine,
     simulate,
 )
 from caloquant.sim.systematics import systematic_band

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
+from caloquant.options import check_float
 from caloquant.sim.geometry import Geometry
 
 PARTICLES = ("e-", "e+", "gamma")
@@ -39,13 +40,15 @@ class Physics:
     compton: str = "klein-nishina-compton"
     lpm: bool = True
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
+        """The values alone, on construction; :meth:`check` adds what this machine needs."""
         if self.list not in PHYSICS_LISTS:
             raise CaloquantError(
-                f"physics must be one of {', '.join(PHYSICS_LISTS)}, got '{self.list}'"
+                f"--physics must be one of {', '.join(PHYSICS_LISTS)}, got '{self.list}'"
             )
-        if not (self.cut_mm > 0 and np.isfinite(self.cut_mm)):
-            raise CaloquantError(f"production cut must be > 0 mm, got {self.cut_mm}")
+        object.__setattr__(
+            self, "cut_mm", check_float(self.cut_mm, "--cut (production cut, mm)", positive=True)
+        )
         for val, allowed, what in (
             (self.msc, MSC_MODELS, "msc model"),
             (self.conversion, CONVERSION_MODELS, "conversion model"),
@@ -53,6 +56,9 @@ class Physics:
         ):
             if val not in allowed:
                 raise CaloquantError(f"{what} must be one of {', '.join(allowed)}, got '{val}'")
+
+    def check(self) -> None:
+        """Before a run: the standard list needs the Geant4 data sets."""
         if self.list == "standard":
             from caloquant.sim.helper import standard_data_missing
 
@@ -93,13 +99,45 @@ class Gun:
     position_sigma_mm: float = 0.0
     angle_sigma_mrad: float = 0.0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.particle not in PARTICLES:
             raise CaloquantError(
-                f"particle must be one of {', '.join(PARTICLES)}, got '{self.particle}'"
+                f"--particle must be one of {', '.join(PARTICLES)}, got '{self.particle}'"
             )
-        if self.position_sigma_mm < 0 or self.angle_sigma_mrad < 0:
-            raise CaloquantError("position and angle smearing must be >= 0")
+        for name, flag in (
+            ("position_sigma_mm", "--smear-position (mm)"),
+            ("angle_sigma_mrad", "--smear-angle (mrad)"),
+        ):
+            object.__setattr__(self, name, check_float(getattr(self, name), flag, minimum=0.0))
+
+    def check(self) -> None:
+        """Checked on construction; kept for callers of earlier releases."""
+
+
+def nist_materials() -> frozenset[str]:
+    """The material names Geant4's NIST manager builds (read from Geant4 itself, in this
+    process: importing geant4-pybind starts no run manager)."""
+    from caloquant.sim.helper import import_geant4
+
+    g4 = import_geant4()
+    return frozenset(str(m) for m in g4.G4NistManager.Instance().GetNistMaterialNames())
+
+
+def check_materials(geom: Geometry) -> None:
+    """Every material of ``geom`` is one Geant4 builds: named before any worker starts."""
+    known = nist_materials()
+    used = [("world_material", geom.world_material)] + [
+        (f"[[sections]] #{i + 1} {role}", getattr(sec, role))
+        for i, sec in enumerate(geom.sections)
+        for role in ("absorber", "active", "gap")
+    ]
+    for where, name in used:
+        if name not in known:
+            near = sorted(k for k in known if k.lower().startswith(name.lower()[:4]))[:4]
+            raise CaloquantError(
+                f"{geom.source}: unknown Geant4 material '{name}' ({where}); "
+                + (f"similar: {', '.join(near)}" if near else "Geant4 NIST names like G4_W")
+            )
 
 
 def shower_seeds(seed: int, index: np.ndarray) -> np.ndarray:

@@ -231,8 +231,10 @@ def load_geometry(path: str | Path | None = None) -> Geometry:
         text = resources.files("caloquant.sim").joinpath("data/default_geometry.toml").read_text()
         return parse_geometry(tomllib.loads(text), source="default_geometry.toml")
     p = Path(path)
+    if p.is_dir():
+        raise CaloquantError(f"--geometry {p}: is a folder, expected a geometry TOML file")
     if not p.is_file():
-        raise CaloquantError(f"{p}: geometry file not found")
+        raise CaloquantError(f"--geometry {p}: geometry file not found")
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

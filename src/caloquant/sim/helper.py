@@ -231,16 +231,29 @@ def helper_status() -> dict[str, object]:
 
 
 @lru_cache(maxsize=1)
-def load_geant4():  # noqa: ANN201 - returns (geant4_pybind module, ctypes library)
-    """Import geant4_pybind with global symbol visibility, then load the (built) helper."""
+def import_geant4():  # noqa: ANN201 - returns the geant4_pybind module
+    """Import geant4_pybind with global symbol visibility (what the helper links against) in a
+    data-free environment; a one-line error when it is not installed."""
     prepare_environment()
-    lib_path = build_helper()
     flags = sys.getdlopenflags()
     sys.setdlopenflags(os.RTLD_GLOBAL | os.RTLD_NOW)
     try:
         import geant4_pybind as g4
+    except ImportError as exc:
+        raise CaloquantError(
+            f"the Geant4 engine needs geant4-pybind (pip install 'caloquant[sim]'): {exc}"
+        ) from None
     finally:
         sys.setdlopenflags(flags)
+    return g4
+
+
+@lru_cache(maxsize=1)
+def load_geant4():  # noqa: ANN201 - returns (geant4_pybind module, ctypes library)
+    """Import geant4_pybind with global symbol visibility, then load the (built) helper."""
+    prepare_environment()
+    lib_path = build_helper()
+    g4 = import_geant4()
     try:
         lib = ctypes.CDLL(str(lib_path))
     except OSError as exc:

@@ -6,13 +6,13 @@ number of workers. Chunks are appended to a temporary output in order as they fi
 file appears under its name only when complete). Geant4 chunks are also saved atomically in a
 hidden folder beside the output (``.OUT.h5.chunks-<key>/``, the key hashing every argument
 that changes the showers): a run interrupted by Ctrl-C or a kill leaves no output file, and a
-rerun with the same arguments reuses the finished chunks; the folder is removed on success.
+rerun with the same arguments reuses the finished chunks; the folder is removed on success, and
+after a failure before any chunk finished (nothing to resume from).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -20,7 +20,6 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,18 @@ import h5py
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.fileio import atomic_path
-from caloquant.sim.geant4 import Gun, Physics
-from caloquant.sim.geometry import Geometry, load_geometry
+from caloquant.fileio import atomic_path, check_output
+from caloquant.options import MAX_ENERGY_GEV as MAX_ENERGY_GEV  # the engines' limit, 10 TeV
+from caloquant.options import check_float, check_int
+from caloquant.sim.engines import ENGINES as ENGINES
+from caloquant.sim.engines import (
+    SimConfig,
+    check_energies,
+    init_worker,
+    make_engine,
+    work_chunk,
+)
 
-ENGINES = ("geant4", "gflash")
-MAX_ENERGY_GEV = 10_000.0
 CELL_CUT_GEV = 1e-6  # the 3DGAN data's cell threshold: cells below it are set to 0
 SUM_NAMES = ("e_silicon", "e_silicon_outside_grid", "e_absorber", "e_escaped", "g4_steps")
 SUM_DOC = {
@@ -43,149 +48,6 @@ SUM_DOC = {
     "e_escaped": "energy carried out of the calorimeter (kinetic, plus 2 m_e per positron) (GeV)",
     "g4_steps": "Geant4 steps in the calorimeter (0 for GFlash)",
 }
-
-
-@dataclass
-class SimConfig:
-    """Everything that determines the showers of a run (besides the energies)."""
-
-    engine: str = "geant4"
-    geometry: Geometry = field(default_factory=load_geometry)
-    physics: Physics = field(default_factory=Physics)
-    gun: Gun = field(default_factory=Gun)
-    seed: int = 0
-    gflash: dict[str, float] | None = None  # GFlash constants; None = the shipped fit
-    chunk_size: int | None = None
-
-    def check(self) -> None:
-        if self.engine not in ENGINES:
-            raise CaloquantError(f"engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
-        self.gun.check()
-        if self.engine == "geant4":
-            self.physics.check()
-        elif self.gun.position_sigma_mm > 0 or self.gun.angle_sigma_mrad > 0:
-            raise CaloquantError("the GFlash engine has no gun smearing (use the Geant4 engine)")
-        elif self.physics.list != "em-analytic":
-            raise CaloquantError("physics lists apply to the Geant4 engine only, not to GFlash")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise CaloquantError(f"chunk size must be positive, got {self.chunk_size}")
-
-    @property
-    def chunk(self) -> int:
-        return self.chunk_size or (10 if self.engine == "geant4" else 500)
-
-    def key(self, energies: np.ndarray) -> str:
-        h = hashlib.sha256()
-        h.update(
-            json.dumps(
-                {
-                    "engine": self.engine,
-                    "geometry": self.geometry.hash,
-                    "physics": self.physics.to_dict(),
-                    "gun": vars(self.gun) | {},
-                    "seed": self.seed,
-                    "chunk": self.chunk,
-                    "gflash": self.gflash if self.engine == "gflash" else None,
-                },
-                sort_keys=True,
-                default=str,
-            ).encode()
-        )
-        h.update(np.ascontiguousarray(energies, dtype=np.float64).tobytes())
-        return h.hexdigest()[:16]
-
-
-def check_energies(energies: np.ndarray) -> np.ndarray:
-    e = np.asarray(energies, dtype=np.float64).reshape(-1)
-    if e.size < 1:
-        raise CaloquantError("number of showers must be positive")
-    if not np.all(np.isfinite(e)):
-        raise CaloquantError("energy is NaN or Inf")
-    if np.any(e <= 0):
-        raise CaloquantError(f"energy must be > 0 GeV (min {e.min():g})")
-    if np.any(e > MAX_ENERGY_GEV):
-        raise CaloquantError(
-            f"energy must be at most {MAX_ENERGY_GEV:g} GeV (10 TeV), got {e.max():g}"
-        )
-    return e
-
-
-def check_writable(path: Path) -> None:
-    """Fail before simulating when the output cannot be written."""
-    if path.is_dir():
-        raise CaloquantError(f"{path}: is a directory, expected an output file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CaloquantError(f"{path}: cannot create output directory ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CaloquantError(f"{path}: output directory {parent} is not writable")
-
-
-# ---- worker side -----------------------------------------------------------------------
-_ENGINE: Any = None
-
-
-def init_worker(cfg: SimConfig, log: str | None) -> None:
-    """Build the engine once per worker process (Geant4: one run manager per process); the
-    initializer of every process pool that simulates (here and in :mod:`caloquant.sim.timing`)."""
-    global _ENGINE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    _ENGINE = make_engine(cfg, log)
-
-
-def worker_engine() -> Any:
-    """The engine :func:`init_worker` built in this worker process."""
-    if _ENGINE is None:
-        raise CaloquantError("no simulation engine in this process (init_worker was not run)")
-    return _ENGINE
-
-
-def make_engine(cfg: SimConfig, log: str | None = None) -> Any:
-    if cfg.engine == "geant4":
-        from caloquant.sim.geant4 import Session, redirect_output
-
-        redirect_output(log)
-        return _Geant4Engine(Session(cfg.geometry, cfg.physics, cfg.gun), cfg.seed)
-    from caloquant.sim.gflash import GFlash
-
-    return _GFlashEngine(GFlash(cfg.geometry, cfg.gflash, particle=cfg.gun.particle), cfg.seed)
-
-
-class _Geant4Engine:
-    def __init__(self, session: Any, seed: int) -> None:
-        self.session, self.seed = session, seed
-
-    def run(
-        self, chunk_index: int, start: int, energies: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from caloquant.sim.geant4 import shower_seeds
-
-        return self.session.run(
-            energies, shower_seeds(self.seed, np.arange(start, start + len(energies)))
-        )
-
-
-class _GFlashEngine:
-    def __init__(self, gf: Any, seed: int) -> None:
-        self.gf, self.seed = gf, seed
-
-    def run(
-        self, chunk_index: int, start: int, energies: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.Generator(
-            np.random.PCG64(np.random.SeedSequence([self.seed, chunk_index, 0x6F1A5]))
-        )
-        return self.gf.simulate(energies, rng)
-
-
-def _work(
-    chunk_index: int, start: int, energies: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray, float]:
-    t0 = time.process_time()
-    cells, sums = _ENGINE.run(chunk_index, start, energies)
-    return chunk_index, cells, sums, time.process_time() - t0
 
 
 # ---- parent side -----------------------------------------------------------------------
@@ -225,6 +87,21 @@ class _InOrder:
         while self.next in self.held:
             self.emit(self.next, *self.held.pop(self.next))
             self.next += 1
+
+
+def _last_error_line(log: str | None) -> str:
+    """The last line of a worker's log that reads like an error (the log itself is removed
+    with the chunk folder when no chunk was finished)."""
+    try:
+        text = Path(log).read_text(errors="replace")[-20000:] if log else ""
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("-=*W ")]
+    hits = [ln for ln in lines if "rror" in ln or "xception" in ln or "fatal" in ln.lower()]
+    line = (hits or lines or [""])[-1]
+    if line.startswith(("caloquant.errors.CaloquantError: ", "CaloquantError: ")):
+        line = line.split(": ", 1)[1]
+    return line[:200]
 
 
 def run_chunks(
@@ -295,15 +172,21 @@ def run_chunks(
                     while queue and len(pending) < 2 * workers:
                         i = queue.pop(0)
                         pending.add(
-                            ex.submit(_work, i, starts[i], energies[starts[i] : starts[i] + size])
+                            ex.submit(
+                                work_chunk, i, starts[i], energies[starts[i] : starts[i] + size]
+                            )
                         )
                     fin, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                     for f in fin:
                         i, cells, sums, cpu = f.result()
                         finished(i, cells, sums, cpu, True)
             except cf.process.BrokenProcessPool:
+                detail = _last_error_line(log)
+                kept = workdir is not None and any(workdir.glob("chunk_*.npz"))
                 raise CaloquantError(
-                    f"a simulation worker died (see {log or 'its output'})"
+                    "a simulation worker died"
+                    + (f": {detail}" if detail else "")
+                    + (f" (see {log})" if kept and log else "")
                 ) from None
             except BaseException:
                 for f in pending:
@@ -338,17 +221,14 @@ def simulate(
     """
     from caloquant.data import FORMATS, ShowerWriter, provenance
 
+    out = check_output(output)
     cfg = config or SimConfig()
-    cfg.check()
     e = check_energies(energies)
-    if workers < 1:
-        raise CaloquantError(f"workers must be at least 1, got {workers}")
+    workers = check_int(workers, "--workers", 1)
     if fmt not in FORMATS:
-        raise CaloquantError(f"format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    if not cell_cut_gev >= 0:
-        raise CaloquantError(f"cell cut must be >= 0 GeV, got {cell_cut_gev}")
-    out = Path(output)
-    check_writable(out)
+        raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    cell_cut_gev = check_float(cell_cut_gev, "--cell-cut (GeV)", minimum=0.0)
+    cfg.check()
     g4v = None
     workdir = None
     if cfg.engine == "geant4":
@@ -407,7 +287,11 @@ def simulate(
                     )
                     ds.attrs["doc"] = SUM_DOC[name]
     except _Terminate:
+        _drop_unused(workdir)
         raise KeyboardInterrupt from None
+    except BaseException:
+        _drop_unused(workdir)  # a failed start leaves no hidden chunk folder
+        raise
     finally:
         signal.signal(signal.SIGTERM, old)
     if workdir is not None and not keep_chunks:
@@ -425,6 +309,12 @@ def simulate(
     }
 
 
+def _drop_unused(workdir: Path | None) -> None:
+    """Remove a chunk folder that holds no finished chunk (nothing to resume from)."""
+    if workdir is not None and workdir.is_dir() and not any(workdir.glob("chunk_*.npz")):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def draw_energies(
     n: int,
     seed: int,
@@ -433,9 +323,7 @@ def draw_energies(
     energies: np.ndarray | None = None,
 ) -> np.ndarray:
     """Incident energies (GeV) as in ``caloquant sample`` (same seed, same energies), checked
-    for 0 < E <= 10 TeV."""
-    from caloquant.data import energies_for
+    like its options (``caloquant.data.Energies``): 0 < E <= 10 TeV, n <= 1,000,000."""
+    from caloquant.data import Energies
 
-    if n < 1:
-        raise CaloquantError(f"number of showers must be positive, got {n}")
-    return check_energies(energies_for(n, seed, energy, energy_range, energies))
+    return Energies(n, seed, energy, energy_range, energies).values()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.sim.run import SimConfig, init_worker, make_engine, worker_engine
+from caloquant.sim.engines import SimConfig, init_worker, make_engine, worker_engine
 
 
 def _time_showers(energy: float, start: int, n: int) -> list[tuple[float, float]]:

@@ -9,9 +9,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from caloquant.errors import CaloquantError
+from caloquant.models import model_ref
+from caloquant.options import (
+    MAX_BATCH,
+    MAX_SHOWERS_PER_CALL,
+    MAX_THREADS,
+    check_float,
+    check_int,
+    check_seed,
+    parse_energy_range,
+)
 from caloquant.train.recipes import get_recipe
 
 Precision = Literal["fp32", "bf16"]
+MAX_WIDTH = 16.0  # conv2d channel-width multiplier: 16 is already 256 times the paper's weights
+MAX_EPOCHS = 100_000
 
 # Settings that define the trajectory of a run: a resume must keep them. Everything else
 # (epochs, checkpoint interval, threads, logging) may change when a run is continued.
@@ -29,6 +41,7 @@ TRAJECTORY_KEYS = (
     "val_n",
     "shuffle_buffer",
     "ecal_fit",
+    "energy_range",
 )
 
 
@@ -49,6 +62,11 @@ class TrainConfig:
     # ECAL-sum target of generated showers: "data" fits the authors' form to the training data
     # (their fit describes their detector), "recipe" keeps the published constants
     ecal_fit: str = "data"
+    # the incident energies the training data were made for (LO, HI GeV), hence the model's valid
+    # range; None: as the data's generator declared it (train.data.declared_energy_range), else
+    # the lowest and highest training energy. "LO:HI" (the CLI) or a pair, checked by the shared
+    # options.parse_energy_range (0 < LO < HI <= 10 TeV) and stored as a pair
+    energy_range: tuple[float, float] | str | None = None
     resume: bool = False
     val_data: str | None = None
     val_fraction: float = 0.1  # without val_data: the last 10 % of every training file
@@ -65,45 +83,52 @@ class TrainConfig:
             self.epochs = recipe.default_epochs
         if self.channels_last is None:
             self.channels_last = default_channels_last(self.model, self.precision)
+        # numbers: the shared checks and limits (caloquant.options), errors naming the flags
+        self.width = check_float(self.width, "--width", positive=True)
         if self.model == "gan3d" and self.width != 1.0:
             raise CaloquantError(
-                "width applies to the conv2d model only (the Conv3D 3DGAN has one size)"
+                "--width applies to the conv2d model only (the Conv3D 3DGAN has one size)"
             )
+        self.seed = check_seed(self.seed)
+        self.val_fraction = check_float(self.val_fraction, "--val-fraction")
+        for name, flag, lo, hi in (
+            ("epochs", "--epochs", 1, MAX_EPOCHS),
+            ("batch", "--batch (BatchNorm needs 2)", 2, MAX_BATCH),
+            ("val_n", "--val-n", 2, MAX_SHOWERS_PER_CALL),
+            ("checkpoint_every", "--checkpoint-every", 1, None),
+            ("shuffle_buffer", "--shuffle-buffer", 1, MAX_SHOWERS_PER_CALL),
+            ("threads", "--threads", 1, MAX_THREADS),
+            ("log_every", "log_every", 1, None),
+        ):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(getattr(self, name), flag, lo, hi))
         checks = [
-            (self.width > 0, f"width must be > 0, got {self.width}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch >= 2, f"batch must be >= 2 (BatchNorm needs statistics), got {self.batch}"),
+            (self.width <= MAX_WIDTH, f"--width must be at most {MAX_WIDTH:g}, got {self.width}"),
             (
                 self.precision in ("fp32", "bf16"),
-                f"precision must be fp32 or bf16, got '{self.precision}'",
+                f"--precision must be fp32 or bf16, got '{self.precision}'",
             ),
             (
                 self.ecal_fit in ("data", "recipe"),
-                f"ecal_fit must be data or recipe, got '{self.ecal_fit}'",
+                f"--ecal-fit must be data or recipe, got '{self.ecal_fit}'",
             ),
             (
                 0.0 < self.val_fraction < 1.0,
-                f"val_fraction must be in (0, 1), got {self.val_fraction}",
+                f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}",
             ),
-            (self.val_n >= 2, f"val_n must be >= 2, got {self.val_n}"),
-            (
-                self.checkpoint_every >= 1,
-                f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
-            ),
-            (self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}"),
-            (
-                self.threads is None or self.threads >= 1,
-                f"threads must be >= 1, got {self.threads}",
-            ),
-            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise CaloquantError(msg)
+        if self.energy_range is not None:
+            self.energy_range = parse_energy_range(self.energy_range)
         self.data = expand_data(self.data)
         self.out = str(Path(self.out))
         if self.init is not None:
-            self.init = str(Path(self.init).resolve())
+            # a file (made absolute) or a built-in model name, resolved as every --model is
+            model_ref(self.init).require_float()
+            if Path(self.init).exists():
+                self.init = str(Path(self.init).resolve())
         if self.val_data is not None:
             self.val_data = str(Path(self.val_data).resolve())
 
@@ -116,8 +141,8 @@ class TrainConfig:
             mine, theirs = getattr(self, key), saved.get(key)
             if mine != theirs:
                 raise CaloquantError(
-                    f"{run_dir} holds a run with {key}={theirs!r}, not {mine!r}; "
-                    "resume with the same settings or use another output directory"
+                    f"{run_dir} holds a run with {key}={theirs!r} (--{key.replace('_', '-')}), "
+                    f"not {mine!r}; resume with the same settings or use another output directory"
                 )
 
 

@@ -18,8 +18,11 @@ every training file; these rows are never trained on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -232,6 +235,60 @@ def data_sources(parts: list[FileRows]) -> dict[str, object]:
         "geometry_hashes": sorted(geometries),
         "physics_lists": sorted(physics),
     }
+
+
+def declared_energy_range(parts: list[FileRows]) -> tuple[tuple[float, float], str] | None:
+    """The incident-energy range the training files were made for, as their generator declared
+    it (not the lowest and highest energies that happened to be drawn), and where it says so:
+    per file, its ``energy_range_gev`` attribute, else the ``manifest.json`` beside it (a
+    reference set of :mod:`caloquant.sim.reference`, by its name; a ``generate`` dataset drawn
+    uniformly). The union over the files; None when a file declares nothing."""
+    ranges, sources = [], []
+    for path in dict.fromkeys(p.path for p in parts):
+        found = _declared_range(path)
+        if found is None:
+            return None
+        ranges.append(found[0])
+        sources.append(found[1])
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    return (lo, hi), "declared by the training data (" + "; ".join(dict.fromkeys(sources)) + ")"
+
+
+def _range(v: Any) -> tuple[float, float] | None:
+    try:
+        lo, hi = (float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if np.isfinite([lo, hi]).all() and 0 < lo < hi else None
+
+
+def _declared_range(path: str) -> tuple[tuple[float, float], str] | None:
+    with open_showers(path) as r:
+        found = _range(r.attrs.get("energy_range_gev"))
+    if found is not None:
+        return found, "their energy_range_gev attribute"
+    p = Path(path)
+    mf = (p if p.is_dir() else p.parent) / "manifest.json"
+    try:
+        m = json.loads(mf.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    e = m.get("energies")
+    if isinstance(e, dict) and e.get("kind") == "uniform":  # a `caloquant generate` dataset
+        found = _range(e.get("range_gev"))
+        return None if found is None else (found, f"{mf}: uniform energies")
+    if isinstance(m.get("set"), str):  # a reference set: its definition declares the energies
+        from caloquant.sim.reference import SETS
+
+        spec = SETS.get(m["set"])
+        if spec is not None:
+            pts = spec.points or ()
+            found = _range(spec.energy_range or (pts and (min(pts), max(pts))))
+            if found is not None:
+                return found, f"reference set '{m['set']}'"
+    return None
 
 
 def ecal_and_energy(

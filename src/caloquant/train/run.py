@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import atomic_path, write_json
 from caloquant.models import Checkpoint, save_checkpoint
 from caloquant.train import ddp
@@ -38,6 +39,7 @@ from caloquant.train.data import (
     FileRows,
     ShowerStream,
     data_sources,
+    declared_energy_range,
     describe_files,
     ecal_and_energy,
     held_out_energies,
@@ -86,11 +88,12 @@ def train(
 
 def load_run_state(path: Path) -> dict[str, Any]:
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a plain pickle before refusing it
+            warnings.simplefilter("ignore")
+            st = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CaloquantError(
-            f"{path}: corrupt or unreadable training checkpoint ({first[:120]})"
+            f"{path}: corrupt or unreadable training checkpoint ({reason(exc)})"
         ) from None
     except Exception as exc:  # pickle errors of a damaged file
         raise CaloquantError(
@@ -189,6 +192,7 @@ class _Run:
             "data": [p.path for p in self.train_parts],
             "run_dir": str(self.dir.resolve()),
             "data_sources": data_sources(self.train_parts),
+            "energy_range": self.range_note,
         }
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
 
@@ -206,8 +210,10 @@ class _Run:
             self._check_recipe(r)
         val = self._validation_set() if d.main else None  # only rank 0 validates
         trainer = Trainer(cfg, d, r)  # checks --init before anything is said
-        if d.main and self.fit_note:
-            self.log(self.fit_note)
+        if d.main:
+            for note in (self.range_note, self.fit_note):
+                if note:
+                    self.log(note)
         self.history: list[dict[str, Any]] = []
         self.elapsed0, self.t0 = 0.0, time.perf_counter()
         if saved is not None:
@@ -271,7 +277,9 @@ class _Run:
         the same from the same files)."""
         ecal, e = ecal_and_energy(self.train_parts, r.cell_threshold_gev)
         fit = fit_ecal(ecal, e) if self.cfg.ecal_fit == "data" else None
-        out = r.for_data((float(e.min()), float(e.max())), fit)
+        (lo, hi), source = self._energy_range(e)
+        out = r.for_data((lo, hi), fit)
+        self.range_note = f"training energies {lo:g}-{hi:g} GeV: {source}"
         self.fit_note = ""
         if fit is not None:
             resid = ecal / (np.polyval(fit, e / 100.0) * e / 100.0) - 1
@@ -282,6 +290,28 @@ class _Run:
                 f"per-shower spread {np.std(resid):.3f}"
             )
         return out
+
+    def _energy_range(self, e: np.ndarray) -> tuple[tuple[float, float], str]:
+        """The incident energies the model is trained for, hence its valid range: those the
+        data were made for (``--energy-range``, else as their generator declared it), not the
+        extreme energies that happened to be drawn (those are the fallback, said so)."""
+        lo_e, hi_e = float(e.min()), float(e.max())
+        if self.cfg.energy_range is not None:
+            lo, hi = self.cfg.energy_range
+            if lo_e < lo * (1 - 1e-6) or hi_e > hi * (1 + 1e-6):
+                raise CaloquantError(
+                    f"the training data hold energies of {lo_e:g}-{hi_e:g} GeV, outside "
+                    f"--energy-range {lo:g}:{hi:g}"
+                )
+            return (lo, hi), "--energy-range"
+        declared = declared_energy_range(self.train_parts)
+        if declared is not None:
+            (lo, hi), source = declared
+            return (min(lo, lo_e), max(hi, hi_e)), source
+        return (lo_e, hi_e), (
+            "the lowest and highest training energy (the files declare no range; "
+            "give the range they were made for with --energy-range)"
+        )
 
     def _validation_set(self) -> tuple[np.ndarray, np.ndarray]:
         """Held-out showers inside the metric's energy windows (at most ``val_n``), in GeV."""

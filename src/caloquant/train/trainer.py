@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from caloquant.errors import CaloquantError
-from caloquant.models import build, condition_latent, load_checkpoint
+from caloquant.models import build, condition_latent, model_ref
 from caloquant.models.gan3d import KERAS_LEAKY_SLOPE
 from caloquant.train.config import TrainConfig
 from caloquant.train.ddp import Dist
@@ -162,7 +162,8 @@ class Trainer:
         self.set_epoch(0)
 
     def _load_init(self, path: str, g: nn.Module, d: nn.Module) -> tuple[nn.Module, nn.Module]:
-        ck = load_checkpoint(path)
+        """``--init``: a built-in model name, checkpoint or Keras file (``models.model_ref``)."""
+        ck = model_ref(path).float_checkpoint()
         if ck.spec.arch != self.spec.arch or ck.spec.hparams.get(
             "arch_kwargs", {}
         ) != self.spec.hparams.get("arch_kwargs", {}):

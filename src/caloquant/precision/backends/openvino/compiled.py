@@ -72,8 +72,8 @@ class OpenVINOModel:
         self.parts, self.threads, self.f32_from = parts, threads, f32_from
         self.compacted = list(compacted or [])
         self.hint = parts[0][1]
-        self.layer_precisions = layer_precisions
         self._compiled = self._compile(threads, 1)
+        self.layer_precisions = self._as_executed(layer_precisions)
         self._requests = [c.create_infer_request() for c in self._compiled]
 
     @classmethod
@@ -178,6 +178,17 @@ class OpenVINOModel:
             if EXECUTED.get(name, name) not in names:
                 names.append(EXECUTED.get(name, name))
         return "+".join((["int8"] if "int8" in self.layer_precisions.values() else []) + names)
+
+    def _as_executed(self, lp: dict[str, str]) -> dict[str, str]:
+        """Layer precisions as the plugin executes them: where the first part's hint runs as
+        another precision (bf16 as fp32 on a CPU without bf16 arithmetic, fp16 as bf16 without
+        fp16 arithmetic), its float layers are labelled with what runs. (The other parts are
+        fp32, labelled so by :func:`float_parts`.)"""
+        asked = EXECUTED.get(self.hint, self.hint)
+        prop = self._compiled[0].get_property("INFERENCE_PRECISION_HINT")
+        name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+        ran = EXECUTED.get(name, name)
+        return lp if ran == asked else {k: (ran if v == asked else v) for k, v in lp.items()}
 
     def runtime_precisions(self) -> list[list[tuple[str, str]]]:
         """Per compiled part, in the plugin's execution order: (layer, precision it runs in) of
