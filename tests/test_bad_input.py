@@ -259,6 +259,7 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("sim-cell-cut-negative", (*SIM, "--cell-cut", "-1", "-o", "o.h5"), "--cell-cut"),
     ("sim-cell-cut-nan", (*SIM, "--cell-cut", "nan", "-o", "o.h5"), "--cell-cut"),
     ("sim-workers-zero", (*SIM, "--workers", "0", "-o", "o.h5"), "--workers"),
+    ("sim-workers-huge", (*SIM, "--workers", "99999999999999999999", "-o", "o.h5"), "--workers"),
     ("sim-format", (*SIM, "--format", "root", "-o", "o.h5"), "--format"),
     # generate
     ("gen-out-file", (*GEN, "-o", "good.h5"), "is a file"),
@@ -269,6 +270,8 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("gen-n-huge", ("generate", "--n", HUGE, "--energy-range", "100:500", "-o", "g"), "per run"),
     ("gen-seed-negative", (*GEN, "--seed", "-1", "-o", "g"), "--seed"),
     ("gen-workers-zero", (*GEN, "--workers", "0", "-o", "g"), "--workers"),
+    ("gen-workers-huge", (*GEN, "--workers", "99999999999999999999", "-o", "g"), "--workers"),
+    ("gen-retries-huge", (*GEN, "--retries", "99999999999999999999", "-o", "g"), "--retries"),
     ("gen-threads-zero", (*GEN, "--threads", "0", "-o", "g"), "--threads"),
     ("gen-batch-zero", (*GEN, "--batch", "0", "-o", "g"), "--batch"),
     ("gen-retries-negative", (*GEN, "--retries", "-1", "-o", "g"), "--retries"),

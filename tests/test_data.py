@@ -327,3 +327,17 @@ def test_error_messages_print_user_text_verbatim(tmp_path: Path, cli) -> None:
     for name in ("[/x].h5", "run[red].h5"):
         res = cli("inspect", tmp_path / name)
         assert_one_line_error(res, name)
+
+
+def test_output_names_print_verbatim(tmp_path: Path, cli) -> None:
+    """A file name with rich markup in it is written and reported as it is: `[/x].h5` crashed
+    the success line after the showers were written, `run[red].h5` was printed `run.h5`; the
+    same for `inspect`'s table title."""
+    for name in ("[/x]", "run[red]"):
+        path = tmp_path / f"{name}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        res = cli("sample", "--n", 3, "--energy", 200, "-o", path)
+        assert res.code == 0 and "Traceback" not in res.err, res.err
+        assert f"{name}.h5" in " ".join(res.out.split()), res.out
+        res = cli("inspect", path)
+        assert res.code == 0 and f"{name}.h5" in res.out, res.out

@@ -155,7 +155,7 @@ def inspect(
         out.print_json(json.dumps(s))
         _warn(s["warnings"])
         return
-    t = Table(title=str(file), show_header=False)
+    t = Table(title=Text(str(file)), show_header=False)  # a file name is not rich markup
     t.add_row("format", s["format"])
     t.add_row("showers", f"{s['n']:,}")
     t.add_row("grid (x, y, z)", " x ".join(map(str, s["grid"])))
@@ -167,7 +167,7 @@ def inspect(
     )
     t.add_row("hit cells", f"{100 * s['hit_fraction_mean']:.2f} %")
     for k, v in s["attrs"].items():
-        t.add_row(f"attr {k}", str(v))
+        t.add_row(Text(f"attr {k}"), Text(str(v)))
     out.print(t)
     _warn(s["warnings"])
 
@@ -198,7 +198,8 @@ def import_keras(
     out.print(
         f"wrote {output}: {ckpt.spec.arch}, {n:,} generator parameters, "
         f"valid {ckpt.spec.energy_range_gev[0]:g}-{ckpt.spec.energy_range_gev[1]:g} GeV"
-        + (", with discriminator" if ckpt.discriminator is not None else "")
+        + (", with discriminator" if ckpt.discriminator is not None else ""),
+        markup=False,
     )
 
 
@@ -303,7 +304,7 @@ def sample(
                 bar.advance(task, len(eb))
     except KeyboardInterrupt:  # the writer removed its temporary file: OUTPUT never appeared
         raise Interrupted("interrupted, nothing written") from None
-    out.print(f"wrote {n} showers to {output}")
+    out.print(f"wrote {n} showers to {output}", markup=False)
 
 
 @app.command()
@@ -429,14 +430,18 @@ tolerant."""
 
         try:
             res = run_generate(
-                output, cfg, progress=on_progress, log=lambda m: console.print(m, highlight=False)
+                output,
+                cfg,
+                progress=on_progress,
+                log=lambda m: console.print(m, highlight=False, markup=False),
             )
         except KeyboardInterrupt as exc:  # it says how many shards are complete: one line
             raise Interrupted(str(exc) or "interrupted") from None
     out.print(
         f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} "
         f"({res.shards_made} made, "
-        f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)"
+        f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)",
+        markup=False,
     )
 
 
@@ -517,7 +522,8 @@ def simulate(
     reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
     out.print(
         f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
-        f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})"
+        f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})",
+        markup=False,
     )
 
 
@@ -746,7 +752,7 @@ def quantize(
             f"(limit {cfg.tolerance.moment_shift}); artifact written to {output} for inspection"
         )
         if recipe == "naive":
-            out.print(f"[bold white on red] WARNING: {msg} [/]")
+            out.print(Text(f" WARNING: {msg} ", style="bold white on red"))
         else:
             raise CaloquantError(f"tolerance not reachable; best found: {msg}")
 
@@ -1112,7 +1118,9 @@ parallelism."""
                 f"{p['showers_per_s']:.1f} showers/s",
             )
 
-        res = train(cfg, progress=on_step, log=lambda m: console.print(m, highlight=False))
+        res = train(
+            cfg, progress=on_step, log=lambda m: console.print(m, highlight=False, markup=False)
+        )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     if res.model is not None:
@@ -1120,10 +1128,12 @@ parallelism."""
             f"selected epoch {res.best_epoch} "
             f"(optimisation metric {res.best_metric:.4g}): {res.model}",
             highlight=False,
+            markup=False,
         )
     out.print(
         f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -1138,10 +1148,10 @@ def _write_outputs(
 
     if json_out is not None:
         write_json(json_out, report)
-        out.print(f"wrote {json_out}")
+        out.print(f"wrote {json_out}", markup=False)
     if plots is not None:
         paths = plotter(report, plots)
-        out.print(f"wrote {len(paths)} plots to {plots}")
+        out.print(f"wrote {len(paths)} plots to {plots}", markup=False)
 
 
 class Interrupted(Exception):

@@ -30,6 +30,8 @@ MAX_THREADS = 1024  # threads per process: more would only oversubscribe any CPU
 MAX_BATCH = 4096  # showers per model call: 4096 3DGAN showers are 1 GB of float32
 MAX_ENERGY_GEV = 10_000.0  # 10 TeV: the Monte Carlo's limit, and the models' (extrapolating)
 MAX_SECONDS = 86_400.0  # a duration or time budget of one step: a day
+MAX_WORKERS = 1024  # worker processes on one machine (a cluster brings its own)
+MAX_RETRIES = 100
 
 
 def _fmt(value: Any) -> str:

@@ -21,8 +21,10 @@ import numpy as np
 from caloquant.errors import CaloquantError
 from caloquant.options import (
     MAX_BATCH,
+    MAX_RETRIES,
     MAX_SHOWERS_PER_CALL,
     MAX_THREADS,
+    MAX_WORKERS,
     as_int,
     check_energies,
     check_float,
@@ -99,10 +101,10 @@ class GenerateConfig:
         object.__setattr__(self, "n", n)
         for name, flag, lo, hi in (
             ("shard_size", "shard size (--shard-size)", 1, MAX_SHOWERS_PER_CALL),
-            ("workers", "workers (--workers)", 1, None),
+            ("workers", "workers (--workers)", 1, MAX_WORKERS),
             ("threads", "threads (--threads)", 1, MAX_THREADS),
             ("batch", "batch size (--batch)", 1, MAX_BATCH),
-            ("retries", "retries (--retries)", 0, None),
+            ("retries", "retries (--retries)", 0, MAX_RETRIES),
         ):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_int(getattr(self, name), flag, lo, hi))

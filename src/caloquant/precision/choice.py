@@ -6,6 +6,7 @@ decision in words. Functions of the tuner (its ``exact``, ``cfg``, ``bench_batch
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from caloquant.precision.trial import Trial
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 # timing on a loaded 2-core host is noisy: the same model measured 232 and 926 showers/s in one
 # run; a 30 % band around the fastest single timing once left the later choice out of the race)
 RACE_FIELD = 4
+SPEED_TIE = 0.10  # 'faster' candidates within 10 % of the best ratio are equally fast
 
 
 def final_race(tuner: Any, ok: list[Trial]) -> list[Trial]:
@@ -34,7 +36,10 @@ def final_race(tuner: Any, ok: list[Trial]) -> list[Trial]:
         key=lambda t: -t.speed["showers_per_s"],  # type: ignore[index]
     )
     field = [exact] + others[:RACE_FIELD]
-    rc = tuner.cfg.race
+    # within what is left of the tuning budget (at least 15 s: the decision needs its rounds)
+    rc = replace(
+        tuner.cfg.race, budget_s=min(tuner.cfg.race.budget_s, max(tuner.budget_left_s(), 15.0))
+    )
     log.info(
         "7. final race: the exact engine model and %d passing candidates, paired "
         "interleaved rounds (%d to %d, up to %.0f s; tie band +-%.0f %%)",
@@ -99,7 +104,12 @@ def decision(tuner: Any, choice: Trial) -> dict[str, str]:
     reduced precision pays on this CPU."""
     info = tuner.race_info or {}
     if choice is not tuner.exact:
-        c = next(r for r in info["candidates"] if r["name"] == choice.name)
+        c = next((r for r in info.get("candidates", []) if r["name"] == choice.name), None)
+        if c is None or "ratio_interval" not in c:  # no race: the exact model failed
+            return {
+                "decision": "reduced precision",
+                "why": "the exact engine model did not meet the tolerance (no race)",
+            }
         lo, hi = c["ratio_interval"]
         return {
             "decision": "reduced precision",
@@ -140,3 +150,31 @@ def decision(tuner: Any, choice: Trial) -> dict[str, str]:
             f"int8 {k['int8']}; bf16 {k['bf16']}; fp16 {k['fp16']})"
         ),
     }
+
+
+def ranked_candidates(tuner: Any, ok: list[Trial]) -> list[Trial]:
+    """The passing trials in order of preference (see ``Tuner.best``): without the exact model
+    among them (or with nothing else), by single timing; otherwise the final race, the 'faster'
+    candidates (ratios within SPEED_TIE of the best tied: most int8 units, then a bf16 float
+    part, then the earliest), and the exact model last."""
+    exact = tuner.exact
+    if exact is None or exact not in ok or len(ok) == 1:
+        return sorted(ok, key=lambda t: -t.speed["showers_per_s"])  # type: ignore[index]
+    field = final_race(tuner, ok)
+    faster = [t for t in field[1:] if t.speed["verdict"] == "faster"]  # type: ignore[index]
+    top = max((t.speed["ratio_to_exact"] for t in faster), default=0.0)  # type: ignore[index]
+    near = [t for t in faster if t.speed["ratio_to_exact"] >= (1 - SPEED_TIE) * top]  # type: ignore[index]
+    ranked = sorted(
+        near,
+        key=lambda t: (
+            len(t.config.get("int8_units", [])),
+            t.config.get("float_precision") == "bf16",
+            -tuner.trials.index(t),
+        ),
+        reverse=True,
+    )
+    ranked += sorted(
+        (t for t in faster if t not in near),
+        key=lambda t: -t.speed["ratio_to_exact"],  # type: ignore[index]
+    )
+    return ranked + [exact]

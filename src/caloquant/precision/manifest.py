@@ -40,7 +40,8 @@ class Manifest(Mapping[str, Any]):
     source_model: str = ""
     spec: ModelSpec
     backend: str
-    precision: str
+    precision: str  # the precision of the model the artifact holds (fp32: the exact model)
+    requested_precision: str = ""  # what was asked (--precision)
     executed_precision: str = ""
     recipe: str = ""
     backend_options: dict[str, Any] = field(default_factory=dict)

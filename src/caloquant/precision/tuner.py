@@ -70,7 +70,7 @@ import numpy as np
 
 from caloquant.precision import tuner_steps as steps
 from caloquant.precision.backends import Backend
-from caloquant.precision.choice import decision, final_race
+from caloquant.precision.choice import decision, ranked_candidates
 from caloquant.precision.config import QuantizeConfig
 from caloquant.precision.evaluation import (
     EvalSet,
@@ -86,7 +86,6 @@ from caloquant.runtime import cpu_identity, fast_kernels
 from caloquant.timing import throughput
 
 log = logging.getLogger(__name__)
-SPEED_TIE = 0.10  # candidates within 10 % of the fastest are treated as equally fast
 
 
 class Tuner:
@@ -383,7 +382,8 @@ class Tuner:
 
     def best(self) -> Trial:
         """The choice. Without a race (one passing trial, or no exact candidate): that trial.
-        With the exact engine model (physics int8 search): the final race (``final_race``); a
+        With the exact engine model (physics int8 search): the final race
+        (:func:`~caloquant.precision.choice.ranked_candidates`); a
         reduced-precision candidate is chosen only if it is faster than the exact model beyond
         the tie band with confidence ('faster'); among those, the ones within SPEED_TIE of the
         fastest ratio, the one with the most int8 units (smaller file), then a bf16 float part,
@@ -396,29 +396,10 @@ class Tuner:
             return min(
                 (t for t in self.trials if not t.config.get("external")), key=lambda t: t.badness
             )
-        if self.exact is None or self.exact not in ok or len(ok) == 1:
-            ranked = sorted(ok, key=lambda t: -t.speed["showers_per_s"])  # type: ignore[index]
-        else:
-            field = final_race(self, ok)
-            faster = [t for t in field[1:] if t.speed["verdict"] == "faster"]  # type: ignore[index]
-            top = max((t.speed["ratio_to_exact"] for t in faster), default=0.0)  # type: ignore[index]
-            near = [t for t in faster if t.speed["ratio_to_exact"] >= (1 - SPEED_TIE) * top]  # type: ignore[index]
-            ranked = sorted(
-                near,
-                key=lambda t: (
-                    len(t.config.get("int8_units", [])),
-                    t.config.get("float_precision") == "bf16",
-                    -self.trials.index(t),
-                ),
-                reverse=True,
-            )
-            ranked += sorted(
-                (t for t in faster if t not in near),
-                key=lambda t: -t.speed["ratio_to_exact"],  # type: ignore[index]
-            )
-            ranked.append(self.exact)
+        ranked = ranked_candidates(self, ok)
         if self.confirm_set is not None:
-            ranked = next((ranked[i:] for i, t in enumerate(ranked) if self.confirm(t)), ranked)
+            fallback = [self.exact] if self.exact in ok else ranked  # nothing confirmed
+            ranked = next((ranked[i:] for i, t in enumerate(ranked) if self.confirm(t)), fallback)
         choice = ranked[0]
         if self.exact is not None:  # the physics int8 search: say what was chosen and why
             info = self.race_info or {"reference": self.exact.name, "candidates": []}

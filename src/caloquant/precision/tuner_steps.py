@@ -203,7 +203,7 @@ def reduced_float(tuner: TunerLike, accepted: list[str], cal: str) -> None:
     tried (fp32 by every trial so far; bf16 runs as fp32 without bf16 arithmetic, fp16 as
     bf16 without fp16 arithmetic) is not trialled: it would time and report the same model
     under another name (``TunerLike.skip_precision``)."""
-    if not tuner.caps.float_remainders:
+    if not tuner.caps.float_remainders or tuner.out_of_time():
         return
     tried, todo = {"fp32"}, []
     for fprec in tuner.caps.float_remainders:

@@ -249,6 +249,9 @@ def quantize_summary(m: dict[str, Any]) -> Table:
         f"({m['size_bytes'] / m['fp32_param_bytes']:.2f}x fp32); tolerance |ΔEcal| <= "
         f"{tol['ecal_rel']}, |Δmoment| <= {tol['moment_shift']}; layers: {layers}"
     )
+    race = m.get("race")
+    if race and race.get("decision"):  # the final race against the exact engine model
+        t.caption += f"\nfinal race: {race['decision']}: {race['why']}"
     return t
 
 

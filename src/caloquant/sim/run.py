@@ -29,7 +29,7 @@ import numpy as np
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path, check_output
 from caloquant.options import MAX_ENERGY_GEV as MAX_ENERGY_GEV  # the engines' limit, 10 TeV
-from caloquant.options import check_float, check_int
+from caloquant.options import MAX_WORKERS, check_float, check_int
 from caloquant.sim.engines import ENGINES as ENGINES
 from caloquant.sim.engines import (
     SimConfig,
@@ -224,7 +224,7 @@ def simulate(
     out = check_output(output)
     cfg = config or SimConfig()
     e = check_energies(energies)
-    workers = check_int(workers, "--workers", 1)
+    workers = check_int(workers, "--workers", 1, MAX_WORKERS)
     if fmt not in FORMATS:
         raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     cell_cut_gev = check_float(cell_cut_gev, "--cell-cut (GeV)", minimum=0.0)
