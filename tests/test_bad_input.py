@@ -62,6 +62,19 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     geom = resources.files("caloquant.sim").joinpath("data/default_geometry.toml").read_text()
     (d / "foo_geom.toml").write_text(geom.replace('"G4_W"', '"G4_FOO"'))
     (d / "bad_geom.toml").write_text("cells_x = [")
+    (d / "nosec.toml").write_text("x = 1\n")
+    np.save(d / "en_obj.npy", np.array([200.0, None, 200.0, 200.0, 200.0], dtype=object))
+    import pickle
+
+    import torch
+
+    (d / "pickle.pt").write_bytes(pickle.dumps({"not": "a checkpoint"}))
+    torch.save({"weights": torch.zeros(1000)}, d / "full.pt")
+    data = (d / "full.pt").read_bytes()
+    (d / "trunc.pt").write_bytes(data[: len(data) // 2])
+    (d / "full.pt").unlink()
+    (d / "badart").mkdir()
+    (d / "badart" / "manifest.json").write_text("{not json")
     return d
 
 
@@ -522,6 +535,28 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("train-init-missing", (*TRAIN, "--init", "missing.pt", "-o", "tr"), "missing.pt"),
     ("train-energy-range", (*TRAIN, "--energy-range", "500:100", "-o", "tr"), "--energy-range"),
     ("train-val-data-missing", (*TRAIN, "--val-data", "missing.h5", "-o", "tr"), "missing.h5"),
+    # review of issue 26: files that are not what they claim, unbounded numbers
+    (
+        "simulate-geometry-no-sections",
+        (*SIM, "--geometry", "nosec.toml", "-o", "o.h5"),
+        "[[sections]]",
+    ),
+    ("sample-energies-object", (*S[:3], "--energies", "en_obj.npy", "-o", "o.h5"), "en_obj.npy"),
+    ("sample-model-pickle", (*S, "--model", "pickle.pt", "-o", "o.h5"), "pickle.pt"),
+    ("sample-model-truncated", (*S, "--model", "trunc.pt", "-o", "o.h5"), "trunc.pt"),
+    ("sample-model-bad-manifest", (*S, "--model", "badart", "-o", "o.h5"), "badart"),
+    ("validate-bins-tiny-width", (*VAL, "--bins", "width:1e-9"), "--bins"),
+    (
+        "generate-connect-timeout-huge",
+        (*GEN, "--connect-timeout", "1e300", "-o", "g"),
+        "--connect-timeout",
+    ),
+    ("run-tune-budget-huge", (*RUN, "--tune-budget", "1e300", "-o", "r"), "--tune-budget"),
+    (
+        "generate-tls-no-certs",
+        (*GEN, "--scheduler", "tls://127.0.0.1:9", "-o", "g"),
+        "--tls-ca-file",
+    ),
 ]
 
 

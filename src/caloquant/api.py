@@ -84,13 +84,12 @@ class Model:
         Give one of ``energy``, ``energy_range`` (uniform) or ``energies``; ``noise`` is raw
         N(0, 1) noise (N, noise_dim). The same seed gives the same energies and latents for
         any model of the same spec, so two models' samples can be compared shower by shower."""
-        from caloquant.data import Energies
+        from caloquant.data import SampleConfig
         from caloquant.models import check_energy_range, sample_showers
-        from caloquant.options import MAX_BATCH, check_int
 
-        # the checks of `caloquant sample` (n, seed, energies: caloquant.data.Energies)
-        e = Energies(n, seed, energy, energy_range, energies).values()
-        batch = check_int(batch, "--batch", 1, MAX_BATCH)
+        # the checks of `caloquant sample` (n, seed, energies, batch: caloquant.data.SampleConfig)
+        asked = SampleConfig(n, seed, energy, energy_range, energies, batch=batch)
+        e, batch = asked.values(), asked.batch
         check_energy_range(e, self.spec, allow_extrapolation)
         return sample_showers(self.generator, e, seed=seed, noise=noise, batch=batch), e
 

@@ -28,7 +28,7 @@ from rich.text import Text
 from caloquant.distributed import GenerateConfig
 from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import check_output
-from caloquant.options import MAX_BATCH, MAX_THREADS, check_int
+from caloquant.options import MAX_THREADS, check_int
 from caloquant.precision import BACKENDS, PRECISIONS, QATConfig, QuantizeConfig
 from caloquant.run import RunConfig
 
@@ -263,18 +263,15 @@ def sample(
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
     from caloquant.api import load
-    from caloquant.data import FORMATS, Energies, ShowerWriter, compression_options, provenance
+    from caloquant.data import SampleConfig, ShowerWriter, compression_options, provenance
     from caloquant.models import check_energy_range, generate_batches
 
     # every option first (no model is loaded, nothing is drawn or written before)
     check_output(output)
     compression_options(compression)
-    if fmt not in FORMATS:
-        raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    check_int(batch, "--batch", 1, MAX_BATCH)
     set_threads(threads)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
-    asked = Energies(n, seed, energy, energy_range, e_arr)
+    asked = SampleConfig(n, seed, energy, energy_range, e_arr, batch=batch, fmt=fmt)
     noise_arr = _load_npy(noise, "noise") if noise is not None else None
     e = asked.values()
     m = load(model, threads, skip_self_check)

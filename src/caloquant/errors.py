@@ -6,7 +6,11 @@ anything else is a bug and keeps its traceback.
 
 
 class CaloquantError(Exception):
-    """Bad input or an impossible request, explained in one line."""
+    """Bad input or an impossible request, explained in one line: line breaks in it (user text
+    quoted in the message, e.g. an option value with a newline) are shown escaped."""
+
+    def __str__(self) -> str:
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
 
 
 def reason(exc: BaseException) -> str:

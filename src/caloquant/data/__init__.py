@@ -8,8 +8,8 @@ readers), ``source`` (:func:`open_showers`: a file or a sharded dataset, one int
 """
 
 from caloquant.data.checks import check_chunk
-from caloquant.data.energies import Energies, energies_for
-from caloquant.data.formats import FORMATS, MEV_PER_GEV, Format, ShowerReader
+from caloquant.data.energies import Energies, SampleConfig, energies_for
+from caloquant.data.formats import FORMATS, MEV_PER_GEV, Format, ShowerReader, check_format
 from caloquant.data.sharded import (
     SHARD_MANIFEST,
     SHARDED_VERSION,
@@ -33,6 +33,8 @@ from caloquant.data.writers import (
 __all__ = [
     "COMPRESSIONS",
     "Energies",
+    "SampleConfig",
+    "check_format",
     "FORMATS",
     "MEV_PER_GEV",
     "SHARDED_VERSION",

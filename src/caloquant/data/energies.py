@@ -13,6 +13,7 @@ import numpy as np
 
 from caloquant.errors import CaloquantError
 from caloquant.options import (
+    MAX_BATCH,
     check_energies,
     check_energy,
     check_int,
@@ -73,6 +74,23 @@ class Energies:
         return _draw(self.n, self.seed, self.energy, self.energy_range, self.energies)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, eq=False)
+class SampleConfig(Energies):
+    """The options of one ``sample`` call (``caloquant sample`` and ``cq.Model.sample``): the
+    :class:`Energies` plus ``batch`` (``--batch``, showers per model call) and ``fmt``
+    (``--format`` of the file the command line writes), all checked on construction."""
+
+    batch: int = 64
+    fmt: str = "3dgan"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "batch", check_int(self.batch, "--batch", 1, MAX_BATCH))
+        from caloquant.data.formats import check_format  # HDF5: not for every Energies
+
+        check_format(self.fmt)
+
+
 def _draw(
     n: int,
     seed: int,
@@ -97,17 +115,9 @@ def energies_for(
     energy_range: tuple[float, float] | None = None,
     energies: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly; the
-    checks of :class:`Energies` except the seed's upper limit (``generate`` draws a shard's
-    energies from a 128-bit shard seed)."""
-    if energies is None and (energy is None) == (energy_range is None):
-        raise CaloquantError("give exactly one of --energy, --energy-range or --energies")
-    if energies is not None and (energy is not None or energy_range is not None):
-        raise CaloquantError("give exactly one of --energy, --energy-range or --energies")
-    n = check_showers(n)
-    seed = check_int(seed, "--seed", 0)
-    if energies is not None:
-        return check_energies(energies, n=n)
-    if energy is not None:
-        return _draw(n, seed, check_energy(energy), None, None)
-    return _draw(n, seed, None, parse_energy_range(energy_range), None)
+    """Incident energies (GeV): one fixed value, uniform in a range, or given explicitly, checked
+    by :class:`Energies`; ``seed`` may be wider than ``--seed`` (``generate`` draws a shard's
+    energies from its 128-bit shard seed, derived from a checked ``--seed``)."""
+    spec = Energies(n, 0, energy, energy_range, energies)
+    seed = check_int(seed, "seed", 0)
+    return _draw(spec.n, seed, spec.energy, spec.energy_range, spec.energies)  # type: ignore[arg-type]

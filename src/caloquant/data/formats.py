@@ -38,6 +38,13 @@ FORMATS: tuple[str, ...] = ("3dgan", "calochallenge")
 MEV_PER_GEV = 1000.0
 
 
+def check_format(fmt: Any, flag: str = "--format") -> Format:
+    """A shower file format: one of ``FORMATS`` (the one check, for every command and writer)."""
+    if fmt not in FORMATS:
+        raise CaloquantError(f"{flag} must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt  # type: ignore[no-any-return]
+
+
 def row_blocks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
     """(start, stop) of consecutive blocks of at most ``chunk`` of ``n`` rows; the one place
     that refuses a bad chunk size, for the file reader and the sharded reader alike."""

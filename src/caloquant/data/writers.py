@@ -21,7 +21,7 @@ import hdf5plugin
 import numpy as np
 
 from caloquant.data.checks import check_chunk
-from caloquant.data.formats import FORMATS, MEV_PER_GEV, Format
+from caloquant.data.formats import MEV_PER_GEV, Format, check_format
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path
 
@@ -106,10 +106,7 @@ class ShowerWriter:
         background: bool = True,
         queue_depth: int = 2,
     ) -> None:
-        if fmt not in FORMATS:
-            raise CaloquantError(
-                f"unknown shower format '{fmt}' (choose from {', '.join(FORMATS)})"
-            )
+        check_format(fmt)
         self.path, self.grid, self.fmt = Path(path), tuple(grid), fmt
         self.attrs = dict(attrs or {})
         self.expected_n, self.compression = expected_n, compression

@@ -90,7 +90,7 @@ def connect(address: str, security: Any = None, timeout: float = 10.0) -> Any:
     if address.startswith("tls://") and not has_tls:
         raise CaloquantError(
             f"scheduler {address} uses TLS but no certificates are configured "
-            "(give tls_ca_file, tls_cert, tls_key, or set distributed.comm.tls "
+            "(give --tls-ca-file, --tls-cert, --tls-key, or set distributed.comm.tls "
             "in the Dask configuration)"
         )
     _probe(address, security, timeout)
@@ -111,10 +111,6 @@ def local_cluster(workers: int, threads: int) -> tuple[Any, Any]:
     with ``threads`` intra-op threads (workers x threads = the cores: no oversubscription)."""
     from distributed import Client, LocalCluster
 
-    if workers < 1:
-        raise CaloquantError(f"workers must be at least 1, got {workers}")
-    if threads < 1:
-        raise CaloquantError(f"threads must be at least 1, got {threads}")
     env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     dashboard = "127.0.0.1:0" if dashboard_available() else None  # a free port
     cluster = LocalCluster(

@@ -27,8 +27,8 @@ from caloquant.options import (
     MAX_WORKERS,
     as_int,
     check_energies,
-    check_float,
     check_int,
+    check_seconds,
     check_seed,
     parse_energy_range,
 )
@@ -112,9 +112,7 @@ class GenerateConfig:
         object.__setattr__(
             self,
             "connect_timeout",
-            check_float(
-                self.connect_timeout, "connect timeout (--connect-timeout, s)", positive=True
-            ),
+            check_seconds(self.connect_timeout, "connect timeout (--connect-timeout)"),
         )
         checks = [
             (

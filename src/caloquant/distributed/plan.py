@@ -52,10 +52,7 @@ MAX_SHARDS = 1_000_000  # per run: the manifest lists every shard
 
 
 def plan_shards(n: int, shard_size: int) -> list[Shard]:
-    if n < 1:
-        raise CaloquantError(f"number of showers (--n) must be positive, got {n}")
-    if shard_size < 1:
-        raise CaloquantError(f"shard size (--shard-size) must be positive, got {shard_size}")
+    """The shards of ``n`` showers (both positive: checked by ``GenerateConfig``)."""
     k = -(-n // shard_size)
     if k > MAX_SHARDS:
         raise CaloquantError(

@@ -32,6 +32,9 @@ class EnergyBin:
         return (energies >= self.lo_gev) & upper
 
 
+MAX_BINS = 10_000  # energy bins of one validation (each needs showers of both samples)
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -83,9 +86,14 @@ def parse_bins(spec: str, energies: np.ndarray) -> list[EnergyBin]:
             bins = _ranges([float(x) for x in arg.split(",")])
         elif kind == "width":
             w = float(arg)
-            if w <= 0:
+            if not (w > 0 and np.isfinite(w)):
                 raise ValueError
             lo, hi = np.floor(e.min() / w) * w, np.ceil(e.max() / w) * w
+            if (hi - lo) / w > MAX_BINS:
+                raise CaloquantError(
+                    f"--bins {spec} makes {(hi - lo) / w:,.0f} bins over {lo:g} to {hi:g} GeV, "
+                    f"more than {MAX_BINS:,}: use a wider width"
+                )
             bins = _ranges(list(np.arange(lo, hi + w / 2, w)) if hi > lo else [lo, lo + w])
         elif kind == "points":
             bins = _points(*parse_points(arg))
@@ -95,4 +103,8 @@ def parse_bins(spec: str, energies: np.ndarray) -> list[EnergyBin]:
             )
     except ValueError:
         raise CaloquantError(f"malformed --bins spec '{spec}'") from None
+    if len(bins) > MAX_BINS:
+        raise CaloquantError(
+            f"--bins {spec[:40]!r} makes {len(bins):,} bins, more than {MAX_BINS:,}"
+        )
     return [all_bin, *bins]

@@ -72,9 +72,14 @@ def check_options(
     seed: int,
     metric_points: Sequence[float],
     metric_half_width: float,
+    bins: str = "auto",
 ) -> tuple[float, float, int, tuple[tuple[float, ...], float]]:
     """The options of a validation, checked before any shower is read (one-line errors naming
-    the flags): the thresholds, the seed and the optimisation metric's energy windows."""
+    the flags): the thresholds, the seed, the optimisation metric's energy windows and the
+    syntax of ``bins`` (``--bins``; the number of bins depends on the energies read)."""
+    from caloquant.physics.bins import parse_bins
+
+    parse_bins(bins, np.ones(1))
     points = tuple(check_energy(p, "--metric-points") for p in metric_points)
     if not points:
         raise CaloquantError("--metric-points needs at least one energy (GeV)")

@@ -190,7 +190,7 @@ def validate(
     ``progress`` is called with the number of showers processed after each chunk.
     """
     hit_threshold, zero_threshold, seed, windows = check_options(
-        hit_threshold, zero_threshold, seed, metric_points, metric_half_width
+        hit_threshold, zero_threshold, seed, metric_points, metric_half_width, bins
     )
     sr, sc = as_sample(ref, "REF"), as_sample(cand, "CAND")
     try:

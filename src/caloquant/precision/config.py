@@ -19,6 +19,7 @@ from caloquant.options import (
     as_float,
     check_float,
     check_int,
+    check_seconds,
     check_seed,
 )
 from caloquant.precision.registry import check_supported
@@ -234,7 +235,7 @@ class QuantizeConfig:
         if self.threads is not None:
             check_int(self.threads, "--threads", 1, MAX_THREADS)
         check_seed(self.seed)
-        check_float(self.time_budget_s, "tuning time budget (s)", positive=True)
+        check_seconds(self.time_budget_s, "tuning time budget (--tune-budget, time_budget_s)")
 
     @property
     def searches_int8(self) -> bool:

@@ -174,7 +174,10 @@ def parse_geometry(data: dict[str, Any], source: str = "<dict>") -> Geometry:
     """Validate a geometry mapping (as read from TOML) into a :class:`Geometry`."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise CaloquantError(f"{source}: unknown geometry key(s) {', '.join(sorted(unknown))}")
+        raise CaloquantError(
+            f"{source}: unknown geometry key(s) {', '.join(sorted(unknown))}"
+            + ("" if "sections" in data else " and no [[sections]] table")
+        )
     raw = data.get("sections")
     if not isinstance(raw, list) or not raw:
         raise CaloquantError(f"{source}: needs at least one [[sections]] table")

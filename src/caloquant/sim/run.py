@@ -219,14 +219,13 @@ def simulate(
     runs are fast enough to redo. Returns a summary (path, n, wall time, showers/s, CPU s per
     shower).
     """
-    from caloquant.data import FORMATS, ShowerWriter, provenance
+    from caloquant.data import ShowerWriter, check_format, provenance
 
     out = check_output(output)
     cfg = config or SimConfig()
     e = check_energies(energies)
     workers = check_int(workers, "--workers", 1, MAX_WORKERS)
-    if fmt not in FORMATS:
-        raise CaloquantError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    check_format(fmt)
     cell_cut_gev = check_float(cell_cut_gev, "--cell-cut (GeV)", minimum=0.0)
     cfg.check()
     g4v = None
