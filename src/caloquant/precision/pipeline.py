@@ -300,7 +300,10 @@ class QuantizePipeline:
         # comparison, timed in the same interleaved rounds
         fns: dict[str, Any] = {
             "baseline": self.fp32,
-            "engine_fp32": tuner.backend.float_model("fp32"),
+            # candidate zero is that model where the working graph is still the one it was built on
+            "engine_fp32": tuner.exact.model
+            if tuner.exact is not None and tuner.exact.config["graph"] == tuner.graph
+            else tuner.backend.float_model("fp32"),
             "chosen": chosen.model,
         }
         fns |= {f"head{i}": t.model for i, t in enumerate(head) if t.speed is not None}

@@ -50,6 +50,13 @@ def float_parts(
     }
 
 
+def _runs_as(compiled: Any) -> str:
+    """The float precision a compiled model runs in: the plugin's own answer to the hint."""
+    prop = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
+    name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+    return EXECUTED.get(name, name)
+
+
 class OpenVINOModel:
     """A compiled OpenVINO model: callable on latents, saveable as IR.
 
@@ -173,10 +180,8 @@ class OpenVINOModel:
         runs as bf16; 'int8+bf16+fp32' for an int8 model whose float part is split."""
         names: list[str] = []
         for c in self._compiled:
-            prop = c.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: 'f32', 'bf16', 'f16'
-            name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-            if EXECUTED.get(name, name) not in names:
-                names.append(EXECUTED.get(name, name))
+            if _runs_as(c) not in names:
+                names.append(_runs_as(c))
         return "+".join((["int8"] if "int8" in self.layer_precisions.values() else []) + names)
 
     def _as_executed(self, lp: dict[str, str]) -> dict[str, str]:
@@ -184,10 +189,7 @@ class OpenVINOModel:
         another precision (bf16 as fp32 on a CPU without bf16 arithmetic, fp16 as bf16 without
         fp16 arithmetic), its float layers are labelled with what runs. (The other parts are
         fp32, labelled so by :func:`float_parts`.)"""
-        asked = EXECUTED.get(self.hint, self.hint)
-        prop = self._compiled[0].get_property("INFERENCE_PRECISION_HINT")
-        name = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-        ran = EXECUTED.get(name, name)
+        asked, ran = EXECUTED.get(self.hint, self.hint), _runs_as(self._compiled[0])
         return lp if ran == asked else {k: (ran if v == asked else v) for k, v in lp.items()}
 
     def runtime_precisions(self) -> list[list[tuple[str, str]]]:
