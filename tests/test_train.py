@@ -765,10 +765,7 @@ def test_bad_input_ends_in_one_line(
     assert_one_line_error(r, "corrupt")
     with pytest.raises(CaloquantError, match="fewer than one batch"):
         train(tiny_cfg(toy, tmp_path / "f", batch=64))
-    r = cli(
-        "train", *TINY, "--data", toy["train"], "-o", tmp_path / "g"
-    )  # 10 % hold-out: 1 shower per energy
-    assert_one_line_error(r, "validation set has 1 shower")
+    # too little validation data is no error: the selection falls back (tests/test_selection.py)
 
 
 def test_selection_uses_the_metrics_own_points() -> None:

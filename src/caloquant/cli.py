@@ -1064,6 +1064,15 @@ def train_cmd(
             "or recipe (their published constants).",
         ),
     ] = "data",
+    energy_stage: Annotated[
+        bool,
+        typer.Option(
+            "--energy-stage/--no-energy-stage",
+            help="Two-stage model: Ecal/Ep from a conditional flow fitted to the training "
+            "showers, the shape from the GAN (docs/training.md); default: the authors' single "
+            "generator.",
+        ),
+    ] = False,
     energy_range: Annotated[
         Optional[str],
         typer.Option(
@@ -1099,6 +1108,7 @@ parallelism."""
         threads=threads,
         tensorboard=tensorboard,
         ecal_fit=ecal_fit,
+        energy_stage=energy_stage,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:
@@ -1122,8 +1132,7 @@ parallelism."""
         return  # under torchrun only rank 0 reports
     if res.model is not None:
         out.print(
-            f"selected epoch {res.best_epoch} "
-            f"(optimisation metric {res.best_metric:.4g}): {res.model}",
+            f"selected epoch {res.best_epoch} by {res.selected_by}: {res.model}",
             highlight=False,
             markup=False,
         )

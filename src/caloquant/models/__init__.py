@@ -4,6 +4,7 @@ from caloquant.data.energies import energies_for  # re-exported: drawing showers
 from caloquant.models.checkpoint import (
     ARCHITECTURES,
     SPEC_3DGAN,
+    TWO_STAGE,
     ArchInfo,
     Checkpoint,
     ModelSpec,
@@ -12,7 +13,9 @@ from caloquant.models.checkpoint import (
     load_checkpoint,
     register_architecture,
     save_checkpoint,
+    shape_spec,
     spec_conv2d,
+    two_stage_spec,
     weights_digest,
 )
 from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
@@ -35,6 +38,7 @@ from caloquant.models.sampling import (
     generate_batches,
     sample_showers,
 )
+from caloquant.models.two_stage import EnergyStage, TwoStageGenerator
 
 __all__ = [
     "ARCHITECTURES",
@@ -43,16 +47,19 @@ __all__ = [
     "BuiltinModel",
     "ModelRef",
     "SPEC_3DGAN",
+    "TWO_STAGE",
     "ArchInfo",
     "Checkpoint",
     "Conv2DDiscriminator",
     "Conv2DGenerator",
     "Discriminator3DGAN",
+    "EnergyStage",
     "Generator3DGAN",
     "ModelSpec",
     "NoiseStream",
     "ShowerGenerator",
     "TorchGenerator",
+    "TwoStageGenerator",
     "build",
     "builtin_models",
     "check_energy_range",
@@ -66,6 +73,8 @@ __all__ = [
     "resolve_model",
     "sample_showers",
     "save_checkpoint",
+    "shape_spec",
     "spec_conv2d",
+    "two_stage_spec",
     "weights_digest",
 ]

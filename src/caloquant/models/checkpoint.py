@@ -15,7 +15,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +27,7 @@ from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import atomic_path
 from caloquant.models.conv2d import Conv2DDiscriminator, Conv2DGenerator
 from caloquant.models.gan3d import Discriminator3DGAN, Generator3DGAN
+from caloquant.models.two_stage import TwoStageGenerator
 
 CHECKPOINT_VERSION = 1
 
@@ -48,6 +49,29 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         "Conv2D 3DGAN generator of the reduced-precision paper",
     ),
 }
+
+
+def _two_stage_generator(shape: str, energy_hidden: int = 32, **kw: Any) -> nn.Module:
+    return TwoStageGenerator(_arch(shape).generator(**kw), energy_hidden)
+
+
+def _two_stage_discriminator(shape: str, energy_hidden: int = 32, **kw: Any) -> nn.Module | None:
+    disc = _arch(shape).discriminator  # the shape network's: it judges whole showers
+    return disc(**kw) if disc is not None else None
+
+
+def _arch(name: str) -> ArchInfo:
+    if name not in ARCHITECTURES or name == TWO_STAGE:
+        raise CaloquantError(f"'{name}' is not a shape network of a two-stage model")
+    return ARCHITECTURES[name]
+
+
+TWO_STAGE = "two-stage"
+ARCHITECTURES[TWO_STAGE] = ArchInfo(
+    _two_stage_generator,
+    _two_stage_discriminator,
+    "two-stage: Ecal/Ep from a conditional flow, the shape from a GAN generator (models.two_stage)",
+)
 
 
 def register_architecture(name: str, info: ArchInfo) -> None:
@@ -117,6 +141,41 @@ def spec_conv2d(width: float = 1.0) -> ModelSpec:
         energy_range_gev=(2.0, 500.0),
         conditioning={"rule": "scale", "energy_unit_gev": 100.0},
         hparams={"arch_kwargs": {"width": width}, "leaky_relu_slope": 0.3, "batchnorm_eps": 1e-3},
+    )
+
+
+def two_stage_spec(shape: ModelSpec, energy_hidden: int = 32) -> ModelSpec:
+    """The two-stage model (:mod:`caloquant.models.two_stage`) around the shape network of
+    ``shape``: one more noise value (the energy's) and the incident energy concatenated
+    (``[noise, Ep / 100 GeV]``); the shape network's own conditioning is applied inside."""
+    if shape.conditioning.get("rule") != "scale" or shape.arch == TWO_STAGE:
+        raise CaloquantError(f"{shape.arch}: not a shape network for a two-stage model")
+    kwargs = {"shape": shape.arch, "energy_hidden": energy_hidden}
+    kwargs.update(shape.hparams.get("arch_kwargs", {}))
+    return replace(
+        shape,
+        arch=TWO_STAGE,
+        noise_dim=shape.noise_dim + 1,
+        latent_dim=shape.latent_dim + 2,
+        conditioning={"rule": "concat", "energy_unit_gev": 100.0},
+        hparams={**shape.hparams, "arch_kwargs": kwargs},
+    )
+
+
+def shape_spec(spec: ModelSpec) -> ModelSpec:
+    """The spec of a two-stage model's shape network (``spec`` itself for other models)."""
+    if spec.arch != TWO_STAGE:
+        return spec
+    kwargs = dict(spec.hparams["arch_kwargs"])
+    arch = kwargs.pop("shape")
+    kwargs.pop("energy_hidden", None)
+    return replace(
+        spec,
+        arch=arch,
+        noise_dim=spec.noise_dim - 1,
+        latent_dim=spec.latent_dim - 2,
+        conditioning={"rule": "scale", "energy_unit_gev": 100.0},
+        hparams={**spec.hparams, "arch_kwargs": kwargs},
     )
 
 

@@ -42,7 +42,10 @@ TRAJECTORY_KEYS = (
     "shuffle_buffer",
     "ecal_fit",
     "energy_range",
+    "energy_stage",
 )
+# trajectory keys added after runs were started: a saved run without one had this value
+ADDED_KEYS: dict[str, Any] = {"energy_stage": False}
 
 
 @dataclass
@@ -62,6 +65,9 @@ class TrainConfig:
     # ECAL-sum target of generated showers: "data" fits the authors' form to the training data
     # (their fit describes their detector), "recipe" keeps the published constants
     ecal_fit: str = "data"
+    # two-stage model (caloquant.models.two_stage): Ecal/Ep from a conditional flow fitted to the
+    # training showers (frozen), the shape from the GAN; False: the authors' single generator
+    energy_stage: bool = False
     # the incident energies the training data were made for (LO, HI GeV), hence the model's valid
     # range; None: as the data's generator declared it (train.data.declared_energy_range), else
     # the lowest and highest training energy. "LO:HI" (the CLI) or a pair, checked by the shared
@@ -138,7 +144,7 @@ class TrainConfig:
     def check_resumable(self, saved: dict[str, Any], run_dir: Path) -> None:
         """Refuse to continue a run directory written with another trajectory-defining setting."""
         for key in TRAJECTORY_KEYS:
-            mine, theirs = getattr(self, key), saved.get(key)
+            mine, theirs = getattr(self, key), saved.get(key, ADDED_KEYS.get(key))
             if mine != theirs:
                 raise CaloquantError(
                     f"{run_dir} holds a run with {key}={theirs!r} (--{key.replace('_', '-')}), "

@@ -33,7 +33,7 @@ import torch
 from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import atomic_path, write_json
 from caloquant.models import Checkpoint, save_checkpoint
-from caloquant.train import ddp
+from caloquant.train import ddp, selection
 from caloquant.train.config import TrainConfig
 from caloquant.train.data import (
     FileRows,
@@ -42,14 +42,11 @@ from caloquant.train.data import (
     declared_energy_range,
     describe_files,
     ecal_and_energy,
-    held_out_energies,
-    load_rows,
     scan_files,
     split_rows,
 )
 from caloquant.train.logs import CsvLog, TensorBoardLog
 from caloquant.train.recipes import Recipe, fit_ecal, get_recipe
-from caloquant.train.selection import in_windows, metric_points, validate_epoch
 from caloquant.train.trainer import LOSS_NAMES, Trainer, rng_state, set_rng_state
 
 STATE_VERSION = 1
@@ -65,6 +62,7 @@ class TrainResult:
     steps: int
     epochs_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    selected_by: str = ""  # what selected the epoch: "selection metric 3.21", "the last epoch"
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -185,7 +183,8 @@ class _Run:
             "trained_by": "caloquant train",
             "recipe": trainer.recipe.name,
             "epoch": record["epoch"],
-            "optimisation_metric": record["metric"],
+            "selected_by": self.rule,
+            **{k: record[k] for k in ("selection_metric", "authors_metric")},
             "steps": trainer.step_count,
             "precision": self.cfg.precision,
             "seed": self.cfg.seed,
@@ -194,6 +193,8 @@ class _Run:
             "data_sources": data_sources(self.train_parts),
             "energy_range": self.range_note,
         }
+        if trainer.energy_fit is not None:
+            prov["energy_stage_fit"] = trainer.energy_fit.to_dict()
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
 
     def elapsed(self) -> float:
@@ -209,7 +210,10 @@ class _Run:
         if saved is not None:
             self._check_recipe(r)
         val = self._validation_set() if d.main else None  # only rank 0 validates
-        trainer = Trainer(cfg, d, r)  # checks --init before anything is said
+        # checks --init before anything is said; fits a two-stage model's energy stage
+        trainer = Trainer(cfg, d, r, energy_data=(self.energies, self.ecal))
+        if trainer.energy_fit is not None:
+            self.fit_note = trainer.energy_fit.note()  # the ECAL target is unused then
         if d.main:
             for note in (self.range_note, self.fit_note):
                 if note:
@@ -224,6 +228,11 @@ class _Run:
                 f"resuming {self.dir} at step {trainer.step_count} "
                 f"(epoch {trainer.epoch + 1}, batch {trainer.next_batch})"
             )
+        self.rule = selection.BY_LAST  # only rank 0 validates and selects
+        if val is not None:
+            self.rule, notes = selection.selection_rule(val.plan, self.history)
+            for note in notes:
+                self.log(note)
         csv = tb = None
         if d.main:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -239,11 +248,10 @@ class _Run:
                         "data_sources": data_sources(self.train_parts),
                         "validation": {
                             "files": describe_files(self.val_parts),
-                            "n": len(val[1]),
-                            "points_gev": self.points,
+                            "plan": val.plan.to_dict(),  # type: ignore[union-attr]
                         },
                     },
-                )  # type: ignore[index]
+                )
             resume_step = trainer.step_count if saved is not None else None
             csv = CsvLog(self.dir / "log.csv", LOG_FIELDS, resume_step)
             tb = TensorBoardLog(self.dir / "tensorboard", resume_step) if cfg.tensorboard else None
@@ -276,6 +284,7 @@ class _Run:
         ``ecal_fit="data"`` the ECAL target fitted to the training showers (every rank computes
         the same from the same files)."""
         ecal, e = ecal_and_energy(self.train_parts, r.cell_threshold_gev)
+        self.ecal, self.energies = ecal, e
         fit = fit_ecal(ecal, e) if self.cfg.ecal_fit == "data" else None
         (lo, hi), source = self._energy_range(e)
         out = r.for_data((lo, hi), fit)
@@ -313,16 +322,12 @@ class _Run:
             "give the range they were made for with --energy-range)"
         )
 
-    def _validation_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Held-out showers inside the metric's energy windows (at most ``val_n``), in GeV."""
-        e_held = held_out_energies(self.val_parts)
-        self.points = metric_points(e_held)
-        return load_rows(self.val_parts, self.cfg.val_n, in_windows(e_held, self.points))
+    def _validation_set(self) -> selection.ValidationSet:
+        """The held-out showers the epochs are scored on, and how the run selects."""
+        return selection.load_validation(self.val_parts, self.cfg.val_n)
 
     def _finish(self, trainer: Trainer) -> TrainResult:
-        best = (
-            min(self.history, key=lambda h: h["metric"]) if self.history else None
-        )  # ties: the earlier epoch
+        best = next((h for h in self.history if h.get("selected")), None)
         result = TrainResult(
             self.dir,
             self.model_path if best else None,
@@ -331,6 +336,7 @@ class _Run:
             trainer.step_count,
             trainer.epoch,
             self.history,
+            selection.selected_by(self.rule, best),
         )
         if self.d.main:
             write_json(
@@ -339,6 +345,8 @@ class _Run:
                     "model": str(result.model) if result.model else None,
                     "best_epoch": result.best_epoch,
                     "best_metric": result.best_metric,
+                    "selected_by": self.rule,
+                    "selection": result.selected_by,
                     "steps": result.steps,
                     "epochs_done": result.epochs_done,
                     "elapsed_s": self.elapsed(),
@@ -349,7 +357,7 @@ class _Run:
     def _epochs(
         self,
         trainer: Trainer,
-        val: tuple[np.ndarray, np.ndarray] | None,
+        val: selection.ValidationSet | None,
         csv: CsvLog | None,
         tb: TensorBoardLog | None,
     ) -> None:
@@ -405,37 +413,25 @@ class _Run:
     def _validate(
         self,
         trainer: Trainer,
-        val: tuple[np.ndarray, np.ndarray],
+        val: selection.ValidationSet,
         epoch: int,
         tb: TensorBoardLog | None,
     ) -> None:
-        t = time.perf_counter()
+        """Score the epoch (both metrics, selection.py), select it or not, record and log it."""
         g, _ = trainer.export()
         record = {
             "epoch": epoch + 1,
             "step": trainer.step_count,
-            **validate_epoch(trainer.spec, g, val, self.points),
+            **selection.validate_epoch(trainer.spec, g, val, self.rule),
         }
-        record["seconds"] = time.perf_counter() - t
-        best = min([h["metric"] for h in self.history], default=float("inf"))
-        record["selected"] = bool(record["metric"] < best)
-        if record["selected"]:
+        if selection.choose(self.history, record, self.rule):
             self._save_model(trainer, record)
-            for h in self.history:
-                h["selected"] = False
         self.history.append(record)
-        selected = [h["epoch"] for h in self.history if h["selected"]]
         write_json(
             self.dir / "validation.json",
-            {
-                "metric": "optimisation_metric (physics.md 2.6), lower is better",
-                "selected_epoch": selected[0] if selected else None,
-                "epochs": self.history,
-            },
+            selection.validation_json(self.history, val.plan, self.rule),
         )
         if tb is not None:
-            tb.write(trainer.step_count, {"validation/metric": record["metric"]})
-        self.log(
-            f"epoch {epoch + 1}: optimisation metric {record['metric']:.4g}"
-            + ("  (selected)" if record["selected"] else "")
-        )
+            names = [k for k in ("selection_metric", "authors_metric") if record[k] is not None]
+            tb.write(trainer.step_count, {f"validation/{k}": record[k] for k in names})
+        self.log(selection.epoch_line(record))

@@ -44,10 +44,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from caloquant.errors import CaloquantError
-from caloquant.models import build, condition_latent, model_ref
+from caloquant.models import (
+    TWO_STAGE,
+    TwoStageGenerator,
+    build,
+    condition_latent,
+    model_ref,
+    shape_spec,
+    two_stage_spec,
+)
 from caloquant.models.gan3d import KERAS_LEAKY_SLOPE
 from caloquant.train.config import TrainConfig
 from caloquant.train.ddp import Dist
+from caloquant.train.energy import EnergyFit, fit_energy_stage
 from caloquant.train.recipes import Recipe, get_recipe
 from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
 
@@ -116,13 +125,23 @@ class Trainer:
     """Generator, discriminator, their optimizers and the update rule; one :meth:`step` per
     batch."""
 
-    def __init__(self, cfg: TrainConfig, dist: Dist = Dist(), recipe: Recipe | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dist: Dist = Dist(),
+        recipe: Recipe | None = None,
+        energy_data: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """``recipe``: the model's recipe as applied to the training data (``Recipe.for_data``);
         None: the authors' recipe as published. The model's valid energy range is that of the
-        generated showers of its last schedule entry (what it was trained to produce)."""
+        generated showers of its last schedule entry (what it was trained to produce).
+        ``energy_data``: the training showers' (Ep, Ecal) in GeV, to which a two-stage model's
+        energy stage is fitted (``cfg.energy_stage``; None leaves it at its start)."""
         self.cfg, self.dist = cfg, dist
         self.recipe = r = recipe or get_recipe(cfg.model)
         spec = r.spec(cfg.width)
+        if cfg.energy_stage:
+            spec = two_stage_spec(spec)
         lo, hi = r.energy_schedule[-1][1:]
         self.spec = replace(
             spec,
@@ -131,15 +150,23 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         g, d = build(self.spec)
         assert d is not None, f"{self.spec.arch} has no discriminator"
-        keras_init(g, **KERAS_INIT.get(self.spec.arch, {}))
+        keras_init(self.shape_of(g), **KERAS_INIT.get(shape_spec(self.spec).arch, {}))
         keras_init(d)
         if cfg.init is not None:
             g, d = self._load_init(cfg.init, g, d)
+        self.energy_fit: EnergyFit | None = None
+        if isinstance(g, TwoStageGenerator):
+            if energy_data is not None:
+                self.energy_fit = fit_energy_stage(g.energy, *energy_data)
+            g.energy.requires_grad_(False)  # frozen: the adversarial loss never moves the scale
+            g.output_scale.fill_(r.cell_scale)  # training units
         keras_batchnorm(g)
         keras_batchnorm(d)
         if cfg.channels_last:
             fmt = (
-                torch.channels_last_3d if self.spec.arch == "3dgan-conv3d" else torch.channels_last
+                torch.channels_last_3d
+                if shape_spec(self.spec).arch == "3dgan-conv3d"
+                else torch.channels_last
             )
             g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
         self.g_raw, self.d_raw = g.train(), d.train()
@@ -147,13 +174,12 @@ class Trainer:
         # as they are
         self.g: nn.Module = DistributedDataParallel(g) if dist.active else g
         self.d: nn.Module = DistributedDataParallel(d) if dist.active else d
+        g_params = [p for p in g.parameters() if p.requires_grad]
         if r.optimizer == "adam":
-            self.opt_g = torch.optim.Adam(g.parameters(), lr=r.lr_g, eps=r.optimizer_eps)
+            self.opt_g = torch.optim.Adam(g_params, lr=r.lr_g, eps=r.optimizer_eps)
             self.opt_d = torch.optim.Adam(d.parameters(), lr=r.lr_d, eps=r.optimizer_eps)
         else:  # Keras RMSprop: rho 0.9 is torch's alpha
-            self.opt_g = torch.optim.RMSprop(
-                g.parameters(), lr=r.lr_g, alpha=0.9, eps=r.optimizer_eps
-            )
+            self.opt_g = torch.optim.RMSprop(g_params, lr=r.lr_g, alpha=0.9, eps=r.optimizer_eps)
             self.opt_d = torch.optim.RMSprop(
                 d.parameters(), lr=r.lr_d, alpha=0.9, eps=r.optimizer_eps
             )
@@ -161,19 +187,30 @@ class Trainer:
         seed_process(cfg.seed, dist.rank)
         self.set_epoch(0)
 
+    @staticmethod
+    def shape_of(g: nn.Module) -> nn.Module:
+        """The network that draws the shower's shape: a two-stage model's shape network, else
+        the generator itself."""
+        return g.shape if isinstance(g, TwoStageGenerator) else g
+
     def _load_init(self, path: str, g: nn.Module, d: nn.Module) -> tuple[nn.Module, nn.Module]:
-        """``--init``: a built-in model name, checkpoint or Keras file (``models.model_ref``)."""
+        """``--init``: a built-in model name, checkpoint or Keras file (``models.model_ref``).
+        A single-stage model of the shape network's architecture initialises a two-stage
+        model's shape network (and the discriminator)."""
         ck = model_ref(path).float_checkpoint()
-        if ck.spec.arch != self.spec.arch or ck.spec.hparams.get(
-            "arch_kwargs", {}
-        ) != self.spec.hparams.get("arch_kwargs", {}):
+        ours = shape_spec(self.spec) if ck.spec.arch != TWO_STAGE else self.spec
+
+        def kw(s: Any) -> Any:
+            return s.hparams.get("arch_kwargs", {})
+
+        if ck.spec.arch != ours.arch or kw(ck.spec) != kw(ours):
             raise CaloquantError(
-                f"{path}: holds a {ck.spec.arch} model {ck.spec.hparams.get('arch_kwargs', {})}, "
-                f"not the {self.spec.arch} {self.spec.hparams.get('arch_kwargs', {})} being trained"
+                f"{path}: holds a {ck.spec.arch} model {kw(ck.spec)}, "
+                f"not the {self.spec.arch} {kw(self.spec)} being trained"
             )
         # checkpoints are in GeV; training runs in cells x cell_scale
         g_init, d_init = rescale(ck.generator, ck.discriminator, 1.0 / self.recipe.cell_scale)
-        g.load_state_dict(g_init.state_dict())
+        (g if ours is self.spec else self.shape_of(g)).load_state_dict(g_init.state_dict())
         if d_init is not None:
             d.load_state_dict(d_init.state_dict())
         return g, d

@@ -66,7 +66,10 @@ def rescale(
     """Copies of (gen, disc) whose cell unit is divided by ``scale``: training units -> GeV with
     ``scale`` = cell_scale, GeV -> training units with 1 / cell_scale."""
     gen = copy.deepcopy(gen)
-    gen.output_conv.weight.mul_(1.0 / scale)
+    if hasattr(gen, "scale_output"):  # a two-stage model: its energy stage sets the unit
+        gen.scale_output(1.0 / scale)
+    else:
+        gen.output_conv.weight.mul_(1.0 / scale)
     if disc is not None:
         disc = copy.deepcopy(disc)
         for conv in disc.input_convs:

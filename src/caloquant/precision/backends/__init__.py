@@ -137,6 +137,22 @@ class Backend(Protocol):
         ...
 
 
+def quantized_scope(module: nn.Module) -> str | None:
+    """The submodule (dotted path) a model lets quantizers work in; None: the whole model.
+
+    A two-stage model (:class:`caloquant.models.TwoStageGenerator`) declares its shape network:
+    its energy stage and the normalisation around it set the energy scale and stay float32 in
+    every engine (measured on OpenVINO: int8 on the elementwise normalisation ops took 67-79 %
+    of the energy at 300-500 GeV, the shape network alone in int8 kept it within 0.1 %)."""
+    scope = getattr(module, "quantized_scope", None)
+    return str(scope) if scope else None
+
+
+def in_scope(path: str, scope: str | None) -> bool:
+    """Whether the op of module ``path`` ('' for the root) may be int8 under ``scope``."""
+    return scope is None or path == scope or path.startswith(scope + ".")
+
+
 def no_split(f32_from: str | None) -> None:
     """For backends without ``capabilities.float_split``."""
     if f32_from is not None:

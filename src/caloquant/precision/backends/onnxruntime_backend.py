@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Runner, no_split
+from caloquant.precision.backends import Runner, in_scope, no_split, quantized_scope
 from caloquant.precision.backends.opprofile import categorize, summary, timed_calls
 from caloquant.precision.registry import REGISTRY
 
@@ -155,6 +155,16 @@ def _node_label(node: Any) -> str:
     return node.name
 
 
+def _module_path(node: Any) -> str:
+    """The dotted path of the torch module a dynamo-exported node came from ('' for the root)."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            scopes = [s.strip(" '\"") for s in p.value.strip("[]").split(",")]
+            named = [s for s in scopes if s]
+            return named[-2] if len(named) > 1 else ""
+    return ""
+
+
 class ONNXRuntimeBackend:
     name = "onnxruntime"
     capabilities = REGISTRY["onnxruntime"].capabilities
@@ -167,7 +177,7 @@ class ONNXRuntimeBackend:
     def __init__(self, module: nn.Module, latent_dim: int, threads: int | None) -> None:
         import onnx
 
-        self.threads = threads
+        self.threads, self.scope = threads, quantized_scope(module)
         example = (torch.randn(2, latent_dim),)
         buf = io.StringIO()
         try:
@@ -209,7 +219,11 @@ class ONNXRuntimeBackend:
         return self.labels.get(unit, unit)
 
     def units(self, calib: np.ndarray) -> list[str]:
-        return [n.name for n in self.fp_proto.graph.node if n.op_type in QUANTIZABLE]
+        return [
+            n.name
+            for n in self.fp_proto.graph.node
+            if n.op_type in QUANTIZABLE and in_scope(_module_path(n), self.scope)
+        ]
 
     def int8_model(
         self,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from caloquant.errors import CaloquantError
-from caloquant.precision.backends import Runner, no_split
+from caloquant.precision.backends import Runner, in_scope, no_split, quantized_scope
 from caloquant.precision.backends.opprofile import categorize, quiet_stderr_fd, summary, timed_calls
 from caloquant.precision.registry import REGISTRY
 from caloquant.runtime import quiet_loggers, torch_threads
@@ -220,6 +220,10 @@ class TorchBackend:
     def _layers(self) -> list[str]:
         return weight_layers(self.module)
 
+    def _in_scope(self) -> list[str]:
+        scope = quantized_scope(self.module)
+        return [u for u in self._layers() if in_scope(u, scope)]
+
     def float_model(self, precision: str, f32_from: str | None = None) -> TorchModel:
         no_split(f32_from)
         return TorchModel(
@@ -230,7 +234,7 @@ class TorchBackend:
         return unit
 
     def units(self, calib: np.ndarray) -> list[str]:
-        return self._layers()
+        return self._in_scope()
 
     def int8_model(
         self,
@@ -268,16 +272,27 @@ class TorchBackend:
             raise CaloquantError(
                 f"torch int8 models keep their float part in fp32, not {float_precision}"
             )
-        units = self._layers()
-        chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
+        units, in_scope_units = self._layers(), self._in_scope()
+        chosen = (
+            in_scope_units
+            if int8_units is None
+            else [u for u in in_scope_units if u in set(int8_units)]
+        )
         example, kw = export_inputs(self.latent_dim)
         try:
             graph = torch.export.export(self.module, example, **kw).module()
             q = X86InductorQuantizer()
-            q.set_global(get_default_x86_inductor_quantization_config())
-            for u in units:
+            for u in units:  # module-name settings apply in order, the first one wins
                 if u not in chosen:
                     q.set_module_name_qconfig(u, None)
+            scope, config = (
+                quantized_scope(self.module),
+                get_default_x86_inductor_quantization_config(),
+            )
+            if scope is None:
+                q.set_global(config)
+            else:  # no global setting: ops outside the scope (elementwise ones too) stay float
+                q.set_module_name_qconfig(scope, config)
             prepared = prepare_pt2e(graph, q)
             with torch.no_grad():
                 for i in range(0, len(calib), 16):

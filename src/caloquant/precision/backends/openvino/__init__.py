@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from caloquant.precision.backends import FakeQuant
+from caloquant.precision.backends import FakeQuant, in_scope, quantized_scope
 from caloquant.precision.backends.openvino.compiled import HINTS, OpenVINOModel, float_parts
 from caloquant.precision.backends.openvino.graph import (
+    COMPUTE,
     compute_ops,
     fake_quantize_consumers,
     input_quantizers,
+    module_path,
     short_name,
     split_at,
     split_points,
@@ -57,7 +59,7 @@ class OpenVINOBackend:
     def __init__(self, module: nn.Module, latent_dim: int, threads: int | None) -> None:
         import openvino as ov
 
-        self.threads = threads
+        self.threads, self.scope = threads, quantized_scope(module)
         example = torch.randn(2, latent_dim)
         with warnings.catch_warnings():  # tracing bakes in the static spatial sizes, on purpose
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -88,6 +90,7 @@ class OpenVINOBackend:
             lp,
             None if precision == "fp32" else self.compact,
             f32_from=None if f32_from is None else short_name(f32_from),
+            scope=self.scope,
         )
 
     def split_points(self, calib: np.ndarray) -> list[str]:
@@ -97,8 +100,24 @@ class OpenVINOBackend:
         return split_points(self.fp_model, self.units(calib))
 
     def units(self, calib: np.ndarray) -> list[str]:
-        """Quantization units: the ops NNCF puts int8 quantizers in front of by default."""
-        return self.quantizer.units(calib)
+        """Quantization units: the ops NNCF puts int8 quantizers in front of by default, within
+        the model's quantized scope (an op converted from module ``m`` is named
+        ``__module.m/...``; ops of the root module have no prefix)."""
+        units = self.quantizer.units(calib)
+        if self.scope is None:
+            return units
+        ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
+
+        def serves_scope(u: str) -> bool:
+            # a quantizer in the scope that feeds no convolution or matmul of the scope (the
+            # shape network's last permute, read by the normalisation only) is not the scope's
+            op = ops.get(u)
+            if op is None or op.get_type_name() in COMPUTE:
+                return True
+            return any(in_scope(module_path(c.get_friendly_name()), self.scope)
+                       for c in compute_ops(op))  # fmt: skip
+
+        return [u for u in units if in_scope(module_path(u), self.scope) and serves_scope(u)]
 
     def unit_label(self, unit: str) -> str:
         return short_name(unit)
@@ -115,7 +134,8 @@ class OpenVINOBackend:
     ) -> OpenVINOModel:
         units = self.units(calib)
         chosen = units if int8_units is None else [u for u in units if u in set(int8_units)]
-        ignored = [u for u in units if u not in chosen]
+        # every op NNCF would quantize and that is not chosen, those outside the scope too
+        ignored = [u for u in self.quantizer.units(calib) if u not in chosen]
         q = self.quantizer.quantize(
             calib, ignored, calibration, bias_correction or "fast", smooth_quant
         )
@@ -130,6 +150,7 @@ class OpenVINOBackend:
             lp,
             self.compact,
             f32_from=None if f32_from is None else short_name(f32_from),
+            scope=self.scope,
         )
 
     def accuracy_control(
@@ -142,7 +163,7 @@ class OpenVINOBackend:
         """NNCF's own search: ``quantize_with_accuracy_control`` with our physics metric (higher
         is better)."""
         q, lp = self.quantizer.accuracy_control(calib, latents, metric, max_drop)
-        return OpenVINOModel.build([(q, "f32")], self.threads, lp, self.compact)
+        return OpenVINOModel.build([(q, "f32")], self.threads, lp, self.compact, scope=self.scope)
 
     def fake_quant_plan(
         self, calib: np.ndarray, int8_units: Sequence[str], calibration: str

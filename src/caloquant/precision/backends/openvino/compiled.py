@@ -91,12 +91,14 @@ class OpenVINOModel:
         layer_precisions: dict[str, str],
         compact: dict[str, Any] | None,
         f32_from: str | None = None,
+        scope: str | None = None,
     ) -> OpenVINOModel:
         """The model with the float kernels of ``compact`` (sub-pixel-rewritten convolutions,
         name -> UpsampledConv; None: none) and large float MatMul weights stored compactly
         (:func:`~caloquant.precision.backends.openvino.graph.compact_weights`); it is compiled
-        from that same compact form, so what is evaluated is exactly what is saved."""
-        made = [compact_weights(m, compact) for m, _ in parts]
+        from that same compact form, so what is evaluated is exactly what is saved. ``scope``:
+        the model's quantized scope (weights outside it stay float32)."""
+        made = [compact_weights(m, compact, scope) for m, _ in parts]
         compacted = list(dict.fromkeys(n for _, names in made for n in names))  # graph order
         return cls(
             [(m, h) for (m, _), (_, h) in zip(made, parts)],

@@ -32,12 +32,32 @@ def kind(op: Any) -> str:
 def short_name(full: str) -> str:
     """'__module.conv2/aten::_convolution/Convolution' -> 'conv2'; 'aten::view/Reshape' -> 'view';
     'aten::permute/Transpose_3' -> 'permute_3' (OpenVINO numbers repeated ops of one kind: two
-    permutes of the Conv2D generator must not share a label, or a per-unit setting hits both)."""
-    m = re.match(r"__module\.([^/]+)/", full)
+    permutes of the Conv2D generator must not share a label, or a per-unit setting hits both).
+    Tensor plumbing and arithmetic in a module's own forward are labelled with both:
+    '__module.shape/aten::cat/Concat' -> 'shape.cat' (a two-stage model's shape network: its
+    concat, reshape and permutes must not share the label 'shape')."""
+    m = re.match(r"__module\.([^/]+)/(?:aten::([^/]+)/[A-Za-z]+(_\d+)?(?:/|$))?", full)
     if m:
-        return m.group(1)
+        op = m.group(2)
+        if op not in _FORWARD_OPS:
+            return m.group(1)
+        return f"{m.group(1)}.{op}{m.group(3) or ''}"
     m = re.match(r"aten::([^/]+)/[A-Za-z]+(_\d+)?(?:/|$)", full)
     return m.group(1) + (m.group(2) or "") if m else full
+
+
+# tensor plumbing and arithmetic that a module's forward does itself, labelled with the op;
+# a layer module's own op (convolution, linear, batch norm, activation, upsampling) is
+# labelled by the module alone, as before two-stage models existed
+_FORWARD_OPS = frozenset(
+    {"cat", "view", "reshape", "permute", "flatten", "unsqueeze", "squeeze", "transpose"}
+    | {"mul", "div", "add", "sub", "sum", "clamp_min", "slice"}
+)
+
+
+def module_path(op_name: str) -> str:
+    """The torch module an op converted by ``ov.convert_model`` came from ('' for the root)."""
+    return op_name[len("__module.") :].split("/")[0] if op_name.startswith("__module.") else ""
 
 
 def walk(
@@ -184,7 +204,9 @@ def split_points(model: Any, units: Iterable[str]) -> list[str]:
     return [u for u in units if split_at(model, u) is not None]
 
 
-def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, list[str]]:
+def compact_weights(
+    model: Any, compact: dict[str, Any] | None, scope: str | None = None
+) -> tuple[Any, list[str]]:
     """A copy of ``model`` whose float (not int8) weights are stored in float16 and expanded to
     float32 when the model is compiled (the CPU plugin folds the expansion into one constant),
     so the file is small and inference is unchanged apart from the weights' float16 rounding:
@@ -193,10 +215,13 @@ def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, li
       small kernel, inference runs the large one);
     - float MatMul weights (e.g. a generator's first dense layer) become a float16 constant.
     Int8 units are left alone (NNCF already stores their weights as int8); ``compact=None``
-    leaves the model as it is (the exact fp32 model).
+    leaves the model as it is (the exact fp32 model). Weights outside the model's quantized
+    ``scope`` (a two-stage model's energy stage) stay float32.
     Returns the model and the names of the layers stored compactly."""
     import openvino as ov
     import openvino.opset13 as ops
+
+    from caloquant.precision.backends import in_scope
 
     if compact is None:
         return model, []
@@ -209,6 +234,8 @@ def compact_weights(model: Any, compact: dict[str, Any] | None) -> tuple[Any, li
         if kind(src) != "Constant" or src.get_element_type() != ov.Type.f32:
             continue
         name = op.get_friendly_name()
+        if not in_scope(module_path(name), scope):
+            continue
         if kind(op) == "MatMul":
             w = src.get_data()
             if w.size < 1024:  # not worth a node
