@@ -34,12 +34,18 @@ def write_h5(path: Path, **datasets: np.ndarray) -> Path:
 
 
 def toy_showers(
-    n: int, seed: int, lo: float = 100.0, hi: float = 500.0, grid: int = 25
+    n: int,
+    seed: int,
+    lo: float = 100.0,
+    hi: float = 500.0,
+    grid: int = 25,
+    width_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cheap random EM-like showers (not physics-accurate; for metric tests only): gamma
-    longitudinal profile, Gaussian transverse spread centred on the middle cell, 2 %
-    sampling fraction with 15 %/sqrt(E) resolution, gamma-distributed cell fluctuations.
-    Negligible energy in the last layer, so a one-cell shift along z loses nothing."""
+    longitudinal profile, Gaussian transverse spread centred on the middle cell (its width
+    times ``width_scale``), 2 % sampling fraction with 15 %/sqrt(E) resolution,
+    gamma-distributed cell fluctuations. Negligible energy in the last layer, so a one-cell
+    shift along z loses nothing."""
     from scipy.special import erf
 
     rng = np.random.default_rng(seed)
@@ -52,6 +58,7 @@ def toy_showers(
     cx = 0.2 * rng.standard_normal((n, 1))
     cy = 0.2 * rng.standard_normal((n, 1))
     width = (0.8 + 0.05 * t)[None, :] * (1 + 0.05 * rng.standard_normal((n, 1)))  # (n, Z)
+    width = width * width_scale
 
     def lateral(c: np.ndarray) -> np.ndarray:  # (n, X, Z)
         u = (edges[None, :, None] - c[:, :, None]) / (np.sqrt(2) * width[:, None, :])

@@ -10,10 +10,19 @@ import pytest
 
 from caloquant.data import write_showers
 from caloquant.errors import CaloquantError
-from caloquant.physics import parse_bins, separation_power, shower_features, validate
+from caloquant.physics import (
+    CaloChallengeConfig,
+    parse_bins,
+    separation_power,
+    shower_features,
+    validate,
+)
 from tests.helpers import assert_one_line_error, toy_showers
 
 AX = ("x", "y", "z")
+# the CaloChallenge protocol runs beside the feature classifier; tests/test_calochallenge.py
+# checks it, here a small, quick version keeps these tests fast
+QUICK_CC = CaloChallengeConfig(low_hidden=32, max_epochs=3, max_showers=300, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def test_features_on_a_single_cell() -> None:
 
 def test_independent_samples_of_one_source_agree(two_samples) -> None:
     a, b = two_samples
-    r = validate(a, b, classifier=True, seed=1).to_dict()
+    r = validate(a, b, classifier=True, seed=1, calochallenge=QUICK_CC).to_dict()
     assert [x["label"] for x in r["bins"]][:2] == ["all", "100-150"] and len(r["bins"]) == 9
     pulls = []
     for row in r["bins"]:
@@ -62,7 +71,8 @@ def test_metrics_detect_a_real_difference(two_samples) -> None:
         np.roll(s, 1, 1) + np.roll(s, -1, 1) + np.roll(s, 1, 2) + np.roll(s, -1, 2)
     )
     other = toy_showers(1500, seed=13)
-    r = validate(other, (broad * 1.04, e), classifier=True, seed=1).to_dict()
+    r = validate(other, (broad * 1.04, e), classifier=True, seed=1, calochallenge=QUICK_CC)
+    r = r.to_dict()
     allb = r["bins"][0]
     assert allb["sampling_fraction"]["pull"] > 5
     assert allb["moments"]["y"]["std"]["pull"] > 5
@@ -159,12 +169,18 @@ def test_validate_cli_json_and_plots(two_samples, tmp_path: Path, cli) -> None:
         tmp_path / "plots",
         "--bins",
         "edges:100,300,500",
+        "--threads",
+        "1",
     )
     assert res.code == 0, res.err
     d = json.loads((tmp_path / "v.json").read_text())
     assert (
         abs(d["classifier_auc"] - 0.5) < 0.15
     )  # two samples of one source: no better than chance (400 showers each)
+    for level in ("low_level", "high_level"):  # the CaloChallenge protocol beside it
+        cc = d["classifier_calochallenge"][level]
+        assert {"auc", "auc_err", "jsd"} <= set(cc) and cc["n_test"] == 160
+    assert "CaloChallenge low-level AUC" in res.out
     for row in d["bins"]:
         for k in ("label", "lo_gev", "hi_gev", "n_ref", "n_cand", "projection_mse"):
             assert k in row

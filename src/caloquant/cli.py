@@ -550,7 +550,9 @@ def validate(
     classifier: Annotated[
         bool,
         typer.Option(
-            "--classifier", help="Train a classifier to tell the samples apart (AUC, JSD)."
+            "--classifier",
+            help="Train classifiers to tell the samples apart (AUC, JSD): a feature classifier "
+            "and the CaloChallenge protocol's low- and high-level ones (minutes).",
         ),
     ] = False,
     hit_threshold: Annotated[

@@ -141,3 +141,25 @@ def projections(showers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         showers.sum(axis=2, dtype=np.float64),
         showers.sum(axis=1, dtype=np.float64),
     )
+
+
+def feature_histograms(
+    fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], keys: tuple[str, ...], n_bins: int = 40
+) -> dict[str, dict[str, list]]:
+    """Histograms of the scalar features ``keys`` of two samples on common edges (the 0.2 % to
+    99.8 % quantiles of both, over- and underflow clipped into the end bins), for plots."""
+    out: dict[str, dict[str, list]] = {}
+    for k in keys:
+        r, c = fr[k][np.isfinite(fr[k])], fc[k][np.isfinite(fc[k])]
+        if r.size == 0 or c.size == 0:
+            continue
+        lo, hi = np.quantile(np.concatenate([r, c]), [0.002, 0.998])
+        if hi <= lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, n_bins + 1)
+        out[k] = {
+            "edges": edges.tolist(),
+            "ref": np.histogram(np.clip(r, lo, hi), edges)[0].tolist(),
+            "cand": np.histogram(np.clip(c, lo, hi), edges)[0].tolist(),
+        }
+    return out

@@ -74,3 +74,17 @@ def fit_resolution(
         "rel_spread": r.tolist(),
         "rel_spread_err": w.tolist(),
     }
+
+
+def fit_resolution_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model fitted to each sample's per-bin relative spreads in ``validate``'s rows
+    (``resolution`` and ``ep_mean_gev`` of every bin but "all"), with the model's formula."""
+    pts = [r for r in rows if r["label"] != "all"]
+    out: dict[str, Any] = {"model": RESOLUTION_MODEL}
+    for who in ("ref", "cand"):
+        out[who] = fit_resolution(
+            np.array([r["ep_mean_gev"][who] for r in pts]),
+            np.array([r["resolution"][who] for r in pts]),
+            np.array([r["resolution"][f"{who}_err"] for r in pts]),
+        )
+    return out

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from caloquant.physics.features import (
     SPECTRUM_EDGES,
     cell_spectrum,
     coarse_view,
+    feature_histograms,
     high_level_vector,
     projections,
     shower_features,
@@ -53,7 +54,7 @@ from caloquant.physics.optimisation import (
     DEFAULT_METRIC_POINTS_GEV,
     metric_from_features,
 )
-from caloquant.physics.resolution import RESOLUTION_MODEL, fit_resolution
+from caloquant.physics.resolution import fit_resolution_rows
 from caloquant.physics.samples import Sample, Source, as_sample, check_options
 from caloquant.physics.stats import compare as _compare
 from caloquant.physics.stats import (
@@ -61,6 +62,9 @@ from caloquant.physics.stats import (
     relative_spread_pseudo,
     sqrt_of_mean_pseudo,
 )
+
+if TYPE_CHECKING:
+    from caloquant.physics.calochallenge import CaloChallengeConfig, RowSubset
 
 SCALAR_FEATURES = ("sf", "n_hits", "mean_x", "mean_y", "mean_z", "std_x", "std_y", "std_z", "max_z")
 PLANES = ("xy", "xz", "yz")
@@ -76,6 +80,7 @@ class _Acc:
 
     bins: list[EnergyBin]
     grid: tuple[int, ...]
+    cells: RowSubset | None = None  # the showers kept for the CaloChallenge classifier
     feats: dict[str, list[np.ndarray]] = field(default_factory=dict)
     coarse: list[np.ndarray] = field(default_factory=list)
     proj_sum: list[list[np.ndarray]] = field(default_factory=list)
@@ -99,6 +104,8 @@ class _Acc:
         self.energies.append(e)
         if want_coarse:
             self.coarse.append(coarse_view(s))
+        if self.cells is not None:
+            self.cells.add(s, e)
         projs = projections(s)
         for b, binfo in enumerate(self.bins):
             m = binfo.mask(e)
@@ -178,6 +185,7 @@ def validate(
     metric_half_width: float = DEFAULT_METRIC_HALF_WIDTH_GEV,
     progress: Callable[[int], None] | None = None,
     detail: bool = True,
+    calochallenge: CaloChallengeConfig | None = None,
 ) -> ValidationReport:
     """Validate ``cand`` against ``ref``: files (either format) or (showers, energies) arrays.
 
@@ -188,6 +196,8 @@ def validate(
     are set to 0 before any metric (GeV; 0 = none). ``metric_points`` and ``metric_half_width``:
     energy windows (GeV) of the authors' optimisation metric (``optimisation_metric``).
     ``progress`` is called with the number of showers processed after each chunk.
+    ``classifier``: also the CaloChallenge protocol, with the settings ``calochallenge``
+    (its ``max_showers`` per sample, a seeded random subset, are kept in memory for it).
     """
     hit_threshold, zero_threshold, seed, windows = check_options(
         hit_threshold, zero_threshold, seed, metric_points, metric_half_width, bins
@@ -208,6 +218,7 @@ def validate(
             windows,
             progress,
             detail,
+            calochallenge,
         )
     finally:
         sr.close()
@@ -228,6 +239,7 @@ def _validate(
     metric_windows: tuple[tuple[float, ...], float],
     progress: Callable[[int], None] | None,
     detail: bool,
+    cc_config: CaloChallengeConfig | None,
 ) -> ValidationReport:
     if sr.grid != sc.grid:
         raise CaloquantError(f"grids differ: REF {sr.grid} vs CAND {sc.grid}")
@@ -255,7 +267,20 @@ def _validate(
                 "need at least 2 each"
             )
 
-    ar, ac = _Acc(bins, sr.grid), _Acc(bins, sc.grid)
+    keep: tuple[RowSubset | None, RowSubset | None] = (None, None)
+    if classifier:
+        from caloquant.physics.calochallenge import CaloChallengeConfig, RowSubset
+
+        cc_config = CaloChallengeConfig() if cc_config is None else cc_config
+        if not isinstance(cc_config, CaloChallengeConfig):
+            raise CaloquantError(
+                f"calochallenge must be a CaloChallengeConfig, got {type(cc_config).__name__}"
+            )
+        keep = (
+            RowSubset(sr.n, cc_config.max_showers, seed),
+            RowSubset(sc.n, cc_config.max_showers, seed),
+        )
+    ar, ac = _Acc(bins, sr.grid, keep[0]), _Acc(bins, sc.grid, keep[1])
     pixel: list[np.ndarray] = []
     if paired:
         for (s1, e1), (s2, e2) in zip(sr.chunks(chunk), sc.chunks(chunk)):
@@ -356,7 +381,8 @@ def _validate(
         "bins": out_bins,
         "classifier_auc": None,
         "classifier": None,
-        "resolution_fit": _resolution_fits(out_bins),
+        "classifier_calochallenge": None,
+        "resolution_fit": fit_resolution_rows(out_bins),
     }
     try:
         result["optimisation_metric"] = metric_from_features(fr, er, fc, ec, *metric_windows)
@@ -368,7 +394,7 @@ def _validate(
         }
     if detail:
         result["cell_spectrum_log10_edges"] = SPECTRUM_EDGES.tolist()
-        result["histograms"] = _feature_histograms(fr, fc)
+        result["histograms"] = feature_histograms(fr, fc, SCALAR_FEATURES)
     if distances:
         hr, hc = high_level_vector(fr, er), high_level_vector(fc, ec)
         fpd, fpd_err = frechet_distance(hr, hc, seed=seed)
@@ -383,6 +409,11 @@ def _validate(
         res = classifier_test(xr, xc, seed=seed)
         result["classifier"] = res.to_dict()
         result["classifier_auc"] = res.auc
+        from caloquant.physics.calochallenge import calochallenge_test
+
+        assert ar.cells is not None and ac.cells is not None
+        cc = calochallenge_test(ar.cells.arrays(), ac.cells.arrays(), cc_config, seed)
+        result["classifier_calochallenge"] = cc.to_dict()
     return ValidationReport(result)
 
 
@@ -413,38 +444,3 @@ def _moments_row(
         "profile_mean": _compare(pmr, pmc, paired),
         "profile_std": _compare(psr, psc, paired),
     }
-
-
-def _resolution_fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """sigma/E = a/sqrt(E) (+) b fitted to each sample's per-bin relative spreads (bins other
-    than "all")."""
-    pts = [r for r in rows if r["label"] != "all"]
-    out: dict[str, Any] = {"model": RESOLUTION_MODEL}
-    for who in ("ref", "cand"):
-        out[who] = fit_resolution(
-            np.array([r["ep_mean_gev"][who] for r in pts]),
-            np.array([r["resolution"][who] for r in pts]),
-            np.array([r["resolution"][f"{who}_err"] for r in pts]),
-        )
-    return out
-
-
-def _feature_histograms(
-    fr: dict[str, np.ndarray], fc: dict[str, np.ndarray], n_bins: int = 40
-) -> dict[str, Any]:
-    """Unit-normalised histograms of scalar features, for plots."""
-    out: dict[str, Any] = {}
-    for k in SCALAR_FEATURES:
-        r, c = fr[k][np.isfinite(fr[k])], fc[k][np.isfinite(fc[k])]
-        if r.size == 0 or c.size == 0:
-            continue
-        lo, hi = np.quantile(np.concatenate([r, c]), [0.002, 0.998])
-        if hi <= lo:
-            hi = lo + 1.0
-        edges = np.linspace(lo, hi, n_bins + 1)
-        out[k] = {
-            "edges": edges.tolist(),
-            "ref": np.histogram(np.clip(r, lo, hi), edges)[0].tolist(),
-            "cand": np.histogram(np.clip(c, lo, hi), edges)[0].tolist(),
-        }
-    return out

@@ -105,13 +105,22 @@ class Manifest(Mapping[str, Any]):
 
     # -- the JSON document's view (Mapping) -----------------------------------------------
     def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
+        """One key of :meth:`to_dict`, read from its field alone (not the whole document)."""
+        if key != "extra" and key in _FIELDS:
+            v = getattr(self, key)
+            if key in _SAVED and not v:
+                raise KeyError(key)
+            return v.to_dict() if isinstance(v, ModelSpec) else v
+        return self.extra[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.to_dict())
 
     def __len__(self) -> int:
         return len(self.to_dict())
+
+
+_FIELDS = frozenset(f.name for f in fields(Manifest))
 
 
 def is_artifact(path: str | os.PathLike[str]) -> bool:

@@ -197,6 +197,13 @@ def global_table(report: dict[str, Any]) -> Table:
             "classifier AUC", f"{c['auc']:.4f} ± {c['auc_err']:.4f}", "0.5 = indistinguishable"
         )
         t.add_row("classifier JSD", f"{c['jsd']:.4f}", "0 = indistinguishable")
+    for level, cc in (report.get("classifier_calochallenge") or {}).items():
+        if level in ("low_level", "high_level"):
+            t.add_row(
+                f"CaloChallenge {level.replace('_', '-')} AUC",
+                f"{cc['auc']:.4f} ± {cc['auc_err']:.4f}",
+                f"JSD {cc['jsd']:.4f} ± {cc['jsd_err']:.4f}; 0.5 = indistinguishable",
+            )
     sep = report["bins"][0].get("separation_power", {})
     for k, v in sep.items():
         t.add_row(f"sep. power {k}", f"{v['value']:.4f}", f"statistical floor {v['floor']:.4f}")
