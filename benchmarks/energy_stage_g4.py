@@ -119,7 +119,8 @@ def main() -> None:
             "errors": "bootstrap (200 resamples of both samples), one standard deviation",
         },
         "max_abs_mean_deviation_model": round(
-            max(abs(float(r["mean_ratio_model"]) - 1) for r in rows), 4  # type: ignore[arg-type]
+            max(abs(float(r["mean_ratio_model"]) - 1) for r in rows),
+            4,  # type: ignore[arg-type]
         ),
     }
     write_json(args.out, out)
