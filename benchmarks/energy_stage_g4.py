@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from caloquant.data import open_showers
 from caloquant.fileio import write_json
 from caloquant.models import EnergyStage
+from caloquant.train.data import FileRows, scan_files
+from caloquant.train.data import ecal_and_energy as train_ecal_and_energy
 from caloquant.train.energy import fit_energy_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,15 +30,13 @@ THRESHOLD_GEV = 1e-6  # cells below are dropped, as training does
 
 
 def ecal_and_energy(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    files = sorted(folder.glob("shard_*.h5"))
-    ecal, ep = [], []
-    for f in files:
-        with open_showers(f) as r:
-            for s, e in r.iter_chunks(500):
-                s = np.where(s < THRESHOLD_GEV, 0.0, s)
-                ecal.append(s.reshape(len(s), -1).sum(1, dtype=np.float64))
-                ep.append(np.asarray(e, dtype=np.float64))
-    return np.concatenate(ecal), np.concatenate(ep), [f.name for f in files]
+    """Every shower's ECAL sum and incident energy, read as training reads them."""
+    files = sorted(str(f) for f in folder.glob("shard_*.h5"))
+    counts = scan_files(files, (25, 25, 25))
+    ecal, ep = train_ecal_and_energy(
+        [FileRows(f, n, 0, n) for f, n in zip(files, counts)], THRESHOLD_GEV
+    )
+    return ecal, ep.astype(np.float64), [Path(f).name for f in files]
 
 
 def _core(x: np.ndarray) -> float:

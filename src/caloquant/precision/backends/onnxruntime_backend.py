@@ -144,25 +144,25 @@ class _Reader:
         return next(self._it, None)
 
 
-def _node_label(node: Any) -> str:
-    """The torch module a dynamo-exported node came from ('conv2'), else the node name."""
+def _name_scopes(node: Any) -> list[str]:
+    """The non-empty torch name scopes of a dynamo-exported node, outermost first: the module
+    paths, then the op ('shape', 'shape.dense', 'linear'); empty where the node has none."""
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
-            scopes = [s.strip(" '\"") for s in p.value.strip("[]").split(",")]
-            named = [s for s in scopes if s]
-            if len(named) > 1:
-                return named[-1].split(".")[-1] if named[-1] else node.name
-    return node.name
+            return [s for s in (x.strip(" '\"") for x in p.value.strip("[]").split(",")) if s]
+    return []
+
+
+def _node_label(node: Any) -> str:
+    """The torch module a dynamo-exported node came from ('conv2'), else the node name."""
+    named = _name_scopes(node)
+    return named[-1].split(".")[-1] if len(named) > 1 else node.name
 
 
 def _module_path(node: Any) -> str:
     """The dotted path of the torch module a dynamo-exported node came from ('' for the root)."""
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            scopes = [s.strip(" '\"") for s in p.value.strip("[]").split(",")]
-            named = [s for s in scopes if s]
-            return named[-2] if len(named) > 1 else ""
-    return ""
+    named = _name_scopes(node)
+    return named[-2] if len(named) > 1 else ""
 
 
 class ONNXRuntimeBackend:

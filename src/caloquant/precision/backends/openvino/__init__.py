@@ -60,6 +60,7 @@ class OpenVINOBackend:
         import openvino as ov
 
         self.threads, self.scope = threads, quantized_scope(module)
+        self._scoped: list[str] | None = None
         example = torch.randn(2, latent_dim)
         with warnings.catch_warnings():  # tracing bakes in the static spatial sizes, on purpose
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -106,6 +107,11 @@ class OpenVINOBackend:
         units = self.quantizer.units(calib)
         if self.scope is None:
             return units
+        if self._scoped is None:  # the tuner asks once per trial: the graph walks run once
+            self._scoped = self._in_scope(units)
+        return self._scoped
+
+    def _in_scope(self, units: list[str]) -> list[str]:
         ops = {op.get_friendly_name(): op for op in self.fp_model.get_ordered_ops()}
 
         def serves_scope(u: str) -> bool:
