@@ -12,7 +12,7 @@ from torch import nn
 from caloquant.models import Checkpoint, Generator3DGAN
 from caloquant.precision import QuantizeConfig, Tolerance, load_artifact, quantize
 from caloquant.precision.rewrite import fuse_upsample_conv, rewritten_convs
-from caloquant.timing import TimingConfig
+from caloquant.timing import RaceConfig, TimingConfig
 from tests.helpers import UP_SPEC, UpGen
 
 
@@ -137,6 +137,8 @@ def test_openvino_artifact_stores_the_compact_kernel(tmp_path: Path, precision: 
         seed=0,  # type: ignore[arg-type]
         tolerance=tol,
         timing=TimingConfig(window_s=0.2, rounds=1),
+        # int8: every candidate passes and races the exact model; whichever wins is stored
+        race=RaceConfig(min_rounds=3, max_rounds=8, budget_s=8.0),
     )
     res = quantize(ck, cfg)
     res.save(tmp_path / "art")

@@ -14,20 +14,24 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# tiny: 120 GFlash showers, short tuning and benchmark (the report is the thing under test)
-TINY = [
-    "--quick",
-    "--showers",
-    "120",
-    "--tune-budget",
-    "20",
-    "--bench-duration",
-    "0.3",
-    "--mc-budget",
-    "8",
-    "--threads",
-    "2",
-]
+# tiny: short tuning and benchmark (the report is the thing under test), 60 GFlash showers: at
+# least 6 in each 50 GeV bin of the validations and more than the classifiers' 50 per sample
+# (the validations are most of the run: their time grows with the showers)
+TINY_SETTINGS = {
+    "n_flat": 60,
+    "tune_budget_s": 20,
+    "bench_duration_s": 0.3,
+    "mc_budget_s": 8,
+    "threads": 2,
+}
+FLAG = {
+    "n_flat": "--showers",
+    "tune_budget_s": "--tune-budget",
+    "bench_duration_s": "--bench-duration",
+    "mc_budget_s": "--mc-budget",
+    "threads": "--threads",
+}
+TINY = ["--quick", *(a for k, v in TINY_SETTINGS.items() for a in (FLAG[k], str(v)))]
 SECTIONS = (
     "Recommendation",
     "Speed-up",
@@ -135,14 +139,7 @@ def test_bench_results_are_matched_by_model_not_by_position(quick_run: Path) -> 
     bench.write_text(json.dumps(rep))
     try:
         after = run(
-            RunConfig(
-                quick=True,
-                n_flat=120,
-                tune_budget_s=20,
-                bench_duration_s=0.3,
-                mc_budget_s=8,
-                threads=2,
-            ),
+            RunConfig(quick=True, **TINY_SETTINGS),  # type: ignore[arg-type]
             quick_run,
         )
     finally:
@@ -218,11 +215,12 @@ def test_interrupted_run_leaves_no_report_and_resumes(
     quick_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run stopped in a step leaves the finished steps and no report; the next run redoes
-    only the unfinished step."""
+    only the unfinished step (the physics int8 showers: the validations that read them are
+    keyed by that step's inputs, the same again, and are reused)."""
     import caloquant.api
     from caloquant.run import RunConfig, run
 
-    step = quick_run / "steps" / "validate_cern-3dgan_int8_physics_vs_fp32.json"
+    step = quick_run / "steps" / "cern-3dgan_sample_int8_physics_flat.json"
     assert step.exists()
     step.unlink()
     (quick_run / "report.html").unlink()
@@ -231,18 +229,16 @@ def test_interrupted_run_leaves_no_report_and_resumes(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    cfg = RunConfig(
-        quick=True, n_flat=120, tune_budget_s=20, bench_duration_s=0.3, mc_budget_s=8, threads=2
-    )
+    cfg = RunConfig(quick=True, **TINY_SETTINGS)  # type: ignore[arg-type]
     with monkeypatch.context() as mp:
-        mp.setattr(caloquant.api, "validate", interrupted)
+        mp.setattr(caloquant.api, "load", interrupted)  # the sample step loads the artifact
         with pytest.raises(KeyboardInterrupt):
             run(cfg, quick_run)
     assert not (quick_run / "report.html").exists() and not (quick_run / "report.json").exists()
     assert not list(quick_run.rglob("*.part"))
     run(cfg, quick_run)
     ran = [s["step"] for s in _report(quick_run)["steps"] if not s["reused"]]
-    assert ran == ["validate cern-3dgan int8_physics vs fp32"]
+    assert ran == ["cern-3dgan: sample int8_physics (flat)"]
 
 
 # ---- the report in a real browser -----------------------------------------------------------
@@ -384,11 +380,7 @@ def test_a_float_variant_that_runs_as_another_is_not_repeated(quick_run: Path) -
 
     cfg = RunConfig(
         quick=True,
-        n_flat=120,
-        tune_budget_s=20,
-        bench_duration_s=0.3,
-        mc_budget_s=8,
-        threads=2,
+        **TINY_SETTINGS,  # type: ignore[arg-type]
         variants=(
             *QUICK_VARIANTS[:2],
             StudyVariant("fp16", "fp16", "openvino"),
