@@ -1,0 +1,253 @@
+"""Issue 23 item 5's acceptance table: a model against Geant4, criterion by criterion.
+
+Per model (a built-in name, a checkpoint or an artifact): one shower per Geant4 shower at its
+energy (the same sample seed for every model), compared by :func:`caloquant.physics.validate`
+(features from ``shower_features``) per 50 GeV bin of the held-out Geant4 set and at the fixed
+100, 300, 500 GeV points of the Geant4 reference shipped in the package (100 showers each):
+mean Ecal/Ep, sigma/mean of Ecal/Ep, z centroid (layers), x, y, z widths (per-shower
+energy-weighted RMS, cells), hit count (``Criteria``); cells finite and non-negative; the
+CaloChallenge classifier AUC on the held-out set beside the Geant4 floor of
+benchmarks/results/classifier/calochallenge.json (read, not remeasured). A criterion passes when
+the value is within its tolerance; ``sig`` = |deviation| / error. Errors: standard errors of
+means; for sigma/mean delta-method pseudo-values (the standard error of a std, with its
+covariance with the mean); ratios r * hypot(err_g4 / g4, err_model / model). Cells below
+``cell_cut_gev`` (the Geant4 data cut, 1 keV) are zeroed in both samples; hits are cells above.
+Writes benchmarks/results/acceptance/<name>.json and prints a markdown table per model.
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/acceptance_g4.py \\
+        --models conv2d-g4 cern-3dgan --heldout /work/data/g4/heldout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "benchmarks" / "results" / "acceptance"
+FLOOR = REPO / "benchmarks" / "results" / "classifier" / "calochallenge.json"
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Issue 23 item 5. Relative tolerances are on |model / Geant4 - 1|."""
+
+    ecal_mean_rel: float = 0.02  # mean Ecal/Ep
+    resolution_rel: float = 0.20  # sigma/mean of Ecal/Ep
+    z_mean_layers: float = 0.3  # |z centroid shift|, layers
+    width_rel: float = 0.10  # x, y, z widths
+    width_rel_goal: float = 0.05
+    hits_rel: float = 0.10  # hit count
+    auc_moonshot: float = 0.75  # CaloChallenge classifier AUC (reported, not a pass criterion)
+    significant: float = 3.0  # |deviation| / error above which a deviation is significant
+    cell_cut_gev: float = 1e-6  # cells below are zeroed in both samples; hits are cells above
+    bin_edges_gev: tuple[float, ...] = tuple(100.0 + 50.0 * i for i in range(9))
+    points_gev: tuple[float, ...] = (100.0, 300.0, 500.0)
+
+
+CRIT = Criteria()
+# column, path into a validate() bin row, "ratio" or "shift", tolerance field
+CHECKS = (
+    ("Ecal/Ep mean", ("sampling_fraction",), "ratio", "ecal_mean_rel"),
+    ("sigma/mean", ("resolution",), "ratio", "resolution_rel"),
+    ("z mean", ("moments", "z", "mean"), "shift", "z_mean_layers"),
+    ("x width", ("moments", "x", "std"), "ratio", "width_rel"),
+    ("y width", ("moments", "y", "std"), "ratio", "width_rel"),
+    ("z width", ("moments", "z", "std"), "ratio", "width_rel"),
+    ("hits", ("n_hits",), "ratio", "hits_rel"),
+)
+
+
+def read_heldout(folder: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Showers, energies and shard seeds of a reference set's shard_*.h5 files (its
+    manifest.json is a reference-set manifest, not a sharded-dataset one: read shard by shard)."""
+    from caloquant.data import open_showers
+
+    showers, energies, seeds = [], [], []
+    for f in sorted(folder.glob("shard_*.h5")):
+        with open_showers(f) as r:
+            s, e = r.read()
+            seeds.append(int(r.attrs.get("seed", -1)))
+        showers.append(s)
+        energies.append(e)
+    return np.concatenate(showers), np.concatenate(energies), seeds
+
+
+def fixed_points() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The packaged Geant4 reference's showers at CRIT.points_gev."""
+    from caloquant.sim.reference import load_packaged_reference
+
+    s, e, meta = load_packaged_reference()
+    keep = np.isin(e, CRIT.points_gev)
+    info = {k: meta.get(k) for k in ("engine", "geometry_hash", "physics_list", "seed")}
+    return s[keep], e[keep], info
+
+
+def cell_check(s: np.ndarray) -> dict[str, Any]:
+    finite = np.isfinite(s)
+    return {
+        "ok": bool(finite.all() and (s[finite] >= 0).all()),
+        "non_finite_cells": int((~finite).sum()),
+        "negative_cells": int((s[finite] < 0).sum()),
+        "min_gev": float(s[finite].min()) if finite.any() else None,
+    }
+
+
+def criterion(row: dict[str, Any], path: tuple[str, ...], kind: str, tol_name: str) -> dict:
+    c = row
+    for k in path:
+        c = c[k]
+    tol = getattr(CRIT, tol_name)
+    if kind == "ratio":
+        r = c["cand"] / c["ref"]
+        err = abs(r) * float(np.hypot(c["ref_err"] / c["ref"], c["cand_err"] / c["cand"]))
+        value, dev = r, r - 1.0
+    else:
+        value = dev = c["shift"]
+        err = c["shift_err"]
+    sig = abs(dev) / err if err > 0 else float("inf")
+    out = dict(value=value, err=err, g4=c["ref"], g4_err=c["ref_err"], model=c["cand"])
+    out |= {"model_err": c["cand_err"], "tolerance": tol}
+    out |= {"pass": bool(abs(dev) <= tol), "sig": sig, "significant": bool(sig > CRIT.significant)}
+    if tol_name == "width_rel":
+        out["pass_goal"] = bool(abs(dev) <= CRIT.width_rel_goal)
+    return out
+
+
+def table_rows(g4: tuple, model: tuple, bins: str, keep_all: bool) -> list[dict[str, Any]]:
+    from caloquant.physics import validate
+
+    cut = CRIT.cell_cut_gev
+    opts = dict(distances=False, detail=False, zero_threshold=cut, hit_threshold=cut)
+    rep = validate(g4, model, bins=bins, **opts).to_dict()
+    rows = []
+    for b in rep["bins"][0 if keep_all else 1 :]:
+        crit = {name: criterion(b, *spec) for name, *spec in CHECKS}
+        ok = all(c["pass"] for c in crit.values())
+        rows.append(dict(bin=b["label"], n_g4=b["n_ref"], n_model=b["n_cand"], criteria=crit))
+        rows[-1]["pass"] = ok
+    return rows
+
+
+def floor() -> dict[str, Any] | None:
+    if not FLOOR.is_file():
+        return None
+    f = json.loads(FLOOR.read_text())["floor"]["summary"]
+    return {"file": str(FLOOR.relative_to(REPO)), **f}
+
+
+def markdown(name: str, res: dict[str, Any]) -> str:
+    head = ["bin GeV", "n"] + [c[0] for c in CHECKS] + ["pass"]
+    out = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for table in ("heldout", "fixed"):
+        for r in res.get(table) or []:
+            if r["bin"] == "all":
+                continue
+            cells = []
+            for c in r["criteria"].values():
+                mark = "✓" if c["pass"] else "✗"
+                cells.append(f"{c['value']:.3f}±{c['err']:.3f} {mark} ({c['sig']:.0f}σ)")
+            label = r["bin"] if table == "heldout" else f"{r['bin'].split('+')[0]} (fixed)"
+            out.append(
+                f"| {label} | {r['n_g4']} | "
+                + " | ".join(cells)
+                + f" | {'✓' if r['pass'] else '✗'} |"
+            )
+    cc = res.get("classifier")
+    if cc:
+        fl = res["classifier_floor"] or {}
+        for lvl in ("low_level", "high_level"):
+            f = fl.get(lvl, {})
+            out.append(
+                f"\nCaloChallenge {lvl} AUC {cc[lvl]['auc']:.3f} ± {cc[lvl]['auc_err']:.3f} "
+                f"(Geant4 floor {f.get('auc_mean', float('nan')):.3f} ± "
+                f"{f.get('auc_std_over_seeds') or float('nan'):.3f})"
+            )
+    out.append(
+        f"\ncells finite and non-negative: held-out {res['cells']['heldout']['ok']}, "
+        f"fixed {res['cells']['fixed']['ok']}; every criterion passes: {res['pass']}"
+    )
+    return "\n".join(out)
+
+
+def run_model(arg: str, g4: tuple, fx: tuple, args: argparse.Namespace) -> dict[str, Any]:
+    import caloquant as cq
+    from caloquant.physics.calochallenge import CaloChallengeConfig, calochallenge_test
+
+    t0 = time.perf_counter()
+    model = cq.load(arg, threads=1)
+    s_h, _ = model.sample(energies=g4[1], seed=args.seed)
+    s_f, _ = model.sample(energies=fx[1], seed=args.seed + 1)
+    res: dict[str, Any] = {
+        "model": arg,
+        "energy_range_gev": list(model.spec.energy_range_gev),
+        "sample_seeds": {"heldout": args.seed, "fixed": args.seed + 1},
+        "cells": {"heldout": cell_check(s_h), "fixed": cell_check(s_f)},
+        "seconds": {"sample": round(time.perf_counter() - t0, 1)},
+    }
+    if not (res["cells"]["heldout"]["ok"] and res["cells"]["fixed"]["ok"]):
+        res["pass"] = False
+        return res | {"skipped": "the model's cells are not finite and non-negative"}
+    t1 = time.perf_counter()
+    edges = ",".join(f"{x:g}" for x in CRIT.bin_edges_gev)
+    res["heldout"] = table_rows(g4, (s_h, g4[1]), f"edges:{edges}", True)
+    pts = ",".join(f"{x:g}" for x in CRIT.points_gev)
+    res["fixed"] = table_rows(fx, (s_f, fx[1]), f"points:{pts}/1", False)
+    res["seconds"]["validate"] = round(time.perf_counter() - t1, 1)
+    if not args.no_classifier:
+        t2 = time.perf_counter()
+        cfg = CaloChallengeConfig(threads=1)
+        res["classifier"] = calochallenge_test(g4, (s_h, g4[1]), cfg, seed=0).to_dict()
+        res["classifier_floor"] = floor()
+        res["auc_moonshot_met"] = all(
+            res["classifier"][lvl]["auc"] <= CRIT.auc_moonshot
+            for lvl in ("low_level", "high_level")
+        )
+        res["seconds"]["classifier"] = round(time.perf_counter() - t2, 1)
+    res["pass"] = all(r["pass"] for t in ("heldout", "fixed") for r in res[t] if r["bin"] != "all")
+    res["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--models", nargs="+", default=["conv2d-g4"])
+    ap.add_argument("--heldout", type=Path, default=Path("/work/data/g4/heldout"))
+    ap.add_argument("--seed", type=int, default=12345, help="sample seed (fixed points: +1)")
+    ap.add_argument("--no-classifier", action="store_true")
+    ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    args = ap.parse_args()
+    if not sorted(args.heldout.glob("shard_*.h5")):
+        print(f"acceptance_g4: no held-out Geant4 set at {args.heldout}; skipped")
+        return
+
+    import torch
+
+    from caloquant.fileio import write_json
+
+    torch.set_num_threads(1)
+    s, e, seeds = read_heldout(args.heldout)
+    fs, fe, finfo = fixed_points()
+    meta = {
+        "criteria": asdict(CRIT),
+        "heldout_set": {"path": str(args.heldout), "n": len(e), "seeds": [min(seeds), max(seeds)]},
+        "fixed_set": {"source": "caloquant packaged Geant4 reference", "n": len(fe), **finfo},
+        "cells_g4": {"heldout": cell_check(s), "fixed": cell_check(fs)},
+    }
+    for arg in args.models:
+        res = meta | run_model(arg, (s, e), (fs, fe), args)
+        name = Path(arg).stem
+        write_json(args.out_dir / f"{name}.json", res)
+        print(markdown(name, res), f"\n\nwrote {args.out_dir / f'{name}.json'}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
