@@ -105,6 +105,23 @@ def test_embedded_default_is_the_cern_generator(keras_files) -> None:
     assert "Apache" in (REPO / "NOTICE").read_text()
 
 
+def test_cq_models_lists_the_builtins_also_after_the_models_package_is_imported() -> None:
+    """README's ``cq.models()``: importing the ``caloquant.models`` subpackage (any sampling
+    does) makes ``caloquant.models`` the subpackage; it answers the call the same way."""
+    import subprocess
+    import sys
+
+    code = (
+        "import caloquant as cq\n"
+        "before = cq.models()\n"
+        "import caloquant.models\n"
+        "after = cq.models()\n"
+        "assert before == after and [r['name'] for r in after] == ['cern-3dgan', 'conv2d-g4']\n"
+        "assert caloquant.models.Checkpoint is not None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_every_builtin_model_is_installed_and_the_trained_one_says_what_it_was_trained_on() -> None:
     """conv2d-g4 (issue 11) ships inside the package: at most 10 MB, trained here on at least
     5,000 Geant4 showers of today's geometry (read from its own provenance), and it samples."""

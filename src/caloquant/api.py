@@ -191,9 +191,6 @@ def validate(ref: Any, cand: Any, **options: Any) -> Report:
 
 def models() -> list[dict[str, str]]:
     """The built-in models: name, description, licence, source."""
-    from caloquant.models import builtin_models
+    from caloquant.models import builtin_listing
 
-    return [
-        {"name": m.name, "description": m.description, "licence": m.licence, "source": m.source}
-        for m in builtin_models()
-    ]
+    return builtin_listing()

@@ -11,8 +11,9 @@ own stages.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 from caloquant.distributed.config import ENGINES, GenerateConfig
 
@@ -22,19 +23,16 @@ if TYPE_CHECKING:
     from caloquant.distributed.plan import plan_shards, shard_seed
     from caloquant.distributed.producers import ModelProducer, ShardProducer, producer_for
 
+# imported on first use (lazy_loader): submodule -> its public names
 _LAZY = {
-    "GenerateProgress": "api",
-    "GenerateResult": "api",
-    "generate": "api",
-    "connect": "cluster",
-    "local_cluster": "cluster",
-    "security_from": "cluster",
-    "plan_shards": "plan",
-    "shard_seed": "plan",
-    "ModelProducer": "producers",
-    "ShardProducer": "producers",
-    "producer_for": "producers",
+    "api": ["GenerateProgress", "GenerateResult", "generate"],
+    "cluster": ["connect", "local_cluster", "security_from"],
+    "plan": ["plan_shards", "shard_seed"],
+    "producers": ["ModelProducer", "ShardProducer", "producer_for"],
 }
+
+
+__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
 
 __all__ = [
     "ENGINES",
@@ -51,12 +49,6 @@ __all__ = [
     "security_from",
     "shard_seed",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"caloquant.distributed.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'caloquant.distributed' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

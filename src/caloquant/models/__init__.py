@@ -1,5 +1,8 @@
 """Generator and discriminator models, checkpoints, Keras import and sampling."""
 
+import sys
+import types
+
 from caloquant.data.energies import energies_for  # re-exported: drawing showers starts there
 from caloquant.models.checkpoint import (
     ARCHITECTURES,
@@ -26,6 +29,7 @@ from caloquant.models.registry import (
     DEFAULT_MODEL,
     BuiltinModel,
     ModelRef,
+    builtin_listing,
     builtin_models,
     model_ref,
     resolve_model,
@@ -61,6 +65,7 @@ __all__ = [
     "TorchGenerator",
     "TwoStageGenerator",
     "build",
+    "builtin_listing",
     "builtin_models",
     "check_energy_range",
     "condition_latent",
@@ -78,3 +83,15 @@ __all__ = [
     "two_stage_spec",
     "weights_digest",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``cq.models()`` lists the built-in models also once this subpackage is imported: the
+    import machinery then sets ``caloquant.models`` to the subpackage, which shadows the root
+    package's lazy ``models`` function of the same name (README: ``cq.models()``)."""
+
+    def __call__(self) -> list[dict[str, str]]:
+        return builtin_listing()
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -54,6 +54,14 @@ def builtin_models() -> list[BuiltinModel]:
     return [m for m in BUILTIN.values() if _file(m).is_file()]
 
 
+def builtin_listing() -> list[dict[str, str]]:
+    """The built-in models as rows: name, description, licence, source (``cq.models()``)."""
+    return [
+        {"name": m.name, "description": m.description, "licence": m.licence, "source": m.source}
+        for m in builtin_models()
+    ]
+
+
 def _file(m: BuiltinModel) -> Path:
     return Path(str(resources.files("caloquant.models").joinpath("builtin", m.file)))
 

@@ -7,8 +7,9 @@ option defaults from them); everything else (torch, the engines) is imported on 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 from caloquant.precision.config import (
     CALIBRATIONS,
@@ -43,28 +44,34 @@ if TYPE_CHECKING:
     from caloquant.precision.pipeline import calibration_latents
     from caloquant.precision.rewrite import fuse_upsample_conv
 
+# imported on first use (lazy_loader): submodule -> its public names
 _LAZY = {
-    "quantize": "api",
-    "ArtifactGenerator": "artifact",
-    "QuantizeResult": "artifact",
-    "check_artifact_dir": "artifact",
-    "load_artifact": "artifact",
-    "load_generator": "artifact",
-    "Backend": "backends",
-    "Capabilities": "backends",
-    "EngineModel": "backends",
-    "capabilities": "backends",
-    "load_model": "backends",
-    "make_backend": "backends",
-    "prime_backend": "backends",
-    "weight_layers": "backends.torch_backend",
-    "EvalSet": "evaluation",
-    "Manifest": "manifest",
-    "is_artifact": "manifest",
-    "read_manifest": "manifest",
-    "calibration_latents": "pipeline",
-    "fuse_upsample_conv": "rewrite",
+    "api": ["quantize"],
+    "artifact": [
+        "ArtifactGenerator",
+        "QuantizeResult",
+        "check_artifact_dir",
+        "load_artifact",
+        "load_generator",
+    ],
+    "backends": [
+        "Backend",
+        "Capabilities",
+        "EngineModel",
+        "capabilities",
+        "load_model",
+        "make_backend",
+        "prime_backend",
+    ],
+    "backends.torch_backend": ["weight_layers"],
+    "evaluation": ["EvalSet"],
+    "manifest": ["Manifest", "is_artifact", "read_manifest"],
+    "pipeline": ["calibration_latents"],
+    "rewrite": ["fuse_upsample_conv"],
 }
+
+
+__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
 
 __all__ = [
     "BACKENDS",
@@ -96,12 +103,6 @@ __all__ = [
     "read_manifest",
     "weight_layers",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"caloquant.precision.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'caloquant.precision' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
