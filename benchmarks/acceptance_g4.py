@@ -3,7 +3,8 @@
 Per model (a built-in name, a checkpoint or an artifact): one shower per Geant4 shower at its
 energy (the same sample seed for every model), compared by :func:`caloquant.physics.validate`
 (features from ``shower_features``) per 50 GeV bin of the held-out Geant4 set and at the fixed
-100, 300, 500 GeV points of the Geant4 reference shipped in the package (100 showers each):
+100, 300, 500 GeV points of the reference set ``fixed`` (200 Geant4 showers each; the
+packaged reference, 100 each, when it is absent):
 mean Ecal/Ep, sigma/mean of Ecal/Ep, z centroid (layers), x, y, z widths (per-shower
 energy-weighted RMS, cells), hit count (``Criteria``); cells finite and non-negative; the
 CaloChallenge classifier AUC on the held-out set beside the Geant4 floor of
@@ -79,14 +80,20 @@ def read_heldout(folder: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return np.concatenate(showers), np.concatenate(energies), seeds
 
 
-def fixed_points() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The packaged Geant4 reference's showers at CRIT.points_gev."""
+def fixed_points(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Geant4 showers at CRIT.points_gev: the reference set ``fixed`` when ``folder`` holds it
+    (200 per point, used for nothing else), else the packaged Geant4 reference (100 per point;
+    the training scripts select epochs on it)."""
+    if sorted(folder.glob("shard_*.h5")):
+        s, e, seeds = read_heldout(folder)
+        keep = np.isin(e, CRIT.points_gev)
+        return s[keep], e[keep], {"source": f"reference set {folder}", "seeds": seeds}
     from caloquant.sim.reference import load_packaged_reference
 
     s, e, meta = load_packaged_reference()
     keep = np.isin(e, CRIT.points_gev)
     info = {k: meta.get(k) for k in ("engine", "geometry_hash", "physics_list", "seed")}
-    return s[keep], e[keep], info
+    return s[keep], e[keep], {"source": "caloquant packaged Geant4 reference", **info}
 
 
 def cell_check(s: np.ndarray) -> dict[str, Any]:
@@ -221,6 +228,12 @@ def main() -> None:
     )
     ap.add_argument("--models", nargs="+", default=["conv2d-g4"])
     ap.add_argument("--heldout", type=Path, default=Path("/work/data/g4/heldout"))
+    ap.add_argument(
+        "--fixed",
+        type=Path,
+        default=Path("/work/data/g4/fixed"),
+        help="the fixed-energy Geant4 set (default; else the packaged reference)",
+    )
     ap.add_argument("--seed", type=int, default=12345, help="sample seed (fixed points: +1)")
     ap.add_argument("--no-classifier", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
@@ -235,11 +248,11 @@ def main() -> None:
 
     torch.set_num_threads(1)
     s, e, seeds = read_heldout(args.heldout)
-    fs, fe, finfo = fixed_points()
+    fs, fe, finfo = fixed_points(args.fixed)
     meta = {
         "criteria": asdict(CRIT),
         "heldout_set": {"path": str(args.heldout), "n": len(e), "seeds": [min(seeds), max(seeds)]},
-        "fixed_set": {"source": "caloquant packaged Geant4 reference", "n": len(fe), **finfo},
+        "fixed_set": {"n": len(fe), **finfo},
         "cells_g4": {"heldout": cell_check(s), "fixed": cell_check(fs)},
     }
     for arg in args.models:

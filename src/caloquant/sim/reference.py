@@ -77,6 +77,14 @@ SETS: dict[str, SetSpec] = {
         energy_range=(100.0, 500.0),
         doc="2,000 showers flat in 100-500 GeV for tuning and study",
     ),
+    "fixed": SetSpec(
+        6,
+        100,
+        50_000,
+        points=(100.0, 300.0, 500.0),
+        doc="200 showers at each of 100, 300 and 500 GeV (one point per shard): the fixed-energy "
+        "acceptance of a trained model, never used for training or epoch selection",
+    ),
     "train-gflash": SetSpec(
         50,
         100,
