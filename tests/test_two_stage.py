@@ -109,7 +109,12 @@ def test_a_two_stage_shower_deposits_what_its_energy_stage_draws(tmp_path: Path)
 
 def test_training_with_an_energy_stage_gives_the_datas_energy_scale(tmp_path: Path) -> None:
     """One tiny epoch leaves the shape network untrained, yet the model's mean response at
-    150 GeV is the data's within statistical errors: the energy is right by construction."""
+    150 GeV is the data's within statistical errors: the energy is right by construction. The
+    shape network starts from a single-stage model (``--init``), recorded by its checksum."""
+    from caloquant.fileio import file_sha256
+
+    torch.manual_seed(3)
+    save_checkpoint(tmp_path / "init.pt", Checkpoint(spec_conv2d(0.1), *build(spec_conv2d(0.1))))
     s, e = toy_showers(400, 5, lo=100.0, hi=200.0)
     write_showers(tmp_path / "train.h5", s[:160], e[:160])  # 10 steps: the shape stays crude
     sv, ev = toy_showers(40, 6, lo=100.0, hi=200.0)
@@ -126,10 +131,12 @@ def test_training_with_an_energy_stage_gives_the_datas_energy_scale(tmp_path: Pa
             threads=1,  # a tiny model: one thread is fastest on a busy 2-core host
             energy_stage=True,
             energy_range=(100.0, 200.0),
+            init=str(tmp_path / "init.pt"),
         )
     )
     ck = load_checkpoint(res.model)
     assert ck.spec.arch == TWO_STAGE and "energy_stage_fit" in ck.provenance
+    assert ck.provenance["init"]["sha256"] == file_sha256(tmp_path / "init.pt")
     r_data = s.reshape(len(s), -1).sum(1) / e  # the 160 training showers and 240 more
     sel = np.abs(e - 150.0) < 25.0
     n_model = 400

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from caloquant.errors import CaloquantError, reason
-from caloquant.fileio import atomic_path, write_json
-from caloquant.models import Checkpoint, save_checkpoint
+from caloquant.fileio import atomic_path, file_sha256, write_json
+from caloquant.models import Checkpoint, model_ref, save_checkpoint
 from caloquant.train import ddp, selection
 from caloquant.train.config import TrainConfig
 from caloquant.train.data import (
@@ -193,6 +193,9 @@ class _Run:
             "data_sources": data_sources(self.train_parts),
             "energy_range": self.range_note,
         }
+        if self.cfg.init is not None:  # a built-in name changes meaning when a model is shipped
+            init = model_ref(self.cfg.init)
+            prov["init"] = {"model": self.cfg.init, "sha256": file_sha256(init.path)}
         if trainer.energy_fit is not None:
             prov["energy_stage_fit"] = trainer.energy_fit.to_dict()
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
