@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -251,10 +252,14 @@ def test_init_takes_a_built_in_model_name(tmp_path: Path) -> None:
         data=["unused.h5"], out=str(tmp_path / "r"), model="conv2d", width=0.5, init="conv2d-g4"
     )
     assert cfg.init == "conv2d-g4"
-    g, _ = Trainer(cfg).export()
+    tr = Trainer(cfg)
+    g, _ = tr.export()
     ref = model_ref("conv2d-g4").float_checkpoint()
     for (k, v), v2 in zip(g.state_dict().items(), ref.generator.state_dict().values()):
         torch.testing.assert_close(v, v2, msg=k)
+    # a trained start skips the LeakyReLU-output warm-up of a generator trained from scratch
+    assert tr.recipe.leaky_output_epochs > 0 and tr.g_raw.output_slope == 0.0
+    assert Trainer(replace(cfg, init=None)).g_raw.output_slope > 0.0
     with pytest.raises(CaloquantError, match="built-in: cern-3dgan"):
         TrainConfig(data=["unused.h5"], out=str(tmp_path / "r"), init="conv2d-g5")
 

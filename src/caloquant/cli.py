@@ -25,12 +25,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from caloquant.bench import BenchConfig
+from caloquant.data import SampleConfig
 from caloquant.distributed import GenerateConfig
 from caloquant.errors import CaloquantError, reason
 from caloquant.fileio import check_output
 from caloquant.options import MAX_THREADS, check_int
 from caloquant.precision import BACKENDS, PRECISIONS, QATConfig, QuantizeConfig
 from caloquant.run import RunConfig
+from caloquant.sim import Gun, Physics, SimConfig
+from caloquant.train import TrainConfig
 
 
 def _d(cls: Any, name: str) -> Any:
@@ -40,6 +44,11 @@ def _d(cls: Any, name: str) -> Any:
 
 def _q(name: str) -> Any:
     return _d(QuantizeConfig, name)
+
+
+def _csv(cls: Any, name: str) -> str:
+    """A tuple-of-integers default as the command line writes it: (1, 2) -> '1,2'."""
+    return ",".join(map(str, _d(cls, name)))
 
 
 app = typer.Typer(
@@ -237,10 +246,10 @@ def sample(
     ] = None,
     energy: Annotated[
         Optional[float], typer.Option("--energy", help="Fixed incident energy (GeV).")
-    ] = None,
+    ] = _d(SampleConfig, "energy"),
     energy_range: Annotated[
         Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
-    ] = None,
+    ] = _d(SampleConfig, "energy_range"),
     energies: Annotated[
         Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
     ] = None,
@@ -248,10 +257,12 @@ def sample(
         Optional[Path],
         typer.Option("--noise", help=".npy raw N(0,1) noise, float32 (N, noise_dim)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch: Annotated[int, typer.Option("--batch")] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = _d(SampleConfig, "seed"),
+    batch: Annotated[int, typer.Option("--batch")] = _d(SampleConfig, "batch"),
     threads: Annotated[int, typer.Option("--threads")] = 2,
-    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
+    fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = _d(
+        SampleConfig, "fmt"
+    ),
     allow_extrapolation: Annotated[
         bool,
         typer.Option("--allow-extrapolation", help="Allow energies outside the model's range."),
@@ -263,7 +274,7 @@ def sample(
 ) -> None:
     """Draw showers from a model and write them (GeV) in the 3DGAN or CaloChallenge format."""
     from caloquant.api import load
-    from caloquant.data import SampleConfig, ShowerWriter, compression_options, provenance
+    from caloquant.data import ShowerWriter, compression_options, provenance
     from caloquant.models import check_energy_range, generate_batches
 
     # every option first (no model is loaded, nothing is drawn or written before)
@@ -320,7 +331,7 @@ def generate(
     ] = GenerateConfig.default("engine"),
     energy_range: Annotated[
         Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
-    ] = None,
+    ] = GenerateConfig.default("energy_range"),
     energies: Annotated[
         Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
     ] = None,
@@ -458,41 +469,45 @@ def simulate(
     engine: Annotated[
         str,
         typer.Option("--engine", help="geant4 (full simulation) or gflash (fast parametrization)."),
-    ] = "geant4",
+    ] = _d(SimConfig, "engine"),
     geometry: Annotated[
         Optional[Path],
         typer.Option(
             "--geometry", help="Calorimeter TOML file (default: the packaged W/Si layout)."
         ),
     ] = None,
-    particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = "e-",
+    particle: Annotated[str, typer.Option("--particle", help="e-, gamma or e+.")] = _d(
+        Gun, "particle"
+    ),
     physics: Annotated[
         str,
         typer.Option(
             "--physics", help="em-analytic (no data sets needed) or standard (needs G4LEDATA etc.)."
         ),
-    ] = "em-analytic",
-    cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = 0.7,
+    ] = _d(Physics, "list"),
+    cut: Annotated[float, typer.Option("--cut", help="Production cut (mm).")] = _d(
+        Physics, "cut_mm"
+    ),
     smear_position: Annotated[
         float, typer.Option("--smear-position", help="Gun position smearing, sigma per axis (mm).")
-    ] = 0.0,
+    ] = _d(Gun, "position_sigma_mm"),
     smear_angle: Annotated[
         float, typer.Option("--smear-angle", help="Gun direction smearing, sigma per axis (mrad).")
-    ] = 0.0,
+    ] = _d(Gun, "angle_sigma_mrad"),
     cell_cut: Annotated[
         float,
         typer.Option(
             "--cell-cut", help="Cells below this energy (GeV) are set to 0 (3DGAN data: 1e-6)."
         ),
     ] = 1e-6,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed")] = _d(SimConfig, "seed"),
     workers: Annotated[
         int, typer.Option("--workers", help="Worker processes (results do not depend on it).")
     ] = 1,
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
 ) -> None:
     """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
-    from caloquant.sim import Gun, Physics, SimConfig, draw_energies, load_geometry
+    from caloquant.sim import draw_energies, load_geometry
     from caloquant.sim import simulate as run_simulate
 
     check_output(output)
@@ -667,6 +682,7 @@ def quantize(
         int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")
     ] = _q("eval_n_per_point"),
     seed: Annotated[int, typer.Option("--seed")] = _q("seed"),
+    # not the config's None (the caller's torch setting): the command line pins its own threads
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = _q(
         "batch"
@@ -692,7 +708,7 @@ def quantize(
             "--head-to-head",
             help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.",
         ),
-    ] = False,
+    ] = _q("head_to_head"),
     qat_minutes: Annotated[
         float,
         typer.Option(
@@ -780,28 +796,28 @@ def run_cmd(
         typer.Option(
             "--quick", help="A few minutes: the quick study (below) instead of the full one."
         ),
-    ] = False,
+    ] = _d(RunConfig, "quick"),
     showers: Annotated[
         Optional[int],
         typer.Option("--showers", help="Reference showers flat over the model's energy range."),
-    ] = None,
+    ] = _d(RunConfig, "n_flat"),
     per_point: Annotated[
         Optional[int], typer.Option("--per-point", help="Reference showers at each of 100-500 GeV.")
-    ] = None,
+    ] = _d(RunConfig, "n_per_point"),
     engine: Annotated[
         Optional[str], typer.Option("--engine", help="Reference engine: geant4 or gflash.")
-    ] = None,
+    ] = _d(RunConfig, "engine"),
     tune_budget: Annotated[
         Optional[float], typer.Option("--tune-budget", help="Seconds per quantize tuning.")
-    ] = None,
+    ] = _d(RunConfig, "tune_budget_s"),
     bench_duration: Annotated[
         Optional[float], typer.Option("--bench-duration", help="Timed seconds per benchmark point.")
-    ] = None,
+    ] = _d(RunConfig, "bench_duration_s"),
     mc_budget: Annotated[
         Optional[float], typer.Option("--mc-budget", help="Seconds for timing the Monte Carlo.")
-    ] = None,
-    threads: Annotated[int, typer.Option("--threads")] = 2,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    ] = _d(RunConfig, "mc_budget_s"),
+    threads: Annotated[int, typer.Option("--threads")] = _d(RunConfig, "threads"),
+    seed: Annotated[int, typer.Option("--seed")] = _d(RunConfig, "seed"),
 ) -> None:
     """The whole study in one command: reference showers, every precision variant, validation, \
 benchmark, one HTML report."""
@@ -837,19 +853,19 @@ def bench(
     ] = None,
     threads: Annotated[
         str, typer.Option("--threads", help="Intra-op threads per stream, comma-separated.")
-    ] = "1,2",
+    ] = _csv(BenchConfig, "threads"),
     streams: Annotated[
         str, typer.Option("--streams", help="Concurrent inference streams, comma-separated.")
-    ] = "1,2",
-    batch: Annotated[
-        str, typer.Option("--batch", help="Batch sizes, comma-separated.")
-    ] = "1,8,32,128",
+    ] = _csv(BenchConfig, "streams"),
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = _csv(
+        BenchConfig, "batches"
+    ),
     duration: Annotated[
         float,
         typer.Option(
             "--duration", help="Timed seconds per grid point (after a warm-up of a quarter of it)."
         ),
-    ] = 2.0,
+    ] = _d(BenchConfig, "duration_s"),
     rounds: Annotated[
         int,
         typer.Option(
@@ -857,7 +873,7 @@ def bench(
             help="Repetitions: windows each point's time is split into, spread over the run "
             "(median reported).",
         ),
-    ] = 4,
+    ] = _d(BenchConfig, "rounds"),
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Write the full results as JSON.")
     ] = None,
@@ -866,20 +882,20 @@ def bench(
     ] = None,
     profile: Annotated[
         bool, typer.Option("--profile/--no-profile", help="Per-op time profile of each model.")
-    ] = True,
+    ] = _d(BenchConfig, "profile"),
     ceilings: Annotated[
         bool,
         typer.Option("--ceilings/--no-ceilings", help="Measure matmul ceilings for the roofline."),
-    ] = True,
+    ] = _d(BenchConfig, "ceilings"),
     mc_command: Annotated[
         Optional[str],
         typer.Option(
             "--mc-command", help="A Monte Carlo command to time in this run (with --mc-showers)."
         ),
-    ] = None,
+    ] = _d(BenchConfig, "mc_command"),
     mc_showers: Annotated[
         Optional[int], typer.Option("--mc-showers", help="Showers the --mc-command simulates.")
-    ] = None,
+    ] = _d(BenchConfig, "mc_showers"),
     mc: Annotated[
         Optional[str],
         typer.Option(
@@ -887,23 +903,23 @@ def bench(
             help="Time caloquant's own Monte Carlo in this run (geant4 or gflash) "
             "at 100-500 GeV; speed-ups per energy and over a flat spectrum.",
         ),
-    ] = None,
+    ] = _d(BenchConfig, "mc_engine"),
     mc_per_point: Annotated[
         int, typer.Option("--mc-per-point", help="Showers timed per energy point with --mc.")
-    ] = 3,
+    ] = _d(BenchConfig, "mc_showers_per_point"),
     mc_budget: Annotated[
         float, typer.Option("--mc-budget", help="Time budget (s) of the --mc timing.")
-    ] = 300.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    skip_self_check: Annotated[
-        bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)
-    ] = False,
+    ] = _d(BenchConfig, "mc_budget_s"),
+    seed: Annotated[int, typer.Option("--seed")] = _d(BenchConfig, "seed"),
+    skip_self_check: Annotated[bool, typer.Option("--skip-self-check", help=SKIP_CHECK_HELP)] = _d(
+        BenchConfig, "skip_self_check"
+    ),
 ) -> None:
     """Inference speed over threads x streams x batch, memory, per-op profile, roofline, speed-up \
 vs Monte Carlo."""
     import shlex
 
-    from caloquant.bench import BenchConfig, run_bench
+    from caloquant.bench import run_bench
     from caloquant.models import DEFAULT_MODEL
     from caloquant.report import (
         bench_machine_line,
@@ -966,6 +982,7 @@ def train_cmd(
             "a quoted glob pattern picks several.",
         ),
     ],
+    # required, unlike TrainConfig's "conv2d" default: the command always asked which to train
     model: Annotated[
         str,
         typer.Option(
@@ -984,7 +1001,7 @@ def train_cmd(
         typer.Option(
             "--width", help="Channel-width multiplier of the conv2d model (1.0 = the paper's size)."
         ),
-    ] = 1.0,
+    ] = _d(TrainConfig, "width"),
     init: Annotated[
         Optional[str],
         typer.Option(
@@ -992,24 +1009,24 @@ def train_cmd(
             help="Start from this model of the same architecture: built-in name (see `caloquant "
             "models`), checkpoint (.pt) or Keras 2 generator weights (.hdf5).",
         ),
-    ] = None,
+    ] = _d(TrainConfig, "init"),
     epochs: Annotated[
         Optional[int],
         typer.Option(
             "--epochs", help="Epochs (default: the recipe's, 30 for conv2d, 50 for gan3d)."
         ),
-    ] = None,
+    ] = _d(TrainConfig, "epochs"),
     batch: Annotated[
         int, typer.Option("--batch", help="Global batch size, split over the processes.")
-    ] = 128,
+    ] = _d(TrainConfig, "batch"),
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, or bf16 (CPU autocast; float32 weights).")
-    ] = "fp32",
+    ] = _d(TrainConfig, "precision"),
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue the run in the output directory from its last.pt."),
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ] = _d(TrainConfig, "resume"),
+    seed: Annotated[int, typer.Option("--seed")] = _d(TrainConfig, "seed"),
     val_data: Annotated[
         Optional[Path],
         typer.Option(
@@ -1017,26 +1034,26 @@ def train_cmd(
             help="Held-out reference file for the per-epoch validation "
             "(default: the last --val-fraction of every training file).",
         ),
-    ] = None,
+    ] = _d(TrainConfig, "val_data"),
     val_fraction: Annotated[
         float,
         typer.Option(
             "--val-fraction",
             help="Fraction of each training file held out when --val-data is not given.",
         ),
-    ] = 0.1,
+    ] = _d(TrainConfig, "val_fraction"),
     val_n: Annotated[
         int, typer.Option("--val-n", help="Held-out showers used per validation.")
-    ] = 2000,
+    ] = _d(TrainConfig, "val_n"),
     checkpoint_every: Annotated[
         int,
         typer.Option(
             "--checkpoint-every", help="Steps between checkpoints (last.pt); every epoch end too."
         ),
-    ] = 500,
+    ] = _d(TrainConfig, "checkpoint_every"),
     shuffle_buffer: Annotated[
         int, typer.Option("--shuffle-buffer", help="Showers held in memory for shuffling.")
-    ] = 2048,
+    ] = _d(TrainConfig, "shuffle_buffer"),
     channels_last: Annotated[
         Optional[bool],
         typer.Option(
@@ -1044,19 +1061,19 @@ def train_cmd(
             help="Channels-last memory layout of the convolutions "
             "(default: where measured faster: fp32, and gan3d in bf16).",
         ),
-    ] = None,
+    ] = _d(TrainConfig, "channels_last"),
     threads: Annotated[
         Optional[int],
         typer.Option(
             "--threads", help="Threads per process (default: cores / processes on the node)."
         ),
-    ] = None,
+    ] = _d(TrainConfig, "threads"),
     tensorboard: Annotated[
         bool,
         typer.Option(
             "--tensorboard", help="Also write TensorBoard logs (needs the tensorboard package)."
         ),
-    ] = False,
+    ] = _d(TrainConfig, "tensorboard"),
     ecal_fit: Annotated[
         str,
         typer.Option(
@@ -1065,7 +1082,7 @@ def train_cmd(
             "data (the authors' form fitted to the training data) "
             "or recipe (their published constants).",
         ),
-    ] = "data",
+    ] = _d(TrainConfig, "ecal_fit"),
     energy_stage: Annotated[
         bool,
         typer.Option(
@@ -1074,7 +1091,7 @@ def train_cmd(
             "showers, the shape from the GAN (docs/training.md); default: the authors' single "
             "generator.",
         ),
-    ] = False,
+    ] = _d(TrainConfig, "energy_stage"),
     energy_range: Annotated[
         Optional[str],
         typer.Option(
@@ -1083,11 +1100,11 @@ def train_cmd(
             "model's valid range (default: as the data's generator declared it, else the lowest "
             "and highest training energy).",
         ),
-    ] = None,
+    ] = _d(TrainConfig, "energy_range"),
 ) -> None:
     """Train a 3DGAN-family model with its authors' recipe; run under torchrun for data \
 parallelism."""
-    from caloquant.train import TrainConfig, train
+    from caloquant.train import train
 
     check_output(output, folder=True)
     cfg = TrainConfig(

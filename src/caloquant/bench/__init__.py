@@ -2,14 +2,35 @@
 memory, per-op profiles, roofline against ceilings measured with each model's own engine and
 precision, and the speed-up against Monte Carlo, also per core (`caloquant bench`)."""
 
-from caloquant.bench.ceilings import ceiling_for, measure_ceilings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
 from caloquant.bench.config import BenchConfig, parse_int_list
-from caloquant.bench.core import RESULT_KEYS, run_bench
-from caloquant.bench.machine import machine_info
-from caloquant.bench.montecarlo import GEANT4_LITERATURE
-from caloquant.bench.profile import CATEGORIES
-from caloquant.bench.summary import compare_runs
-from caloquant.bench.variants import ModelRequest, parse_model_arg
+
+if TYPE_CHECKING:
+    from caloquant.bench.ceilings import ceiling_for, measure_ceilings
+    from caloquant.bench.core import RESULT_KEYS, run_bench
+    from caloquant.bench.machine import machine_info
+    from caloquant.bench.montecarlo import GEANT4_LITERATURE
+    from caloquant.bench.profile import CATEGORIES
+    from caloquant.bench.summary import compare_runs
+    from caloquant.bench.variants import ModelRequest, parse_model_arg
+
+# imported on first use (lazy_loader): submodule -> its public names; the configuration
+# objects above are imported with the package (the command line reads its defaults there)
+_LAZY = {
+    "ceilings": ["ceiling_for", "measure_ceilings"],
+    "core": ["RESULT_KEYS", "run_bench"],
+    "machine": ["machine_info"],
+    "montecarlo": ["GEANT4_LITERATURE"],
+    "profile": ["CATEGORIES"],
+    "summary": ["compare_runs"],
+    "variants": ["ModelRequest", "parse_model_arg"],
+}
+__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
 
 __all__ = [
     "CATEGORIES",
@@ -25,3 +46,7 @@ __all__ = [
     "parse_model_arg",
     "run_bench",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

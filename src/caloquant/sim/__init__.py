@@ -13,6 +13,12 @@ Public API used by the CLI and other stages:
 * :func:`systematic_band` - the systematic band of the data-free physics.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
 from caloquant.sim.engines import ENGINES, SimConfig, make_engine
 from caloquant.sim.geant4 import (
     COMPTON_MODELS,
@@ -23,36 +29,42 @@ from caloquant.sim.geant4 import (
     Gun,
     Physics,
 )
-from caloquant.sim.geometry import (
-    Geometry,
-    Section,
-    effective_medium,
-    load_geometry,
-    parse_geometry,
-)
-from caloquant.sim.helper import build_helper, geant4_version, helper_status
-from caloquant.sim.reference import SETS as REFERENCE_SETS
-from caloquant.sim.reference import (
-    default_data_dir,
-    load_packaged_reference,
-    produce_set,
-    reference_set,
-)
-from caloquant.sim.run import (
-    CELL_CUT_GEV,
-    MAX_ENERGY_GEV,
-    SUM_NAMES,
-    draw_energies,
-    simulate,
-)
-from caloquant.sim.systematics import systematic_band
-from caloquant.sim.timing import flat_average, time_engine
+
+if TYPE_CHECKING:
+    from caloquant.sim.geometry import (
+        Geometry,
+        Section,
+        effective_medium,
+        load_geometry,
+        parse_geometry,
+    )
+    from caloquant.sim.helper import build_helper, geant4_version, helper_status
+    from caloquant.sim.reference import (
+        default_data_dir,
+        load_packaged_reference,
+        produce_set,
+        reference_set,
+    )
+    from caloquant.sim.run import CELL_CUT_GEV, MAX_ENERGY_GEV, SUM_NAMES, draw_energies, simulate
+    from caloquant.sim.systematics import systematic_band
+    from caloquant.sim.timing import flat_average, time_engine
+
+# imported on first use (lazy_loader): submodule -> its public names; the configuration
+# objects above are imported with the package (the command line reads its defaults there)
+_LAZY = {
+    "geometry": ["Geometry", "Section", "effective_medium", "load_geometry", "parse_geometry"],
+    "helper": ["build_helper", "geant4_version", "helper_status"],
+    "reference": ["default_data_dir", "load_packaged_reference", "produce_set", "reference_set"],
+    "run": ["CELL_CUT_GEV", "MAX_ENERGY_GEV", "SUM_NAMES", "draw_energies", "simulate"],
+    "systematics": ["systematic_band"],
+    "timing": ["flat_average", "time_engine"],
+}
+__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
 
 __all__ = [
     "geant4_version",
     "make_engine",
     "CELL_CUT_GEV",
-    "REFERENCE_SETS",
     "COMPTON_MODELS",
     "CONVERSION_MODELS",
     "ENGINES",
@@ -81,3 +93,7 @@ __all__ = [
     "systematic_band",
     "time_engine",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

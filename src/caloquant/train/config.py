@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from caloquant.errors import CaloquantError
-from caloquant.models import model_ref
 from caloquant.options import (
     MAX_BATCH,
     MAX_SHOWERS_PER_CALL,
@@ -19,7 +18,6 @@ from caloquant.options import (
     check_seed,
     parse_energy_range,
 )
-from caloquant.train.recipes import get_recipe
 
 Precision = Literal["fp32", "bf16"]
 MAX_WIDTH = 16.0  # conv2d channel-width multiplier: 16 is already 256 times the paper's weights
@@ -84,6 +82,10 @@ class TrainConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
+        # imported here: the command line reads this class's defaults without loading torch
+        from caloquant.models import model_ref
+        from caloquant.train.recipes import get_recipe
+
         recipe = get_recipe(self.model)
         if self.epochs is None:
             self.epochs = recipe.default_epochs
