@@ -52,6 +52,8 @@ SETTINGS = [
     "--width",
     "0.5",
     "--energy-stage",
+    "--energy-range",  # what the sets were made for (their manifests say so too)
+    "100:500",
     "--batch",
     "64",
     "--precision",
