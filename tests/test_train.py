@@ -337,6 +337,29 @@ def test_stream_covers_each_row_once_resumes_and_shards(toy: dict[str, Path]) ->
         assert np.concatenate([a, b]).tolist() == full.tolist()  # two ranks = one process's batch
 
 
+def test_the_exported_generator_is_the_moving_average(toy: dict[str, Path], tmp_path: Path) -> None:
+    """``ema``: validation and export see the exponential moving average of the generator's
+    weights (the first update copies, then ema * average + (1 - ema) * weights), a resume keeps
+    it, and ``ema=0`` exports the raw generator."""
+    cfg = tiny_cfg(toy, tmp_path / "r", ema=0.5)
+    tr = Trainer(cfg)
+    name = next(k for k, v in tr.g_raw.state_dict().items() if k.endswith("weight"))
+    s, e = toy_showers(4, 5, 110, 190)
+    seen = []
+    for _ in range(3):
+        tr.step(s, e)
+        seen.append(tr.g_raw.state_dict()[name].clone())
+    expected = 0.25 * seen[0] + 0.25 * seen[1] + 0.5 * seen[2]
+    torch.testing.assert_close(tr.export()[0].state_dict()[name], expected)
+    assert not torch.allclose(expected, seen[2])
+    again = Trainer(cfg)
+    again.load_state(tr.state())
+    torch.testing.assert_close(again.export()[0].state_dict()[name], expected)
+    raw = Trainer(replace(cfg, ema=0.0))
+    raw.step(s, e)
+    assert torch.equal(raw.export()[0].state_dict()[name], raw.g_raw.state_dict()[name])
+
+
 def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:
     import tracemalloc
 

@@ -1092,6 +1092,14 @@ def train_cmd(
             "generator.",
         ),
     ] = _d(TrainConfig, "energy_stage"),
+    ema: Annotated[
+        float,
+        typer.Option(
+            "--ema",
+            help="Decay of the moving average of the generator's weights that is validated and "
+            "exported (0: the raw generator).",
+        ),
+    ] = _d(TrainConfig, "ema"),
     energy_range: Annotated[
         Optional[str],
         typer.Option(
@@ -1128,6 +1136,7 @@ parallelism."""
         tensorboard=tensorboard,
         ecal_fit=ecal_fit,
         energy_stage=energy_stage,
+        ema=ema,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:

@@ -9,7 +9,8 @@ authors do):
 
 * energy term: the mean response <R> and the resolution sigma(R)/<R>;
 * shape term: the means over the showers of the first moment (M1, the centre) and of the square
-  root of the second (sqrt(M2), the width) along x, y and z, in cells.
+  root of the second (sqrt(M2), the width) along x, y and z, in cells, and of the hit count
+  (cells at or above 1e-6 GeV: the model's acceptance asks for it within 10 %).
 
 Each difference candidate - reference is divided by its statistical error (the pull). The error
 is the one the difference would have if the candidate followed the reference (the null
@@ -17,15 +18,15 @@ hypothesis), from the reference sample: sd sqrt(1/n_ref + 1/n_cand), sd the per-
 deviation (for the resolution the spread of its delta-method pseudo-values,
 ``physics.stats.relative_spread_pseudo``). So every epoch is measured with the same yardstick,
 and an epoch cannot hide an offset behind its own larger spread. ``energy`` is the mean over
-bins of (pull_response^2 + pull_resolution^2) / 2, ``shape`` the mean over bins and the six
-moments of pull^2, and the metric is energy + shape. Each term is a chi2 per degree of freedom:
-about 1 for a candidate the validation set cannot tell from the reference, whatever its size,
-and the energy weighs as much as the six shape moments together. It cannot be free of the
-sample size for a model that is off: a fixed offset gives a pull^2 in proportion to the showers
-per bin (a larger set resolves smaller offsets). Every pull scales alike, so the ranking of two
-epochs and the balance of energy against shape do not depend on the size; the size-free
-numbers (response and resolution ratios per bin) are recorded beside it. A metric that is not
-a number (e.g. a candidate with no energy) counts as infinitely bad.
+bins of (pull_response^2 + pull_resolution^2) / 2, ``shape`` the mean over bins and the seven
+shape quantities of pull^2, and the metric is energy + shape. Each term is a chi2 per degree of
+freedom: about 1 for a candidate the validation set cannot tell from the reference, whatever its
+size, and the energy weighs as much as the seven shape quantities together. It cannot be free of
+the sample size for a model that is off: a fixed offset gives a pull^2 in proportion to the
+showers per bin (a larger set resolves smaller offsets). Every pull scales alike, so the ranking
+of two epochs and the balance of energy against shape do not depend on the size; the size-free
+numbers (response and resolution ratios per bin) are recorded beside it. A metric that is not a
+number (e.g. a candidate with no energy) counts as infinitely bad.
 
 **The authors' metric** (physics.md 2.6, ``TestingObjective.metric`` of svalleco/3Dgan:
 relative errors of the first two moments along each axis, of the mean shower profiles and of
@@ -56,7 +57,7 @@ HALF_WIDTH_GEV = 5.0
 ZERO_THRESHOLD_GEV = 1e-6
 BIN_WIDTH_GEV = 50.0
 MAX_FIXED_ENERGIES = 12
-SHAPE_KEYS = tuple(f"{k}_{a}" for k in ("mean", "width") for a in ("x", "y", "z"))
+SHAPE_KEYS = (*(f"{k}_{a}" for k in ("mean", "width") for a in ("x", "y", "z")), "hits")
 Summary = dict[str, np.ndarray]  # per shower: "ep" (GeV), "r" (Ecal/Ep) and SHAPE_KEYS
 
 
@@ -135,8 +136,8 @@ def bin_labels(e: np.ndarray, edges: list[float], fixed: bool) -> list[str]:
 
 # -- the selection metric ---------------------------------------------------------------------
 def summarise(showers: np.ndarray, energies: np.ndarray, chunk: int = 256) -> Summary:
-    """Per-shower Ecal/Ep and the first two moments along each axis (cells below 1e-6 GeV
-    zeroed first; NaN moments for an empty shower): all the selection metric needs."""
+    """Per-shower Ecal/Ep, the first two moments along each axis and the hit count (cells below
+    1e-6 GeV zeroed first; NaN moments for an empty shower): all the selection metric needs."""
     e = np.asarray(energies, dtype=np.float64)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("r", *SHAPE_KEYS)}
     for lo in range(0, len(e), chunk):
@@ -148,6 +149,7 @@ def summarise(showers: np.ndarray, energies: np.ndarray, chunk: int = 256) -> Su
             "z": s.sum(axis=(1, 2), dtype=np.float64),
         }
         ecal = profiles["z"].sum(axis=1)
+        out["hits"].append(np.count_nonzero(s.reshape(len(s), -1), axis=1).astype(np.float64))
         out["r"].append(ecal / e[lo : lo + chunk])
         for ax, p in profiles.items():
             idx = np.arange(p.shape[1], dtype=np.float64)

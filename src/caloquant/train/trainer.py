@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caloquant.errors import CaloquantError
 from caloquant.models import (
@@ -170,6 +171,14 @@ class Trainer:
             )
             g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
         self.g_raw, self.d_raw = g.train(), d.train()
+        # what is validated and exported: an exponential moving average of the generator's
+        # weights and BatchNorm statistics (GAN weights oscillate from step to step; the average
+        # is the standard remedy, Yazici et al. 2019); torch's own AveragedModel
+        self.g_ema = (
+            AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            if cfg.ema > 0
+            else None
+        )
         # DDP averages gradients over ranks in backward(); without it the modules are used
         # as they are
         self.g: nn.Module = DistributedDataParallel(g) if dist.active else g
@@ -383,6 +392,8 @@ class Trainer:
         for _ in range(self.recipe.g_steps):
             g_losses.append(self.generator_backward(*self.draw(n), context=context))
             self.opt_g.step()
+        if self.g_ema is not None:
+            self.g_ema.update_parameters(self.g_raw)
         self.step_count += 1
         self.next_batch += 1
         out = {
@@ -407,6 +418,7 @@ class Trainer:
             "discriminator": self.d_raw.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "generator_ema": None if self.g_ema is None else self.g_ema.state_dict(),
             "epoch": self.epoch,
             "next_batch": self.next_batch,
             "step": self.step_count,
@@ -417,13 +429,16 @@ class Trainer:
         self.d_raw.load_state_dict(st["discriminator"])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(st["generator_ema"])
         self.epoch, self.next_batch, self.step_count = st["epoch"], st["next_batch"], st["step"]
         self.set_epoch(self.epoch)
 
     def export(self) -> tuple[nn.Module, nn.Module]:
-        """Copies of generator and discriminator in GeV, in eval mode, with the deployed ReLU
-        output."""
-        g, d = rescale(self.g_raw, self.d_raw, self.recipe.cell_scale)
+        """Copies of generator (its moving average when ``ema``) and discriminator in GeV, in
+        eval mode, with the deployed ReLU output."""
+        g_src = self.g_raw if self.g_ema is None else self.g_ema.module
+        g, d = rescale(g_src, self.d_raw, self.recipe.cell_scale)
         assert d is not None
         if hasattr(g, "output_slope"):
             g.output_slope = 0.0
