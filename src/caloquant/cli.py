@@ -64,6 +64,17 @@ console = Console(stderr=True)
 out = Console(width=None if Console().is_terminal else 160)
 
 
+def _tell(message: str) -> None:
+    """One line of a command's own report on stdout, verbatim: it quotes user text (file names
+    like 'run[red].h5'), which rich would otherwise read as markup. Tables keep their styles."""
+    out.print(message, markup=False, highlight=False)
+
+
+def _note(message: str) -> None:
+    """A progress note on stderr, verbatim (as :func:`_tell`)."""
+    console.print(message, markup=False, highlight=False)
+
+
 class _RateColumn(ProgressColumn):
     """Items per second (showers/s) of a task."""
 
@@ -204,11 +215,10 @@ def import_keras(
     ckpt = import_keras_3dgan(generator, discriminator)
     save_checkpoint(output, ckpt)
     n = sum(p.numel() for p in ckpt.generator.parameters())
-    out.print(
+    _tell(
         f"wrote {output}: {ckpt.spec.arch}, {n:,} generator parameters, "
         f"valid {ckpt.spec.energy_range_gev[0]:g}-{ckpt.spec.energy_range_gev[1]:g} GeV"
-        + (", with discriminator" if ckpt.discriminator is not None else ""),
-        markup=False,
+        + (", with discriminator" if ckpt.discriminator is not None else "")
     )
 
 
@@ -312,7 +322,7 @@ def sample(
                 bar.advance(task, len(eb))
     except KeyboardInterrupt:  # the writer removed its temporary file: OUTPUT never appeared
         raise Interrupted("interrupted, nothing written") from None
-    out.print(f"wrote {n} showers to {output}", markup=False)
+    _tell(f"wrote {n} showers to {output}")
 
 
 @app.command()
@@ -441,15 +451,14 @@ tolerant."""
                 output,
                 cfg,
                 progress=on_progress,
-                log=lambda m: console.print(m, highlight=False, markup=False),
+                log=_note,
             )
         except KeyboardInterrupt as exc:  # it says how many shards are complete: one line
             raise Interrupted(str(exc) or "interrupted") from None
-    out.print(
+    _tell(
         f"wrote {n} showers in {res.manifest['n_shards']} shards to {output} "
         f"({res.shards_made} made, "
-        f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)",
-        markup=False,
+        f"{res.shards_reused} reused; {res.showers_per_s:.1f} showers/s over {res.seconds:.0f} s)"
     )
 
 
@@ -532,10 +541,9 @@ def simulate(
             progress=lambda done, total: bar.update(task, completed=done),
         )
     reused = f", {res['reused_chunks']} chunks reused" if res["reused_chunks"] else ""
-    out.print(
+    _tell(
         f"wrote {n} showers to {output} ({engine}, {res['wall_s']:.1f} s, "
-        f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})",
-        markup=False,
+        f"{res['cpu_s_per_shower']:.4g} CPU s per shower{reused})"
     )
 
 
@@ -1153,22 +1161,12 @@ parallelism."""
                 f"{p['showers_per_s']:.1f} showers/s",
             )
 
-        res = train(
-            cfg, progress=on_step, log=lambda m: console.print(m, highlight=False, markup=False)
-        )
+        res = train(cfg, progress=on_step, log=_note)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     if res.model is not None:
-        out.print(
-            f"selected epoch {res.best_epoch} by {res.selected_by}: {res.model}",
-            highlight=False,
-            markup=False,
-        )
-    out.print(
-        f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}",
-        highlight=False,
-        markup=False,
-    )
+        _tell(f"selected epoch {res.best_epoch} by {res.selected_by}: {res.model}")
+    _tell(f"{res.steps} steps, {res.epochs_done} epochs done; run directory {res.run_dir}")
 
 
 def _write_outputs(
@@ -1182,10 +1180,10 @@ def _write_outputs(
 
     if json_out is not None:
         write_json(json_out, report)
-        out.print(f"wrote {json_out}", markup=False)
+        _tell(f"wrote {json_out}")
     if plots is not None:
         paths = plotter(report, plots)
-        out.print(f"wrote {len(paths)} plots to {plots}", markup=False)
+        _tell(f"wrote {len(paths)} plots to {plots}")
 
 
 class Interrupted(Exception):
