@@ -176,6 +176,7 @@ def markdown(name: str, res: dict[str, Any]) -> str:
                 f"(Geant4 floor {f.get('auc_mean', float('nan')):.3f} ± "
                 f"{f.get('auc_std_over_seeds') or float('nan'):.3f})"
             )
+    out.append(f"\nfixed-energy rows: {res['fixed_set']['source']}")
     out.append(
         f"\ncells finite and non-negative: held-out {res['cells']['heldout']['ok']}, "
         f"fixed {res['cells']['fixed']['ok']}; every criterion passes: {res['pass']}"
@@ -257,7 +258,7 @@ def main() -> None:
     }
     for arg in args.models:
         res = meta | run_model(arg, (s, e), (fs, fe), args)
-        name = Path(arg).stem
+        name = Path(arg).parent.name if Path(arg).name == "model.pt" else Path(arg).stem
         write_json(args.out_dir / f"{name}.json", res)
         print(markdown(name, res), f"\n\nwrote {args.out_dir / f'{name}.json'}\n", flush=True)
 

@@ -22,9 +22,9 @@ benchmarks/results/reference_sets/):
     # 4. ship the selected epoch into the package, with its log, validation and budget
     .venv/bin/python benchmarks/train_conv2d_g4.py ship --run /work/data/runs/conv2d-g4-v2
 
-Epoch selection (the per-bin pulls of the mean response, resolution and shower centres and
-widths, ``caloquant.train.selection``) runs on the Geant4 set shipped in caloquant (100 showers
-at each of 100-500 GeV, seeds 1000-1004).
+Epoch selection (the per-bin pulls of the mean response, resolution, shower centres and
+widths and hit count, ``caloquant.train.selection``) runs on the Geant4 set shipped in caloquant
+(100 showers at each of 100-500 GeV, seeds 1000-1004).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "caloquant"
@@ -74,6 +75,9 @@ def _cycles(graph: grimp.ImportGraph, skip: set[str]) -> list[list[str]]:
     return out
 
 
+LAZY_PACKAGES = ("precision", "distributed", "train", "bench", "data", "sim")
+
+
 def test_no_import_cycles() -> None:
     """The root package is the one exception: its lazy façade (``cq.load``...) imports
     ``caloquant.api`` on first use, and every module is inside it."""
@@ -111,3 +115,17 @@ def test_ruff_passes_with_the_project_line_length() -> None:
         timeout=300,
     )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("package", ["caloquant", *(f"caloquant.{p}" for p in LAZY_PACKAGES)])
+def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
+    """The lazy façades (lazy_loader) list their names by hand: each one in ``__all__`` must
+    resolve in a fresh process, and every lazily loaded name must be in ``__all__``."""
+    code = (
+        f"import importlib; m = importlib.import_module({package!r})\n"
+        "missing = [n for n in m.__all__ if getattr(m, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "lazy = {n for names in getattr(m, '_LAZY', {}).values() for n in names}\n"
+        "assert lazy <= set(m.__all__), lazy - set(m.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -218,6 +218,19 @@ def test_the_first_epoch_is_kept_until_beaten_and_old_runs_keep_their_rule() -> 
     assert rule == BY_AUTHORS and "keeps selecting by it" in notes[-1]
     assert old[0]["authors_metric"] == 1.2
     assert choose(old, {"epoch": 3, "metric": 1.0}, rule) and not old[0]["selected"]
+    # epochs scored before the shape term had the hit count are not compared with later ones
+    shape = {k: 0.0 for k in ("mean_x", "width_x")}
+    old = [
+        {"epoch": 1, "metric": 5.0, "authors_metric": 1, "selected": True,
+         "bins": [{"pull_shape": shape}]},
+    ]  # fmt: skip
+    rule, notes = selection_rule(plan_selection(FLAT), old)
+    assert rule == BY_SELECTION and "starts afresh" in notes[-1] and not old[0]["selected"]
+    assert choose(old, {"epoch": 2, "metric": 50.0}, rule)  # worse, yet the first comparable one
+    now = [{"epoch": 1, "metric": 5.0, "authors_metric": 1, "selected": True,
+            "bins": [{"pull_shape": shape | {"hits": 0.0}}]}]  # fmt: skip
+    assert selection_rule(plan_selection(FLAT), now)[1] == list(plan_selection(FLAT).notes)
+    assert now[0]["selected"]
 
 
 def test_a_small_run_trains_and_says_why_the_selection_falls_back(tmp_path: Path, cli) -> None:

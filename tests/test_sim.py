@@ -380,6 +380,20 @@ def test_flat_average_is_the_trapezoid_mean() -> None:
     assert m == pytest.approx(2.0) and err == pytest.approx(0.1 * np.sqrt(0.25**2 * 2 + 0.5**2))
 
 
+def test_reference_sets_never_share_a_seed() -> None:
+    """Each shard k of a set is simulated with seed + k: the sets' seed ranges stay disjoint
+    (sets have grown: train from 50 to 150 shards), so no shower is in two sets; a set of
+    fixed energies puts one energy in each shard."""
+    from caloquant.sim.reference import SETS
+
+    ranges = sorted((s.seed, s.seed + s.shards, name) for name, s in SETS.items())
+    for (_, end, a), (start, _, b) in zip(ranges, ranges[1:]):
+        assert end <= start, f"sets {a} and {b} share seeds"
+    fixed = SETS["fixed"]
+    assert [fixed.energies(k)[0] for k in range(fixed.shards)] == [100, 300, 500] * 2
+    assert len(set(fixed.energies(4))) == 1
+
+
 def test_reference_set_falls_back_to_gflash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -352,12 +352,33 @@ def test_the_exported_generator_is_the_moving_average(toy: dict[str, Path], tmp_
     expected = 0.25 * seen[0] + 0.25 * seen[1] + 0.5 * seen[2]
     torch.testing.assert_close(tr.export()[0].state_dict()[name], expected)
     assert not torch.allclose(expected, seen[2])
+    # BatchNorm statistics are averaged too
+    bn = next(k for k in tr.g_raw.state_dict() if k.endswith("running_mean"))
+    avg = tr.g_ema.module.state_dict()[bn]  # type: ignore[union-attr]
+    assert not torch.allclose(avg, tr.g_raw.state_dict()[bn])
+    # a resume (last.pt is written with torch.save, read with weights_only) keeps the average
+    torch.save(tr.state(), tmp_path / "state.pt")
     again = Trainer(cfg)
-    again.load_state(tr.state())
+    again.load_state(torch.load(tmp_path / "state.pt", weights_only=True))
     torch.testing.assert_close(again.export()[0].state_dict()[name], expected)
+    torch.testing.assert_close(again.g_ema.module.state_dict()[bn], avg)  # type: ignore[union-attr]
     raw = Trainer(replace(cfg, ema=0.0))
     raw.step(s, e)
     assert torch.equal(raw.export()[0].state_dict()[name], raw.g_raw.state_dict()[name])
+
+
+def test_a_run_keeps_the_value_of_a_setting_it_predates(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """A run saved before ``ema`` existed resumes with the raw generator it was trained with,
+    under the command that started it; asking for another value explicitly is refused."""
+    cfg = tiny_cfg(toy, tmp_path / "r")
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "ema"}
+    assert cfg.ema == 0.995
+    cfg.check_resumable(saved, tmp_path / "r")
+    assert cfg.ema == 0.0
+    with pytest.raises(CaloquantError, match="ema=0.0"):
+        tiny_cfg(toy, tmp_path / "r", ema=0.9).check_resumable(saved, tmp_path / "r")
 
 
 def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -39,7 +40,10 @@ from caloquant.train import TrainConfig
 
 def _d(cls: Any, name: str) -> Any:
     """An option's default, read from its config object (defaults live there only)."""
-    return cls.__dataclass_fields__[name].default
+    default = cls.__dataclass_fields__[name].default
+    if default is dataclasses.MISSING:
+        raise KeyError(f"{cls.__name__}.{name} has no default")
+    return default
 
 
 def _q(name: str) -> Any:
@@ -334,14 +338,14 @@ def generate(
     model: Annotated[
         Optional[str],
         typer.Option("--model", help=MODEL_HELP + " Workers load it from the same path."),
-    ] = GenerateConfig.default("model"),
+    ] = _d(GenerateConfig, "model"),
     engine: Annotated[
         Optional[str],
         typer.Option("--engine", help="Monte Carlo engine instead of a model: geant4 or gflash."),
-    ] = GenerateConfig.default("engine"),
+    ] = _d(GenerateConfig, "engine"),
     energy_range: Annotated[
         Optional[str], typer.Option("--energy-range", help="LO:HI in GeV, uniform.")
-    ] = GenerateConfig.default("energy_range"),
+    ] = _d(GenerateConfig, "energy_range"),
     energies: Annotated[
         Optional[Path], typer.Option("--energies", help=".npy file of N energies (GeV).")
     ] = None,
@@ -352,39 +356,39 @@ def generate(
             help="Showers per shard file, one Dask task each "
             "(default 1000 for models, 20 for geant4, 500 for gflash).",
         ),
-    ] = GenerateConfig.default("shard_size"),
+    ] = _d(GenerateConfig, "shard_size"),
     scheduler: Annotated[
         Optional[str],
         typer.Option(
             "--scheduler", help="Address of an existing Dask scheduler, tcp:// or tls://."
         ),
-    ] = GenerateConfig.default("scheduler"),
+    ] = _d(GenerateConfig, "scheduler"),
     workers: Annotated[
         Optional[int],
         typer.Option(
             "--workers", help="Local cluster: worker processes (default cores / 2; engines: cores)."
         ),
-    ] = GenerateConfig.default("workers"),
+    ] = _d(GenerateConfig, "workers"),
     threads: Annotated[
         Optional[int],
         typer.Option("--threads", help="Engine threads per worker (default cores / workers)."),
-    ] = GenerateConfig.default("threads"),
+    ] = _d(GenerateConfig, "threads"),
     resume: Annotated[
         bool,
         typer.Option(
             "--resume",
             help="Continue the run in OUTPUT: keep shards with valid checksums, make the rest.",
         ),
-    ] = GenerateConfig.default("resume"),
-    seed: Annotated[int, typer.Option("--seed")] = GenerateConfig.default("seed"),
-    batch: Annotated[int, typer.Option("--batch")] = GenerateConfig.default("batch"),
-    compression: Annotated[
-        str, typer.Option("--compression", help=COMPRESSION_HELP)
-    ] = GenerateConfig.default("compression"),
+    ] = _d(GenerateConfig, "resume"),
+    seed: Annotated[int, typer.Option("--seed")] = _d(GenerateConfig, "seed"),
+    batch: Annotated[int, typer.Option("--batch")] = _d(GenerateConfig, "batch"),
+    compression: Annotated[str, typer.Option("--compression", help=COMPRESSION_HELP)] = _d(
+        GenerateConfig, "compression"
+    ),
     allow_extrapolation: Annotated[
         bool,
         typer.Option("--allow-extrapolation", help="Allow energies outside the model's range."),
-    ] = GenerateConfig.default("allow_extrapolation"),
+    ] = _d(GenerateConfig, "allow_extrapolation"),
     tls_ca_file: Annotated[
         Optional[Path],
         typer.Option("--tls-ca-file", help="TLS: CA certificate of the cluster (PEM)."),
@@ -397,10 +401,10 @@ def generate(
     ] = None,
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", help="Seconds to reach the scheduler.")
-    ] = GenerateConfig.default("connect_timeout"),
+    ] = _d(GenerateConfig, "connect_timeout"),
     retries: Annotated[
         int, typer.Option("--retries", help="Re-runs of a shard whose task raised an error.")
-    ] = GenerateConfig.default("retries"),
+    ] = _d(GenerateConfig, "retries"),
 ) -> None:
     """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault \
 tolerant."""

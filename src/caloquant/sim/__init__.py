@@ -29,6 +29,7 @@ from caloquant.sim.geant4 import (
     Gun,
     Physics,
 )
+from caloquant.sim.reference import SETS as REFERENCE_SETS
 
 if TYPE_CHECKING:
     from caloquant.sim.geometry import (
@@ -62,6 +63,7 @@ _LAZY = {
 __getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
 
 __all__ = [
+    "REFERENCE_SETS",
     "geant4_version",
     "make_engine",
     "CELL_CUT_GEV",

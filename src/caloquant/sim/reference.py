@@ -38,10 +38,8 @@ class SetSpec:
     def energies(self, shard: int) -> np.ndarray:
         from caloquant.sim.run import draw_energies
 
-        if self.points is not None:
-            return np.repeat(
-                np.asarray(self.points, dtype=np.float64), self.per_shard // len(self.points)
-            )
+        if self.points is not None:  # one energy point per shard
+            return np.full(self.per_shard, self.points[shard % len(self.points)])
         return draw_energies(self.per_shard, self.seed + shard, energy_range=self.energy_range)
 
 
@@ -97,12 +95,6 @@ SETS: dict[str, SetSpec] = {
 }
 
 
-def _shard_energies(spec: SetSpec, shard: int) -> np.ndarray:
-    if spec.points is not None:  # one energy point per shard
-        return np.full(spec.per_shard, spec.points[shard % len(spec.points)])
-    return spec.energies(shard)
-
-
 def produce_set(
     name: str,
     out_dir: str | Path,
@@ -133,7 +125,7 @@ def produce_set(
             break
         res = simulate(
             path,
-            _shard_energies(spec, k),
+            spec.energies(k),
             SimConfig(engine=engine, seed=spec.seed + k),
             workers=workers,
         )

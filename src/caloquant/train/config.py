@@ -153,6 +153,9 @@ class TrainConfig:
         """Refuse to continue a run directory written with another trajectory-defining setting."""
         for key in TRAJECTORY_KEYS:
             mine, theirs = getattr(self, key), saved.get(key, ADDED_KEYS.get(key))
+            if key not in saved and mine == self.__dataclass_fields__[key].default:
+                setattr(self, key, theirs)  # a setting the run predates: it keeps its old value
+                continue
             if mine != theirs:
                 raise CaloquantError(
                     f"{run_dir} holds a run with {key}={theirs!r} (--{key.replace('_', '-')}), "

@@ -149,7 +149,8 @@ def summarise(showers: np.ndarray, energies: np.ndarray, chunk: int = 256) -> Su
             "z": s.sum(axis=(1, 2), dtype=np.float64),
         }
         ecal = profiles["z"].sum(axis=1)
-        out["hits"].append(np.count_nonzero(s.reshape(len(s), -1), axis=1).astype(np.float64))
+        hits = np.count_nonzero(s.reshape(len(s), -1) >= ZERO_THRESHOLD_GEV, axis=1)  # not NaN
+        out["hits"].append(hits.astype(np.float64))
         out["r"].append(ecal / e[lo : lo + chunk])
         for ax, p in profiles.items():
             idx = np.arange(p.shape[1], dtype=np.float64)

@@ -172,6 +172,7 @@ class _Run:
             "rng": rngs,
             "history": self.history,
             "elapsed_s": self.elapsed(),
+            "init_sha256": self.init_sha256,
             **trainer.state(),
         }
         with atomic_path(self.last, suffix=".pt") as tmp:
@@ -193,9 +194,8 @@ class _Run:
             "data_sources": data_sources(self.train_parts),
             "energy_range": self.range_note,
         }
-        if self.cfg.init is not None:  # a built-in name changes meaning when a model is shipped
-            init = model_ref(self.cfg.init)
-            prov["init"] = {"model": self.cfg.init, "sha256": file_sha256(init.path)}
+        if self.cfg.init is not None:
+            prov["init"] = {"model": self.cfg.init, "sha256": self.init_sha256}
         if trainer.energy_fit is not None:
             prov["energy_stage_fit"] = trainer.energy_fit.to_dict()
         save_checkpoint(self.model_path, Checkpoint(trainer.spec, g, disc, prov))
@@ -209,6 +209,11 @@ class _Run:
         r = get_recipe(cfg.model)
         self._data(r.spec(cfg.width).grid, r.cell_scale, r.cell_threshold_gev)
         saved = self._saved_state()
+        # the --init model as the run started from it (a built-in name changes meaning when a
+        # model is shipped; runs saved before this record hash the file when resumed)
+        self.init_sha256 = (saved or {}).get("init_sha256") or (
+            file_sha256(model_ref(cfg.init).path) if cfg.init is not None else None
+        )
         r = self._recipe_for_data(r)
         if saved is not None:
             self._check_recipe(r)

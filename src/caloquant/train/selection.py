@@ -143,6 +143,19 @@ def selection_rule(plan: SelectionPlan, history: list[dict[str, Any]]) -> tuple[
             "so it keeps selecting by it"
         )
         return BY_AUTHORS, [*plan.notes, note]
+    if plan.rule == BY_SELECTION and any(
+        "hits" not in b.get("pull_shape", {"hits": None})
+        for h in history
+        for b in h.get("bins", [])
+    ):
+        # scored before the shape term had the hit count: not comparable with the epochs to come
+        for h in history:
+            h["selected"] = False
+        note = (
+            "selection: this run's earlier epochs were scored without the hit count; the "
+            "selection starts afresh with the next epoch"
+        )
+        return plan.rule, [*plan.notes, note]
     return plan.rule, list(plan.notes)
 
 
