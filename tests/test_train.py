@@ -367,6 +367,29 @@ def test_the_exported_generator_is_the_moving_average(toy: dict[str, Path], tmp_
     assert torch.equal(raw.export()[0].state_dict()[name], raw.g_raw.state_dict()[name])
 
 
+def test_the_discriminator_can_see_the_cells_to_a_power(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """``d_input_power``: the discriminator's losses are computed on cells ** p (shifted so that
+    an empty cell keeps a finite gradient); the ECAL term stays on the raw cells; 1 leaves the
+    cells as they are."""
+    tr = Trainer(tiny_cfg(toy, tmp_path / "r", d_input_power=0.5))
+    s, e = toy_showers(4, 5, 110, 190)
+    x, energies = torch.from_numpy(s), torch.from_numpy(e)
+    torch.testing.assert_close(tr.d_input(x), (x + 1e-6) ** 0.5 - 1e-3)
+    empty = torch.zeros(2, 3, requires_grad=True)
+    tr.d_input(empty).sum().backward()
+    assert torch.isfinite(empty.grad).all()  # type: ignore[arg-type]
+    d = tr.d_raw.eval()
+    ecal = x.flatten(1).sum(1)
+    with torch.no_grad():
+        seen = tr.losses(d, x, torch.ones(len(e)), energies, ecal)
+        torch.testing.assert_close(seen.p_real, d(tr.d_input(x))[0])
+        assert not torch.allclose(seen.p_real, d(x)[0])
+    assert float(seen.ecal) == 0.0  # the ECAL term read the raw sums
+    assert Trainer(tiny_cfg(toy, tmp_path / "r")).d_input(x) is x
+
+
 def test_a_run_keeps_the_value_of_a_setting_it_predates(
     toy: dict[str, Path], tmp_path: Path
 ) -> None:

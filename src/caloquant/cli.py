@@ -1104,6 +1104,14 @@ def train_cmd(
             "generator.",
         ),
     ] = _d(TrainConfig, "energy_stage"),
+    d_input_power: Annotated[
+        float,
+        typer.Option(
+            "--d-input-power",
+            help="The discriminator sees cells to this power (below 1: the low-energy cells "
+            "weigh more; 1: the authors' raw cells).",
+        ),
+    ] = _d(TrainConfig, "d_input_power"),
     ema: Annotated[
         float,
         typer.Option(
@@ -1149,6 +1157,7 @@ parallelism."""
         ecal_fit=ecal_fit,
         energy_stage=energy_stage,
         ema=ema,
+        d_input_power=d_input_power,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:

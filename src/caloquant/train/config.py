@@ -42,9 +42,10 @@ TRAJECTORY_KEYS = (
     "energy_range",
     "energy_stage",
     "ema",
+    "d_input_power",
 )
 # trajectory keys added after runs were started: a saved run without one had this value
-ADDED_KEYS: dict[str, Any] = {"energy_stage": False, "ema": 0.0}
+ADDED_KEYS: dict[str, Any] = {"energy_stage": False, "ema": 0.0, "d_input_power": 1.0}
 
 
 @dataclass
@@ -84,6 +85,9 @@ class TrainConfig:
     # decay of the exponential moving average of the generator that is validated and exported
     # (0: the raw generator, as runs before it); 0.995 averages over ~200 steps
     ema: float = 0.995
+    # the discriminator sees cells ** d_input_power (training units): below 1 the low-energy cells
+    # that make most of a shower's hits weigh more against the core; 1: the authors' raw cells
+    d_input_power: float = 1.0
 
     def __post_init__(self) -> None:
         # imported here: the command line reads this class's defaults without loading torch
@@ -104,6 +108,7 @@ class TrainConfig:
         self.seed = check_seed(self.seed)
         self.val_fraction = check_float(self.val_fraction, "--val-fraction")
         self.ema = check_float(self.ema, "--ema")
+        self.d_input_power = check_float(self.d_input_power, "--d-input-power")
         for name, flag, lo, hi in (
             ("epochs", "--epochs", 1, MAX_EPOCHS),
             ("batch", "--batch (BatchNorm needs 2)", 2, MAX_BATCH),
@@ -130,6 +135,10 @@ class TrainConfig:
                 f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}",
             ),
             (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1) (0: off), got {self.ema}"),
+            (
+                0.0 < self.d_input_power <= 1.0,
+                f"--d-input-power must be in (0, 1], got {self.d_input_power}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -284,10 +284,9 @@ class Trainer:
         outputs are not part of the loss)."""
         w, eps = self.recipe.loss_weights, self.recipe.mape_eps
         n = len(showers)
+        x = showers if context is None else torch.cat([showers, context.to(showers.dtype)])
         with self.autocast():
-            p, aux, _ = disc(
-                showers if context is None else torch.cat([showers, context.to(showers.dtype)])
-            )
+            p, aux, _ = disc(self.d_input(x))
         p, aux = p[:n], aux[:n]
         bce = F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), target)  # Keras clips to 1e-7
         aux_l = mape(aux, (energies / 100.0).float(), eps)
@@ -295,6 +294,12 @@ class Trainer:
         return Losses(
             w[0] * bce + w[1] * aux_l + w[2] * ecal_l, bce, aux_l, ecal_l, p.detach().float()
         )
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of showers in training units: the cells to the power
+        ``d_input_power`` (shifted by 1e-6 so that the gradient at an empty cell stays finite)."""
+        p = self.cfg.d_input_power
+        return x if p == 1.0 else (x.clamp_min(0.0) + 1e-6) ** p - 1e-6**p
 
     def discriminator_backward(
         self,
