@@ -4,6 +4,7 @@ scale is the data's whatever its shape network has learnt."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,9 @@ def test_training_with_an_energy_stage_gives_the_datas_energy_scale(tmp_path: Pa
     ck = load_checkpoint(res.model)
     assert ck.spec.arch == TWO_STAGE and "energy_stage_fit" in ck.provenance
     assert ck.provenance["init"]["sha256"] == file_sha256(tmp_path / "init.pt")
+    # the starting model is scored first ("epoch 0"): training cannot make the result worse
+    epochs = json.loads((tmp_path / "run" / "validation.json").read_text())["epochs"]
+    assert [r["epoch"] for r in epochs] == [0, 1]
     r_data = s.reshape(len(s), -1).sum(1) / e  # the 160 training showers and 240 more
     sel = np.abs(e - 150.0) < 25.0
     n_model = 400

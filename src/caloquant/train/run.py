@@ -372,6 +372,8 @@ class _Run:
         cfg, stream = self.cfg, self.stream
         per_epoch = stream.batches_per_epoch
         rate = 0.0
+        if val is not None and cfg.init is not None and not self.history:
+            self._validate(trainer, val, -1, tb)  # "epoch 0": the starting model is a candidate
         for epoch in range(trainer.epoch, cfg.epochs):  # type: ignore[arg-type]
             trainer.set_epoch(epoch)
             t_last = time.perf_counter()
