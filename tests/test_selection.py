@@ -121,6 +121,20 @@ def test_the_constants_are_the_authors() -> None:
     assert ZERO_THRESHOLD_GEV == AUTHORS_ZERO_THRESHOLD_GEV
 
 
+def test_hits_and_moments_are_counted_as_the_physics_package_counts_them() -> None:
+    """One definition of a hit cell (above 1 keV) in the selection metric and in validation."""
+    from caloquant.physics import shower_features
+
+    s, e = toy_showers(40, seed=3)
+    s = s.astype(np.float32)
+    s[:, 12, 12, :4] = np.float32(ZERO_THRESHOLD_GEV)  # exactly at the threshold: not hits
+    s[:, 0, 0, :3] = np.float32(0.5 * ZERO_THRESHOLD_GEV)  # below: zeroed, not hits
+    got = summarise(s, e)
+    f = shower_features(np.where(s < ZERO_THRESHOLD_GEV, 0, s), e, threshold=ZERO_THRESHOLD_GEV)
+    np.testing.assert_array_equal(got["hits"], f["n_hits"])
+    np.testing.assert_allclose(got["width_x"], f["std_x"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("energies", ["points", "flat"])
 @pytest.mark.parametrize(
     "variant", ["scale 1.03", "scale 1.10", "spread x1.5", "width x1.1", "hits x0.8"]

@@ -137,7 +137,8 @@ def bin_labels(e: np.ndarray, edges: list[float], fixed: bool) -> list[str]:
 # -- the selection metric ---------------------------------------------------------------------
 def summarise(showers: np.ndarray, energies: np.ndarray, chunk: int = 256) -> Summary:
     """Per-shower Ecal/Ep, the first two moments along each axis and the hit count (cells below
-    1e-6 GeV zeroed first; NaN moments for an empty shower): all the selection metric needs."""
+    1e-6 GeV zeroed first, hits above it; NaN moments for an empty shower): all the selection
+    metric needs."""
     e = np.asarray(energies, dtype=np.float64)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("r", *SHAPE_KEYS)}
     for lo in range(0, len(e), chunk):
@@ -149,7 +150,8 @@ def summarise(showers: np.ndarray, energies: np.ndarray, chunk: int = 256) -> Su
             "z": s.sum(axis=(1, 2), dtype=np.float64),
         }
         ecal = profiles["z"].sum(axis=1)
-        hits = np.count_nonzero(s.reshape(len(s), -1) >= ZERO_THRESHOLD_GEV, axis=1)  # not NaN
+        # hit cells: above the threshold, as caloquant.physics.shower_features counts them
+        hits = np.count_nonzero(s.reshape(len(s), -1) > ZERO_THRESHOLD_GEV, axis=1)  # not NaN
         out["hits"].append(hits.astype(np.float64))
         out["r"].append(ecal / e[lo : lo + chunk])
         for ax, p in profiles.items():
