@@ -535,6 +535,7 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("train-ema-one", (*TRAIN, "--ema", "1", "-o", "tr"), "--ema"),
     ("train-ema-nan", (*TRAIN, "--ema", "nan", "-o", "tr"), "--ema"),
     ("train-d-input-power", (*TRAIN, "--d-input-power", "0", "-o", "tr"), "--d-input-power"),
+    ("train-physics-loss", (*TRAIN, "--physics-loss", "-1", "-o", "tr"), "--physics-loss"),
     ("train-init-missing", (*TRAIN, "--init", "missing.pt", "-o", "tr"), "missing.pt"),
     ("train-energy-range", (*TRAIN, "--energy-range", "500:100", "-o", "tr"), "--energy-range"),
     ("train-val-data-missing", (*TRAIN, "--val-data", "missing.h5", "-o", "tr"), "missing.h5"),

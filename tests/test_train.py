@@ -390,6 +390,33 @@ def test_the_discriminator_can_see_the_cells_to_a_power(
     assert Trainer(tiny_cfg(toy, tmp_path / "r")).d_input(x) is x
 
 
+def test_the_physics_term_draws_the_real_batch_energies_and_reaches_the_generator(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """``physics_loss`` W > 0: the generator updates generate at the real batch's energies and
+    their loss has W times the physics term (logged as g_phys); W = 0 draws its own energies."""
+    s, e = toy_showers(4, 5, 110, 190)
+    seen: list[np.ndarray] = []
+    for w in (0.0, 1.0):
+        tr = Trainer(tiny_cfg(toy, tmp_path / f"r{w}", physics_loss=w))
+        generate = tr.generate
+        seen.clear()
+
+        def spy(module, noise, energies, generate=generate):  # type: ignore[no-untyped-def]
+            seen.append(energies.numpy().copy())
+            return generate(module, noise, energies)
+
+        tr.generate = spy  # type: ignore[method-assign]
+        out = tr.step(s * tr.recipe.cell_scale, e)
+        g_updates = seen[-tr.recipe.g_steps :]
+        if w:
+            assert out["g_phys"] > 0 and np.isfinite(out["g_phys"])
+            assert all(np.array_equal(g, e) for g in g_updates)
+        else:
+            assert out["g_phys"] == 0.0
+            assert not any(np.array_equal(g, e) for g in g_updates)
+
+
 def test_a_run_keeps_the_value_of_a_setting_it_predates(
     toy: dict[str, Path], tmp_path: Path
 ) -> None:

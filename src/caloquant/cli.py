@@ -1112,6 +1112,14 @@ def train_cmd(
             "weigh more; 1: the authors' raw cells).",
         ),
     ] = _d(TrainConfig, "d_input_power"),
+    physics_loss: Annotated[
+        float,
+        typer.Option(
+            "--physics-loss",
+            help="Weight of the generator's physics term: the batch means of the cell spectrum, "
+            "shower centres and widths pulled towards the real batch's (0: the authors' loss).",
+        ),
+    ] = _d(TrainConfig, "physics_loss"),
     ema: Annotated[
         float,
         typer.Option(
@@ -1158,6 +1166,7 @@ parallelism."""
         energy_stage=energy_stage,
         ema=ema,
         d_input_power=d_input_power,
+        physics_loss=physics_loss,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:

@@ -43,9 +43,15 @@ TRAJECTORY_KEYS = (
     "energy_stage",
     "ema",
     "d_input_power",
+    "physics_loss",
 )
 # trajectory keys added after runs were started: a saved run without one had this value
-ADDED_KEYS: dict[str, Any] = {"energy_stage": False, "ema": 0.0, "d_input_power": 1.0}
+ADDED_KEYS: dict[str, Any] = {
+    "energy_stage": False,
+    "ema": 0.0,
+    "d_input_power": 1.0,
+    "physics_loss": 0.0,
+}
 
 
 @dataclass
@@ -88,6 +94,9 @@ class TrainConfig:
     # the discriminator sees cells ** d_input_power (training units): below 1 the low-energy cells
     # that make most of a shower's hits weigh more against the core; 1: the authors' raw cells
     d_input_power: float = 1.0
+    # weight of the generator's physics term (train.physics_loss: the batch means of the cell
+    # spectrum, shower centres and widths pulled towards the real batch's); 0: the authors' loss
+    physics_loss: float = 0.0
 
     def __post_init__(self) -> None:
         # imported here: the command line reads this class's defaults without loading torch
@@ -109,6 +118,7 @@ class TrainConfig:
         self.val_fraction = check_float(self.val_fraction, "--val-fraction")
         self.ema = check_float(self.ema, "--ema")
         self.d_input_power = check_float(self.d_input_power, "--d-input-power")
+        self.physics_loss = check_float(self.physics_loss, "--physics-loss")
         for name, flag, lo, hi in (
             ("epochs", "--epochs", 1, MAX_EPOCHS),
             ("batch", "--batch (BatchNorm needs 2)", 2, MAX_BATCH),
@@ -138,6 +148,10 @@ class TrainConfig:
             (
                 0.0 < self.d_input_power <= 1.0,
                 f"--d-input-power must be in (0, 1], got {self.d_input_power}",
+            ),
+            (
+                0.0 <= self.physics_loss <= 1e4,
+                f"--physics-loss must be in [0, 10000] (0: off), got {self.physics_loss}",
             ),
         ]
         for ok, msg in checks:

@@ -47,7 +47,8 @@ from caloquant.train.data import (
 )
 from caloquant.train.logs import CsvLog, TensorBoardLog
 from caloquant.train.recipes import Recipe, fit_ecal, get_recipe
-from caloquant.train.trainer import LOSS_NAMES, Trainer, rng_state, set_rng_state
+from caloquant.train.rng import rng_state, set_rng_state
+from caloquant.train.trainer import LOSS_NAMES, Trainer
 
 STATE_VERSION = 1
 LOG_FIELDS = ["step", "epoch", "batch", *LOSS_NAMES, "lr_g", "lr_d", "showers_per_s", "elapsed_s"]

@@ -27,13 +27,14 @@ Each update minimises ``w0 * BCE + w1 * MAPE(aux, Ep/100) + w2 * MAPE(Ecal, targ
 precision bf16 the forward passes run under CPU autocast (weights, gradients and optimizer
 state stay float32); losses are always computed in float32, and the ECAL sum is taken in
 float32 from the showers (the discriminator's own ECAL output is the same parameter-free sum).
+With ``physics_loss`` W > 0 the generator updates draw the real batch's energies and add W times
+the physics term of :mod:`caloquant.train.physics_loss` (the authors' loss: W = 0).
 All randomness comes from the process-global torch generator, whose state the run saves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,7 +59,9 @@ from caloquant.models.gan3d import KERAS_LEAKY_SLOPE
 from caloquant.train.config import TrainConfig
 from caloquant.train.ddp import Dist
 from caloquant.train.energy import EnergyFit, fit_energy_stage
+from caloquant.train.physics_loss import physics_loss
 from caloquant.train.recipes import Recipe, get_recipe
+from caloquant.train.rng import seed_process
 from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
 
 LOSS_NAMES = (
@@ -70,6 +73,7 @@ LOSS_NAMES = (
     "g_bce",
     "g_aux",
     "g_ecal",
+    "g_phys",
     "d_p_real",
     "d_p_fake",
 )  # the last two: the discriminator's mean p(real) on real / generated
@@ -87,39 +91,6 @@ class Losses:
 def mape(pred: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
     """Keras mean absolute percentage error: 100 * mean(|t - p| / (|t| + eps))."""
     return 100.0 * ((target - pred.float()).abs() / (target.abs() + eps)).mean()
-
-
-def seed_process(seed: int, rank: int) -> None:
-    """Seed torch, numpy and python for this rank's stream of random draws."""
-    a, b, c = np.random.SeedSequence([seed, rank, 1]).generate_state(3)
-    torch.manual_seed(int(a))
-    np.random.seed(int(b))
-    random.seed(int(c))
-
-
-def rng_state() -> dict[str, Any]:
-    """torch / numpy / python global generator states as plain data (loadable with weights_only)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, mt, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            name,
-            torch.from_numpy(keys.astype(np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "python": [version, list(mt), gauss],
-    }
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["torch"])
-    name, keys, pos, has_gauss, cached = st["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, mt, gauss = st["python"]
-    random.setstate((version, tuple(mt), gauss))
 
 
 class Trainer:
@@ -322,10 +293,16 @@ class Trainer:
         return losses
 
     def generator_backward(
-        self, noise: torch.Tensor, energies: torch.Tensor, context: torch.Tensor | None = None
-    ) -> Losses:
-        """Generator loss through the frozen discriminator and the generator's gradients;
-        ``context``: real showers that share the discriminator's forward pass (mixed batches)."""
+        self,
+        noise: torch.Tensor,
+        energies: torch.Tensor,
+        context: torch.Tensor | None = None,
+        real: torch.Tensor | None = None,
+    ) -> tuple[Losses, float]:
+        """Generator loss through the frozen discriminator and the generator's gradients, and the
+        physics term (0 when off); ``context``: real showers that share the discriminator's
+        forward pass (mixed batches); ``real``: the real batch, drawn at ``energies``, that the
+        physics term compares with."""
         self.opt_g.zero_grad(set_to_none=True)
         # frozen: no discriminator gradients (and no DDP gradient hooks fire for its parameters)
         self.d_raw.requires_grad_(False)
@@ -340,10 +317,14 @@ class Trainer:
                 self.ecal_target(energies),
                 context,
             )
-            losses.total.backward()
+            w = self.cfg.physics_loss
+            phys = torch.zeros(())
+            if w and real is not None:
+                phys = physics_loss(fake, real, energies, self.recipe.cell_scale)
+            (losses.total + w * phys).backward()
         finally:
             self.d_raw.requires_grad_(True)
-        return losses
+        return losses, phys.item()
 
     def predict(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n generated showers for the discriminator (Keras ``generator.predict``: inference
@@ -393,9 +374,14 @@ class Trainer:
                 "d_p_fake": d_fake.p_real.mean().item(),
             }
             context = None
-        g_losses = []
+        g_losses, g_phys = [], []
         for _ in range(self.recipe.g_steps):
-            g_losses.append(self.generator_backward(*self.draw(n), context=context))
+            noise, e_g = self.draw(n)
+            if self.cfg.physics_loss:  # generated at the real batch's energies, compared with it
+                e_g = e
+            losses, phys = self.generator_backward(noise, e_g, context, real=x)
+            g_losses.append(losses)
+            g_phys.append(phys)
             self.opt_g.step()
         if self.g_ema is not None:
             self.g_ema.update_parameters(self.g_raw)
@@ -407,6 +393,7 @@ class Trainer:
             "g_bce": float(np.mean([lg.bce.item() for lg in g_losses])),
             "g_aux": float(np.mean([lg.aux.item() for lg in g_losses])),
             "g_ecal": float(np.mean([lg.ecal.item() for lg in g_losses])),
+            "g_phys": float(np.mean(g_phys)),
         }
         bad = [k for k, v in out.items() if not np.isfinite(v)]
         if bad:
