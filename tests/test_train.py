@@ -417,6 +417,25 @@ def test_the_physics_term_draws_the_real_batch_energies_and_reaches_the_generato
             assert not any(np.array_equal(g, e) for g in g_updates)
 
 
+def test_without_generator_dropout_the_trained_network_is_the_deployed_one(
+    toy: dict[str, Path], tmp_path: Path
+) -> None:
+    """``generator_dropout=False``: the generator's training-mode passes are deterministic (no
+    dropout layer left), its checkpoint has the same keys; the authors' recipe keeps dropout."""
+    outs = {}
+    for on in (True, False):
+        tr = Trainer(tiny_cfg(toy, tmp_path / f"r{on}", generator_dropout=on))
+        kinds = {type(m) for m in tr.g_raw.modules()}
+        assert (torch.nn.Dropout in kinds) is on
+        torch.manual_seed(3)
+        lat = tr.draw(16)  # noise and energies
+        with torch.no_grad():
+            a, b = (tr.generate(tr.g_raw, *lat) for _ in range(2))
+        assert torch.equal(a, b) is not on
+        outs[on] = set(tr.export()[0].state_dict())
+    assert outs[True] == outs[False]
+
+
 def test_a_run_keeps_the_value_of_a_setting_it_predates(
     toy: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -1120,6 +1120,14 @@ def train_cmd(
             "shower centres and widths pulled towards the real batch's (0: the authors' loss).",
         ),
     ] = _d(TrainConfig, "physics_loss"),
+    generator_dropout: Annotated[
+        bool,
+        typer.Option(
+            "--generator-dropout/--no-generator-dropout",
+            help="Dropout in the generator's training updates (the authors' recipe); off, the "
+            "network that is trained is the one that is deployed.",
+        ),
+    ] = _d(TrainConfig, "generator_dropout"),
     ema: Annotated[
         float,
         typer.Option(
@@ -1167,6 +1175,7 @@ parallelism."""
         ema=ema,
         d_input_power=d_input_power,
         physics_loss=physics_loss,
+        generator_dropout=generator_dropout,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )
     with progress() as bar:

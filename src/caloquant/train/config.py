@@ -44,6 +44,7 @@ TRAJECTORY_KEYS = (
     "ema",
     "d_input_power",
     "physics_loss",
+    "generator_dropout",
 )
 # trajectory keys added after runs were started: a saved run without one had this value
 ADDED_KEYS: dict[str, Any] = {
@@ -51,6 +52,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ema": 0.0,
     "d_input_power": 1.0,
     "physics_loss": 0.0,
+    "generator_dropout": True,
 }
 
 
@@ -97,6 +99,9 @@ class TrainConfig:
     # weight of the generator's physics term (train.physics_loss: the batch means of the cell
     # spectrum, shower centres and widths pulled towards the real batch's); 0: the authors' loss
     physics_loss: float = 0.0
+    # the generator's dropout layers in its training updates (the authors' recipe: on); off, the
+    # trained network is the deployed one (train.weights.remove_dropout says why)
+    generator_dropout: bool = True
 
     def __post_init__(self) -> None:
         # imported here: the command line reads this class's defaults without loading torch

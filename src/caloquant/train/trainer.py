@@ -62,7 +62,7 @@ from caloquant.train.energy import EnergyFit, fit_energy_stage
 from caloquant.train.physics_loss import physics_loss
 from caloquant.train.recipes import Recipe, get_recipe
 from caloquant.train.rng import seed_process
-from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, rescale
+from caloquant.train.weights import KERAS_INIT, keras_batchnorm, keras_init, remove_dropout, rescale
 
 LOSS_NAMES = (
     "d_loss",
@@ -134,6 +134,8 @@ class Trainer:
             g.output_scale.fill_(r.cell_scale)  # training units
         keras_batchnorm(g)
         keras_batchnorm(d)
+        if not cfg.generator_dropout:
+            remove_dropout(g)
         if cfg.channels_last:
             fmt = (
                 torch.channels_last_3d
