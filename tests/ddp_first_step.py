@@ -37,6 +37,10 @@ def main() -> None:
         val_data=val_file,
         val_n=30,
         epochs=1,
+        # the authors' update rule is the thing under test
+        energy_stage=False,
+        physics_loss=0.0,
+        generator_dropout=True,
     )
     tr = Trainer(cfg, d)
     for m in (tr.g_raw, tr.d_raw):

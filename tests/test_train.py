@@ -73,8 +73,15 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+# the authors' recipe (the defaults add the energy stage, the physics term and no generator
+# dropout; their own tests set them)
+AUTHORS = {"energy_stage": False, "physics_loss": 0.0, "generator_dropout": True}
+AUTHORS_FLAGS = ["--no-energy-stage", "--physics-loss", "0", "--generator-dropout"]
+
+
 def tiny_cfg(toy: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
     base = dict(
+        **AUTHORS,
         data=[str(toy["train"])],
         out=str(out),
         model="conv2d",
@@ -230,6 +237,7 @@ def test_init_from_the_cern_3dgan(
         batch=2,
         threads=1,
         init=str(cern_checkpoint),
+        **AUTHORS,  # type: ignore[arg-type]
     )
     tr = Trainer(cfg)
     ref = load_checkpoint(cern_checkpoint)
@@ -249,7 +257,12 @@ def test_init_takes_a_built_in_model_name(tmp_path: Path) -> None:
     from caloquant.models import model_ref
 
     cfg = TrainConfig(
-        data=["unused.h5"], out=str(tmp_path / "r"), model="conv2d", width=0.5, init="conv2d-g4"
+        data=["unused.h5"],
+        out=str(tmp_path / "r"),
+        model="conv2d",
+        width=0.5,
+        init="conv2d-g4",
+        **AUTHORS,  # type: ignore[arg-type]
     )
     assert cfg.init == "conv2d-g4"
     tr = Trainer(cfg)
@@ -595,6 +608,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(
     every, total = 2, 2 * (12 // 4)
     args = [
         *TINY,
+        *AUTHORS_FLAGS,  # 12 showers: too few for the energy stage's fit
         "--data",
         str(toy["small"]),
         "--val-data",

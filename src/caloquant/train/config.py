@@ -75,7 +75,7 @@ class TrainConfig:
     ecal_fit: str = "data"
     # two-stage model (caloquant.models.two_stage): Ecal/Ep from a conditional flow fitted to the
     # training showers (frozen), the shape from the GAN; False: the authors' single generator
-    energy_stage: bool = False
+    energy_stage: bool = True
     # the incident energies the training data were made for (LO, HI GeV), hence the model's valid
     # range; None: as the data's generator declared it (train.data.declared_energy_range), else
     # the lowest and highest training energy. "LO:HI" (the CLI) or a pair, checked by the shared
@@ -98,10 +98,10 @@ class TrainConfig:
     d_input_power: float = 1.0
     # weight of the generator's physics term (train.physics_loss: the batch means of the cell
     # spectrum, shower centres and widths pulled towards the real batch's); 0: the authors' loss
-    physics_loss: float = 0.0
+    physics_loss: float = 5.0
     # the generator's dropout layers in its training updates (the authors' recipe: on); off, the
     # trained network is the deployed one (train.weights.remove_dropout says why)
-    generator_dropout: bool = True
+    generator_dropout: bool = False
 
     def __post_init__(self) -> None:
         # imported here: the command line reads this class's defaults without loading torch

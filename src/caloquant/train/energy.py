@@ -77,7 +77,8 @@ def fit_energy_stage(
         raise CaloquantError(f"energies {ep.shape} and ECAL sums {ecal.shape} do not pair up")
     if len(ep) < MIN_SHOWERS:
         raise CaloquantError(
-            f"the energy stage needs at least {MIN_SHOWERS} training showers, got {len(ep)}"
+            f"the energy stage needs at least {MIN_SHOWERS} training showers, got {len(ep)} "
+            "(--no-energy-stage trains the single generator)"
         )
     if np.any(ep <= 0) or np.any(ecal <= 0):
         raise CaloquantError(
