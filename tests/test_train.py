@@ -452,15 +452,17 @@ def test_without_generator_dropout_the_trained_network_is_the_deployed_one(
 def test_a_run_keeps_the_value_of_a_setting_it_predates(
     toy: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A run saved before ``ema`` existed resumes with the raw generator it was trained with,
-    under the command that started it; asking for another value explicitly is refused."""
-    cfg = tiny_cfg(toy, tmp_path / "r")
-    saved = {k: v for k, v in cfg.to_dict().items() if k != "ema"}
-    assert cfg.ema == 0.995
+    """A run saved before ``physics_loss`` existed resumes with the authors' loss it was trained
+    with, under the command that started it (the default); asking for another value explicitly
+    is refused."""
+    default = TrainConfig.__dataclass_fields__["physics_loss"].default
+    cfg = tiny_cfg(toy, tmp_path / "r", physics_loss=default)
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "physics_loss"}
+    assert cfg.physics_loss == 5.0
     cfg.check_resumable(saved, tmp_path / "r")
-    assert cfg.ema == 0.0
-    with pytest.raises(CaloquantError, match="ema=0.0"):
-        tiny_cfg(toy, tmp_path / "r", ema=0.9).check_resumable(saved, tmp_path / "r")
+    assert cfg.physics_loss == 0.0
+    with pytest.raises(CaloquantError, match="physics_loss=0.0"):
+        tiny_cfg(toy, tmp_path / "r", physics_loss=1.0).check_resumable(saved, tmp_path / "r")
 
 
 def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:
