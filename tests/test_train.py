@@ -463,6 +463,12 @@ def test_a_run_keeps_the_value_of_a_setting_it_predates(
     assert cfg.physics_loss == 0.0
     with pytest.raises(CaloquantError, match="physics_loss=0.0"):
         tiny_cfg(toy, tmp_path / "r", physics_loss=1.0).check_resumable(saved, tmp_path / "r")
+    # a run saved under an older default (the single generator) resumes under the command that
+    # started it, now that the default is the two-stage model
+    old = {**cfg.to_dict(), "energy_stage": False}
+    again = tiny_cfg(toy, tmp_path / "r", energy_stage=True)
+    again.check_resumable(old, tmp_path / "r")
+    assert again.energy_stage is False
 
 
 def test_stream_memory_is_bounded_by_the_shuffle_buffer(tmp_path: Path) -> None:

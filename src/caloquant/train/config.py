@@ -184,8 +184,11 @@ class TrainConfig:
         """Refuse to continue a run directory written with another trajectory-defining setting."""
         for key in TRAJECTORY_KEYS:
             mine, theirs = getattr(self, key), saved.get(key, ADDED_KEYS.get(key))
-            if key not in saved and mine == self.__dataclass_fields__[key].default:
-                setattr(self, key, theirs)  # a setting the run predates: it keeps its old value
+            if mine == self.__dataclass_fields__[key].default:
+                # left at its default: the run keeps the value it was started with (or, for a
+                # setting it predates, the one it had), so the command that started a run
+                # resumes it after a default changed
+                setattr(self, key, theirs)
                 continue
             if mine != theirs:
                 raise CaloquantError(
