@@ -8,7 +8,12 @@ import numpy as np
 import torch
 
 from caloquant.train.epoch_metrics import summarise
-from caloquant.train.physics_loss import THRESHOLDS_GEV, physics_loss, shower_observables
+from caloquant.train.physics_loss import (
+    THRESHOLDS_GEV,
+    layer_observables,
+    physics_loss,
+    shower_observables,
+)
 from tests.helpers import toy_showers
 
 
@@ -69,3 +74,37 @@ def test_the_generated_showers_get_a_gradient() -> None:
     physics_loss(fake, real).backward()
     assert fake.grad is not None and torch.isfinite(fake.grad).all()
     assert fake.grad.abs().sum() > 0
+
+
+def test_the_layer_observables_are_the_per_layer_features_of_the_classifier() -> None:
+    """Per layer: the energy fraction and the transverse widths of caloquant.physics'
+    shower_features (what the CaloChallenge high-level classifier reads)."""
+    from caloquant.physics import shower_features
+
+    x, e = _batch(16, 9)
+    obs = layer_observables(x * 100.0, cell_scale=100.0).numpy()
+    f = shower_features(x.numpy(), e)
+    z = x.shape[3]
+    frac = f["layer_e"] / f["ecal"][:, None]
+    np.testing.assert_allclose(np.exp(obs[:, :z]) - 1e-4, frac, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(obs[:, z : 2 * z], f["layer_wx"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(obs[:, 2 * z :], f["layer_wy"], rtol=1e-3, atol=1e-4)
+
+
+def test_the_layer_term_sees_what_the_shower_wide_one_misses() -> None:
+    """An empty first layer and transverse widths that alternate from layer to layer (the
+    per-layer faults of a conv2d generator) hardly move the shower-wide observables; the layer
+    term sees them."""
+    at = {"lo": 300.0, "hi": 300.0}
+    real, _ = _batch(64, 2, **at)
+    same, _ = _batch(64, 3, **at)
+    fake = same.clone()
+    fake[..., 0] = 0.0  # no energy in the first layer
+    wide, _ = _batch(64, 3, width_scale=1.3, **at)
+    narrow, _ = _batch(64, 3, width_scale=0.7, **at)
+    fake[..., 1::2] = wide[..., 1::2]
+    fake[..., 2::2] = narrow[..., 2::2]
+    base = float(physics_loss(same, real, layers=True))
+    flat = float(physics_loss(fake, real))
+    layered = float(physics_loss(fake, real, layers=True))
+    assert layered - flat > 10 * base and layered > 3 * flat, (base, flat, layered)

@@ -1120,6 +1120,14 @@ def train_cmd(
             "shower centres and widths pulled towards the real batch's (0: the authors' loss).",
         ),
     ] = _d(TrainConfig, "physics_loss"),
+    physics_layers: Annotated[
+        bool,
+        typer.Option(
+            "--physics-layers/--no-physics-layers",
+            help="The physics term also matches each layer's energy fraction and transverse "
+            "widths (what the CaloChallenge high-level classifier reads).",
+        ),
+    ] = _d(TrainConfig, "physics_layers"),
     generator_dropout: Annotated[
         bool,
         typer.Option(
@@ -1175,6 +1183,7 @@ parallelism."""
         ema=ema,
         d_input_power=d_input_power,
         physics_loss=physics_loss,
+        physics_layers=physics_layers,
         generator_dropout=generator_dropout,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )

@@ -45,6 +45,7 @@ TRAJECTORY_KEYS = (
     "d_input_power",
     "physics_loss",
     "generator_dropout",
+    "physics_layers",
 )
 # trajectory keys added after runs were started: a saved run without one had this value
 ADDED_KEYS: dict[str, Any] = {
@@ -53,6 +54,7 @@ ADDED_KEYS: dict[str, Any] = {
     "d_input_power": 1.0,
     "physics_loss": 0.0,
     "generator_dropout": True,
+    "physics_layers": False,
 }
 
 
@@ -102,6 +104,8 @@ class TrainConfig:
     # weight of the generator's physics term (train.physics_loss: the batch means of the cell
     # spectrum, shower centres and widths pulled towards the real batch's); 0: the authors' loss
     physics_loss: float = 5.0
+    # the physics term also matches each layer's energy fraction and transverse widths
+    physics_layers: bool = False
     # the generator's dropout layers in its training updates (the authors' recipe: on); off, the
     # trained network is the deployed one (train.weights.remove_dropout says why)
     generator_dropout: bool = False

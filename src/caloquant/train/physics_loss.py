@@ -43,6 +43,13 @@ STEP_WIDTH = 0.5  # of the logistic step, in ln(cell energy / threshold)
 # hit count within 10 %, the z centre within 0.3 layer, the widths within 10 %); the widths'
 # relative to the real batch's mean width
 SCALES = (*(0.05,) * len(THRESHOLDS_GEV), *(0.15, 0.05) * 3)
+# the per-layer observables (``layers``): the log energy fraction of a layer (floored: a layer
+# with no energy is ln(1e-4)), in units of 0.1; its widths in units of 10 % of the real batch's
+# mean width of that layer (at least 0.1 cell)
+FRACTION_FLOOR = 1e-4
+LAYER_FRACTION_UNIT = 0.1
+LAYER_WIDTH_UNIT = 0.1
+MIN_LAYER_WIDTH = 1.0
 
 
 def shower_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
@@ -67,17 +74,40 @@ def shower_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.
     return torch.stack(counts + moments, dim=1)
 
 
+def layer_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
+    """(n, X, Y, Z) cells in training units -> (n, 3 Z) float32: per layer (along z) the log
+    energy fraction ln(E_z / E + FRACTION_FLOOR), then the transverse widths along x and y of
+    each layer (cells; 0 for an empty layer): the longitudinal profile and the lateral profile
+    per depth that the CaloChallenge high-level classifier reads."""
+    s = showers.float().clamp_min(0.0) / cell_scale
+    layer_e = s.sum(dim=(1, 2))  # (n, Z)
+    total = layer_e.sum(1, keepdim=True).clamp_min(1e-20)
+    out = [torch.log(layer_e / total + FRACTION_FLOOR)]
+    for dim in (1, 2):  # x, then y
+        prof = s.sum(dim=3 - dim)  # (n, X or Y, Z): the other transverse axis summed
+        w = prof / layer_e.clamp_min(1e-20).unsqueeze(1)
+        idx = torch.arange(prof.shape[1], dtype=prof.dtype).view(1, -1, 1)
+        mean = (w * idx).sum(1, keepdim=True)
+        var = (w * (idx - mean) ** 2).sum(1)
+        out.append(var.clamp_min(1e-12).sqrt() * (layer_e > 0))
+    return torch.cat(out, dim=1)
+
+
 def physics_loss(
     fake: torch.Tensor,
     real: torch.Tensor,
     energies: torch.Tensor | None = None,
     cell_scale: float = 1.0,
+    layers: bool = False,
 ) -> torch.Tensor:
     """Mean squared batch-mean difference of the observables of generated and real showers,
     paired by incident energy (``fake[i]`` drawn at ``real[i]``'s), in units of :data:`SCALES`;
     with ``energies`` also the difference's linear trend in the incident energy (the covariance
     with the standardised energy), so that a shower too wide at one end of the range and too
-    narrow at the other does not cancel. No gradient flows into the real showers."""
+    narrow at the other does not cancel. ``layers``: plus, weighing as much as the shower-wide
+    observables, the per-layer ones of :func:`layer_observables` (units: 0.1 in the log energy
+    fraction, 10 % of the real batch's mean width of the layer). No gradient flows into the real
+    showers."""
     f = shower_observables(fake, cell_scale)
     with torch.no_grad():
         r = shower_observables(real, cell_scale)
@@ -85,6 +115,21 @@ def physics_loss(
         k = len(THRESHOLDS_GEV)
         widths = slice(k + 1, None, 2)
         scale[widths] = scale[widths] * r[:, widths].mean(0)
+    loss = _pulls(f, r, scale, energies)
+    if layers:
+        f = layer_observables(fake, cell_scale)
+        with torch.no_grad():
+            r = layer_observables(real, cell_scale)
+            z = r.shape[1] // 3
+            scale = torch.full((3 * z,), LAYER_FRACTION_UNIT)
+            scale[z:] = LAYER_WIDTH_UNIT * r[:, z:].mean(0).clamp_min(MIN_LAYER_WIDTH)
+        loss = loss + _pulls(f, r, scale, energies)
+    return loss
+
+
+def _pulls(
+    f: torch.Tensor, r: torch.Tensor, scale: torch.Tensor, energies: torch.Tensor | None
+) -> torch.Tensor:
     d = (f - r) / scale
     terms = [d.mean(0) ** 2]
     if energies is not None and len(energies) > 2:

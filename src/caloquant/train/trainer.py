@@ -322,7 +322,9 @@ class Trainer:
             w = self.cfg.physics_loss
             phys = torch.zeros(())
             if w and real is not None:
-                phys = physics_loss(fake, real, energies, self.recipe.cell_scale)
+                phys = physics_loss(
+                    fake, real, energies, self.recipe.cell_scale, self.cfg.physics_layers
+                )
             (losses.total + w * phys).backward()
         finally:
             self.d_raw.requires_grad_(True)
