@@ -77,8 +77,9 @@ def test_the_generated_showers_get_a_gradient() -> None:
 
 
 def test_the_layer_observables_are_the_per_layer_features_of_the_classifier() -> None:
-    """Per layer: the energy fraction and the transverse widths of caloquant.physics'
-    shower_features (what the CaloChallenge high-level classifier reads)."""
+    """Per layer: the energy fraction and the transverse centres and widths of caloquant.physics'
+    shower_features (what the CaloChallenge high-level classifier reads; its centres count from
+    the grid centre)."""
     from caloquant.physics import shower_features
 
     x, e = _batch(16, 9)
@@ -87,8 +88,10 @@ def test_the_layer_observables_are_the_per_layer_features_of_the_classifier() ->
     z = x.shape[3]
     frac = f["layer_e"] / f["ecal"][:, None]
     np.testing.assert_allclose(np.exp(obs[:, :z]) - 1e-4, frac, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(obs[:, z : 2 * z], f["layer_wx"], rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(obs[:, 2 * z :], f["layer_wy"], rtol=1e-3, atol=1e-4)
+    for i, key in enumerate(("layer_cx", "layer_cy", "layer_wx", "layer_wy")):
+        part = obs[:, (i + 1) * z : (i + 2) * z]
+        want = f[key] + (x.shape[1] - 1) / 2 if key.endswith(("cx", "cy")) else f[key]
+        np.testing.assert_allclose(part, want, rtol=1e-3, atol=1e-4)
 
 
 def test_the_layer_term_sees_what_the_shower_wide_one_misses() -> None:

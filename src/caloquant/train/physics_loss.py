@@ -44,10 +44,11 @@ STEP_WIDTH = 0.5  # of the logistic step, in ln(cell energy / threshold)
 # relative to the real batch's mean width
 SCALES = (*(0.05,) * len(THRESHOLDS_GEV), *(0.15, 0.05) * 3)
 # the per-layer observables (``layers``): the log energy fraction of a layer (floored: a layer
-# with no energy is ln(1e-4)), in units of 0.1; its widths in units of 10 % of the real batch's
-# mean width of that layer (at least 0.1 cell)
+# with no energy is ln(1e-4)), in units of 0.1; its centres in units of 0.15 cell; its widths
+# in units of 10 % of the real batch's mean width of that layer (at least 0.1 cell)
 FRACTION_FLOOR = 1e-4
 LAYER_FRACTION_UNIT = 0.1
+LAYER_CENTRE_UNIT = 0.15
 LAYER_WIDTH_UNIT = 0.1
 MIN_LAYER_WIDTH = 1.0
 
@@ -75,22 +76,26 @@ def shower_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.
 
 
 def layer_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
-    """(n, X, Y, Z) cells in training units -> (n, 3 Z) float32: per layer (along z) the log
-    energy fraction ln(E_z / E + FRACTION_FLOOR), then the transverse widths along x and y of
-    each layer (cells; 0 for an empty layer): the longitudinal profile and the lateral profile
-    per depth that the CaloChallenge high-level classifier reads."""
+    """(n, X, Y, Z) cells in training units -> (n, 5 Z) float32: per layer (along z) the log
+    energy fraction ln(E_z / E + FRACTION_FLOOR), then the transverse centres along x and y of
+    each layer, then its widths along x and y (cells; 0 for an empty layer): the longitudinal
+    profile and the lateral profile per depth that the CaloChallenge high-level classifier
+    reads."""
     s = showers.float().clamp_min(0.0) / cell_scale
     layer_e = s.sum(dim=(1, 2))  # (n, Z)
     total = layer_e.sum(1, keepdim=True).clamp_min(1e-20)
-    out = [torch.log(layer_e / total + FRACTION_FLOOR)]
+    hit = layer_e > 0
+    centres, widths = [], []
     for dim in (1, 2):  # x, then y
         prof = s.sum(dim=3 - dim)  # (n, X or Y, Z): the other transverse axis summed
         w = prof / layer_e.clamp_min(1e-20).unsqueeze(1)
         idx = torch.arange(prof.shape[1], dtype=prof.dtype).view(1, -1, 1)
         mean = (w * idx).sum(1, keepdim=True)
         var = (w * (idx - mean) ** 2).sum(1)
-        out.append(var.clamp_min(1e-12).sqrt() * (layer_e > 0))
-    return torch.cat(out, dim=1)
+        centre = (idx.shape[1] - 1) / 2  # an empty layer: the grid centre
+        centres.append(torch.where(hit, mean.squeeze(1), torch.full_like(var, centre)))
+        widths.append(var.clamp_min(1e-12).sqrt() * hit)
+    return torch.cat([torch.log(layer_e / total + FRACTION_FLOOR), *centres, *widths], dim=1)
 
 
 def physics_loss(
@@ -106,8 +111,8 @@ def physics_loss(
     with the standardised energy), so that a shower too wide at one end of the range and too
     narrow at the other does not cancel. ``layers``: plus, weighing as much as the shower-wide
     observables, the per-layer ones of :func:`layer_observables` (units: 0.1 in the log energy
-    fraction, 10 % of the real batch's mean width of the layer). No gradient flows into the real
-    showers."""
+    fraction, 0.15 cell in the centres, 10 % of the real batch's mean width of the layer). No
+    gradient flows into the real showers."""
     f = shower_observables(fake, cell_scale)
     with torch.no_grad():
         r = shower_observables(real, cell_scale)
@@ -120,9 +125,10 @@ def physics_loss(
         f = layer_observables(fake, cell_scale)
         with torch.no_grad():
             r = layer_observables(real, cell_scale)
-            z = r.shape[1] // 3
-            scale = torch.full((3 * z,), LAYER_FRACTION_UNIT)
-            scale[z:] = LAYER_WIDTH_UNIT * r[:, z:].mean(0).clamp_min(MIN_LAYER_WIDTH)
+            z = r.shape[1] // 5
+            scale = torch.full((5 * z,), LAYER_FRACTION_UNIT)
+            scale[z : 3 * z] = LAYER_CENTRE_UNIT
+            scale[3 * z :] = LAYER_WIDTH_UNIT * r[:, 3 * z :].mean(0).clamp_min(MIN_LAYER_WIDTH)
         loss = loss + _pulls(f, r, scale, energies)
     return loss
 
