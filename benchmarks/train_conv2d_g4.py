@@ -16,12 +16,17 @@ benchmarks/results/reference_sets/):
         --workers 2
     # 2. training in time-boxed chunks (each resumes the run; at most one checkpoint interval,
     #    50 steps, is lost at the end of a chunk); the CPU time of every chunk is recorded
+    #    stage 1 (the shower-wide physics term, from the previous conv2d-g4):
     .venv/bin/python benchmarks/train_conv2d_g4.py train --data-dir /work/data/g4 \
         --run /work/data/runs/conv2d-g4-v2 --minutes 80
+    #    stage 2 (the physics term per layer too), from stage 1's selected epoch:
+    cp /work/data/runs/conv2d-g4-v2/model.pt /work/data/runs/v2-selected.pt
+    .venv/bin/python benchmarks/train_conv2d_g4.py train --stage 2 --data-dir /work/data/g4 \
+        --run /work/data/runs/conv2d-g4-v3 --minutes 80
     # 3. the acceptance table of the selected epoch against the held-out and fixed sets
-    .venv/bin/python benchmarks/acceptance_g4.py --models /work/data/runs/conv2d-g4-v2/model.pt
+    .venv/bin/python benchmarks/acceptance_g4.py --models /work/data/runs/conv2d-g4-v3/model.pt
     # 4. ship the selected epoch into the package, with its log, validation and budget
-    .venv/bin/python benchmarks/train_conv2d_g4.py ship --run /work/data/runs/conv2d-g4-v2
+    .venv/bin/python benchmarks/train_conv2d_g4.py ship --stage 2 --run /work/data/runs/conv2d-g4-v3
 
 Epoch selection (the per-bin pulls of the mean response, resolution, shower centres and
 widths and hit count, ``caloquant.train.selection``) runs on the Geant4 set shipped in caloquant
@@ -76,6 +81,18 @@ SETTINGS = [
     "0",
 ]
 SETS = ("train",)
+# stage 2: from stage 1's selected epoch (copied to RUNS/v2-selected.pt), the physics term also
+# per layer (stage 1's showers passed every shower-wide criterion, but the classifier separated
+# them by the per-layer profile: docs/training.md)
+STAGE2 = ["--physics-layers"]
+
+
+def stage_settings(stage: int) -> list[str]:
+    if stage == 1:
+        return list(SETTINGS)
+    out = list(SETTINGS) + STAGE2
+    out[out.index("--seed") + 1] = "2"
+    return out
 
 
 def _check_sets(data_dir: Path) -> list[str]:
@@ -132,7 +149,9 @@ def train(args: argparse.Namespace) -> None:
     ]
     for p in patterns:
         cmd += ["--data", p]
-    cmd += SETTINGS + ["--init", str(_init_model(run)), "--val-data", str(val), "-o", str(run)]
+    init = _init_model(run) if args.stage == 1 else run.parent / "v2-selected.pt"
+    cmd += stage_settings(args.stage) + ["--init", str(init), "--val-data", str(val)]
+    cmd += ["-o", str(run)]
     if (run / "last.pt").exists():
         cmd.append("--resume")
     run.mkdir(parents=True, exist_ok=True)
@@ -201,7 +220,7 @@ def ship(args: argparse.Namespace) -> None:
         "training_cpu_s": sum(c["cpu_s"] for c in chunks),
         "training_chunks": len(chunks),
         "commands": "benchmarks/train_conv2d_g4.py (docstring)",
-        "settings": " ".join(SETTINGS),
+        "settings": " ".join(stage_settings(args.stage)),
         "shipped_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_checkpoint(BUILTIN, ck)
@@ -229,8 +248,10 @@ def main() -> None:
     t.add_argument("--data-dir", type=Path, default=Path("/work/data/g4"))
     t.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4-v2"))
     t.add_argument("--minutes", type=float, default=60.0, help="wall-time box of this chunk")
+    t.add_argument("--stage", type=int, choices=(1, 2), default=1)
     s = sub.add_parser("ship")
     s.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4-v2"))
+    s.add_argument("--stage", type=int, choices=(1, 2), default=1)
     args = ap.parse_args()
     train(args) if args.what == "train" else ship(args)
 
