@@ -1125,7 +1125,7 @@ def train_cmd(
         typer.Option(
             "--physics-layers/--no-physics-layers",
             help="The physics term also matches each layer's energy fraction and transverse "
-            "widths (what the CaloChallenge high-level classifier reads).",
+            "centres and widths (what the CaloChallenge high-level classifier reads).",
         ),
     ] = _d(TrainConfig, "physics_layers"),
     generator_dropout: Annotated[

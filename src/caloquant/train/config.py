@@ -104,7 +104,7 @@ class TrainConfig:
     # weight of the generator's physics term (train.physics_loss: the batch means of the cell
     # spectrum, shower centres and widths pulled towards the real batch's); 0: the authors' loss
     physics_loss: float = 5.0
-    # the physics term also matches each layer's energy fraction and transverse widths
+    # the physics term also matches each layer's energy fraction, transverse centres and widths
     physics_layers: bool = False
     # the generator's dropout layers in its training updates (the authors' recipe: on); off, the
     # trained network is the deployed one (train.weights.remove_dropout says why)

@@ -382,7 +382,7 @@ class Trainer:
         for _ in range(self.recipe.g_steps):
             noise, e_g = self.draw(n)
             if self.cfg.physics_loss:  # generated at the real batch's energies, compared with it
-                e_g = e
+                e_g = e  # (drawn all the same: the random stream is the one without the term)
             losses, phys = self.generator_backward(noise, e_g, context, real=x)
             g_losses.append(losses)
             g_phys.append(phys)
