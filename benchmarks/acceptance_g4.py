@@ -71,34 +71,16 @@ CHECKS = (
 )
 
 
-def read_heldout(folder: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Showers, energies and shard seeds of a reference set's shard_*.h5 files (its
-    manifest.json is a reference-set manifest, not a sharded-dataset one: read shard by shard)."""
-    return read_heldout_files(sorted(folder.glob("shard_*.h5")))
-
-
-def read_heldout_files(files: list[Path]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    from caloquant.data import open_showers
-
-    showers, energies, seeds = [], [], []
-    for f in files:
-        with open_showers(f) as r:
-            s, e = r.read()
-            seeds.append(int(r.attrs.get("seed", -1)))
-        showers.append(s)
-        energies.append(e)
-    return np.concatenate(showers), np.concatenate(energies), seeds
-
-
 def fixed_points(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Geant4 showers at CRIT.points_gev: the reference set ``fixed`` when ``folder`` holds it
     (200 per point, used for nothing else), else the packaged Geant4 reference (100 per point;
     the training scripts select epochs on it)."""
+    from caloquant.sim import load_packaged_reference, read_reference_set
+
     if sorted(folder.glob("shard_*.h5")):
-        s, e, seeds = read_heldout(folder)
+        s, e, seeds = read_reference_set(folder)
         keep = np.isin(e, CRIT.points_gev)
         return s[keep], e[keep], {"source": f"reference set {folder}", "seeds": seeds}
-    from caloquant.sim.reference import load_packaged_reference
 
     s, e, meta = load_packaged_reference()
     keep = np.isin(e, CRIT.points_gev)
@@ -244,16 +226,11 @@ def run_control(folder: Path, n: int, g4: tuple, fx: tuple) -> dict[str, Any]:
     (shard order; the training set by default) against the held-out bins, and the packaged
     Geant4 reference (independent seeds) against the fixed points. What a perfect model scores
     with these sample sizes: the statistical floor of every criterion."""
-    from caloquant.sim.reference import load_packaged_reference
+    from caloquant.sim import load_packaged_reference, read_reference_set
 
-    showers, energies = [], []
-    for f in sorted(folder.glob("shard_*.h5")):
-        s, e, _ = read_heldout_files([f])
-        showers.append(s)
-        energies.append(e)
-        if sum(len(x) for x in energies) >= n:
-            break
-    cs, ce = np.concatenate(showers)[:n], np.concatenate(energies)[:n]
+    per_shard = len(read_reference_set(folder, shards=1)[1])
+    cs, ce, _ = read_reference_set(folder, shards=-(-n // per_shard))
+    cs, ce = cs[:n], ce[:n]
     ps, pe, meta = load_packaged_reference()
     keep = np.isin(pe, CRIT.points_gev)
     edges = ",".join(f"{x:g}" for x in CRIT.bin_edges_gev)
@@ -309,7 +286,9 @@ def main() -> None:
     from caloquant.fileio import write_json
 
     torch.set_num_threads(1)
-    s, e, seeds = read_heldout(args.heldout)
+    from caloquant.sim import read_reference_set
+
+    s, e, seeds = read_reference_set(args.heldout)
     fs, fe, finfo = fixed_points(args.fixed)
     meta = {
         "criteria": asdict(CRIT),

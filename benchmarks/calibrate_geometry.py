@@ -33,15 +33,6 @@ LABELS = {
 }
 
 
-def load_ref(d: Path) -> tuple[np.ndarray, np.ndarray]:
-    from caloquant.data import read_showers
-
-    parts = [read_showers(f) for f in sorted(d.glob("shard_*.h5"))]
-    if not parts:
-        raise SystemExit(f"no shards in {d}")
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
@@ -101,7 +92,9 @@ def main() -> None:
     )
     ap.add_argument("--ref", type=Path, default=Path("/work/data/g4/package"))
     args = ap.parse_args()
-    s, e = load_ref(args.ref)
+    from caloquant.sim import read_reference_set
+
+    s, e, _ = read_reference_set(args.ref)
     points = tuple(sorted(set(np.round(e, 6).tolist())))
     summary = summarize(s, e, points)
     rows = paper_comparison(summary["all"])

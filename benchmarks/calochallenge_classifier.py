@@ -33,20 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "classifier" / "calochallenge.json"
 
 
-def read_shards(folder: Path, first: int, count: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Showers and energies of shard_{first:04d}.h5 ... and each shard's seed."""
-    from caloquant.data import open_showers
-
-    showers, energies, seeds = [], [], []
-    for i in range(first, first + count):
-        with open_showers(folder / f"shard_{i:04d}.h5") as r:
-            s, e = r.read()
-            seeds.append(r.attrs.get("seed"))
-        showers.append(s)
-        energies.append(e)
-    return np.concatenate(showers), np.concatenate(energies), [int(x) for x in seeds]
-
-
 def run_one(label: str, ref: tuple, cand: tuple, cfg: Any, seed: int) -> dict[str, Any]:
     from caloquant.physics.calochallenge import calochallenge_test
     from caloquant.timing import OtherLoad
@@ -88,11 +74,12 @@ def main() -> None:
     from caloquant.fileio import write_json
     from caloquant.physics.calochallenge import CaloChallengeConfig
     from caloquant.runtime import cpu_identity
+    from caloquant.sim import read_reference_set
 
     torch.set_num_threads(args.threads)
     cfg = CaloChallengeConfig(threads=args.threads)
-    g4, e, seeds_h = read_shards(args.heldout, 0, 20)
-    g4_train, e_train, seeds_t = read_shards(args.train, 0, 20)
+    g4, e, seeds_h = read_reference_set(args.heldout, shards=20)
+    g4_train, e_train, seeds_t = read_reference_set(args.train, shards=20)
     if set(seeds_h) & set(seeds_t):
         raise SystemExit(f"the two Geant4 sets share seeds: {sorted(set(seeds_h) & set(seeds_t))}")
     results: dict[str, Any] = {

@@ -24,13 +24,6 @@ from caloquant.sim.gflash import GFlash
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_ref(d: Path) -> tuple[np.ndarray, np.ndarray]:
-    from caloquant.data import read_showers
-
-    parts = [read_showers(f) for f in sorted(d.glob("shard_*.h5"))]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def plot(
     geom, g4: np.ndarray, e: np.ndarray, points: tuple[float, ...], constants: dict, path: Path
 ) -> None:
@@ -84,7 +77,9 @@ def main() -> None:
     ap.add_argument("--n-model", type=int, default=200)
     args = ap.parse_args()
     geom = load_geometry()
-    s, e = load_ref(args.ref)
+    from caloquant.sim import read_reference_set
+
+    s, e, _ = read_reference_set(args.ref)
     points = tuple(sorted(set(np.round(e, 6).tolist())))
     fit = fit_gflash(geom, s, e, points, n_model=args.n_model)
     fit["reference"] = {"path": str(args.ref), "showers": int(len(e)), "points_gev": points}

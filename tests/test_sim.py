@@ -410,6 +410,15 @@ def test_reference_set_falls_back_to_gflash(
     d = _read(r["files"][0])
     assert d["attrs"]["engine"] == "gflash" and d["ECAL"].shape[0] == 100
     assert (tmp_path / "heldout-gflash" / "manifest.json").exists()
+    # the set's folder read back as arrays, with each shard's seed
+    from caloquant.sim import read_reference_set
+
+    s, e, seeds = read_reference_set(tmp_path / "heldout-gflash")
+    np.testing.assert_array_equal(s, d["ECAL"])
+    np.testing.assert_array_equal(e, d["energy"])
+    assert seeds == [int(d["attrs"]["seed"])]
+    with pytest.raises(CaloquantError, match="no shard_"):
+        read_reference_set(tmp_path)
 
 
 def test_packed_reference_round_trip(tmp_path: Path) -> None:

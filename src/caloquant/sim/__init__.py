@@ -9,7 +9,8 @@ Public API used by the CLI and other stages:
 * :func:`helper_status`, :func:`build_helper` - the compiled Geant4 helper and its cache;
 * :func:`time_engine`, :func:`flat_average` - time-boxed seconds per shower per energy (bench);
 * :func:`reference_set`, :func:`load_packaged_reference`, :func:`produce_set` - Geant4 reference
-  sets; :func:`default_data_dir` - where they are cached ($CALOQUANT_DATA or the user cache);
+  sets; :func:`read_reference_set` - one set's folder as arrays; :func:`default_data_dir` -
+  where they are cached ($CALOQUANT_DATA or the user cache);
 * :func:`systematic_band` - the systematic band of the data-free physics.
 """
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         default_data_dir,
         load_packaged_reference,
         produce_set,
+        read_reference_set,
         reference_set,
     )
     from caloquant.sim.run import CELL_CUT_GEV, MAX_ENERGY_GEV, SUM_NAMES, draw_energies, simulate
@@ -55,7 +57,13 @@ if TYPE_CHECKING:
 _LAZY = {
     "geometry": ["Geometry", "Section", "effective_medium", "load_geometry", "parse_geometry"],
     "helper": ["build_helper", "geant4_version", "helper_status"],
-    "reference": ["default_data_dir", "load_packaged_reference", "produce_set", "reference_set"],
+    "reference": [
+        "default_data_dir",
+        "load_packaged_reference",
+        "produce_set",
+        "read_reference_set",
+        "reference_set",
+    ],
     "run": ["CELL_CUT_GEV", "MAX_ENERGY_GEV", "SUM_NAMES", "draw_energies", "simulate"],
     "systematics": ["systematic_band"],
     "timing": ["flat_average", "time_engine"],
@@ -90,6 +98,7 @@ __all__ = [
     "load_packaged_reference",
     "parse_geometry",
     "produce_set",
+    "read_reference_set",
     "reference_set",
     "simulate",
     "systematic_band",

@@ -178,6 +178,27 @@ def set_files(name: str, out_dir: str | Path) -> list[Path]:
     return sorted((Path(out_dir) / name).glob("shard_*.h5"))
 
 
+def read_reference_set(
+    folder: str | Path, shards: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Showers, incident energies and each shard's seed of a reference set's folder (its first
+    ``shards`` shard files in name order, or all). The folder's manifest.json is a reference-set
+    manifest, not a sharded-dataset one, so the shard files are read one by one."""
+    from caloquant.data import open_showers
+
+    files = sorted(Path(folder).glob("shard_*.h5"))[:shards]
+    if not files:
+        raise CaloquantError(f"{folder}: no shard_*.h5 files of a reference set")
+    showers, energies, seeds = [], [], []
+    for f in files:
+        with open_showers(f) as r:
+            s, e = r.read()
+            seeds.append(int(r.attrs.get("seed", -1)))
+        showers.append(s)
+        energies.append(e)
+    return np.concatenate(showers), np.concatenate(energies), seeds
+
+
 # ---- the compact reference shipped in the package -----------------------------------------
 PACKAGED = "data/g4_reference.npz"
 
