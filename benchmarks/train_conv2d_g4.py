@@ -24,9 +24,12 @@ benchmarks/results/reference_sets/):
     .venv/bin/python benchmarks/train_conv2d_g4.py train --stage 2 --data-dir /work/data/g4 \
         --run /work/data/runs/conv2d-g4-v3 --minutes 80
     # 3. the acceptance table of the selected epoch against the held-out and fixed sets
-    .venv/bin/python benchmarks/acceptance_g4.py --models /work/data/runs/conv2d-g4-v3/model.pt
+    .venv/bin/python benchmarks/acceptance_g4.py --models /work/data/runs/conv2d-g4-v3/model.pt \
+        --g4-control /work/data/g4/train
     # 4. ship the selected epoch into the package, with its log, validation and budget
-    .venv/bin/python benchmarks/train_conv2d_g4.py ship --stage 2 --run /work/data/runs/conv2d-g4-v3
+    .venv/bin/python benchmarks/train_conv2d_g4.py ship --stage 2 \
+        --run /work/data/runs/conv2d-g4-v3 --earlier /work/data/runs/conv2d-g4-v2 \
+        --abandoned /work/data/runs/conv2d-g4-v2-ema /work/data/runs/conv2d-g4-v3a
 
 Epoch selection (the per-bin pulls of the mean response, resolution, shower centres and
 widths and hit count, ``caloquant.train.selection``) runs on the Geant4 set shipped in caloquant
@@ -46,6 +49,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "train_conv2d_g4"
@@ -206,19 +210,34 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
+def run_cpu_s(run: Path) -> dict[str, Any]:
+    """CPU seconds a run directory cost: its chunks.json, or (a run launched by hand without
+    one) the last elapsed_s of its log.csv times the 2 training processes."""
+    if (run / "chunks.json").exists():
+        chunks = json.loads((run / "chunks.json").read_text())
+        return {"run": run.name, "cpu_s": sum(c["cpu_s"] for c in chunks), "chunks": len(chunks)}
+    last = (run / "log.csv").read_text().strip().splitlines()[-1]
+    wall = float(last.rsplit(",", 1)[1])
+    return {"run": run.name, "cpu_s": round(2 * wall, 1), "chunks": 1, "estimated": "2 x wall"}
+
+
 def ship(args: argparse.Namespace) -> None:
     from caloquant.fileio import atomic_path
     from caloquant.models import load_checkpoint, save_checkpoint
 
     run: Path = args.run
     ck = load_checkpoint(run / "model.pt")
-    chunks = json.loads((run / "chunks.json").read_text())
+    # the whole budget: the stages that made the model and the attempts abandoned on the way
+    stages = [run_cpu_s(r) for r in [*args.earlier, run]]
+    abandoned = [run_cpu_s(r) for r in args.abandoned]
+    total = sum(s["cpu_s"] for s in stages + abandoned)
     ck.provenance = {
         **ck.provenance,
         "run_dir": "(training machine)",
         "data": [str(Path(p).relative_to(Path(p).parents[1])) for p in ck.provenance["data"]],
-        "training_cpu_s": sum(c["cpu_s"] for c in chunks),
-        "training_chunks": len(chunks),
+        "training_cpu_s": total,
+        "training_budget": {"stages": stages, "abandoned": abandoned, "cpu_s": total},
+        "training_chunks": sum(s["chunks"] for s in stages),
         "commands": "benchmarks/train_conv2d_g4.py (docstring)",
         "settings": " ".join(stage_settings(args.stage)),
         "shipped_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,12 +246,14 @@ def ship(args: argparse.Namespace) -> None:
     size = BUILTIN.stat().st_size
     if size > 10e6:
         sys.exit(f"error: {BUILTIN} is {size / 1e6:.1f} MB, over the 10 MB budget")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "validation.json", "summary.json", "log.csv", "chunks.json"):
-        if not (run / name).exists():  # summary.json: only when the run reached its last epoch
-            continue
-        with atomic_path(RESULTS / name) as tmp:
-            shutil.copy(run / name, tmp)
+    # the shipped run's records at the top, each earlier stage's in a folder named for its run
+    for src, dest in [(run, RESULTS), *((r, RESULTS / r.name) for r in args.earlier)]:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "validation.json", "summary.json", "log.csv", "chunks.json"):
+            if not (src / name).exists():  # summary.json: only when a run reached its last epoch
+                continue
+            with atomic_path(dest / name) as tmp:
+                shutil.copy(src / name, tmp)
     print(
         f"shipped epoch {ck.provenance['epoch']} -> {BUILTIN} ({size / 1e6:.2f} MB); "
         f"run records -> {RESULTS}"
@@ -252,6 +273,12 @@ def main() -> None:
     s = sub.add_parser("ship")
     s.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4-v2"))
     s.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    s.add_argument(
+        "--earlier", type=Path, nargs="*", default=[], help="the run directories of earlier stages"
+    )
+    s.add_argument(
+        "--abandoned", type=Path, nargs="*", default=[], help="runs abandoned on the way (budget)"
+    )
     args = ap.parse_args()
     train(args) if args.what == "train" else ship(args)
 

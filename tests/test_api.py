@@ -139,7 +139,8 @@ def test_every_builtin_model_is_installed_and_the_trained_one_says_what_it_was_t
         and sum(src["train_rows_per_engine"].values()) >= 10_000
     )
     assert src["geometry_hashes"] == [load_geometry().hash]
-    assert prov["trained_by"] == "caloquant train" and prov["training_cpu_s"] <= 3 * 3600 * 2
+    # the budget of issue 23: 6 hours of 2 cores, every stage and abandoned attempt counted
+    assert prov["trained_by"] == "caloquant train" and prov["training_cpu_s"] <= 6 * 3600 * 2
     arr, e = cq.load("conv2d-g4", threads=1).sample(8, energy=250, seed=1)
     assert np.all(e == 250)
     assert (
