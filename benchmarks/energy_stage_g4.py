@@ -21,8 +21,7 @@ import torch
 
 from caloquant.fileio import write_json
 from caloquant.models import EnergyStage
-from caloquant.train.data import FileRows, scan_files
-from caloquant.train.data import ecal_and_energy as train_ecal_and_energy
+from caloquant.train.data import FileRows, ecal_and_energy as train_ecal_and_energy, scan_files
 from caloquant.train.energy import fit_energy_stage
 
 REPO = Path(__file__).resolve().parents[1]

@@ -141,8 +141,7 @@ def quantize(
     ``.save(DIR)`` writes the artifact). ``tolerance``: a preset name, a JSON file or a
     :class:`caloquant.precision.Tolerance`; ``options``: further :class:`QuantizeConfig`
     fields (calibration, calib_n, eval_n_per_point, seed, batch, timing, ...)."""
-    from caloquant.precision import QuantizeConfig, Tolerance
-    from caloquant.precision import quantize as run_quantize
+    from caloquant.precision import QuantizeConfig, Tolerance, quantize as run_quantize
 
     m = model if isinstance(model, Model) else load(model, threads)
     if m.checkpoint is None:

@@ -408,8 +408,7 @@ def generate(
 ) -> None:
     """Mass production on Dask: N showers in sharded, checksummed files; resumable, fault \
 tolerant."""
-    from caloquant.distributed import GenerateProgress, security_from
-    from caloquant.distributed import generate as run_generate
+    from caloquant.distributed import GenerateProgress, generate as run_generate, security_from
 
     check_output(output, folder=True)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
@@ -520,8 +519,7 @@ def simulate(
     fmt: Annotated[str, typer.Option("--format", help="3dgan or calochallenge.")] = "3dgan",
 ) -> None:
     """Simulate showers with Geant4 or GFlash and write them (GeV in silicon) like `sample`."""
-    from caloquant.sim import draw_energies, load_geometry
-    from caloquant.sim import simulate as run_simulate
+    from caloquant.sim import draw_energies, load_geometry, simulate as run_simulate
 
     check_output(output)
     e_arr = _load_npy(energies, "energies") if energies is not None else None
@@ -617,8 +615,7 @@ def validate(
     """Compare two shower samples with the paper's physics metrics, the authors' optimisation \
 metric, and modern generative metrics."""
     from caloquant.data import open_showers
-    from caloquant.physics import parse_points
-    from caloquant.physics import validate as run_validate
+    from caloquant.physics import parse_points, validate as run_validate
     from caloquant.report import validation_plots, validation_tables
 
     if json_out is not None:
@@ -732,8 +729,7 @@ def quantize(
 ) -> None:
     """Build a reduced-precision variant, tuned so that the physics stays within tolerance."""
     from caloquant.models import model_ref
-    from caloquant.precision import Tolerance, check_artifact_dir
-    from caloquant.precision import quantize as run_quantize
+    from caloquant.precision import Tolerance, check_artifact_dir, quantize as run_quantize
     from caloquant.report import head_to_head_table, quantize_summary
 
     check_artifact_dir(output)  # refused now, not after the tuning

@@ -56,8 +56,8 @@ from caloquant.physics.optimisation import (
 )
 from caloquant.physics.resolution import fit_resolution_rows
 from caloquant.physics.samples import Sample, Source, as_sample, check_options
-from caloquant.physics.stats import compare as _compare
 from caloquant.physics.stats import (
+    compare as _compare,
     profile_moment_pseudo,
     relative_spread_pseudo,
     sqrt_of_mean_pseudo,

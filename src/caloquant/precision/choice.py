@@ -10,8 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from caloquant.precision.trial import Trial
-from caloquant.timing import load_snapshot
-from caloquant.timing import race as timing_race
+from caloquant.timing import load_snapshot, race as timing_race
 
 log = logging.getLogger(__name__)
 # the passing candidates fastest in their single timing that race the exact engine model (one

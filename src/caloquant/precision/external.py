@@ -238,8 +238,7 @@ def _litert_convert(module: nn.Module, calib: np.ndarray, precision: str, batch:
         else:
             content = litert_torch.convert(module.eval(), example).model_content()
             if precision == "fp16":
-                from ai_edge_quantizer import quantizer as aeq
-                from ai_edge_quantizer import recipe_manager
+                from ai_edge_quantizer import quantizer as aeq, recipe_manager
                 from ai_edge_quantizer.algorithm_manager import AlgorithmName
                 from ai_edge_quantizer.qtyping import TFLOperationName
 

@@ -14,8 +14,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from caloquant.precision.backends import Backend, Capabilities
-from caloquant.precision.config import QuantizeConfig, parse_calibration
-from caloquant.precision.config import per_unit_calibration as calibration_spec
+from caloquant.precision.config import (
+    QuantizeConfig,
+    parse_calibration,
+    per_unit_calibration as calibration_spec,
+)
 from caloquant.precision.trial import Trial
 
 log = logging.getLogger(__name__)

@@ -16,95 +16,23 @@ Public API used by the CLI and other stages:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import lazy_loader
 
-from caloquant.sim.engines import ENGINES, SimConfig, make_engine
-from caloquant.sim.geant4 import (
-    COMPTON_MODELS,
-    CONVERSION_MODELS,
-    MSC_MODELS,
-    PARTICLES,
-    PHYSICS_LISTS,
-    Gun,
-    Physics,
+from caloquant.sim.engines import (
+    ENGINES as ENGINES,
+    SimConfig as SimConfig,
+    make_engine as make_engine,
 )
-from caloquant.sim.reference import SETS as REFERENCE_SETS
+from caloquant.sim.geant4 import (
+    COMPTON_MODELS as COMPTON_MODELS,
+    CONVERSION_MODELS as CONVERSION_MODELS,
+    MSC_MODELS as MSC_MODELS,
+    PARTICLES as PARTICLES,
+    PHYSICS_LISTS as PHYSICS_LISTS,
+    Gun as Gun,
+    Physics as Physics,
+)
 
-if TYPE_CHECKING:
-    from caloquant.sim.geometry import (
-        Geometry,
-        Section,
-        effective_medium,
-        load_geometry,
-        parse_geometry,
-    )
-    from caloquant.sim.helper import build_helper, geant4_version, helper_status
-    from caloquant.sim.reference import (
-        default_data_dir,
-        load_packaged_reference,
-        produce_set,
-        read_reference_set,
-        reference_set,
-    )
-    from caloquant.sim.run import CELL_CUT_GEV, MAX_ENERGY_GEV, SUM_NAMES, draw_energies, simulate
-    from caloquant.sim.systematics import systematic_band
-    from caloquant.sim.timing import flat_average, time_engine
-
-# imported on first use (lazy_loader): submodule -> its public names; the configuration
+# the names of __init__.pyi, imported on first use (lazy_loader); the configuration
 # objects above are imported with the package (the command line reads its defaults there)
-_LAZY = {
-    "geometry": ["Geometry", "Section", "effective_medium", "load_geometry", "parse_geometry"],
-    "helper": ["build_helper", "geant4_version", "helper_status"],
-    "reference": [
-        "default_data_dir",
-        "load_packaged_reference",
-        "produce_set",
-        "read_reference_set",
-        "reference_set",
-    ],
-    "run": ["CELL_CUT_GEV", "MAX_ENERGY_GEV", "SUM_NAMES", "draw_energies", "simulate"],
-    "systematics": ["systematic_band"],
-    "timing": ["flat_average", "time_engine"],
-}
-__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
-
-__all__ = [
-    "REFERENCE_SETS",
-    "geant4_version",
-    "make_engine",
-    "CELL_CUT_GEV",
-    "COMPTON_MODELS",
-    "CONVERSION_MODELS",
-    "ENGINES",
-    "MAX_ENERGY_GEV",
-    "MSC_MODELS",
-    "PARTICLES",
-    "PHYSICS_LISTS",
-    "SUM_NAMES",
-    "Geometry",
-    "Gun",
-    "Physics",
-    "Section",
-    "SimConfig",
-    "build_helper",
-    "default_data_dir",
-    "draw_energies",
-    "effective_medium",
-    "flat_average",
-    "helper_status",
-    "load_geometry",
-    "load_packaged_reference",
-    "parse_geometry",
-    "produce_set",
-    "read_reference_set",
-    "reference_set",
-    "simulate",
-    "systematic_band",
-    "time_engine",
-]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

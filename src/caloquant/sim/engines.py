@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import CaloquantError
-from caloquant.options import check_energies as checked_energies
-from caloquant.options import check_int, check_seed, check_showers
+from caloquant.options import (
+    check_energies as checked_energies,
+    check_int,
+    check_seed,
+    check_showers,
+)
 from caloquant.sim.geant4 import Gun, Physics
 from caloquant.sim.geometry import Geometry, load_geometry
 

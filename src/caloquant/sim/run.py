@@ -28,10 +28,14 @@ import numpy as np
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path, check_output
-from caloquant.options import MAX_ENERGY_GEV as MAX_ENERGY_GEV  # the engines' limit, 10 TeV
-from caloquant.options import MAX_WORKERS, check_float, check_int
-from caloquant.sim.engines import ENGINES as ENGINES
+from caloquant.options import (
+    MAX_ENERGY_GEV as MAX_ENERGY_GEV,  # the engines' limit, 10 TeV
+    MAX_WORKERS,
+    check_float,
+    check_int,
+)
 from caloquant.sim.engines import (
+    ENGINES as ENGINES,
     SimConfig,
     check_energies,
     init_worker,

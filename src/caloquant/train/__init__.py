@@ -9,40 +9,10 @@ validation with best-epoch selection, data-parallel across processes and machine
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import lazy_loader
 
-from caloquant.train.config import TrainConfig
+from caloquant.train.config import TrainConfig as TrainConfig
 
-if TYPE_CHECKING:
-    from caloquant.train.ddp import Dist
-    from caloquant.train.recipes import RECIPES, Recipe, get_recipe
-    from caloquant.train.run import TrainResult, load_run_state, train
-    from caloquant.train.trainer import Trainer
-
-# imported on first use (lazy_loader): submodule -> its public names; the configuration
+# the names of __init__.pyi, imported on first use (lazy_loader); the configuration
 # objects above are imported with the package (the command line reads its defaults there)
-_LAZY = {
-    "ddp": ["Dist"],
-    "recipes": ["RECIPES", "Recipe", "get_recipe"],
-    "run": ["TrainResult", "load_run_state", "train"],
-    "trainer": ["Trainer"],
-}
-__getattr__ = lazy_loader.attach(__name__, submod_attrs=_LAZY)[0]
-
-__all__ = [
-    "RECIPES",
-    "Dist",
-    "Recipe",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "get_recipe",
-    "load_run_state",
-    "train",
-]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)
