@@ -13,7 +13,12 @@ import pytest
 
 from caloquant.errors import CaloquantError
 from caloquant.physics import CaloChallengeConfig, calochallenge_test, validate
-from caloquant.physics.calochallenge import RowSubset, high_level_inputs, low_level_inputs
+from caloquant.physics.calochallenge import (
+    RowSubset,
+    high_level_inputs,
+    high_level_names,
+    low_level_inputs,
+)
 from tests.helpers import toy_showers
 
 N, GRID = 2_500, 12  # per sample: 500 + 500 showers in the test split
@@ -95,6 +100,11 @@ def test_inputs_follow_the_calochallenge_definitions() -> None:
     assert wx == pytest.approx([0, 1, 0]) and wy == pytest.approx([0, 0, 0])
     assert sparsity == pytest.approx([24 / 25, 23 / 25, 1.0])
     assert rc == pytest.approx([0, 1, 0]) and wr == pytest.approx([0, 0, 0])
+    names = high_level_names(z)
+    assert len(names) == len(hl) and len(set(names)) == len(names)
+    col = dict(zip(names, hl))
+    assert col["wx_L1"] == pytest.approx(1.0) and col["r_L1"] == pytest.approx(1.0)
+    assert col["logEtot"] == pytest.approx(e_tot) and col["sparsity_L2"] == pytest.approx(1.0)
 
 
 def test_row_subset_keeps_the_chosen_rows_across_chunks() -> None:

@@ -276,6 +276,18 @@ def high_level_inputs(
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+def high_level_names(n_layers: int) -> list[str]:
+    """The column names of :func:`high_level_inputs` for ``n_layers`` layers, in its order."""
+    per = ("logE", "cx", "cy", "wx", "wy")
+    after = ("sparsity", "r", "wr")
+    return (
+        ["logEinc"]
+        + [f"{k}_L{i}" for k in per for i in range(n_layers)]
+        + ["logEtot"]
+        + [f"{k}_L{i}" for k in after for i in range(n_layers)]
+    )
+
+
 def _network(n_in: int, hidden: int, n_layers: int, dropout: float) -> nn.Sequential:
     """The CaloChallenge DNN: a first layer, ``n_layers`` more hidden layers, one logit."""
     layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(), nn.Dropout(dropout)]
