@@ -23,6 +23,10 @@ benchmarks/results/reference_sets/):
     cp /work/data/runs/conv2d-g4-v2/model.pt /work/data/runs/v2-selected.pt
     .venv/bin/python benchmarks/train_conv2d_g4.py train --stage 2 --data-dir /work/data/g4 \
         --run /work/data/runs/conv2d-g4-v3 --minutes 80
+    #    stage 3 (each layer's hit cells and radial width too), from stage 2's selected epoch:
+    cp /work/data/runs/conv2d-g4-v3/model.pt /work/data/runs/v3-selected.pt
+    .venv/bin/python benchmarks/train_conv2d_g4.py train --stage 3 --data-dir /work/data/g4 \
+        --run /work/data/runs/conv2d-g4-v4 --minutes 45
     # 3. the acceptance table of the selected epoch against the held-out and fixed sets
     .venv/bin/python benchmarks/acceptance_g4.py --models /work/data/runs/conv2d-g4-v3/model.pt \
         --g4-control /work/data/g4/train
@@ -89,13 +93,19 @@ SETS = ("train",)
 # per layer (stage 1's showers passed every shower-wide criterion, but the classifier separated
 # them by the per-layer profile: docs/training.md)
 STAGE2 = ["--physics-layers"]
+# stage 3: from stage 2's selected epoch (RUNS/v3-selected.pt), each layer's count of cells above
+# 1 keV and radial width too (stage 2's first layers: 2 hit cells at a radial width of 0.7-0.9
+# cell where Geant4 has 5 at 2.7-2.8, the largest single-feature AUCs: docs/training.md)
+STAGE3 = ["--physics-layer-cells"]
+# the start of each stage after the first: the previous stage's selected model.pt, copied
+STAGE_INIT = {2: "v2-selected.pt", 3: "v3-selected.pt"}
 
 
 def stage_settings(stage: int) -> list[str]:
     if stage == 1:
         return list(SETTINGS)
-    out = list(SETTINGS) + STAGE2
-    out[out.index("--seed") + 1] = "2"
+    out = list(SETTINGS) + STAGE2 + (STAGE3 if stage == 3 else [])
+    out[out.index("--seed") + 1] = str(stage)
     return out
 
 
@@ -153,7 +163,7 @@ def train(args: argparse.Namespace) -> None:
     ]
     for p in patterns:
         cmd += ["--data", p]
-    init = _init_model(run) if args.stage == 1 else run.parent / "v2-selected.pt"
+    init = _init_model(run) if args.stage == 1 else run.parent / STAGE_INIT[args.stage]
     cmd += stage_settings(args.stage) + ["--init", str(init), "--val-data", str(val)]
     cmd += ["-o", str(run)]
     if (run / "last.pt").exists():
@@ -269,10 +279,10 @@ def main() -> None:
     t.add_argument("--data-dir", type=Path, default=Path("/work/data/g4"))
     t.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4-v2"))
     t.add_argument("--minutes", type=float, default=60.0, help="wall-time box of this chunk")
-    t.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    t.add_argument("--stage", type=int, choices=(1, 2, 3), default=1)
     s = sub.add_parser("ship")
     s.add_argument("--run", type=Path, default=Path("/work/data/runs/conv2d-g4-v2"))
-    s.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    s.add_argument("--stage", type=int, choices=(1, 2, 3), default=1)
     s.add_argument(
         "--earlier", type=Path, nargs="*", default=[], help="the run directories of earlier stages"
     )

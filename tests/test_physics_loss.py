@@ -10,6 +10,7 @@ import torch
 from caloquant.train.epoch_metrics import summarise
 from caloquant.train.physics_loss import (
     THRESHOLDS_GEV,
+    layer_cell_observables,
     layer_observables,
     physics_loss,
     shower_observables,
@@ -111,3 +112,43 @@ def test_the_layer_term_sees_what_the_shower_wide_one_misses() -> None:
     flat = float(physics_loss(fake, real))
     layered = float(physics_loss(fake, real, layers=True))
     assert layered - flat > 10 * base and layered > 3 * flat, (base, flat, layered)
+
+
+def test_the_layer_cell_observables_are_the_classifiers_sparsity_and_radial_width() -> None:
+    """Per layer: the count of cells above 1 keV (CaloChallenge's sparsity: 1 - count / cells;
+    smooth, within 15 % over the batch like the shower-wide counts) and the radial width wr of
+    the high-level inputs (cells from the grid's axis), exactly."""
+    from caloquant.physics.calochallenge import high_level_inputs, high_level_names
+
+    x, e = _batch(16, 9)
+    obs = layer_cell_observables(x * 100.0, cell_scale=100.0).numpy()
+    z = x.shape[3]
+    hl = high_level_inputs(x.numpy(), e, 1.0, THRESHOLDS_GEV[0])
+    col = {n: i for i, n in enumerate(high_level_names(z))}
+    cells = x.shape[1] * x.shape[2]
+    hard = (1 - hl[:, [col[f"sparsity_L{i}"] for i in range(z)]]) * cells
+    np.testing.assert_allclose(np.expm1(obs[:, :z]).sum(), hard.sum(), rtol=0.15)
+    wr = hl[:, [col[f"wr_L{i}"] for i in range(z)]]
+    np.testing.assert_allclose(obs[:, z:], wr, rtol=1e-3, atol=1e-3)
+
+
+def test_the_layer_cell_term_sees_a_compact_first_layer() -> None:
+    """The stage-2 model's fault: its first layers' energy in one or two central cells where the
+    real showers spread it over a few cells. The energy fraction and the x and y centres of the
+    layer are unchanged, so the layer term hardly moves; the layer-cell term sees it."""
+    at = {"lo": 300.0, "hi": 300.0}
+    real, _ = _batch(64, 2, **at)
+    same, _ = _batch(64, 3, **at)
+    fake = same.clone()
+    for layer in (0, 1):
+        e_layer = fake[..., layer].sum(dim=(1, 2))
+        fake[..., layer] = 0.0
+        c = fake.shape[1] // 2
+        fake[:, c, c, layer] = e_layer  # all of it in the central cell
+    base = float(physics_loss(same, real, layers=True, layer_cells=True))
+    layered = float(physics_loss(fake, real, layers=True))
+    cells = float(physics_loss(fake, real, layers=True, layer_cells=True))
+    assert cells - layered > 10 * base, (base, layered, cells)
+    fake.requires_grad_(True)
+    physics_loss(fake, real, layer_cells=True).backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()

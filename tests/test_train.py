@@ -428,7 +428,15 @@ def test_the_physics_term_draws_the_real_batch_energies_and_reaches_the_generato
         else:
             assert out["g_phys"] == 0.0
             assert not any(np.array_equal(g, e) for g in g_updates)
-    layered = Trainer(tiny_cfg(toy, tmp_path / "layers", physics_loss=1.0, physics_layers=True))
+    layered = Trainer(
+        tiny_cfg(
+            toy,
+            tmp_path / "layers",
+            physics_loss=1.0,
+            physics_layers=True,
+            physics_layer_cells=True,
+        )
+    )
     assert np.isfinite(layered.step(s * layered.recipe.cell_scale, e)["g_phys"])
 
 

@@ -1124,6 +1124,14 @@ def train_cmd(
             "centres and widths (what the CaloChallenge high-level classifier reads).",
         ),
     ] = _d(TrainConfig, "physics_layers"),
+    physics_layer_cells: Annotated[
+        bool,
+        typer.Option(
+            "--physics-layer-cells/--no-physics-layer-cells",
+            help="The physics term also matches each layer's count of cells above 1 keV and "
+            "its radial width (CaloChallenge's sparsity and wr per layer).",
+        ),
+    ] = _d(TrainConfig, "physics_layer_cells"),
     generator_dropout: Annotated[
         bool,
         typer.Option(
@@ -1180,6 +1188,7 @@ parallelism."""
         d_input_power=d_input_power,
         physics_loss=physics_loss,
         physics_layers=physics_layers,
+        physics_layer_cells=physics_layer_cells,
         generator_dropout=generator_dropout,
         energy_range=energy_range,  # "LO:HI", parsed and checked by the config
     )

@@ -46,6 +46,7 @@ TRAJECTORY_KEYS = (
     "physics_loss",
     "generator_dropout",
     "physics_layers",
+    "physics_layer_cells",
 )
 # trajectory keys added after runs were started: a saved run without one had this value
 ADDED_KEYS: dict[str, Any] = {
@@ -55,6 +56,7 @@ ADDED_KEYS: dict[str, Any] = {
     "physics_loss": 0.0,
     "generator_dropout": True,
     "physics_layers": False,
+    "physics_layer_cells": False,
 }
 
 
@@ -106,6 +108,8 @@ class TrainConfig:
     physics_loss: float = 5.0
     # the physics term also matches each layer's energy fraction, transverse centres and widths
     physics_layers: bool = False
+    # ... and each layer's count of cells above 1 keV and radial width (physics_loss.py)
+    physics_layer_cells: bool = False
     # the generator's dropout layers in its training updates (the authors' recipe: on); off, the
     # trained network is the deployed one (train.weights.remove_dropout says why)
     generator_dropout: bool = False

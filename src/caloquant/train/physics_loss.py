@@ -51,6 +51,10 @@ LAYER_FRACTION_UNIT = 0.1
 LAYER_CENTRE_UNIT = 0.15
 LAYER_WIDTH_UNIT = 0.1
 MIN_LAYER_WIDTH = 1.0
+# the per-layer cell observables (``layer_cells``): the smooth log count of cells above 1 keV
+# in units of 0.1 (a layer with 5 hit cells against 4: 0.18), the radial width in units of 10 %
+# of the real batch's mean radial width of that layer (at least 0.1 cell)
+LAYER_COUNT_UNIT = 0.1
 
 
 def shower_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
@@ -98,12 +102,37 @@ def layer_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.T
     return torch.cat([torch.log(layer_e / total + FRACTION_FLOOR), *centres, *widths], dim=1)
 
 
+def layer_cell_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
+    """(n, X, Y, Z) cells in training units -> (n, 2 Z) float32: per layer the smooth log count
+    ln(1 + N) of cells above 1 keV (the logistic step of :func:`shower_observables`), then the
+    energy-weighted width of the cells' distance r from the grid's axis (the CaloChallenge
+    high-level input ``wr``; 0 for an empty layer). Where the classifier told the stage-2 model
+    from Geant4: its first two layers had 2 hit cells at a radial width of 0.7-0.9 cell where
+    Geant4 has 5 at 2.7-2.8 (docs/training.md)."""
+    s = showers.float() / cell_scale
+    ln_rel = torch.log(s.clamp_min(1e-30)) - torch.log(torch.tensor(THRESHOLDS_GEV[0]))
+    step = torch.sigmoid(ln_rel / STEP_WIDTH)
+    counts = torch.log1p(step.sum(dim=(1, 2)))
+    pos = s.clamp_min(0.0)
+    n_x, n_y = s.shape[1], s.shape[2]
+    gx = torch.arange(n_x, dtype=s.dtype) - (n_x - 1) / 2
+    gy = torch.arange(n_y, dtype=s.dtype) - (n_y - 1) / 2
+    r = torch.sqrt(gx.view(-1, 1) ** 2 + gy.view(1, -1) ** 2)  # (X, Y)
+    layer_e = pos.sum(dim=(1, 2))
+    w = pos / layer_e.clamp_min(1e-20).view(-1, 1, 1, layer_e.shape[1])
+    r1 = torch.einsum("nxyz,xy->nz", w, r)
+    r2 = torch.einsum("nxyz,xy->nz", w, r**2)
+    wr = (r2 - r1**2).clamp_min(1e-12).sqrt() * (layer_e > 0)
+    return torch.cat([counts, wr], dim=1)
+
+
 def physics_loss(
     fake: torch.Tensor,
     real: torch.Tensor,
     energies: torch.Tensor | None = None,
     cell_scale: float = 1.0,
     layers: bool = False,
+    layer_cells: bool = False,
 ) -> torch.Tensor:
     """Mean squared batch-mean difference of the observables of generated and real showers,
     paired by incident energy (``fake[i]`` drawn at ``real[i]``'s), in units of :data:`SCALES`;
@@ -111,8 +140,10 @@ def physics_loss(
     with the standardised energy), so that a shower too wide at one end of the range and too
     narrow at the other does not cancel. ``layers``: plus, weighing as much as the shower-wide
     observables, the per-layer ones of :func:`layer_observables` (units: 0.1 in the log energy
-    fraction, 0.15 cell in the centres, 10 % of the real batch's mean width of the layer). No
-    gradient flows into the real showers."""
+    fraction, 0.15 cell in the centres, 10 % of the real batch's mean width of the layer);
+    ``layer_cells``: plus, weighing as much again, :func:`layer_cell_observables` (units: 0.1 in
+    the log count, 10 % of the real batch's mean radial width). No gradient flows into the
+    real showers."""
     f = shower_observables(fake, cell_scale)
     with torch.no_grad():
         r = shower_observables(real, cell_scale)
@@ -129,6 +160,14 @@ def physics_loss(
             scale = torch.full((5 * z,), LAYER_FRACTION_UNIT)
             scale[z : 3 * z] = LAYER_CENTRE_UNIT
             scale[3 * z :] = LAYER_WIDTH_UNIT * r[:, 3 * z :].mean(0).clamp_min(MIN_LAYER_WIDTH)
+        loss = loss + _pulls(f, r, scale, energies)
+    if layer_cells:
+        f = layer_cell_observables(fake, cell_scale)
+        with torch.no_grad():
+            r = layer_cell_observables(real, cell_scale)
+            z = r.shape[1] // 2
+            scale = torch.full((2 * z,), LAYER_COUNT_UNIT)
+            scale[z:] = LAYER_WIDTH_UNIT * r[:, z:].mean(0).clamp_min(MIN_LAYER_WIDTH)
         loss = loss + _pulls(f, r, scale, energies)
     return loss
 

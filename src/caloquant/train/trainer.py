@@ -322,8 +322,10 @@ class Trainer:
             w = self.cfg.physics_loss
             phys = torch.zeros(())
             if w and real is not None:
+                c = self.cfg
+                scale = self.recipe.cell_scale
                 phys = physics_loss(
-                    fake, real, energies, self.recipe.cell_scale, self.cfg.physics_layers
+                    fake, real, energies, scale, c.physics_layers, c.physics_layer_cells
                 )
             (losses.total + w * phys).backward()
         finally:
