@@ -144,32 +144,39 @@ def physics_loss(
     ``layer_cells``: plus, weighing as much again, :func:`layer_cell_observables` (units: 0.1 in
     the log count, 10 % of the real batch's mean radial width). No gradient flows into the
     real showers."""
-    f = shower_observables(fake, cell_scale)
-    with torch.no_grad():
-        r = shower_observables(real, cell_scale)
-        scale = torch.tensor(SCALES)
-        k = len(THRESHOLDS_GEV)
-        widths = slice(k + 1, None, 2)
-        scale[widths] = scale[widths] * r[:, widths].mean(0)
-    loss = _pulls(f, r, scale, energies)
-    if layers:
-        f = layer_observables(fake, cell_scale)
+    parts = [(shower_observables, _shower_units)]
+    parts += [(layer_observables, _layer_units)] if layers else []
+    parts += [(layer_cell_observables, _layer_cell_units)] if layer_cells else []
+    loss = torch.zeros(())
+    for observables, units in parts:
+        f = observables(fake, cell_scale)
         with torch.no_grad():
-            r = layer_observables(real, cell_scale)
-            z = r.shape[1] // 5
-            scale = torch.full((5 * z,), LAYER_FRACTION_UNIT)
-            scale[z : 3 * z] = LAYER_CENTRE_UNIT
-            scale[3 * z :] = LAYER_WIDTH_UNIT * r[:, 3 * z :].mean(0).clamp_min(MIN_LAYER_WIDTH)
-        loss = loss + _pulls(f, r, scale, energies)
-    if layer_cells:
-        f = layer_cell_observables(fake, cell_scale)
-        with torch.no_grad():
-            r = layer_cell_observables(real, cell_scale)
-            z = r.shape[1] // 2
-            scale = torch.full((2 * z,), LAYER_COUNT_UNIT)
-            scale[z:] = LAYER_WIDTH_UNIT * r[:, z:].mean(0).clamp_min(MIN_LAYER_WIDTH)
-        loss = loss + _pulls(f, r, scale, energies)
+            r = observables(real, cell_scale)
+        loss = loss + _pulls(f, r, units(r), energies)
     return loss
+
+
+def _shower_units(r: torch.Tensor) -> torch.Tensor:
+    """:data:`SCALES`, the widths' relative to the real batch's mean width."""
+    scale = torch.tensor(SCALES)
+    widths = slice(len(THRESHOLDS_GEV) + 1, None, 2)
+    scale[widths] = scale[widths] * r[:, widths].mean(0)
+    return scale
+
+
+def _layer_units(r: torch.Tensor) -> torch.Tensor:
+    z = r.shape[1] // 5
+    scale = torch.full((5 * z,), LAYER_FRACTION_UNIT)
+    scale[z : 3 * z] = LAYER_CENTRE_UNIT
+    scale[3 * z :] = LAYER_WIDTH_UNIT * r[:, 3 * z :].mean(0).clamp_min(MIN_LAYER_WIDTH)
+    return scale
+
+
+def _layer_cell_units(r: torch.Tensor) -> torch.Tensor:
+    z = r.shape[1] // 2
+    scale = torch.full((2 * z,), LAYER_COUNT_UNIT)
+    scale[z:] = LAYER_WIDTH_UNIT * r[:, z:].mean(0).clamp_min(MIN_LAYER_WIDTH)
+    return scale
 
 
 def _pulls(
