@@ -141,8 +141,13 @@ def test_every_builtin_model_is_installed_and_the_trained_one_says_what_it_was_t
     assert src["geometry_hashes"] == [load_geometry().hash]
     # the budget of issue 23: 6 hours of 2 cores, every stage and abandoned attempt counted
     assert prov["trained_by"] == "caloquant train" and prov["training_cpu_s"] <= 6 * 3600 * 2
-    arr, e = cq.load("conv2d-g4", threads=1).sample(8, energy=250, seed=1)
+    g4 = cq.load("conv2d-g4", threads=1)
+    # its valid range is the range it was trained for, both ends included (issue 23 item 5)
+    assert tuple(g4.spec.energy_range_gev) == (100.0, 500.0)
+    arr, e = g4.sample(8, energy=250, seed=1)
     assert np.all(e == 250)
+    ends, e_ends = g4.sample(2, energies=np.array([100.0, 500.0]), seed=1)
+    assert np.isfinite(ends).all() and ends.sum(axis=(1, 2, 3)).min() > 0
     assert (
         arr.shape == (8, 25, 25, 25)
         and np.all(np.isfinite(arr))

@@ -91,6 +91,14 @@ def test_quick_run_writes_the_report(quick_run: Path) -> None:
     # speed-up against the Monte Carlo timed in this run, with its error
     for r in rows.values():
         assert r["speedup_vs_mc"] > 1 and r["speedup_vs_mc_err"] >= 0
+    # each variant's CaloChallenge classifier AUCs against the Monte Carlo, in the summary table
+    for r in rows.values():
+        cc = r["auc_cc_vs_reference"]
+        assert set(cc) == {"low_level", "high_level"}
+        assert all(0.0 <= c["auc"] <= 1.0 and c["auc_err"] >= 0 for c in cc.values())
+    summary = _table(rep, "Recommendation", "Fast and right")
+    col = next(i for i, c in enumerate(summary["columns"]) if c.startswith("AUC vs"))
+    assert all(" / " in row[col] for row in summary["rows"])
     # the recommendation names the fastest variant within tolerance
     good = [r for r in rep["variants"] if r["within_tolerance"]]
     best = max(good, key=lambda r: r["showers_per_s"])

@@ -30,6 +30,29 @@ def _styled(pull: float, text: str) -> str:
     return f"[{'red' if a > 5 else 'yellow' if a > 3 else 'green'}]{text}[/]"
 
 
+def classifier_aucs(rep: dict[str, Any]) -> dict[str, Any]:
+    """A validation report's classifier AUCs for a study row: the feature classifier's
+    (``auc_vs_reference``) and the CaloChallenge protocol's (``auc_cc_vs_reference``: low- and
+    high-level, each with its error), None where not run."""
+    cc = rep.get("classifier_calochallenge") or {}
+    return {
+        "auc_vs_reference": (rep.get("classifier") or {}).get("auc"),
+        "auc_cc_vs_reference": {
+            lvl: {"auc": cc[lvl]["auc"], "auc_err": cc[lvl]["auc_err"]}
+            for lvl in ("low_level", "high_level")
+            if lvl in cc
+        }
+        or None,
+    }
+
+
+def _aucs(r: dict[str, Any]) -> str:
+    cc = r.get("auc_cc_vs_reference")
+    if not cc:
+        return "-"
+    return " / ".join(f"{cc[lvl]['auc']:.3f}" for lvl in ("low_level", "high_level") if lvl in cc)
+
+
 def summary_table(rows: list[dict[str, Any]], tolerance: dict[str, float], mc_label: str) -> Table:
     """Fast and right? Speed from one benchmark run, physics against fp32 (paired) and the
     reference."""
@@ -45,6 +68,7 @@ def summary_table(rows: list[dict[str, Any]], tolerance: dict[str, float], mc_la
         "size vs fp32",
         "worst |Ecal/Ecal_fp32 - 1|",
         "within tolerance",
+        f"AUC vs {mc_label} (low / high)",
     ):
         t.add_column(col, justify="left" if col in ("model", "variant", "executed") else "right")
     for r in rows:
@@ -59,6 +83,7 @@ def summary_table(rows: list[dict[str, Any]], tolerance: dict[str, float], mc_la
             f"{r['size_ratio']:.2f}x",
             "-" if r["worst_ecal_dev"] is None else f"{r['worst_ecal_dev']:.4f}",
             _flag(r["within_tolerance"]),
+            _aucs(r),
         )
     t.caption = (
         "Within tolerance: the tuner's paired check on its evaluation set and this run's "
@@ -66,7 +91,9 @@ def summary_table(rows: list[dict[str, Any]], tolerance: dict[str, float], mc_la
         "sigma in every energy bin). Speeds: best grid point of the benchmark, all "
         f"variants in the same run. x {mc_label}: the variant on the cores of its best point "
         "(threads x streams) against the Monte Carlo on one core; per core: showers/s per core "
-        "used against the Monte Carlo's showers/s per core."
+        "used against the Monte Carlo's showers/s per core. AUC: the CaloChallenge "
+        "classifiers (low level: all cells; high level: shower features) against the Monte "
+        "Carlo's showers; 0.5 = indistinguishable."
     )
     return t
 

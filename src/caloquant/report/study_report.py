@@ -23,6 +23,7 @@ from caloquant.report.bench import (
 )
 from caloquant.report.html import report_dict, section
 from caloquant.report.study import (
+    classifier_aucs,
     metric_table,
     modern_table,
     moments_summary_table,
@@ -149,7 +150,7 @@ def _collect(study: StudyOutcome, bench: Benchmark, ecal_rel: float) -> _Collect
                     "layer_precisions": dict(art.layer_precisions) if art else None,
                     "worst_ecal_dev": worst,
                     "within_tolerance": ok,
-                    "auc_vs_reference": (rep_ref.get("classifier") or {}).get("auc"),
+                    **classifier_aucs(rep_ref),
                     "metric_vs_reference": (rep_ref.get("optimisation_metric") or {}).get("total"),
                     # the tuner's final race against the exact engine model (decision, why)
                     "race": (art.manifest.get("race") or None) if art else None,
