@@ -46,10 +46,6 @@ def _d(cls: Any, name: str) -> Any:
     return default
 
 
-def _q(name: str) -> Any:
-    return _d(QuantizeConfig, name)
-
-
 def _csv(cls: Any, name: str) -> str:
     """A tuple-of-integers default as the command line writes it: (1, 2) -> '1,2'."""
     return ",".join(map(str, _d(cls, name)))
@@ -674,7 +670,7 @@ def quantize(
         typer.Option(
             "--recipe", help="physics (tolerance-driven search) | naive (backend defaults)."
         ),
-    ] = _q("recipe"),
+    ] = _d(QuantizeConfig, "recipe"),
     tolerance: Annotated[
         str, typer.Option("--tolerance", help="Preset (default, strict, loose) or a JSON file.")
     ] = "default",
@@ -685,12 +681,12 @@ def quantize(
             help="First range estimator: minmax | percentile | histogram, "
             "each also with asymmetric activations (-asym, OpenVINO).",
         ),
-    ] = _q("calibration"),
-    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = _q("calib_n"),
+    ] = _d(QuantizeConfig, "calibration"),
+    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = _d(QuantizeConfig, "calib_n"),
     eval_n: Annotated[
         int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")
-    ] = _q("eval_n_per_point"),
-    seed: Annotated[int, typer.Option("--seed")] = _q("seed"),
+    ] = _d(QuantizeConfig, "eval_n_per_point"),
+    seed: Annotated[int, typer.Option("--seed")] = _d(QuantizeConfig, "seed"),
     # not the config's None (the caller's torch setting): the command line pins its own threads
     threads: Annotated[int, typer.Option("--threads")] = 2,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = _q(
@@ -702,7 +698,7 @@ def quantize(
             "--rewrite/--no-rewrite",
             help="Exact sub-pixel rewrite of upsample+conv chains (physics recipe).",
         ),
-    ] = _q("rewrite"),
+    ] = _d(QuantizeConfig, "rewrite"),
     equalize: Annotated[
         bool,
         typer.Option(
@@ -717,7 +713,7 @@ def quantize(
             "--head-to-head",
             help="Also run NNCF accuracy control, INC autotune and LiteRT at the same tolerance.",
         ),
-    ] = _q("head_to_head"),
+    ] = _d(QuantizeConfig, "head_to_head"),
     qat_minutes: Annotated[
         float,
         typer.Option(
