@@ -659,11 +659,11 @@ def quantize(
             "generator weights (.hdf5)." + DEFAULT_MODEL_HELP,
         ),
     ] = None,
-    precision: Annotated[str, typer.Option("--precision", help=" | ".join(PRECISIONS) + ".")] = _q(
-        "precision"
+    precision: Annotated[str, typer.Option("--precision", help=" | ".join(PRECISIONS) + ".")] = _d(
+        QuantizeConfig, "precision"
     ),
-    backend: Annotated[str, typer.Option("--backend", help=" | ".join(BACKENDS) + ".")] = _q(
-        "backend"
+    backend: Annotated[str, typer.Option("--backend", help=" | ".join(BACKENDS) + ".")] = _d(
+        QuantizeConfig, "backend"
     ),
     recipe: Annotated[
         str,
@@ -682,15 +682,17 @@ def quantize(
             "each also with asymmetric activations (-asym, OpenVINO).",
         ),
     ] = _d(QuantizeConfig, "calibration"),
-    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = _d(QuantizeConfig, "calib_n"),
+    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration latents.")] = _d(
+        QuantizeConfig, "calib_n"
+    ),
     eval_n: Annotated[
         int, typer.Option("--eval-n", help="Paired evaluation showers per energy point.")
     ] = _d(QuantizeConfig, "eval_n_per_point"),
     seed: Annotated[int, typer.Option("--seed")] = _d(QuantizeConfig, "seed"),
     # not the config's None (the caller's torch setting): the command line pins its own threads
     threads: Annotated[int, typer.Option("--threads")] = 2,
-    batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = _q(
-        "batch"
+    batch: Annotated[int, typer.Option("--batch", help="Batch size for speed measurements.")] = _d(
+        QuantizeConfig, "batch"
     ),
     rewrite: Annotated[
         bool,
