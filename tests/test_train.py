@@ -252,19 +252,17 @@ def test_init_from_the_cern_3dgan(
 
 
 def test_init_takes_a_built_in_model_name(tmp_path: Path) -> None:
-    """--init resolves like every --model (issue 26): a built-in name starts from its weights; an
-    unknown name is refused when the configuration is made, naming the choices."""
+    """--init resolves like every --model (issue 26): a built-in name starts from its weights (the
+    two-stage conv2d-g4 starts a two-stage run, the default recipe; a single-stage run cannot take
+    it and says so in one line); an unknown name is refused when the configuration is made,
+    naming the choices."""
     from caloquant.models import model_ref
 
-    cfg = TrainConfig(
-        data=["unused.h5"],
-        out=str(tmp_path / "r"),
-        model="conv2d",
-        width=0.5,
-        init="conv2d-g4",
-        **AUTHORS,  # type: ignore[arg-type]
-    )
-    assert cfg.init == "conv2d-g4"
+    cfg = TrainConfig(data=["unused.h5"], out=str(tmp_path / "r"), width=0.5, init="conv2d-g4")
+    assert cfg.init == "conv2d-g4" and cfg.energy_stage
+    single = replace(cfg, **AUTHORS)  # type: ignore[arg-type]
+    with pytest.raises(CaloquantError, match="holds a two-stage model"):
+        Trainer(single)
     tr = Trainer(cfg)
     g, _ = tr.export()
     ref = model_ref("conv2d-g4").float_checkpoint()
