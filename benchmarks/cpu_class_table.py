@@ -5,14 +5,16 @@ the engine's exact fp32 model, its size and tuning time, and the check of the is
 tuner's artifact Q against the exact fp32 engine artifact F (`--precision fp32 --backend
 openvino`), ratio Q / F >= 0.97.
 
-    .venv/bin/python benchmarks/cpu_class_table.py [--emulate-avx2] [--model cern-3dgan]
+    .venv/bin/python benchmarks/cpu_class_table.py [--emulate avx2|avx512-bf16] [--model M]
 
-``--emulate-avx2`` runs every command with OpenVINO's oneDNN limited to its AVX2 kernels
-(``ONEDNN_MAX_CPU_ISA=AVX2`` and tests/cpu_class/sitecustomize.py, which compiles bf16/f16
-hints to f32 as OpenVINO does on a real AVX2 CPU): the kernels of the AVX2 class on another
-CPU, labelled as such in the result (not a real AMD Zen 3). Run on a quiet host: nothing else
-should use the CPU (pause long jobs first). Writes
-benchmarks/results/cpu_class/<cpu class>[-avx2-emulated].json.
+``--emulate`` runs every command with the kernels of another CPU class
+(tests/cpu_class/sitecustomize.py: oneDNN inside OpenVINO and PyTorch limited by
+``ONEDNN_MAX_CPU_ISA``, precision hints compiled as OpenVINO compiles them on that class, the
+class's flags as caloquant reads them): ``avx2`` the AMD Zen 3 class, ``avx512-bf16`` the AMD
+Zen 4 class (AVX-512 VNNI and BF16, no AMX, no fp16 arithmetic), on a CPU that has more.
+Labelled as emulated in the result: not the real CPU's caches, clocks or memory. Run on a
+quiet host: nothing else should use the CPU (pause long jobs first). Writes
+benchmarks/results/cpu_class/<cpu class>[-emulated-on-<real class>].json.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from caloquant.runtime import cpu_identity  # noqa: E402
 
+# --emulate: oneDNN's ISA limit and the CPU class it stands for (tests/cpu_class/sitecustomize.py)
+EMULATE = {"avx2": ("AVX2", "x86-avx2"), "avx512-bf16": ("AVX512_CORE_BF16", "x86-avx512-bf16")}
+
 
 def run(cmd: list[str], env: dict[str, str], log: Path) -> float:
     t = time.perf_counter()
@@ -41,21 +46,21 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="cern-3dgan")
-    ap.add_argument("--emulate-avx2", action="store_true")
+    ap.add_argument("--emulate", choices=sorted(EMULATE), default=None)
     ap.add_argument("--work", type=Path, default=Path("/tmp/cq_cpu_class"))
     a = ap.parse_args()
     cq = str(Path(sys.executable).with_name("caloquant"))
     env = dict(os.environ)
     ident = cpu_identity()
     label = str(ident["cpu_class"])
-    if a.emulate_avx2:
+    if a.emulate:
         env |= {
-            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "ONEDNN_MAX_CPU_ISA": EMULATE[a.emulate][0],
             "PYTHONPATH": os.pathsep.join(
                 [str(ROOT / "tests" / "cpu_class"), env.get("PYTHONPATH", "")]
             ),
         }
-        label += "-avx2-emulated"
+        label = f"{EMULATE[a.emulate][1]}-emulated-on-{label}"
     w = a.work / label
     w.mkdir(parents=True, exist_ok=True)
     q, f, b = w / "q_int8", w / "f_fp32", w / "bench.json"
@@ -78,7 +83,7 @@ def main() -> None:
     row = rep["results"][0]
     out = {
         "cpu": ident,
-        "emulated_avx2": a.emulate_avx2,
+        "emulated": a.emulate and {"class": EMULATE[a.emulate][1], "on": ident},
         "model": a.model,
         "returned": {
             "decision": (mq.get("race") or {}).get("decision"),

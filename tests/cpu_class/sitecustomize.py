@@ -1,20 +1,54 @@
-"""AVX2-class emulation for developers on an AVX-512 or AMX machine (never used by the tests
+"""CPU-class emulation for developers on an AVX-512 or AMX machine (never used by the tests
 themselves). Python imports this module at start-up when its folder is on PYTHONPATH:
 
     ONEDNN_MAX_CPU_ISA=AVX2 PYTHONPATH=tests/cpu_class .venv/bin/python -m pytest ...
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 PYTHONPATH=tests/cpu_class ...   # AMD Zen 4 class
 
-``ONEDNN_MAX_CPU_ISA=AVX2`` makes oneDNN inside OpenVINO (and PyTorch) dispatch its AVX2
-kernels (int8 convolutions and FullyConnected without VNNI: ``jit_avx2_I8``, ``brgconv_avx2``).
-OpenVINO's CPU plugin still reads the real CPU flags and compiles a bf16 or f16
-``INFERENCE_PRECISION_HINT`` into kernels that oneDNN then refuses ("object is not
-initialized"); on a real AVX2 CPU it compiles those hints to f32, which this module does by
-rewriting the hint. What it does not emulate: caloquant's CPU class (read from /proc/cpuinfo)
-and PyTorch's own kernel choice outside oneDNN.
+``ONEDNN_MAX_CPU_ISA`` makes oneDNN inside OpenVINO (and PyTorch) dispatch the kernels of that
+class: ``AVX2`` the AVX2 ones of an AMD Zen 3 (int8 convolutions and FullyConnected without
+VNNI: ``jit_avx2_I8``, ``brgconv_avx2``), ``AVX512_CORE_BF16`` the AVX-512 VNNI and BF16 ones of
+an AMD Zen 4 (no AMX tiles, no fp16 arithmetic). OpenVINO's CPU plugin still reads the real CPU
+flags and compiles a precision hint into kernels that oneDNN then refuses ("object is not
+initialized"); this module rewrites the hint as OpenVINO does on the real CPU: bf16 and f16 to
+f32 on AVX2, f16 to bf16 on Zen 4 (docs/findings.md 1b). It also hides the flags the emulated
+class lacks from caloquant's reading of /proc/cpuinfo (so its CPU class, the race's
+``fast_kernels`` and the tests that read flags see the emulated class; the model name says
+"emulated"), and for AVX2 limits PyTorch's own vectorized kernels (``ATEN_CPU_CAPABILITY``).
+What it does not emulate: the real CPU's caches, clocks and memory.
 """
 
 import os
 
-if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":
+# kernels oneDNN may use -> (flags the class lacks, precision hints rewritten, torch capability)
+_CLASSES = {
+    "AVX2": (
+        {
+            "avx512f",
+            "avx512bw",
+            "avx512_vnni",
+            "avx_vnni",
+            "avx512_bf16",
+            "avx512_fp16",
+            "amx_tile",
+            "amx_bf16",
+            "amx_int8",
+            "amx_fp16",
+        },
+        {"bf16": "f32", "f16": "f32"},
+        "avx2",
+    ),
+    "AVX512_CORE_BF16": (
+        {"avx_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"},
+        {"f16": "bf16"},
+        None,
+    ),
+}
+
+_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+if _isa in _CLASSES:
+    _hidden, _hints, _aten = _CLASSES[_isa]
+    if _aten:
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", _aten)
     try:
         import openvino as _ov
     except ImportError:  # nothing to emulate without OpenVINO
@@ -22,12 +56,26 @@ if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":
     if _ov is not None:
         _compile = _ov.Core.compile_model
 
-        def _compile_as_avx2(self, model, device_name=None, config=None, **kw):  # noqa: ANN001, ANN202
+        def _compile_as_class(self, model, device_name=None, config=None, **kw):  # noqa: ANN001, ANN202
             hint = str((config or {}).get("INFERENCE_PRECISION_HINT", "")).lower()
-            if hint in ("bf16", "f16"):
-                config = dict(config, INFERENCE_PRECISION_HINT="f32")
+            if hint in _hints:
+                config = dict(config, INFERENCE_PRECISION_HINT=_hints[hint])
             if device_name is None:
                 return _compile(self, model, config=config, **kw)
             return _compile(self, model, device_name, config, **kw)
 
-        _ov.Core.compile_model = _compile_as_avx2
+        _ov.Core.compile_model = _compile_as_class
+    try:
+        import caloquant.runtime as _rt
+    except ImportError:  # caloquant not installed in this interpreter
+        _rt = None
+    if _rt is not None:
+        _cpuinfo = _rt.cpuinfo
+
+        def _emulated_cpuinfo() -> dict:
+            info = dict(_cpuinfo())
+            info["flags"] = " ".join(f for f in info.get("flags", "").split() if f not in _hidden)
+            info["model name"] = f"{info.get('model name', '?')} (emulating {_isa} kernels)"
+            return info
+
+        _rt.cpuinfo = _emulated_cpuinfo
