@@ -249,9 +249,7 @@ def run_control(folder: Path, n: int, g4: tuple, fx: tuple) -> dict[str, Any]:
     with these sample sizes: the statistical floor of every criterion."""
     from caloquant.sim import load_packaged_reference, read_reference_set
 
-    per_shard = len(read_reference_set(folder, shards=1)[1])
-    cs, ce, _ = read_reference_set(folder, shards=-(-n // per_shard))
-    cs, ce = cs[:n], ce[:n]
+    cs, ce, _ = read_reference_set(folder, n)
     ps, pe, meta = load_packaged_reference()
     keep = np.isin(pe, CRIT.points_gev)
     edges = ",".join(f"{x:g}" for x in CRIT.bin_edges_gev)

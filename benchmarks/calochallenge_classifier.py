@@ -78,8 +78,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cfg = CaloChallengeConfig(threads=args.threads)
-    g4, e, seeds_h = read_reference_set(args.heldout, shards=20)
-    g4_train, e_train, seeds_t = read_reference_set(args.train, shards=20)
+    g4, e, seeds_h = read_reference_set(args.heldout, 2000)
+    g4_train, e_train, seeds_t = read_reference_set(args.train, 2000)
     if set(seeds_h) & set(seeds_t):
         raise SystemExit(f"the two Geant4 sets share seeds: {sorted(set(seeds_h) & set(seeds_t))}")
     results: dict[str, Any] = {

@@ -417,6 +417,9 @@ def test_reference_set_falls_back_to_gflash(
     np.testing.assert_array_equal(s, d["ECAL"])
     np.testing.assert_array_equal(e, d["energy"])
     assert seeds == [int(d["attrs"]["seed"])]
+    s30, e30, _ = read_reference_set(tmp_path / "heldout-gflash", 30)  # the first 30 only
+    np.testing.assert_array_equal(s30, d["ECAL"][:30])
+    assert e30.shape == (30,)
     with pytest.raises(CaloquantError, match="no shard_"):
         read_reference_set(tmp_path)
 

@@ -179,24 +179,27 @@ def set_files(name: str, out_dir: str | Path) -> list[Path]:
 
 
 def read_reference_set(
-    folder: str | Path, shards: int | None = None
+    folder: str | Path, n: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Showers, incident energies and each shard's seed of a reference set's folder (its first
-    ``shards`` shard files in name order, or all). The folder's manifest.json is a reference-set
-    manifest, not a sharded-dataset one, so the shard files are read one by one."""
+    """Showers, incident energies and each read shard's seed of a reference set's folder: its
+    first ``n`` showers in shard-name order (reading stops there), or all. The folder's
+    manifest.json is a reference-set manifest, not a sharded-dataset one, so the shard files
+    are read one by one."""
     from caloquant.data import open_showers
 
-    files = sorted(Path(folder).glob("shard_*.h5"))[:shards]
+    files = sorted(Path(folder).glob("shard_*.h5"))
     if not files:
         raise CaloquantError(f"{folder}: no shard_*.h5 files of a reference set")
     showers, energies, seeds = [], [], []
     for f in files:
+        if n is not None and sum(map(len, energies)) >= n:
+            break
         with open_showers(f) as r:
             s, e = r.read()
             seeds.append(int(r.attrs.get("seed", -1)))
         showers.append(s)
         energies.append(e)
-    return np.concatenate(showers), np.concatenate(energies), seeds
+    return np.concatenate(showers)[:n], np.concatenate(energies)[:n], seeds
 
 
 # ---- the compact reference shipped in the package -----------------------------------------

@@ -57,16 +57,19 @@ MIN_LAYER_WIDTH = 1.0
 LAYER_COUNT_UNIT = 0.1
 
 
+def _soft_above(ln_cell: torch.Tensor, threshold_gev: float) -> torch.Tensor:
+    """The logistic step of each cell above ``threshold_gev`` (``ln_cell``: ln of the cell
+    energies in training units), 1/2 at the threshold, :data:`STEP_WIDTH` wide in ln energy."""
+    return torch.sigmoid((ln_cell - torch.log(torch.tensor(threshold_gev))) / STEP_WIDTH)
+
+
 def shower_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> torch.Tensor:
     """(n, X, Y, Z) cells in training units (GeV x ``cell_scale``) -> (n, k) observables in
     float32: the smooth log cell counts above each threshold, then the centre and the width
     along x, y and z."""
     s = showers.float() / cell_scale
     ln_cell = torch.log(s.clamp_min(1e-30)).flatten(1)
-    counts = [
-        torch.log1p(torch.sigmoid((ln_cell - torch.log(torch.tensor(t))) / STEP_WIDTH).sum(1))
-        for t in THRESHOLDS_GEV
-    ]
+    counts = [torch.log1p(_soft_above(ln_cell, t).sum(1)) for t in THRESHOLDS_GEV]
     pos = s.clamp_min(0.0)
     total = pos.flatten(1).sum(1).clamp_min(1e-20)
     moments = []
@@ -110,8 +113,7 @@ def layer_cell_observables(showers: torch.Tensor, cell_scale: float = 1.0) -> to
     from Geant4: its first two layers had 2 hit cells at a radial width of 0.7-0.9 cell where
     Geant4 has 5 at 2.7-2.8 (docs/training.md)."""
     s = showers.float() / cell_scale
-    ln_rel = torch.log(s.clamp_min(1e-30)) - torch.log(torch.tensor(THRESHOLDS_GEV[0]))
-    step = torch.sigmoid(ln_rel / STEP_WIDTH)
+    step = _soft_above(torch.log(s.clamp_min(1e-30)), THRESHOLDS_GEV[0])
     counts = torch.log1p(step.sum(dim=(1, 2)))
     pos = s.clamp_min(0.0)
     n_x, n_y = s.shape[1], s.shape[2]
