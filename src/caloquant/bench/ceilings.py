@@ -49,8 +49,17 @@ Kernel = tuple[Callable[[np.ndarray], Any], np.ndarray, str | None]
 
 
 def ceiling_key(precision: str) -> str:
-    """The ceiling a model of ``precision`` is held to (int8 models with float layers: int8)."""
+    """The ceiling table entry of one precision (anything else: fp32)."""
     return precision if precision in CEILING_DTYPES else "fp32"
+
+
+def ceiling_keys(precision: str, executed: str | None = None) -> list[str]:
+    """The ceilings that bound a model: one per precision it executes ('int8+fp32': int8 and
+    fp32; no executed precision known: the one asked). A model whose layers run in several
+    precisions cannot beat the fastest of their kernels (on AVX2 that is fp32, not int8: the
+    int8 matmul without VNNI runs at half fp32's rate), so its ceiling is the largest."""
+    parts = (executed or precision).split("+")
+    return list(dict.fromkeys(ceiling_key(p) for p in parts))
 
 
 def _input(n: int, dtype: Any = np.float32) -> np.ndarray:

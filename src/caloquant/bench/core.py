@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.bench.ceilings import measure_ceilings, merge_ceilings
+from caloquant.bench.ceilings import ceiling_keys, measure_ceilings, merge_ceilings
 from caloquant.bench.config import BenchConfig
 from caloquant.bench.machine import (
     RssSampler,
@@ -295,7 +295,9 @@ def run_bench(
     counts = sorted({1} | {min(t * s, cores) for t in cfg.threads for s in cfg.streams})
     engines: dict[str, set[str]] = {}  # each model is held to its own engine's ceiling
     for m in loaded:
-        engines.setdefault(m.variant.backend, set()).add(m.variant.precision)
+        engines.setdefault(m.variant.backend, set()).update(
+            ceiling_keys(m.variant.precision, m.info["executed_precision"])
+        )
     if cfg.ceilings:
         step("machine ceilings")
         ceilings = measure_ceilings(counts, engines)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caloquant.bench.ceilings import ceiling_for, ceiling_key
+from caloquant.bench.ceilings import ceiling_for, ceiling_keys
 from caloquant.errors import CaloquantError
 
 if TYPE_CHECKING:
@@ -37,12 +37,17 @@ BEST_KEYS = (
 
 
 def _roofline(r: dict[str, Any], ceilings: dict[str, Any]) -> None:
-    """Fill a row's ceiling (its own engine and precision, at the cores it used) and fraction.
+    """Fill a row's ceiling (its own engine and the fastest of the precisions it executes,
+    :func:`~caloquant.bench.ceilings.ceiling_keys`, at the cores it used) and fraction.
     No ceiling: None and the reason. A fraction above 1 means the ceiling is not the engine's
     peak for this work (or was measured while the host was slower): a bug of the measurement,
     never reported as a fraction."""
-    ceil, why = ceiling_for(ceilings, r["backend"], r["precision"], r["cores_used"])
-    r["ceiling_gflops"], r["ceiling_engine"] = ceil, f"{r['backend']} {ceiling_key(r['precision'])}"
+    keys = ceiling_keys(r["precision"], r.get("executed_precision"))
+    found = {k: ceiling_for(ceilings, r["backend"], k, r["cores_used"]) for k in keys}
+    have = {k: c for k, (c, _) in found.items() if c is not None}
+    key = max(have, key=have.__getitem__) if have else keys[0]
+    ceil, why = found[key]
+    r["ceiling_gflops"], r["ceiling_engine"] = ceil, f"{r['backend']} {key}"
     r["roofline_fraction"], r["roofline_note"] = None, why
     if ceil is None or r["achieved_gflops"] is None:
         return
@@ -124,8 +129,9 @@ def run_notes(cfg: BenchConfig) -> list[str]:
         "its spread shows how much "
         "the machine's own speed moved during the run (0 % is a quiet host)",
         "roofline_fraction: FLOPs per shower x showers/s over the matmul ceiling measured "
-        "with the row's own engine and precision (ceiling_engine; int8 models with float "
-        "layers are held to the int8 ceiling) at the cores in use (cores_used); None with "
+        "with the row's own engine and precision (ceiling_engine; a model that executes "
+        "several precisions, e.g. int8+fp32, is held to the fastest of their ceilings) at "
+        "the cores in use (cores_used); None with "
         "roofline_note where that engine has no ceiling for the precision, or where the "
         "model would exceed it (a fraction above 1 is never reported)",
         "speedup_vs_mc_engine: the model at the row's threads x streams (cores_used cores) "
