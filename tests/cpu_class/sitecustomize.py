@@ -17,7 +17,10 @@ class lacks from caloquant's reading of /proc/cpuinfo (so its CPU class, the rac
 What it does not emulate: the real CPU's caches, clocks and memory.
 """
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # kernels oneDNN may use -> (flags the class lacks, precision hints rewritten, torch capability)
 _CLASSES = {
@@ -44,38 +47,65 @@ _CLASSES = {
     ),
 }
 
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a function on a module right after its first import, so that start-up imports
+    nothing (a test checks that the command line starts without OpenVINO)."""
+
+    def __init__(self, hooks: dict) -> None:
+        self.hooks = hooks
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201
+        if name not in self.hooks:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        run, hook = spec.loader.exec_module, self.hooks.pop(name)
+
+        def exec_then_hook(module) -> None:  # noqa: ANN001
+            run(module)
+            hook(module)
+
+        spec.loader.exec_module = exec_then_hook
+        return spec
+
+
+def _patch_openvino(ov) -> None:  # noqa: ANN001
+    compile_model = ov.Core.compile_model
+
+    def compile_as_class(self, model, device_name=None, config=None, **kw):  # noqa: ANN001, ANN202
+        hint = str((config or {}).get("INFERENCE_PRECISION_HINT", "")).lower()
+        if hint in _hints:
+            config = dict(config, INFERENCE_PRECISION_HINT=_hints[hint])
+        if device_name is None:
+            return compile_model(self, model, config=config, **kw)
+        return compile_model(self, model, device_name, config, **kw)
+
+    ov.Core.compile_model = compile_as_class
+
+
+def _patch_runtime(rt) -> None:  # noqa: ANN001
+    cpuinfo = rt.cpuinfo
+
+    def emulated_cpuinfo() -> dict:
+        info = dict(cpuinfo())
+        info["flags"] = " ".join(f for f in info.get("flags", "").split() if f not in _hidden)
+        info["model name"] = f"{info.get('model name', '?')} (emulating {_isa} kernels)"
+        return info
+
+    rt.cpuinfo = emulated_cpuinfo
+
+
 _isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
 if _isa in _CLASSES:
     _hidden, _hints, _aten = _CLASSES[_isa]
     if _aten:
         os.environ.setdefault("ATEN_CPU_CAPABILITY", _aten)
-    try:
-        import openvino as _ov
-    except ImportError:  # nothing to emulate without OpenVINO
-        _ov = None
-    if _ov is not None:
-        _compile = _ov.Core.compile_model
-
-        def _compile_as_class(self, model, device_name=None, config=None, **kw):  # noqa: ANN001, ANN202
-            hint = str((config or {}).get("INFERENCE_PRECISION_HINT", "")).lower()
-            if hint in _hints:
-                config = dict(config, INFERENCE_PRECISION_HINT=_hints[hint])
-            if device_name is None:
-                return _compile(self, model, config=config, **kw)
-            return _compile(self, model, device_name, config, **kw)
-
-        _ov.Core.compile_model = _compile_as_class
-    try:
-        import caloquant.runtime as _rt
-    except ImportError:  # caloquant not installed in this interpreter
-        _rt = None
-    if _rt is not None:
-        _cpuinfo = _rt.cpuinfo
-
-        def _emulated_cpuinfo() -> dict:
-            info = dict(_cpuinfo())
-            info["flags"] = " ".join(f for f in info.get("flags", "").split() if f not in _hidden)
-            info["model name"] = f"{info.get('model name', '?')} (emulating {_isa} kernels)"
-            return info
-
-        _rt.cpuinfo = _emulated_cpuinfo
+    sys.meta_path.insert(
+        0, _AfterImport({"openvino": _patch_openvino, "caloquant.runtime": _patch_runtime})
+    )
