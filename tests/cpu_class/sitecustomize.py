@@ -22,26 +22,12 @@ import importlib.util
 import os
 import sys
 
-# kernels oneDNN may use -> (flags the class lacks, precision hints rewritten, torch capability)
+# kernels oneDNN may use -> (the class's flags among caloquant.runtime.RELEVANT_FLAGS; the
+# others are hidden), precision hints rewritten, torch capability
 _CLASSES = {
-    "AVX2": (
-        {
-            "avx512f",
-            "avx512bw",
-            "avx512_vnni",
-            "avx_vnni",
-            "avx512_bf16",
-            "avx512_fp16",
-            "amx_tile",
-            "amx_bf16",
-            "amx_int8",
-            "amx_fp16",
-        },
-        {"bf16": "f32", "f16": "f32"},
-        "avx2",
-    ),
+    "AVX2": ({"avx2", "fma"}, {"bf16": "f32", "f16": "f32"}, "avx2"),
     "AVX512_CORE_BF16": (
-        {"avx_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"},
+        {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"},
         {"f16": "bf16"},
         None,
     ),
@@ -90,11 +76,11 @@ def _patch_openvino(ov) -> None:  # noqa: ANN001
 
 
 def _patch_runtime(rt) -> None:  # noqa: ANN001
-    cpuinfo = rt.cpuinfo
+    cpuinfo, hidden = rt.cpuinfo, set(rt.RELEVANT_FLAGS) - _kept
 
     def emulated_cpuinfo() -> dict:
         info = dict(cpuinfo())
-        info["flags"] = " ".join(f for f in info.get("flags", "").split() if f not in _hidden)
+        info["flags"] = " ".join(f for f in info.get("flags", "").split() if f not in hidden)
         info["model name"] = f"{info.get('model name', '?')} (emulating {_isa} kernels)"
         return info
 
@@ -103,7 +89,7 @@ def _patch_runtime(rt) -> None:  # noqa: ANN001
 
 _isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
 if _isa in _CLASSES:
-    _hidden, _hints, _aten = _CLASSES[_isa]
+    _kept, _hints, _aten = _CLASSES[_isa]
     if _aten:
         os.environ.setdefault("ATEN_CPU_CAPABILITY", _aten)
     sys.meta_path.insert(
