@@ -83,7 +83,7 @@ def main() -> None:
     row = rep["results"][0]
     out = {
         "cpu": ident,
-        "emulated": a.emulate and {"class": EMULATE[a.emulate][1], "on": ident},
+        "emulated": a.emulate and {"class": EMULATE[a.emulate][1], "on": ident["cpu_class"]},
         "model": a.model,
         "returned": {
             "decision": (mq.get("race") or {}).get("decision"),

@@ -84,6 +84,7 @@ def _patch_runtime(rt) -> None:  # noqa: ANN001
         info["model name"] = f"{info.get('model name', '?')} (emulating {_isa} kernels)"
         return info
 
+    emulated_cpuinfo.__wrapped__ = cpuinfo  # the real flags, for a label "emulated on ..."
     rt.cpuinfo = emulated_cpuinfo
 
 
