@@ -64,6 +64,12 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    # a race needs 3 paired rounds; the bounds keep the settings grid within an hour
+    # (32 settings x 20 rounds x 5 s)
+    if not (3 <= a.rounds <= 20 and 0 < a.window <= 5):  # NaN fails too
+        ap.error(f"need --rounds 3-20 and --window in (0, 5] s, got {a.rounds} and {a.window}")
+    if a.out is not None and a.out.is_dir():
+        ap.error(f"--out {a.out} is a directory; give a .json file path")
 
     import caloquant as cq
     from caloquant import runtime

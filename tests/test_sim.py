@@ -420,6 +420,9 @@ def test_reference_set_falls_back_to_gflash(
     s30, e30, _ = read_reference_set(tmp_path / "heldout-gflash", 30)  # the first 30 only
     np.testing.assert_array_equal(s30, d["ECAL"][:30])
     assert e30.shape == (30,)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(CaloquantError, match="showers to read"):
+            read_reference_set(tmp_path / "heldout-gflash", bad)  # type: ignore[arg-type]
     with pytest.raises(CaloquantError, match="no shard_"):
         read_reference_set(tmp_path)
 

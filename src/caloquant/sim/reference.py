@@ -21,6 +21,7 @@ import numpy as np
 
 from caloquant.errors import CaloquantError
 from caloquant.fileio import atomic_path, file_sha256, write_json
+from caloquant.options import check_int
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ def read_reference_set(
     are read one by one."""
     from caloquant.data import open_showers
 
+    if n is not None:
+        n = check_int(n, "n (showers to read)", 1)
     files = sorted(Path(folder).glob("shard_*.h5"))
     if not files:
         raise CaloquantError(f"{folder}: no shard_*.h5 files of a reference set")
